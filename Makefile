@@ -1,0 +1,38 @@
+# `make run` and `make test` are all a new user needs: Python 3.11+ and make, no root.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench lint tools clean help
+
+help:
+	@echo "make run    start the gateway (embedded Redis; the simulator unless GATEWAY_UPSTREAM_API_KEY is set)"
+	@echo "make test   run the whole test suite"
+	@echo "make bench  run the benchmark (a few minutes)"
+	@echo "make lint   ruff"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/gateway serve --demo-key
+
+tools: $(STAMP)
+	@bash scripts/fetch-prometheus.sh
+
+test: $(STAMP) tools
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+lint: $(STAMP)
+	$(BIN)/ruff check gateway tests bench
+
+clean:
+	rm -rf $(VENV) var .tools .pytest_cache

@@ -1,0 +1,154 @@
+"""The FastAPI app factory and its lifespan: Redis, the upstream client, prices, the spool.
+
+uvicorn imports ``gateway.app:create_app`` in every worker (``factory=True``): workers are fresh
+processes and inherit nothing from ``gateway serve`` but the environment.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway import __version__, pricing, redis_client
+from gateway.errors import GatewayError
+from gateway.logs import configure_logging
+from gateway.routes import admin, health, images, models
+from gateway.settings import Settings, load_settings
+from gateway.spool import Spool
+from gateway.state import GatewayState, instance_name
+from gateway.upstream import UpstreamClient
+
+log = logging.getLogger("gateway")
+
+
+class RequestIdMiddleware:
+    """Gives every request an id and every response an ``x-request-id`` header.
+
+    Pure ASGI rather than ``BaseHTTPMiddleware``: that one costs a task per request and cancels
+    the handler when the client leaves, which would abandon an upstream call already paid for.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = "req_" + secrets.token_hex(12)
+        scope["request_id"] = request_id
+        header = (b"x-request-id", request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def _error_response(error: GatewayError) -> Response:
+    return Response(error.body(), error.status, error.response_headers(), media_type="application/json")
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves as the OpenAI envelope, FastAPI's own ones included."""
+
+    @app.exception_handler(GatewayError)
+    async def gateway_error(request: Request, exc: GatewayError) -> Response:
+        return _error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        error = GatewayError(exc.status_code, str(exc.detail), "invalid_request_error", code, retry=False)
+        return _error_response(error)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {"msg": "invalid request", "loc": ()}
+        param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        error = GatewayError(400, str(first["msg"]), "invalid_request_error", "invalid_request", param, False)
+        return _error_response(error)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error")
+        error = GatewayError(500, "The gateway failed unexpectedly.", "server_error", "internal_error", retry=True)
+        return _error_response(error)
+
+
+def build_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = await _start(settings)
+        app.state.gateway = state
+        try:
+            yield
+        finally:
+            await _stop(state)
+
+    app = FastAPI(
+        title="Image generation gateway",
+        version=__version__,
+        description="OpenAI-compatible `POST /v1/images/generations` with team keys, exact "
+        "budgets and a spend ledger.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(RequestIdMiddleware)
+    _install_error_handlers(app)
+    app.include_router(images.router)
+    app.include_router(models.router)
+    app.include_router(health.router)
+    app.include_router(admin.router)
+    return app
+
+
+async def _start(settings: Settings) -> GatewayState:
+    if settings.redis_url is None:
+        raise RuntimeError("GATEWAY_REDIS_URL is not set (gateway serve starts an embedded Redis)")
+    redis = await redis_client.connect(settings.redis_url)
+    prices = pricing.PriceBook()
+    try:
+        await pricing.seed_prices(redis, settings.prices_file)
+        await prices.refresh(redis)
+    except Exception as exc:  # start even with Redis down: /readyz says so, requests get 503
+        log.warning("could not load prices from Redis at start-up: %s", exc)
+        prices.prices = pricing.configured_prices(settings.prices_file)
+    prices.start(redis)
+    api_key = settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else ""
+    upstream = UpstreamClient(
+        settings.upstream_url,
+        api_key,
+        settings.upstream_timeout_s,
+        settings.upstream_connect_timeout_s,
+        settings.upstream_max_connections,
+        os.environ.get("GATEWAY_UPSTREAM_TRANSPORT", "aiohttp"),
+    )
+    spool = Spool(settings.state_dir / "spool", instance_name())
+    state = GatewayState(settings, redis, upstream, prices, spool)
+    state.start_spool_replay()
+    return state
+
+
+async def _stop(state: GatewayState) -> None:
+    await state.stop_spool_replay()
+    await state.prices.stop()
+    await state.upstream.aclose()
+    await state.redis.aclose()
+
+
+def create_app() -> FastAPI:
+    """The factory uvicorn calls in each worker: settings from the environment."""
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    return build_app(settings)

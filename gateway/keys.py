@@ -1,0 +1,273 @@
+"""Team keys: issue, hash, look up, update, revoke, rotate.
+
+A key looks like ``sk-gw-<key_id>_<secret>``. The key_id is public (it names the key in lists,
+reports and its Redis hash tag); the secret is 256 random bits, shown once, and Redis keeps only
+the SHA-256 of the whole key. A salted or slow hash adds nothing for a secret of that entropy, and
+SHA-256 lets the reserve script compare hashes without a second round trip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from gateway.pricing import micros_to_usd, usd_to_micros
+from gateway.redis_keys import KEY_REGISTRY, KeySpace
+
+TOKEN_PREFIX = "sk-gw-"
+KEY_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+KEY_ID_LENGTH = 12
+DEFAULT_ROTATE_GRACE_S = 3600
+_TOKEN_RE = re.compile(r"^sk-gw-([a-z2-7]{12})_([A-Za-z0-9_-]{20,128})$")
+_TEAM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+BudgetPeriod = Literal["day", "month", "total"]
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def parse_token(token: str) -> tuple[str, str] | None:
+    """Return (key_id, sha256 of the token) for a well-formed key, else None."""
+    match = _TOKEN_RE.match(token)
+    if match is None:
+        return None
+    return match.group(1), hash_token(token)
+
+
+def new_key_id() -> str:
+    return "".join(secrets.choice(KEY_ID_ALPHABET) for _ in range(KEY_ID_LENGTH))
+
+
+def new_token(key_id: str) -> str:
+    return f"{TOKEN_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+
+
+class KeyLimits(BaseModel):
+    """The limits a key may carry; every one is optional, None meaning unlimited."""
+
+    models: list[str] | None = Field(default=None, description="Models the key may use; null: all.")
+    expires_at: datetime | None = Field(default=None, description="ISO 8601; naive means UTC.")
+    budget_usd: Decimal | None = Field(default=None, ge=0, description="Spend budget in USD.")
+    budget_period: BudgetPeriod | None = Field(default=None, description="day, month or total.")
+    images_per_day: int | None = Field(default=None, ge=0)
+    rpm: int | None = Field(default=None, ge=1, description="Requests per minute.")
+    max_concurrent: int | None = Field(default=None, ge=1)
+
+    @field_validator("budget_usd")
+    @classmethod
+    def _exact_usd(cls, value: Decimal | None) -> Decimal | None:
+        if value is not None:
+            usd_to_micros(value)
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _model_names(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and any(not m or "," in m for m in value):
+            raise ValueError("model names must be non-empty and contain no comma")
+        return value
+
+
+class KeyCreate(KeyLimits):
+    team: str = Field(description="Team the key belongs to (letters, digits, _ . -).")
+    name: str = Field(min_length=1, max_length=100, description="A name people recognise.")
+
+    @field_validator("team")
+    @classmethod
+    def _team_label(cls, value: str) -> str:
+        if not _TEAM_RE.match(value):
+            raise ValueError("team must be 1-64 letters, digits, '_', '.' or '-'")
+        return value
+
+
+def _ms(value: datetime | None) -> int:
+    if value is None:
+        return 0
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return int(value.timestamp() * 1000)
+
+
+def _iso(ms: int) -> str | None:
+    if not ms:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def limits_to_fields(limits: KeyLimits, only_set: bool = False) -> dict[str, str | int]:
+    """Translate limits into the record's hash fields (-1 and "" mean unlimited)."""
+    given = limits.model_fields_set if only_set else set(KeyLimits.model_fields)
+    fields: dict[str, str | int] = {}
+    if "models" in given:
+        fields["models"] = "," + ",".join(limits.models) + "," if limits.models else ""
+    if "expires_at" in given:
+        fields["expires_at"] = _ms(limits.expires_at)
+    if "budget_usd" in given:
+        fields["budget_micros"] = -1 if limits.budget_usd is None else usd_to_micros(limits.budget_usd)
+    if "budget_period" in given or (not only_set):
+        fields["budget_period"] = limits.budget_period or "month"
+    for name in ("images_per_day", "rpm", "max_concurrent"):
+        if name in given:
+            value = getattr(limits, name)
+            fields[name] = -1 if value is None else value
+    return fields
+
+
+def record_to_json(record: dict[str, str]) -> dict[str, Any]:
+    """A key as the admin API and the CLI show it: never its secret or hash."""
+
+    def limit(name: str) -> int | None:
+        value = int(record.get(name, "-1"))
+        return None if value < 0 else value
+
+    budget = int(record.get("budget_micros", "-1"))
+    models = record.get("models", "")
+    return {
+        "key_id": record["key_id"],
+        "team": record["team"],
+        "name": record["name"],
+        "last4": record.get("last4", ""),
+        "created_at": _iso(int(record.get("created_at", "0"))),
+        "revoked_at": _iso(int(record.get("revoked_at", "0"))),
+        "rotated_at": _iso(int(record.get("rotated_at", "0"))),
+        "expires_at": _iso(int(record.get("expires_at", "0"))),
+        "status": key_status(record),
+        "models": [m for m in models.split(",") if m] or None,
+        "budget_usd": None if budget < 0 else micros_to_usd(budget),
+        "budget_period": record.get("budget_period", "month") if budget >= 0 else None,
+        "images_per_day": limit("images_per_day"),
+        "rpm": limit("rpm"),
+        "max_concurrent": limit("max_concurrent"),
+    }
+
+
+def key_status(record: dict[str, str], now_ms: int | None = None) -> str:
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    if int(record.get("revoked_at", "0")):
+        return "revoked"
+    expires = int(record.get("expires_at", "0"))
+    if expires and now_ms >= expires:
+        return "expired"
+    return "active"
+
+
+def _decode(raw: dict[bytes, bytes]) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+class KeyStore:
+    """Team keys in Redis. Used by the admin API, the CLI and the gateway's non-hot paths."""
+
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+
+    async def create(self, spec: KeyCreate) -> tuple[str, dict[str, Any]]:
+        """Issue a key; returns the secret (shown once) and the stored record."""
+        key_id = new_key_id()
+        token = new_token(key_id)
+        fields: dict[str, str | int] = {
+            "key_id": key_id,
+            "team": spec.team,
+            "name": spec.name,
+            "secret_hash": hash_token(token),
+            "last4": token[-4:],
+            "created_at": int(time.time() * 1000),
+            "revoked_at": 0,
+            **limits_to_fields(spec),
+        }
+        await self.redis.hset(KeySpace(key_id).record, mapping=fields)
+        await self.redis.sadd(KEY_REGISTRY, key_id)
+        return token, record_to_json({k: str(v) for k, v in fields.items()})
+
+    async def get_record(self, key_id: str) -> dict[str, str] | None:
+        raw = await self.redis.hgetall(KeySpace(key_id).record)
+        return _decode(raw) if raw else None
+
+    async def get(self, key_id: str) -> dict[str, Any] | None:
+        record = await self.get_record(key_id)
+        return record_to_json(record) if record else None
+
+    async def list(self, team: str | None = None) -> list[dict[str, Any]]:
+        key_ids = sorted(k.decode() for k in await self.redis.smembers(KEY_REGISTRY))
+        keys = []
+        for key_id in key_ids:
+            record = await self.get_record(key_id)
+            if record and (team is None or record["team"] == team):
+                keys.append(record_to_json(record))
+        return keys
+
+    async def key_ids(self) -> list[str]:
+        return sorted(k.decode() for k in await self.redis.smembers(KEY_REGISTRY))
+
+    async def update(self, key_id: str, limits: KeyLimits) -> dict[str, Any] | None:
+        if await self.get_record(key_id) is None:
+            return None
+        fields = limits_to_fields(limits, only_set=True)
+        if fields:
+            await self.redis.hset(KeySpace(key_id).record, mapping=fields)
+        return await self.get(key_id)
+
+    async def revoke(self, key_id: str) -> dict[str, Any] | None:
+        """Revoke at once: the reserve script reads ``revoked_at`` on every request."""
+        if await self.get_record(key_id) is None:
+            return None
+        await self.redis.hset(KeySpace(key_id).record, "revoked_at", int(time.time() * 1000))
+        return await self.get(key_id)
+
+    async def rotate(
+        self, key_id: str, grace_s: int = DEFAULT_ROTATE_GRACE_S
+    ) -> tuple[str, dict[str, Any]] | None:
+        """A new secret for the same key_id, limits and spend; the old one works ``grace_s`` more."""
+        record = await self.get_record(key_id)
+        if record is None:
+            return None
+        token = new_token(key_id)
+        now = int(time.time() * 1000)
+        await self.redis.hset(
+            KeySpace(key_id).record,
+            mapping={
+                "secret_hash": hash_token(token),
+                "last4": token[-4:],
+                "prev_secret_hash": record["secret_hash"],
+                "prev_valid_until": now + max(0, grace_s) * 1000,
+                "rotated_at": now,
+            },
+        )
+        return token, record_to_json(await self.get_record(key_id) or record)
+
+    async def authenticate(self, token: str) -> dict[str, str] | None:
+        """The record of an active, well-formed, matching key; None otherwise.
+
+        Used off the hot path (model list, error ordering); the image route authenticates inside
+        the reserve script instead.
+        """
+        parsed = parse_token(token)
+        if parsed is None:
+            return None
+        return await self.authenticate_parsed(*parsed)
+
+    async def authenticate_parsed(self, key_id: str, presented: str) -> dict[str, str] | None:
+        """Like :meth:`authenticate`, for a token already split into key_id and hash.
+
+        Revoked and expired keys are returned too (with a matching secret), so that the caller
+        can say why they are refused.
+        """
+        record = await self.get_record(key_id)
+        if record is None:
+            return None
+        now = int(time.time() * 1000)
+        current = hmac.compare_digest(presented, record.get("secret_hash", ""))
+        previous = hmac.compare_digest(presented, record.get("prev_secret_hash", "")) and now < int(
+            record.get("prev_valid_until", "0")
+        )
+        return record if current or previous else None

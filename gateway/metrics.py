@@ -1,0 +1,115 @@
+"""Every Prometheus metric the gateway exports, in one place.
+
+The names are the contract with the dashboards and alerts in deploy/. Label values are bounded:
+teams come from key records that an admin creates, models from the price table (anything else is
+``other``), reasons and outcomes from fixed lists. Never a key, a key_id or a prompt.
+
+With several workers, ``gateway serve`` sets ``PROMETHEUS_MULTIPROC_DIR`` (one directory per
+gateway instance) before this module is imported, and ``/metrics`` aggregates the workers' files.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from gateway import __version__
+
+# The *_created series double the page for no dashboard's benefit.
+disable_created_metrics()
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+# Image generation takes 5 to 60 s; the library's default buckets stop at 10 s.
+LATENCY_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300,
+)
+
+REQUESTS = Counter(
+    "gateway_requests",
+    "Image generation requests answered, by HTTP status.",
+    ["model", "team", "status"],
+    registry=REGISTRY,
+)
+REQUEST_DURATION = Histogram(
+    "gateway_request_duration_seconds",
+    "Time from request to response, gateway included.",
+    ["model"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+UPSTREAM_DURATION = Histogram(
+    "gateway_upstream_duration_seconds",
+    "Time the upstream took to answer, by outcome.",
+    ["model", "outcome"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+IMAGES = Counter(
+    "gateway_images", "Images delivered to callers (and charged).", ["model", "team"], registry=REGISTRY
+)
+SPEND = Counter(
+    "gateway_spend_usd", "Money charged to teams, in USD.", ["model", "team"], registry=REGISTRY
+)
+REJECTIONS = Counter(
+    "gateway_rejections",
+    "Requests refused by the gateway before reaching the upstream, by reason.",
+    ["team", "reason"],
+    registry=REGISTRY,
+)
+UPSTREAM_ERRORS = Counter(
+    "gateway_upstream_errors",
+    "Upstream calls that failed, by reason.",
+    ["model", "reason"],
+    registry=REGISTRY,
+)
+INFLIGHT = Gauge(
+    "gateway_inflight_requests",
+    "Image requests being processed now.",
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
+REDIS_ERRORS = Counter(
+    "gateway_redis_errors", "Redis operations that failed.", registry=REGISTRY
+)
+SPOOL_PENDING = Gauge(
+    "gateway_spool_pending_records",
+    "Usage records waiting in the local spool for Redis to come back.",
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
+BUDGET_USED = Gauge(
+    "gateway_budget_used_ratio",
+    "Spent / budget of a key in its current period (keys with a budget only).",
+    ["team", "key_name"],
+    multiprocess_mode="mostrecent",
+    registry=REGISTRY,
+)
+BUILD_INFO = Gauge(
+    "gateway_build_info",
+    "Always 1; the labels say what is running.",
+    ["version", "python"],
+    multiprocess_mode="max",
+    registry=REGISTRY,
+)
+BUILD_INFO.labels(__version__, platform.python_version()).set(1)
+
+
+def render() -> bytes:
+    """The exposition text: this process's registry, or every worker's files aggregated."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)
+    return generate_latest(registry)

@@ -1,0 +1,169 @@
+"""The price table, and money as integer micro-dollars.
+
+Prices live in Redis so that every replica charges the same price; each process keeps a copy that
+it refreshes every second. A reservation and its usage record carry the unit price they were made
+at, so a price change never re-prices a call already in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from gateway.redis_keys import PRICE_FILE_APPLIED, PRICE_HISTORY, PRICES
+
+log = logging.getLogger("gateway.pricing")
+
+MICROS_PER_USD = 1_000_000
+
+DEFAULT_PRICES_USD: dict[str, str] = {
+    "doubao-seedream-4-0-250828": "0.162",
+    "doubao-seedream-4-5-251128": "0.135",
+    "doubao-seedream-5-0-260128": "0.135",
+}
+
+
+def usd_to_micros(value: str | int | float | Decimal) -> int:
+    """Parse a USD amount exactly; more than six decimals or a negative amount is an error."""
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError(f"not a USD amount: {value!r}") from None
+    if not amount.is_finite() or amount < 0:
+        raise ValueError(f"not a non-negative USD amount: {value!r}")
+    micros = amount * MICROS_PER_USD
+    if micros != micros.to_integral_value():
+        raise ValueError(f"USD amounts have at most six decimals: {value!r}")
+    return int(micros)
+
+
+def micros_to_usd(micros: int) -> str:
+    """Format micro-dollars as a decimal string with six places, e.g. ``1.620000``."""
+    sign = "-" if micros < 0 else ""
+    whole, frac = divmod(abs(micros), MICROS_PER_USD)
+    return f"{sign}{whole}.{frac:06d}"
+
+
+def load_prices_file(path: Path) -> dict[str, int]:
+    """Read a YAML price table: ``models: {name: {price_usd: "0.162"}}`` (or ``name: "0.162"``)."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    models = data.get("models", data) if isinstance(data, dict) else None
+    if not isinstance(models, dict):
+        raise ValueError(f"{path}: expected a mapping 'models: {{name: {{price_usd: ...}}}}'")
+    prices: dict[str, int] = {}
+    for name, spec in models.items():
+        raw = spec.get("price_usd") if isinstance(spec, dict) else spec
+        if raw is None:
+            raise ValueError(f"{path}: model {name!r} has no price_usd")
+        prices[str(name)] = usd_to_micros(raw)
+    return prices
+
+
+def configured_prices(prices_file: Path | None) -> dict[str, int]:
+    """The built-in defaults overlaid with the prices file, if any."""
+    prices = {name: usd_to_micros(usd) for name, usd in DEFAULT_PRICES_USD.items()}
+    if prices_file is not None:
+        prices.update(load_prices_file(prices_file))
+    return prices
+
+
+@dataclass(frozen=True)
+class PriceChange:
+    model: str
+    price_micros: int | None
+    effective_at_ms: int
+    source: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "price_usd": None if self.price_micros is None else micros_to_usd(self.price_micros),
+            "effective_at": _iso(self.effective_at_ms),
+            "source": self.source,
+        }
+
+
+def _iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
+
+
+async def set_price(redis: Any, model: str, price_micros: int | None, source: str) -> PriceChange:
+    """Change (or, with None, withdraw) one model's price and record when it took effect."""
+    change = PriceChange(model, price_micros, int(time.time() * 1000), source)
+    async with redis.pipeline(transaction=False) as pipe:
+        if price_micros is None:
+            pipe.hdel(PRICES, model)
+        else:
+            pipe.hset(PRICES, model, price_micros)
+        pipe.rpush(PRICE_HISTORY, orjson.dumps(change.__dict__))
+        await pipe.execute()
+    return change
+
+
+async def seed_prices(redis: Any, prices_file: Path | None) -> None:
+    """Apply the configured table at start-up without undoing later admin changes.
+
+    A configured price is written only when it differs from the one last applied from
+    configuration, so editing the file and restarting takes effect, while a restart with an
+    unchanged file leaves a price set through the admin API alone.
+    """
+    wanted = configured_prices(prices_file)
+    applied = await redis.hgetall(PRICE_FILE_APPLIED)
+    source = "file" if prices_file else "default"
+    for model, micros in wanted.items():
+        previous = applied.get(model.encode())
+        if previous is not None and int(previous) == micros:
+            continue
+        await set_price(redis, model, micros, source)
+        await redis.hset(PRICE_FILE_APPLIED, model, micros)
+
+
+async def read_prices(redis: Any) -> dict[str, int]:
+    raw = await redis.hgetall(PRICES)
+    return {k.decode(): int(v) for k, v in raw.items()}
+
+
+async def price_history(redis: Any) -> list[PriceChange]:
+    return [PriceChange(**orjson.loads(item)) for item in await redis.lrange(PRICE_HISTORY, 0, -1)]
+
+
+class PriceBook:
+    """This process's copy of the price table, refreshed from Redis in the background."""
+
+    def __init__(self, prices: dict[str, int] | None = None, refresh_s: float = 1.0) -> None:
+        self.prices: dict[str, int] = dict(prices or {})
+        self.refresh_s = refresh_s
+        self._task: asyncio.Task[None] | None = None
+
+    def get(self, model: str) -> int | None:
+        return self.prices.get(model)
+
+    async def refresh(self, redis: Any) -> None:
+        self.prices = await read_prices(redis)
+
+    def start(self, redis: Any) -> None:
+        self._task = asyncio.create_task(self._loop(redis), name="price-refresh")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _loop(self, redis: Any) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_s)
+            try:
+                await self.refresh(redis)
+            except Exception as exc:  # Redis down: keep charging the last known prices.
+                log.warning("price refresh failed: %s", exc.__class__.__name__)

@@ -1,0 +1,176 @@
+"""The admin API under ``/admin/v1``: keys, their usage, prices, and finance's reports.
+
+Guarded by ``Authorization: Bearer $GATEWAY_ADMIN_TOKEN`` compared in constant time; with no
+token configured every admin route answers 503 rather than being open. A team key is never an
+admin token: they are different secrets with different prefixes.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+from redis.exceptions import RedisError
+
+from gateway import budget, pricing
+from gateway.errors import GatewayError, not_found, redis_unavailable
+from gateway.keys import DEFAULT_ROTATE_GRACE_S, KeyCreate, KeyLimits
+from gateway.responses import json_response
+from gateway.state import GatewayState
+
+
+def _state(request: Request) -> GatewayState:
+    return request.app.state.gateway  # type: ignore[no-any-return]
+
+
+async def require_admin(request: Request) -> GatewayState:
+    state = _state(request)
+    token = state.settings.admin_token
+    if token is None:
+        raise GatewayError(
+            503,
+            "The admin API is disabled: set GATEWAY_ADMIN_TOKEN to enable it.",
+            "server_error",
+            "admin_disabled",
+            retry=False,
+        )
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    expected = token.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), expected):
+        raise GatewayError(
+            401, "A valid admin token is required.", "invalid_request_error", "invalid_admin_token",
+            retry=False, reason="invalid_key",
+        )
+    return state
+
+
+router = APIRouter(prefix="/admin/v1", tags=["admin"], dependencies=[Depends(require_admin)])
+
+
+async def _guard(coro: Any) -> Any:
+    """Run a Redis operation, turning an outage into the 503 envelope."""
+    try:
+        return await coro
+    except (RedisError, OSError):
+        raise redis_unavailable() from None
+
+
+def _found(value: Any, key_id: str) -> Any:
+    if value is None:
+        raise not_found(f"No key with key_id '{key_id}'.")
+    return value
+
+
+@router.post("/keys", status_code=201, summary="Issue a key (its secret is shown only here)")
+async def create_key(spec: KeyCreate, request: Request) -> Response:
+    token, record = await _guard(_state(request).keys.create(spec))
+    return json_response({**record, "key": token}, status_code=201)
+
+
+@router.get("/keys", summary="List keys (never their secrets)")
+async def list_keys(request: Request, team: str | None = None) -> Response:
+    return json_response({"object": "list", "data": await _guard(_state(request).keys.list(team))})
+
+
+@router.get("/keys/{key_id}", summary="Show a key")
+async def show_key(key_id: str, request: Request) -> Response:
+    return json_response(_found(await _guard(_state(request).keys.get(key_id)), key_id))
+
+
+@router.patch("/keys/{key_id}", summary="Change a key's limits (only the fields given)")
+async def update_key(key_id: str, limits: KeyLimits, request: Request) -> Response:
+    return json_response(_found(await _guard(_state(request).keys.update(key_id, limits)), key_id))
+
+
+@router.delete("/keys/{key_id}", summary="Revoke a key, at once, on every replica")
+async def revoke_key(key_id: str, request: Request) -> Response:
+    return json_response(_found(await _guard(_state(request).keys.revoke(key_id)), key_id))
+
+
+class RotateRequest(BaseModel):
+    grace_seconds: int = Field(
+        default=DEFAULT_ROTATE_GRACE_S, ge=0, le=30 * 86400,
+        description="How long the old secret keeps working.",
+    )
+
+
+@router.post("/keys/{key_id}/rotate", summary="A new secret for the same key, limits and spend")
+async def rotate_key(key_id: str, request: Request, body: RotateRequest | None = None) -> Response:
+    grace = (body or RotateRequest()).grace_seconds
+    token, record = _found(await _guard(_state(request).keys.rotate(key_id, grace)), key_id)
+    return json_response({**record, "key": token, "previous_key_valid_for_s": grace})
+
+
+@router.get("/keys/{key_id}/usage", summary="A key's budget, spend and reservations now")
+async def key_usage(key_id: str, request: Request) -> Response:
+    state = _state(request)
+    _found(await _guard(state.keys.get_record(key_id)), key_id)
+    return json_response(await _guard(usage_report(state.redis, key_id)))
+
+
+async def usage_report(redis: Any, key_id: str) -> dict[str, Any]:
+    """What the admin API and ``gateway keys usage`` show for one key."""
+    now = budget.Periods.now()
+    used = await budget.usage(redis, key_id, now)
+    has_budget = used.budget_micros >= 0
+    usd = pricing.micros_to_usd
+    resets = budget.period_resets_at(used.period) if has_budget else None
+    return {
+        "key_id": key_id,
+        "period": used.period if has_budget else None,
+        "budget_usd": usd(used.budget_micros) if has_budget else None,
+        "spent_usd": usd(used.spent_micros),
+        "reserved_usd": usd(used.reserved_micros),
+        "remaining_usd": usd(max(0, used.budget_micros - used.spent_micros - used.reserved_micros))
+        if has_budget
+        else None,
+        "images_today": used.images_today,
+        "inflight": used.inflight,
+        "resets_at": resets.isoformat().replace("+00:00", "Z") if resets else None,
+    }
+
+
+@router.get("/prices", summary="The price table and its history")
+async def list_prices(request: Request) -> Response:
+    state = _state(request)
+    prices = await _guard(pricing.read_prices(state.redis))
+    history = await _guard(pricing.price_history(state.redis))
+    return json_response(
+        {
+            "object": "list",
+            "data": [
+                {"model": m, "price_usd": pricing.micros_to_usd(p), "unit": "image"}
+                for m, p in sorted(prices.items())
+            ],
+            "history": [change.as_json() for change in history],
+        }
+    )
+
+
+class PriceUpdate(BaseModel):
+    price_usd: str = Field(description="USD per image, at most six decimals, e.g. \"0.135\".")
+
+
+@router.put("/prices/{model}", summary="Set a model's price (adds the model if new)")
+async def set_price(model: str, update: PriceUpdate, request: Request) -> Response:
+    try:
+        micros = pricing.usd_to_micros(update.price_usd)
+    except ValueError as exc:
+        raise GatewayError(400, str(exc), "invalid_request_error", "invalid_price", "price_usd", False) from None
+    state = _state(request)
+    change = await _guard(pricing.set_price(state.redis, model, micros, "admin-api"))
+    await _guard(state.prices.refresh(state.redis))
+    return json_response(change.as_json())
+
+
+@router.delete("/prices/{model}", summary="Stop serving a model")
+async def delete_price(model: str, request: Request) -> Response:
+    state = _state(request)
+    change = await _guard(pricing.set_price(state.redis, model, None, "admin-api"))
+    await _guard(state.prices.refresh(state.redis))
+    return json_response(change.as_json())
+
+
+ReportFormat = Literal["json", "csv"]

@@ -1,0 +1,35 @@
+"""Liveness, readiness and the Prometheus endpoint."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from gateway import metrics, redis_client
+from gateway.responses import json_response
+from gateway.state import GatewayState
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="Liveness: the process answers")
+async def healthz() -> Response:
+    return json_response({"status": "ok"})
+
+
+@router.get("/readyz", summary="Readiness: Redis answers and the upstream is configured")
+async def readyz(request: Request) -> Response:
+    state: GatewayState = request.app.state.gateway
+    checks = {
+        "redis": await redis_client.ping(state.redis),
+        "upstream_configured": state.settings.upstream_api_key is not None,
+        "accepting": not state.draining,
+    }
+    ready = all(checks.values())
+    return json_response({"status": "ready" if ready else "not_ready", "checks": checks}, 200 if ready else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+async def prometheus_metrics() -> Response:
+    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,212 @@
+"""``POST /v1/images/generations``: the public API, and the gateway's hot path.
+
+One Redis round trip before the upstream call (authenticate and reserve, in one script) and one
+after it (settle). The caller's body is forwarded byte for byte and the upstream's body returned
+byte for byte: multi-MB base64 images are never re-serialised, and a Chinese prompt arrives
+exactly as sent.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from redis.exceptions import RedisError
+
+from gateway import budget, errors
+from gateway.errors import GatewayError
+from gateway.openai_compat import conform_images_body
+from gateway.pricing import micros_to_usd
+from gateway.state import GatewayState, bearer_token, read_json_body
+from gateway.upstream import UpstreamFailure, bad_response_error, map_error_reply
+from gateway.validation import ImageCall, ImageGenerationRequest, validate_image_request
+
+router = APIRouter()
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"description": text, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
+    for status, text in {
+        400: "Invalid request, or refused by the upstream (content safety, its own limits).",
+        401: "Missing, unknown, revoked or expired key.",
+        403: "The key may not use this model.",
+        404: "Unknown model.",
+        409: "Idempotency-Key reused with a different body.",
+        413: "Body too large.",
+        415: "Not JSON.",
+        429: "Budget exhausted (insufficient_quota) or rate limited (rate_limit_exceeded).",
+        502: "The upstream failed.",
+        503: "Redis unavailable.",
+        504: "The upstream timed out.",
+    }.items()
+}
+
+
+@dataclass
+class CallLog:
+    """What one call did, for the access log, the metrics and the ledger."""
+
+    request_id: str
+    started: float
+    model: str = "-"
+    team: str = "unknown"
+    key_id: str | None = None
+    n: int = 0
+    images: int = 0
+    charge_micros: int = 0
+    status: int = 0
+    upstream_status: int | None = None
+    upstream_latency_s: float | None = None
+    upstream_outcome: str | None = None  # ok, timeout, connect, 5xx, ...: set once it was called
+    rejection: str | None = None  # why the gateway refused it before the upstream
+    client_left: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@router.post(
+    "/v1/images/generations",
+    summary="Create images",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": ImageGenerationRequest.model_json_schema()}},
+        }
+    },
+    responses={200: {"description": "The upstream's ImagesResponse, unchanged."}, **ERROR_RESPONSES},
+)
+async def create_image(request: Request) -> Response:
+    state: GatewayState = request.app.state.gateway
+    call = CallLog(request_id=request.scope["request_id"], started=time.perf_counter())
+    state.metrics_inflight.inc()
+    try:
+        response = await _handle(request, state, call)
+    except GatewayError as error:
+        if call.upstream_outcome is None:
+            call.rejection = error.reason
+        response = state.error_response(error, call.request_id)
+    finally:
+        state.metrics_inflight.dec()
+    call.status = response.status_code
+    state.observe(call)
+    return response
+
+
+async def _handle(request: Request, state: GatewayState, call: CallLog) -> Response:
+    token = bearer_token(request)
+    try:
+        image_call, body = await _read_call(request, state)
+    except GatewayError:
+        # The key is checked first: a caller with a bad key learns nothing about its body.
+        call.team = (await state.authenticate_or_raise(token))["team"]
+        raise
+    call.model, call.n = image_call.model, image_call.n
+    unit_price = state.prices.get(image_call.model)
+    if unit_price is None:
+        call.team = (await state.authenticate_or_raise(token))["team"]
+        raise errors.model_not_found(image_call.model)
+    call.model = image_call.model
+
+    key_id, secret_hash = token
+    periods = budget.Periods.now()
+    try:
+        held = await budget.reserve(
+            state.redis,
+            key_id,
+            secret_hash,
+            image_call.model,
+            call.request_id,
+            image_call.max_images,
+            unit_price,
+            state.reservation_ttl_ms,
+            periods,
+        )
+    except (RedisError, OSError) as exc:
+        state.redis_failed(exc)
+        raise errors.redis_unavailable() from None
+    if isinstance(held, budget.Denial):
+        call.team = held.team or "unknown"
+        raise state.denial_error(held, image_call)
+    call.team, call.key_id = held.team, key_id
+    return await _forward(request, state, call, image_call, body, held, unit_price, periods)
+
+
+async def _read_call(request: Request, state: GatewayState) -> tuple[ImageCall, bytes]:
+    body, payload = await read_json_body(request, state.settings.max_body_bytes)
+    return validate_image_request(payload, state.settings.max_prompt_chars), body
+
+
+async def _forward(
+    request: Request,
+    state: GatewayState,
+    call: CallLog,
+    image_call: ImageCall,
+    body: bytes,
+    held: budget.Reservation,
+    unit_price: int,
+    periods: budget.Periods,
+) -> Response:
+    """Call the upstream, settle what it delivered, and answer the caller."""
+    try:
+        reply = await state.upstream.generate(body)
+    except UpstreamFailure as failure:
+        call.upstream_latency_s, call.upstream_outcome = failure.latency_s, failure.reason
+        await state.settle(call, held, unit_price, periods)
+        raise failure.error from None
+
+    call.upstream_status, call.upstream_latency_s = reply.status, reply.latency_s
+    if reply.status != 200:
+        reason, error = map_error_reply(reply, state.upstream.redact)
+        call.upstream_outcome = reason
+        await state.settle(call, held, unit_price, periods)
+        raise error
+
+    payload = parse_images_body(reply.body)
+    if payload is None:
+        call.upstream_outcome = "bad_response"
+        await state.settle(call, held, unit_price, periods, reconcile=True)
+        raise bad_response_error()
+
+    call.images, call.upstream_outcome = len(payload["data"]), "ok"
+    call.client_left = await request.is_disconnected()
+    settled = await state.settle(call, held, unit_price, periods)
+    headers = {"x-gateway-cost-usd": micros_to_usd(call.charge_micros)}
+    if settled is not None and settled.budget_micros >= 0:
+        remaining = settled.budget_micros - settled.spent_micros - settled.reserved_micros
+        headers["x-gateway-budget-remaining-usd"] = micros_to_usd(max(0, remaining))
+    headers.update(rate_limit_headers(held))
+    body = conform_images_body(reply.body, payload)
+    return Response(body, 200, headers, media_type="application/json")
+
+
+def parse_images_body(body: bytes) -> dict[str, Any] | None:
+    """A 200 body with its ``data`` list (the images to charge for); None if it is not that."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
+        return None
+    return payload
+
+
+def rate_limit_headers(held: budget.Reservation) -> dict[str, str]:
+    """OpenAI's x-ratelimit-* headers, for keys with a requests-per-minute limit."""
+    if held.rpm <= 0:
+        return {}
+    return {
+        "x-ratelimit-limit-requests": str(held.rpm),
+        "x-ratelimit-remaining-requests": str(max(0, held.rpm_remaining)),
+        "x-ratelimit-reset-requests": format_duration_ms(held.rpm_reset_ms),
+    }
+
+
+def format_duration_ms(ms: int) -> str:
+    """OpenAI's duration style: ``850ms``, ``12s``, ``1m3s``."""
+    if ms < 1000:
+        return f"{max(0, ms)}ms"
+    seconds = -(-ms // 1000)
+    minutes, seconds = divmod(seconds, 60)
+    return f"{minutes}m{seconds}s" if minutes else f"{seconds}s"

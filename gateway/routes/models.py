@@ -1,0 +1,32 @@
+"""``GET /v1/models``: the models the caller's key may use, in OpenAI's list format."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from gateway.pricing import micros_to_usd
+from gateway.responses import json_response
+from gateway.state import GatewayState, bearer_token
+
+router = APIRouter()
+
+CREATED = 1_730_000_000  # the upstream does not say when a model appeared; a fixed, valid time
+
+
+@router.get("/v1/models", summary="List the models this key may use")
+async def list_models(request: Request) -> Response:
+    state: GatewayState = request.app.state.gateway
+    record = await state.authenticate_or_raise(bearer_token(request))
+    allowed = {m for m in record.get("models", "").split(",") if m}
+    data = [
+        {
+            "id": model,
+            "object": "model",
+            "created": CREATED,
+            "owned_by": "bytedance-seedream",
+            "price_usd_per_image": micros_to_usd(price),
+        }
+        for model, price in sorted(state.prices.prices.items())
+        if not allowed or model in allowed
+    ]
+    return json_response({"object": "list", "data": data})

@@ -1,0 +1,120 @@
+"""GATEWAY_* configuration, validated once at start-up.
+
+Every setting is read from the environment (prefix ``GATEWAY_``) by pydantic-settings. A bad value
+fails ``gateway serve`` before it binds a port, with one line naming the variable, instead of at
+the first request or in a worker restart loop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_UPSTREAM = "https://gogogotoken.com"
+
+
+class Settings(BaseSettings):
+    """The gateway's configuration. Field names are the variables without the prefix."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", frozen=True)
+
+    upstream_base_url: AnyHttpUrl = Field(
+        default=AnyHttpUrl(DEFAULT_UPSTREAM),
+        description="Where image calls are forwarded (the upstream's base URL, no /v1).",
+    )
+    upstream_api_key: SecretStr | None = Field(
+        default=None,
+        description="The company's master key for the upstream. Unset: `gateway serve` runs the "
+        "built-in simulator instead and says so.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="redis://, rediss:// or redis+sentinel:// URL. Unset: an embedded redis-server "
+        "is started with its data under GATEWAY_STATE_DIR.",
+    )
+    admin_token: SecretStr | None = Field(
+        default=None, description="Bearer token for /admin/v1. Unset: the admin API answers 503."
+    )
+    prices_file: Path | None = Field(
+        default=None, description="YAML price table that overrides the built-in defaults."
+    )
+    host: str = Field(default="127.0.0.1", description="Address to listen on.")
+    port: int = Field(default=8080, ge=0, le=65535, description="Port to listen on.")
+    workers: int = Field(default=1, ge=1, le=64, description="uvicorn worker processes.")
+    upstream_timeout_s: float = Field(
+        default=120.0, gt=0, le=3600, description="Total time allowed for one upstream call."
+    )
+    upstream_connect_timeout_s: float = Field(
+        default=5.0, gt=0, le=120, description="Time allowed to open a connection upstream."
+    )
+    upstream_max_connections: int = Field(
+        default=2000, ge=1, description="Connection pool size towards the upstream."
+    )
+    max_body_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body accepted (image-to-image inputs ride in it), else 413.",
+    )
+    max_prompt_chars: int = Field(default=32_000, ge=1, description="Longest prompt accepted.")
+    state_dir: Path = Field(
+        default=Path("./var"),
+        description="Where a process keeps local state (embedded Redis, spool, metrics files).",
+    )
+    reservation_grace_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Added to the upstream timeout: after that long a reservation left by a "
+        "crashed process is released by itself.",
+    )
+    ledger_retention_days: int = Field(
+        default=400, ge=1, description="How long raw usage records are kept (rollups: forever)."
+    )
+    idempotency_ttl_s: int = Field(
+        default=86_400, ge=60, description="How long an Idempotency-Key result is replayed."
+    )
+    log_prompts: bool = Field(default=False, description="Put prompts in the access log.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        schemes = ("redis://", "rediss://", "unix://", "redis+sentinel://")
+        if not value.startswith(schemes):
+            raise ValueError(f"must start with one of {', '.join(schemes)}")
+        return value
+
+    @field_validator("upstream_api_key", "admin_token")
+    @classmethod
+    def _empty_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or value.get_secret_value().strip() == "":
+            return None
+        return value
+
+    @property
+    def upstream_url(self) -> str:
+        """The full URL of the upstream's generations endpoint."""
+        return str(self.upstream_base_url).rstrip("/") + "/v1/images/generations"
+
+    @property
+    def reservation_ttl_s(self) -> int:
+        """How long a reservation may live before it is presumed orphaned."""
+        return int(self.upstream_timeout_s + self.reservation_grace_s) + 1
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message names it in one line."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings from the environment, turning pydantic's report into one clear line."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "GATEWAY_" + str(first["loc"][0]).upper() if first["loc"] else "GATEWAY_*"
+        raise SettingsError(f"invalid setting {name}: {first['msg']}") from None

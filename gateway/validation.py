@@ -1,0 +1,126 @@
+"""Validation of the image request, by hand because it runs on every call.
+
+Only the fields the gateway prices or must refuse are checked; every other field (the Seedream
+extras: image, seed, guidance_scale, watermark, ...) passes through untouched, since the caller's
+bytes are forwarded as they came. The upstream's own limits (minimum pixels and the like) stay the
+upstream's: its 400 reaches the caller as a 400.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.errors import bad_request
+
+MAX_N = 10
+MAX_SIDE = 16384
+MAX_SEQUENTIAL_IMAGES = 15
+SIZE_PRESETS = frozenset({"1K", "2K", "3K", "4K"})
+_SIZE_RE = re.compile(r"^([1-9][0-9]{0,4})x([1-9][0-9]{0,4})$")
+
+
+@dataclass(frozen=True)
+class ImageCall:
+    """What the gateway needs to know of a valid request."""
+
+    model: str
+    n: int
+    max_images: int  # the most images the call can return: what is reserved
+
+
+def validate_image_request(payload: Any, max_prompt_chars: int) -> ImageCall:
+    """Check a parsed body; raise a 400 :class:`GatewayError` naming the bad parameter."""
+    if not isinstance(payload, dict):
+        raise bad_request("The request body must be a JSON object.")
+    model = payload.get("model")
+    if not isinstance(model, str) or not model:
+        raise bad_request("'model' is required and must be a non-empty string.", "model")
+    prompt = payload.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise bad_request("'prompt' is required and must be a non-empty string.", "prompt")
+    if len(prompt) > max_prompt_chars:
+        raise bad_request(f"'prompt' is longer than {max_prompt_chars} characters.", "prompt")
+    n = _check_n(payload.get("n", 1))
+    _check_size(payload.get("size"))
+    response_format = payload.get("response_format")
+    if response_format is not None and response_format not in ("url", "b64_json"):
+        raise bad_request("'response_format' must be 'url' or 'b64_json'.", "response_format")
+    if payload.get("stream") not in (None, False):
+        raise bad_request(
+            "Streaming ('stream': true) is not supported by this gateway; omit 'stream' to get "
+            "all images in one response.",
+            "stream",
+        )
+    return ImageCall(model, n, max(n, _sequential_max_images(payload)))
+
+
+def _check_n(n: Any) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
+        raise bad_request(f"'n' must be an integer from 1 to {MAX_N}.", "n")
+    return n
+
+
+def _check_size(size: Any) -> None:
+    if size is None:
+        return
+    if not isinstance(size, str):
+        raise bad_request("'size' must be a string like '1024x1024' or a preset like '2K'.", "size")
+    if size.upper() in SIZE_PRESETS:
+        return
+    match = _SIZE_RE.match(size)
+    if not match or not all(1 <= int(side) <= MAX_SIDE for side in match.groups()):
+        raise bad_request(
+            f"'size' must be WIDTHxHEIGHT with sides from 1 to {MAX_SIDE}, or one of "
+            f"{', '.join(sorted(SIZE_PRESETS))}.",
+            "size",
+        )
+
+
+def _sequential_max_images(payload: dict[str, Any]) -> int:
+    """With sequential generation on, one call may return up to max_images (15 by default)."""
+    mode = payload.get("sequential_image_generation")
+    if mode is None or mode == "disabled":
+        return 1
+    if mode != "auto":
+        raise bad_request(
+            "'sequential_image_generation' must be 'auto' or 'disabled'.",
+            "sequential_image_generation",
+        )
+    options = payload.get("sequential_image_generation_options") or {}
+    if not isinstance(options, dict):
+        raise bad_request(
+            "'sequential_image_generation_options' must be an object.",
+            "sequential_image_generation_options",
+        )
+    max_images = options.get("max_images", MAX_SEQUENTIAL_IMAGES)
+    if isinstance(max_images, bool) or not isinstance(max_images, int):
+        max_images = -1
+    if not 1 <= max_images <= MAX_SEQUENTIAL_IMAGES:
+        raise bad_request(
+            f"'sequential_image_generation_options.max_images' must be an integer from 1 to "
+            f"{MAX_SEQUENTIAL_IMAGES}.",
+            "sequential_image_generation_options",
+        )
+    return max_images
+
+
+class ImageGenerationRequest(BaseModel):
+    """The request as documented in /docs (validation itself is the function above)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1, examples=["doubao-seedream-4-5-251128"])
+    prompt: str = Field(min_length=1, max_length=32000, examples=["一只在雪地里奔跑的柴犬"])
+    n: int = Field(default=1, ge=1, le=MAX_N)
+    size: str | None = Field(
+        default=None,
+        pattern=r"^([1-9][0-9]{0,4}x[1-9][0-9]{0,4}|[1-4][Kk])$",
+        examples=["1024x1024", "2K"],
+    )
+    response_format: str | None = Field(default=None, pattern="^(url|b64_json)$")
+    stream: bool | None = Field(default=None, description="Must be false or absent.")
+    sequential_image_generation: str | None = Field(default=None, pattern="^(auto|disabled)$")

@@ -1,0 +1,96 @@
+"""Shared fixtures: a real Redis, the simulator and a gateway for the session, and factories
+for tests that need their own (outages, several replicas, special settings)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import Gateway, RedisServer, Simulator, gateway_env
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("session")
+
+
+@pytest.fixture(scope="session")
+def redis_server(session_dir: Path) -> Iterator[RedisServer]:
+    server = RedisServer(session_dir / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def simulator(session_dir: Path) -> Iterator[Simulator]:
+    sim = Simulator(session_dir / "simulator.log").start()
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(redis_server: RedisServer, simulator: Simulator, session_dir: Path) -> Iterator[Gateway]:
+    """One gateway for the tests that need nothing special; each test uses its own keys."""
+    env = gateway_env(redis_server.url, simulator.url, session_dir / "gw-state")
+    gw = Gateway(env, session_dir / "gateway.log").start()
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture
+def redis_factory(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
+    started: list[RedisServer] = []
+
+    def make(**kwargs: Any) -> RedisServer:
+        server = RedisServer(tmp_path / f"redis-{len(started)}", **kwargs).start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.kill()
+
+
+@pytest.fixture
+def simulator_factory(tmp_path: Path) -> Iterator[Callable[..., Simulator]]:
+    started: list[Simulator] = []
+
+    def make(**kwargs: Any) -> Simulator:
+        sim = Simulator(tmp_path / f"simulator-{len(started)}.log", **kwargs).start()
+        started.append(sim)
+        return sim
+
+    yield make
+    for sim in started:
+        sim.stop()
+
+
+@pytest.fixture
+def gateway_factory(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
+    """Start gateways with their own settings: ``make(redis_url, upstream_url, **env)``."""
+    started: list[Gateway] = []
+
+    def make(redis_url: str, upstream_url: str, wait_ready: bool = True, **extra_env: str) -> Gateway:
+        index = len(started)
+        env = gateway_env(redis_url, upstream_url, tmp_path / f"gw-state-{index}", **extra_env)
+        gw = Gateway(env, tmp_path / f"gateway-{index}.log")
+        started.append(gw)
+        return gw.start(wait_ready=wait_ready)
+
+    yield make
+    for gw in started:
+        gw.stop()
+
+
+@pytest.fixture
+def openai_client(gateway: Gateway) -> Callable[..., Any]:
+    """``openai_client(key)``: the official SDK pointed at the session gateway."""
+    from openai import OpenAI
+
+    def make(key: str, **kwargs: Any) -> OpenAI:
+        return OpenAI(base_url=f"{gateway.url}/v1", api_key=key, **kwargs)
+
+    return make

@@ -1,0 +1,234 @@
+"""Real processes for the tests: redis-server, the upstream simulator, gateways.
+
+Nothing here is a mock: each helper starts the real program on a free loopback port and waits
+for it to answer (polling with a deadline, never a bare sleep).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from gateway.embedded_redis import redis_server_binary
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN_TOKEN = "test-admin-" + secrets.token_hex(16)
+UPSTREAM_KEY = "test-master-" + secrets.token_hex(16)
+MODEL = "doubao-seedream-4-5-251128"
+MODEL_PRICE_MICROS = 135_000
+
+
+def free_port(limit: int = 55535) -> int:
+    """A free loopback port (at most ``limit``: cluster nodes also use port + 10000)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port <= limit:
+            return port
+
+
+def wait_until(condition: Callable[[], Any], timeout_s: float = 15.0, interval_s: float = 0.02, what: str = "condition") -> Any:
+    """Poll ``condition`` until it returns a truthy value; fail the test after the deadline."""
+    deadline = time.monotonic() + timeout_s
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - keep polling until the deadline
+            last_error = exc
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out waiting for {what}" + (f" (last error: {last_error!r})" if last_error else ""))
+
+
+def _stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+@dataclass
+class RedisServer:
+    """A real redis-server, startable again on the same port and data (for outage tests)."""
+
+    directory: Path
+    port: int = field(default_factory=free_port)
+    extra_args: list[str] = field(default_factory=list)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.directory),
+             "--save", "", "--appendonly", "yes", "--logfile", str(self.directory / "redis.log"), *self.extra_args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(self.ping, what=f"redis-server on {self.port}")
+        return self
+
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _stop(self.process)
+
+    def kill(self) -> None:
+        if self.process is not None:
+            _stop(self.process, signal.SIGKILL)
+
+    def client(self) -> Any:
+        import redis
+
+        return redis.Redis.from_url(self.url)
+
+
+@dataclass
+class Simulator:
+    """The built-in upstream simulator, as a real process."""
+
+    log_path: Path
+    api_key: str = UPSTREAM_KEY
+    latency_s: float = 0.0
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Simulator:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gateway.simulator", "--port", str(self.port), "--api-key", self.api_key,
+                 "--latency", str(self.latency_s)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=ROOT,
+            )
+        wait_until(lambda: httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200, what="simulator")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _stop(self.process)
+
+    def requests(self) -> list[dict[str, Any]]:
+        return list(httpx.get(f"{self.url}/_simulator/requests", timeout=10).json()["requests"])
+
+    def count(self) -> int:
+        return int(httpx.get(f"{self.url}/_simulator/requests", timeout=10).json()["count"])
+
+    def reset(self) -> None:
+        httpx.post(f"{self.url}/_simulator/reset", timeout=10).raise_for_status()
+
+
+@dataclass
+class Gateway:
+    """A real `gateway serve` process."""
+
+    env: dict[str, str]
+    log_path: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait_ready: bool = True) -> Gateway:
+        env = {**os.environ, **self.env, "GATEWAY_PORT": str(self.port), "PYTHONUNBUFFERED": "1"}
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "serve"],
+                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=ROOT,
+            )
+        if wait_ready:
+            wait_until(self.ready, timeout_s=30, what=f"gateway on {self.port} (log: {self.log_path})")
+        return self
+
+    def ready(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"gateway exited with {self.process.returncode}: {self.log_path.read_text()[-2000:]}")
+        try:
+            return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None:
+            _stop(self.process, sig)
+
+    def admin(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30)
+
+    def create_key(self, team: str = "team-a", name: str | None = None, **limits: Any) -> tuple[str, str]:
+        """Issue a key through the admin API; returns (secret, key_id)."""
+        with self.admin() as admin:
+            response = admin.post("/admin/v1/keys", json={"team": team, "name": name or f"key-{secrets.token_hex(3)}", **limits})
+        assert response.status_code == 201, response.text
+        body = response.json()
+        return body["key"], body["key_id"]
+
+    def usage(self, key_id: str) -> dict[str, Any]:
+        with self.admin() as admin:
+            response = admin.get(f"/admin/v1/keys/{key_id}/usage")
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def metrics(self) -> str:
+        return httpx.get(f"{self.url}/metrics", timeout=10).text
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def gateway_env(redis_url: str, upstream_url: str, state_dir: Path, **extra: str) -> dict[str, str]:
+    return {
+        "GATEWAY_REDIS_URL": redis_url,
+        "GATEWAY_UPSTREAM_BASE_URL": upstream_url,
+        "GATEWAY_UPSTREAM_API_KEY": UPSTREAM_KEY,
+        "GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN,
+        "GATEWAY_STATE_DIR": str(state_dir),
+        "GATEWAY_LOG_LEVEL": "info",
+        **extra,
+    }
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels`` (0 if none)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
