@@ -770,15 +770,32 @@ def _port(value: str) -> int:
         raise argparse.ArgumentTypeError(f"not a port number (0-65535): {value!r}") from None
 
 
+_HELP_DESCRIPTION = """\
+Run a local stand-in for the upstream image API (POST /v1/images/generations):
+same request and response shapes, real PNG images, and failures on request.
+Recorded calls: GET /_simulator/requests; forget them: POST /_simulator/reset."""
+
+_HELP_EPILOG = """\
+faults, per request, as name=value pairs separated by commas, given as the
+header x-simulator-fault, else the query parameter simulator_fault, else the
+JSON body field "simulator_fault" (the one that passes through the gateway):
+  status=CODE      answer CODE (400-599) with an upstream-style error envelope
+  code=STRING      the envelope's error code (alone: a 400, e.g. content safety)
+  delay=SECONDS    wait this long first, instead of --latency
+  drop=1           close the connection without answering
+  garbage=1        answer an HTML page; garbage=truncated: cut-off JSON
+  images=K         return exactly K images
+  image_bytes=B    make each image about B bytes of base64
+example: x-simulator-fault: status=500,delay=1"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``gateway simulate-upstream`` / ``python -m gateway.simulator``."""
     parser = argparse.ArgumentParser(
         prog="gateway simulate-upstream",
-        description="Run a local stand-in for the upstream image API "
-        "(POST /v1/images/generations) that returns real PNGs and can simulate failures "
-        "per request. Faults: send `x-simulator-fault: status=500,delay=1` (or the query "
-        "parameter or body field `simulator_fault`); names: status, code, delay, drop, "
-        "garbage, images, image_bytes. Recorded calls: GET /_simulator/requests.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_HELP_DESCRIPTION,
+        epilog=_HELP_EPILOG,
     )
     parser.add_argument("--host", default=DEFAULT_HOST,
                         help=f"address to listen on (default {DEFAULT_HOST})")
