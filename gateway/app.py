@@ -83,7 +83,9 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error")
-        error = GatewayError(500, "The gateway failed unexpectedly.", "server_error", "internal_error", retry=True)
+        error = GatewayError(
+            500, "The gateway failed unexpectedly.", "server_error", "internal_error", retry=True
+        )
         return _error_response(error)
 
 

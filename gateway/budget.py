@@ -11,7 +11,7 @@ from __future__ import annotations
 import calendar
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
@@ -73,10 +73,10 @@ def period_resets_at(period: str, epoch_s: float | None = None) -> datetime | No
     t = time.gmtime(time.time() if epoch_s is None else epoch_s)
     if period == "day":
         start = calendar.timegm((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0))
-        return datetime.fromtimestamp(start + 86400, tz=timezone.utc)
+        return datetime.fromtimestamp(start + 86400, tz=UTC)
     if period == "month":
         year, month = (t.tm_year + 1, 1) if t.tm_mon == 12 else (t.tm_year, t.tm_mon + 1)
-        return datetime(year, month, 1, tzinfo=timezone.utc)
+        return datetime(year, month, 1, tzinfo=UTC)
     return None
 
 

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -80,7 +80,9 @@ def _add_serve(commands: Any) -> None:
         "GATEWAY_REDIS_URL it starts an embedded Redis (data under GATEWAY_STATE_DIR/redis); with "
         "no GATEWAY_UPSTREAM_API_KEY it starts the built-in upstream simulator and says so.",
     )
-    serve.add_argument("--demo-key", action="store_true", help="issue a demo team key and print a ready example")
+    serve.add_argument(
+        "--demo-key", action="store_true", help="issue a demo team key and print a ready example"
+    )
     serve.set_defaults(handler=serve_command)
 
 
@@ -208,7 +210,9 @@ async def _issue_demo_key(redis_url: str) -> str:
         if previous:
             await store.revoke(previous.decode())
         token, record = await store.create(
-            KeyCreate(team="demo", name="make-run demo key", budget_usd=Decimal("5"), budget_period="day", rpm=60)
+            KeyCreate(
+                team="demo", name="make-run demo key", budget_usd=Decimal("5"), budget_period="day", rpm=60
+            )
         )
         await redis.set(DEMO_KEY, record["key_id"])
         return token
@@ -257,7 +261,9 @@ def _add_simulator(commands: Any) -> None:
         add_help=False,
         conflict_handler="resolve",
     )
-    sim.set_defaults(handler=lambda args: simulator.run(args.host, args.port, args.api_key, args.latency) or 0)
+    sim.set_defaults(
+        handler=lambda args: simulator.run(args.host, args.port, args.api_key, args.latency) or 0
+    )
 
 
 # -- Redis for the admin commands ----------------------------------------------------------------
@@ -323,7 +329,9 @@ def _add_limit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", help="comma-separated models the key may use (default: all)")
     parser.add_argument("--expires", help="expiry, ISO 8601 date or time (UTC)")
     parser.add_argument("--budget-usd", help="spend budget in USD")
-    parser.add_argument("--budget-period", choices=["day", "month", "total"], help="budget period (default month)")
+    parser.add_argument(
+        "--budget-period", choices=["day", "month", "total"], help="budget period (default month)"
+    )
     parser.add_argument("--images-per-day", type=int, help="cap on images per UTC day")
     parser.add_argument("--rpm", type=int, help="requests per minute")
     parser.add_argument("--max-concurrent", type=int, help="requests in flight at once")
@@ -348,14 +356,16 @@ def _parse_when(text: str) -> datetime:
     try:
         if len(text) == 10:
             day = date.fromisoformat(text)
-            return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+            return datetime(day.year, day.month, day.day, tzinfo=UTC)
         return datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise CommandError(f"not an ISO 8601 date or time: {text!r}") from None
 
 
 def _add_keys(commands: Any) -> None:
-    keys = commands.add_parser("keys", help="issue and manage team keys", description="Issue and manage team keys.")
+    keys = commands.add_parser(
+        "keys", help="issue and manage team keys", description="Issue and manage team keys."
+    )
     sub = keys.add_subparsers(title="key commands", metavar="ACTION")
 
     create = sub.add_parser("create", help="issue a key (the secret is printed once)")
@@ -386,7 +396,12 @@ def _add_keys(commands: Any) -> None:
 
     rotate = sub.add_parser("rotate", help="a new secret for the same key_id, limits and spend")
     rotate.add_argument("key_id")
-    rotate.add_argument("--grace-seconds", type=int, default=DEFAULT_ROTATE_GRACE_S, help="how long the old secret keeps working (default 3600)")
+    rotate.add_argument(
+        "--grace-seconds",
+        type=int,
+        default=DEFAULT_ROTATE_GRACE_S,
+        help="how long the old secret keeps working (default 3600)",
+    )
     rotate.add_argument("--json", action="store_true")
     rotate.set_defaults(handler=_keys_rotate)
 
@@ -477,7 +492,11 @@ def _keys_usage(args: argparse.Namespace) -> int:
 
 
 def _add_prices(commands: Any) -> None:
-    prices = commands.add_parser("prices", help="show and change the price table", description="The per-image price table, shared by every replica through Redis.")
+    prices = commands.add_parser(
+        "prices",
+        help="show and change the price table",
+        description="The per-image price table, shared by every replica through Redis.",
+    )
     sub = prices.add_subparsers(title="price commands", metavar="ACTION")
     listing = sub.add_parser("list", help="the current prices")
     listing.add_argument("--history", action="store_true", help="also every change and when it took effect")
@@ -504,7 +523,10 @@ def _prices_list(args: argparse.Namespace) -> int:
     print_table(["model", "price_usd"], [[r["model"], r["price_usd"]] for r in rows])
     if args.history:
         print()
-        print_table(["effective_at", "model", "price_usd", "source"], [[c["effective_at"], c["model"], c["price_usd"], c["source"]] for c in changes])
+        print_table(
+            ["effective_at", "model", "price_usd", "source"],
+            [[c["effective_at"], c["model"], c["price_usd"], c["source"]] for c in changes],
+        )
     return 0
 
 
@@ -514,7 +536,9 @@ def _prices_set(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     change = run_with_redis(lambda r: pricing.set_price(r, args.model, micros, "cli"))
-    _print_json(change.as_json()) if args.json else print(f"{args.model}: ${change.as_json()['price_usd']} per image from {change.as_json()['effective_at']}")
+    _print_json(change.as_json()) if args.json else print(
+        f"{args.model}: ${change.as_json()['price_usd']} per image from {change.as_json()['effective_at']}"
+    )
     return 0
 
 
@@ -535,9 +559,9 @@ def _print_record(record: dict[str, Any]) -> None:
 def print_table(columns: list[str], rows: list[list[Any]]) -> None:
     cells = [[("-" if v is None else str(v)) for v in row] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip())
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
     for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
 if __name__ == "__main__":

@@ -32,7 +32,26 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 
 # Image generation takes 5 to 60 s; the library's default buckets stop at 10 s.
 LATENCY_BUCKETS = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    15,
+    20,
+    30,
+    45,
+    60,
+    90,
+    120,
+    180,
+    300,
 )
 
 REQUESTS = Counter(
@@ -58,9 +77,7 @@ UPSTREAM_DURATION = Histogram(
 IMAGES = Counter(
     "gateway_images", "Images delivered to callers (and charged).", ["model", "team"], registry=REGISTRY
 )
-SPEND = Counter(
-    "gateway_spend_usd", "Money charged to teams, in USD.", ["model", "team"], registry=REGISTRY
-)
+SPEND = Counter("gateway_spend_usd", "Money charged to teams, in USD.", ["model", "team"], registry=REGISTRY)
 REJECTIONS = Counter(
     "gateway_rejections",
     "Requests refused by the gateway before reaching the upstream, by reason.",
@@ -79,9 +96,7 @@ INFLIGHT = Gauge(
     multiprocess_mode="livesum",
     registry=REGISTRY,
 )
-REDIS_ERRORS = Counter(
-    "gateway_redis_errors", "Redis operations that failed.", registry=REGISTRY
-)
+REDIS_ERRORS = Counter("gateway_redis_errors", "Redis operations that failed.", registry=REGISTRY)
 SPOOL_PENDING = Gauge(
     "gateway_spool_pending_records",
     "Usage records waiting in the local spool for Redis to come back.",

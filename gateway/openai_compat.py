@@ -33,7 +33,9 @@ def _usage_conforms(usage: Any) -> bool:
     if not all(type(usage.get(name)) is int for name in _REQUIRED_INT):
         return False
     details = usage.get("input_tokens_details")
-    return isinstance(details, dict) and all(type(details.get(k)) is int for k in ("text_tokens", "image_tokens"))
+    return isinstance(details, dict) and all(
+        type(details.get(k)) is int for k in ("text_tokens", "image_tokens")
+    )
 
 
 def complete_usage(usage: Any) -> dict[str, Any]:
@@ -80,10 +82,10 @@ def top_level_value_span(body: bytes, name: bytes) -> tuple[int, int] | None:
         if quote == -1:
             return None
         closing = _string_end(body, quote)
-        if value_start is None and depth == 1 and body[quote:closing + 1] == key:
+        if value_start is None and depth == 1 and body[quote : closing + 1] == key:
             colon = body.find(b":", closing + 1)
             value_start = colon + 1
-            while body[value_start:value_start + 1] in (b" ", b"\t", b"\n", b"\r"):
+            while body[value_start : value_start + 1] in (b" ", b"\t", b"\n", b"\r"):
                 value_start += 1
             pos = value_start
             continue
@@ -108,7 +110,7 @@ def _close_at_depth(segment: bytes, depth: int, offset: int) -> int | None:
 
 
 def _trim_end(segment: bytes, index: int, offset: int) -> int:
-    while index > 0 and segment[index - 1:index] in (b" ", b"\t", b"\n", b"\r"):
+    while index > 0 and segment[index - 1 : index] in (b" ", b"\t", b"\n", b"\r"):
         index -= 1
     return offset + index
 

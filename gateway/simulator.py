@@ -157,10 +157,8 @@ _STATUS_ERRORS: dict[int, tuple[str, str, str]] = {
 _CODE_MESSAGES: dict[str, str] = {
     "OutputImageSensitiveContentDetected": "The request failed because the output image may "
     "contain sensitive information.",
-    "OutputImageRiskDetection": "The request failed because the output image may contain "
-    "risky content.",
-    "ContentSecurityDetectionError": "The request failed because content security detection "
-    "flagged it.",
+    "OutputImageRiskDetection": "The request failed because the output image may contain risky content.",
+    "ContentSecurityDetectionError": "The request failed because content security detection flagged it.",
 }
 
 
@@ -191,8 +189,7 @@ def error_envelope(status: int, code: str | None = None) -> dict[str, Any]:
 
 
 def _invalid(message: str, param: str | None) -> web.Response:
-    error = {"message": message, "type": "invalid_request_error", "param": param,
-             "code": "InvalidParameter"}
+    error = {"message": message, "type": "invalid_request_error", "param": param, "code": "InvalidParameter"}
     return _json_response(400, {"error": error})
 
 
@@ -295,8 +292,9 @@ def parse_fault(spec: str) -> Fault:
         parser = _FAULT_FIELDS.get(name)
         if not sep or parser is None:
             known = ", ".join(_FAULT_FIELDS)
-            raise ValueError(f"invalid simulator fault {item!r}: expected name=value with name "
-                             f"one of {known}")
+            raise ValueError(
+                f"invalid simulator fault {item!r}: expected name=value with name one of {known}"
+            )
         try:
             values[name] = parser(raw.strip())
         except ValueError as exc:
@@ -358,13 +356,15 @@ def render_png(width: int, height: int) -> bytes:
             parts.append(compressor.compress(same_as_above * repeats))
     parts.append(compressor.flush())
     header = struct.pack(">IIBBBBB", width, height, 2, 3, 0, 0, 0)  # 2-bit, palette
-    return b"".join((
-        _PNG_SIGNATURE,
-        _png_chunk(b"IHDR", header),
-        _png_chunk(b"PLTE", _PALETTE),
-        _png_chunk(b"IDAT", b"".join(parts)),
-        _png_chunk(b"IEND", b""),
-    ))
+    return b"".join(
+        (
+            _PNG_SIGNATURE,
+            _png_chunk(b"IHDR", header),
+            _png_chunk(b"PLTE", _PALETTE),
+            _png_chunk(b"IDAT", b"".join(parts)),
+            _png_chunk(b"IEND", b""),
+        )
+    )
 
 
 @lru_cache(maxsize=8)
@@ -429,11 +429,13 @@ def _image_count(payload: dict[str, Any]) -> int:
     if payload.get("sequential_image_generation") == "auto":
         options = payload.get("sequential_image_generation_options") or {}
         if not isinstance(options, dict):
-            raise InvalidRequest("sequential_image_generation_options must be an object",
-                                 "sequential_image_generation_options")
+            raise InvalidRequest(
+                "sequential_image_generation_options must be an object", "sequential_image_generation_options"
+            )
         max_images = options.get("max_images", MAX_SEQUENTIAL_IMAGES)
-        return _positive_int(max_images, "sequential_image_generation_options.max_images",
-                             MAX_SEQUENTIAL_IMAGES)
+        return _positive_int(
+            max_images, "sequential_image_generation_options.max_images", MAX_SEQUENTIAL_IMAGES
+        )
     n = payload.get("n")
     return 1 if n is None else _positive_int(n, "n", MAX_IMAGES)
 
@@ -472,8 +474,7 @@ def _success_body(request: web.Request, job: Job, count: int, image_bytes: int) 
     tail = b'],"usage":' + orjson.dumps(usage) + b"}"
     if job.response_format == "url":
         base = f"{request.scheme}://{request.host}/images/"
-        data = [{"url": f"{base}{_image_id(job, image_bytes)}.png", "size": size}
-                for _ in range(count)]
+        data = [{"url": f"{base}{_image_id(job, image_bytes)}.png", "size": size} for _ in range(count)]
         return [head, orjson.dumps(data)[1:-1], tail]
     b64 = png_base64(job.width, job.height, image_bytes)
     item_tail = b'","size":"' + size.encode() + b'"}'
@@ -519,7 +520,7 @@ def _rechunk(parts: list[bytes], size: int) -> Iterator[bytes]:
             piece = view[: size - pending_len]
             pending.append(piece)
             pending_len += len(piece)
-            view = view[len(piece):]
+            view = view[len(piece) :]
             if pending_len == size:
                 yield b"".join(pending)
                 pending, pending_len = [], 0
@@ -562,8 +563,7 @@ class Recorder:
 
     def add(self, request: web.Request, body: bytes) -> None:
         self.count += 1
-        self.entries.append((request.method, request.raw_path, request.raw_headers, body,
-                             time.time()))
+        self.entries.append((request.method, request.raw_path, request.raw_headers, body, time.time()))
 
     def clear(self) -> None:
         self.count = 0
@@ -573,8 +573,9 @@ class Recorder:
         return {"count": self.count, "requests": [self._describe(*e) for e in self.entries]}
 
     @staticmethod
-    def _describe(method: str, path: str, raw_headers: tuple[tuple[bytes, bytes], ...],
-                  body: bytes, received_at: float) -> dict[str, Any]:
+    def _describe(
+        method: str, path: str, raw_headers: tuple[tuple[bytes, bytes], ...], body: bytes, received_at: float
+    ) -> dict[str, Any]:
         headers: dict[str, str] = {}
         for raw_name, raw_value in raw_headers:
             name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
@@ -655,12 +656,15 @@ async def image(request: web.Request) -> web.StreamResponse:
     match = _IMAGE_ID_RE.match(request.match_info["image_id"])
     if match is not None:
         width, height, image_bytes = int(match[1]), int(match[2]), int(match[3])
-        if (width <= MAX_SIDE and height <= MAX_SIDE and width * height <= MAX_PIXELS
-                and image_bytes <= MAX_IMAGE_BYTES):
+        if (
+            width <= MAX_SIDE
+            and height <= MAX_SIDE
+            and width * height <= MAX_PIXELS
+            and image_bytes <= MAX_IMAGE_BYTES
+        ):
             png = padded_png(width, height, image_bytes)
             return await _send(request, [png], content_type="image/png")
-    not_found = {"message": "image not found", "type": "invalid_request_error",
-                 "code": "not_found"}
+    not_found = {"message": "image not found", "type": "invalid_request_error", "code": "not_found"}
     return _json_response(404, {"error": not_found})
 
 
@@ -715,8 +719,9 @@ def _display_host(host: str) -> str:
 async def _serve(host: str, port: int, api_key: str | None, latency: float) -> None:
     # Access logs off: at 1,000 concurrent requests, formatting log lines costs more than
     # answering. A short shutdown timeout: in-flight calls are only simulated work.
-    runner = web.AppRunner(create_app(api_key, latency), access_log=None, handle_signals=False,
-                           shutdown_timeout=1.0)
+    runner = web.AppRunner(
+        create_app(api_key, latency), access_log=None, handle_signals=False, shutdown_timeout=1.0
+    )
     await runner.setup()
     try:
         # A deep accept backlog, so a burst of 1,000 connections is not met with SYN retries
@@ -724,8 +729,9 @@ async def _serve(host: str, port: int, api_key: str | None, latency: float) -> N
         site = web.TCPSite(runner, host, port, backlog=4096)
         await site.start()
         bound_port = runner.addresses[0][1] if runner.addresses else port
-        print(f"simulator listening on http://{_display_host(host)}:{bound_port}",
-              file=sys.stderr, flush=True)
+        print(
+            f"simulator listening on http://{_display_host(host)}:{bound_port}", file=sys.stderr, flush=True
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -759,8 +765,9 @@ def _non_negative_seconds(value: str) -> float:
     try:
         return _seconds(value)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc) if "between" in str(exc)
-                                         else f"not a number: {value!r}") from None
+        raise argparse.ArgumentTypeError(
+            str(exc) if "between" in str(exc) else f"not a number: {value!r}"
+        ) from None
 
 
 def _port(value: str) -> int:
@@ -797,16 +804,26 @@ def build_parser() -> argparse.ArgumentParser:
         description=_HELP_DESCRIPTION,
         epilog=_HELP_EPILOG,
     )
-    parser.add_argument("--host", default=DEFAULT_HOST,
-                        help=f"address to listen on (default {DEFAULT_HOST})")
-    parser.add_argument("--port", type=_port, default=DEFAULT_PORT,
-                        help=f"port to listen on; 0 picks a free one (default {DEFAULT_PORT})")
-    parser.add_argument("--api-key", default=None, metavar="KEY",
-                        help="require `Authorization: Bearer KEY` like the upstream; "
-                        "default: accept any key")
-    parser.add_argument("--latency", type=_non_negative_seconds, default=0.0, metavar="SECONDS",
-                        help="wait this long before answering each generation call, "
-                        "as a real image model would (default 0)")
+    parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
+    parser.add_argument(
+        "--port",
+        type=_port,
+        default=DEFAULT_PORT,
+        help=f"port to listen on; 0 picks a free one (default {DEFAULT_PORT})",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=None,
+        metavar="KEY",
+        help="require `Authorization: Bearer KEY` like the upstream; default: accept any key",
+    )
+    parser.add_argument(
+        "--latency",
+        type=_non_negative_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long before answering each generation call, as a real image model would (default 0)",
+    )
     return parser
 
 
@@ -816,8 +833,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(host=args.host, port=args.port, api_key=args.api_key, latency=args.latency)
     except OSError as exc:
-        print(f"simulator: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
-              file=sys.stderr)
+        print(f"simulator: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
 

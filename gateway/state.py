@@ -35,8 +35,17 @@ log = logging.getLogger("gateway")
 
 JSON_TYPES = ("application/json", "text/json")
 UPSTREAM_ERROR_REASONS = frozenset(
-    {"timeout", "connect", "5xx", "4xx", "auth", "insufficient_balance", "content_safety",
-     "rate_limited", "bad_response"}
+    {
+        "timeout",
+        "connect",
+        "5xx",
+        "4xx",
+        "auth",
+        "insufficient_balance",
+        "content_safety",
+        "rate_limited",
+        "bad_response",
+    }
 )
 
 
@@ -135,8 +144,7 @@ class GatewayState:
             )
         if kind == "concurrency":
             return errors.rate_limited(
-                f"This key already has {v[0]} requests in flight, its limit; retry when one "
-                "finishes.",
+                f"This key already has {v[0]} requests in flight, its limit; retry when one finishes.",
                 1,
                 reason="concurrency_exceeded",
             )

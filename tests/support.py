@@ -39,7 +39,9 @@ def free_port(limit: int = 55535) -> int:
             return port
 
 
-def wait_until(condition: Callable[[], Any], timeout_s: float = 15.0, interval_s: float = 0.02, what: str = "condition") -> Any:
+def wait_until(
+    condition: Callable[[], Any], timeout_s: float = 15.0, interval_s: float = 0.02, what: str = "condition"
+) -> Any:
     """Poll ``condition`` until it returns a truthy value; fail the test after the deadline."""
     deadline = time.monotonic() + timeout_s
     last_error: Exception | None = None
@@ -51,7 +53,9 @@ def wait_until(condition: Callable[[], Any], timeout_s: float = 15.0, interval_s
         except Exception as exc:  # noqa: BLE001 - keep polling until the deadline
             last_error = exc
         time.sleep(interval_s)
-    raise AssertionError(f"timed out waiting for {what}" + (f" (last error: {last_error!r})" if last_error else ""))
+    raise AssertionError(
+        f"timed out waiting for {what}" + (f" (last error: {last_error!r})" if last_error else "")
+    )
 
 
 def _stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> None:
@@ -80,8 +84,22 @@ class RedisServer:
     def start(self) -> RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.directory),
-             "--save", "", "--appendonly", "yes", "--logfile", str(self.directory / "redis.log"), *self.extra_args],
+            [
+                redis_server_binary(),
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--dir",
+                str(self.directory),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--logfile",
+                str(self.directory / "redis.log"),
+                *self.extra_args,
+            ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -128,9 +146,21 @@ class Simulator:
     def start(self) -> Simulator:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gateway.simulator", "--port", str(self.port), "--api-key", self.api_key,
-                 "--latency", str(self.latency_s)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=ROOT,
+                [
+                    sys.executable,
+                    "-m",
+                    "gateway.simulator",
+                    "--port",
+                    str(self.port),
+                    "--api-key",
+                    self.api_key,
+                    "--latency",
+                    str(self.latency_s),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd=ROOT,
             )
         wait_until(lambda: httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200, what="simulator")
         return self
@@ -168,7 +198,11 @@ class Gateway:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gateway", "serve"],
-                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd=ROOT,
             )
         if wait_ready:
             wait_until(self.ready, timeout_s=30, what=f"gateway on {self.port} (log: {self.log_path})")
@@ -176,7 +210,9 @@ class Gateway:
 
     def ready(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
-            raise AssertionError(f"gateway exited with {self.process.returncode}: {self.log_path.read_text()[-2000:]}")
+            raise AssertionError(
+                f"gateway exited with {self.process.returncode}: {self.log_path.read_text()[-2000:]}"
+            )
         try:
             return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
         except httpx.HTTPError:
@@ -192,7 +228,9 @@ class Gateway:
     def create_key(self, team: str = "team-a", name: str | None = None, **limits: Any) -> tuple[str, str]:
         """Issue a key through the admin API; returns (secret, key_id)."""
         with self.admin() as admin:
-            response = admin.post("/admin/v1/keys", json={"team": team, "name": name or f"key-{secrets.token_hex(3)}", **limits})
+            response = admin.post(
+                "/admin/v1/keys", json={"team": team, "name": name or f"key-{secrets.token_hex(3)}", **limits}
+            )
         assert response.status_code == 201, response.text
         body = response.json()
         return body["key"], body["key_id"]

@@ -33,7 +33,9 @@ async def _fire(urls: list[str], key: str, count: int, body: dict | None = None)
         )
 
 
-def _assert_exact_race(responses: list[httpx.Response], calls_before: int, simulator: Simulator, usage: dict) -> None:
+def _assert_exact_race(
+    responses: list[httpx.Response], calls_before: int, simulator: Simulator, usage: dict
+) -> None:
     statuses = Counter(r.status_code for r in responses)
     assert statuses == {200: 10, 429: 40}, statuses
     refused = [r.json()["error"] for r in responses if r.status_code == 429]
@@ -64,7 +66,9 @@ def test_same_race_across_two_gateway_processes(redis_server, simulator: Simulat
 def test_budget_error_says_which_limit_and_when_it_resets(gateway: Gateway) -> None:
     key, _ = gateway.create_key(budget_usd="0.1", budget_period="month")
     response = httpx.post(
-        f"{gateway.url}/v1/images/generations", headers={"Authorization": f"Bearer {key}"}, json={"model": MODEL, "prompt": "x"}
+        f"{gateway.url}/v1/images/generations",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": MODEL, "prompt": "x"},
     )
     assert response.status_code == 429
     error = response.json()["error"]
@@ -73,12 +77,16 @@ def test_budget_error_says_which_limit_and_when_it_resets(gateway: Gateway) -> N
     assert "resets at" in error["message"]
 
 
-def test_sdk_does_not_retry_an_exhausted_budget(gateway: Gateway, simulator: Simulator, openai_client) -> None:
+def test_sdk_does_not_retry_an_exhausted_budget(
+    gateway: Gateway, simulator: Simulator, openai_client
+) -> None:
     key, key_id = gateway.create_key(budget_usd="0", budget_period="total")
     seen: list[int] = []
     import httpx2
 
-    client = openai_client(key, http_client=httpx2.Client(event_hooks={"response": [lambda r: seen.append(r.status_code)]}))
+    client = openai_client(
+        key, http_client=httpx2.Client(event_hooks={"response": [lambda r: seen.append(r.status_code)]})
+    )
     with pytest.raises(openai.RateLimitError) as caught:
         client.images.generate(model=MODEL, prompt="x")
     assert caught.value.body["code"] == "insufficient_quota"
@@ -87,7 +95,12 @@ def test_sdk_does_not_retry_an_exhausted_budget(gateway: Gateway, simulator: Sim
 
 def test_failed_upstream_call_costs_nothing(gateway: Gateway) -> None:
     key, key_id = gateway.create_key(budget_usd="10", budget_period="day")
-    for fault in ("status=500", "status=400,code=OutputImageSensitiveContentDetected", "status=429", "drop=1"):
+    for fault in (
+        "status=500",
+        "status=400,code=OutputImageSensitiveContentDetected",
+        "status=429",
+        "drop=1",
+    ):
         response = httpx.post(
             f"{gateway.url}/v1/images/generations",
             headers={"Authorization": f"Bearer {key}"},
@@ -119,11 +132,19 @@ def test_sequential_generation_reserves_max_images(gateway: Gateway) -> None:
     """With sequential generation one call may return up to max_images: that is reserved."""
     key, key_id = gateway.create_key(budget_usd=str(4 * PRICE_USD), budget_period="total")
     headers = {"Authorization": f"Bearer {key}"}
-    too_many = {"model": MODEL, "prompt": "x", "sequential_image_generation": "auto",
-                "sequential_image_generation_options": {"max_images": 5}}
-    assert httpx.post(f"{gateway.url}/v1/images/generations", headers=headers, json=too_many).status_code == 429
+    too_many = {
+        "model": MODEL,
+        "prompt": "x",
+        "sequential_image_generation": "auto",
+        "sequential_image_generation_options": {"max_images": 5},
+    }
+    assert (
+        httpx.post(f"{gateway.url}/v1/images/generations", headers=headers, json=too_many).status_code == 429
+    )
     default = {"model": MODEL, "prompt": "x", "sequential_image_generation": "auto"}
-    assert httpx.post(f"{gateway.url}/v1/images/generations", headers=headers, json=default).status_code == 429
+    assert (
+        httpx.post(f"{gateway.url}/v1/images/generations", headers=headers, json=default).status_code == 429
+    )
     fits = {**too_many, "sequential_image_generation_options": {"max_images": 4}}
     response = httpx.post(f"{gateway.url}/v1/images/generations", headers=headers, json=fits)
     assert response.status_code == 200
@@ -164,18 +185,31 @@ def test_rotation_keeps_key_id_and_spend_and_honours_grace(gateway: Gateway) -> 
     old, key_id = gateway.create_key(budget_usd="10", budget_period="total")
     headers = lambda k: {"Authorization": f"Bearer {k}"}  # noqa: E731
     body = {"model": MODEL, "prompt": "x"}
-    assert httpx.post(f"{gateway.url}/v1/images/generations", headers=headers(old), json=body).status_code == 200
+    assert (
+        httpx.post(f"{gateway.url}/v1/images/generations", headers=headers(old), json=body).status_code == 200
+    )
     with gateway.admin() as admin:
         rotated = admin.post(f"/admin/v1/keys/{key_id}/rotate", json={"grace_seconds": 0}).json()
     new = rotated["key"]
     assert rotated["key_id"] == key_id and new != old
-    assert httpx.post(f"{gateway.url}/v1/images/generations", headers=headers(old), json=body).status_code == 401
-    assert httpx.post(f"{gateway.url}/v1/images/generations", headers=headers(new), json=body).status_code == 200
+    assert (
+        httpx.post(f"{gateway.url}/v1/images/generations", headers=headers(old), json=body).status_code == 401
+    )
+    assert (
+        httpx.post(f"{gateway.url}/v1/images/generations", headers=headers(new), json=body).status_code == 200
+    )
     assert Decimal(gateway.usage(key_id)["spent_usd"]) == 2 * PRICE_USD
     with gateway.admin() as admin:
         graceful = admin.post(f"/admin/v1/keys/{key_id}/rotate", json={"grace_seconds": 600}).json()
-    assert httpx.post(f"{gateway.url}/v1/images/generations", headers=headers(new), json=body).status_code == 200
-    assert httpx.post(f"{gateway.url}/v1/images/generations", headers=headers(graceful["key"]), json=body).status_code == 200
+    assert (
+        httpx.post(f"{gateway.url}/v1/images/generations", headers=headers(new), json=body).status_code == 200
+    )
+    assert (
+        httpx.post(
+            f"{gateway.url}/v1/images/generations", headers=headers(graceful["key"]), json=body
+        ).status_code
+        == 200
+    )
 
 
 def test_rpm_limit_is_a_sliding_limit_with_openai_headers(gateway: Gateway) -> None:
@@ -185,7 +219,9 @@ def test_rpm_limit_is_a_sliding_limit_with_openai_headers(gateway: Gateway) -> N
     first = httpx.post(f"{gateway.url}/v1/images/generations", headers=headers, json=body)
     assert first.headers["x-ratelimit-limit-requests"] == "3"
     assert first.headers["x-ratelimit-remaining-requests"] == "2"
-    statuses = [httpx.post(f"{gateway.url}/v1/images/generations", headers=headers, json=body) for _ in range(3)]
+    statuses = [
+        httpx.post(f"{gateway.url}/v1/images/generations", headers=headers, json=body) for _ in range(3)
+    ]
     assert [r.status_code for r in statuses] == [200, 200, 429]
     limited = statuses[-1]
     assert limited.json()["error"]["code"] == "rate_limit_exceeded"
@@ -196,11 +232,25 @@ def test_rpm_limit_is_a_sliding_limit_with_openai_headers(gateway: Gateway) -> N
 def test_images_per_day_cap(gateway: Gateway) -> None:
     key, key_id = gateway.create_key(images_per_day=3)
     headers = {"Authorization": f"Bearer {key}"}
-    assert httpx.post(f"{gateway.url}/v1/images/generations", headers=headers, json={"model": MODEL, "prompt": "x", "n": 2}).status_code == 200
-    refused = httpx.post(f"{gateway.url}/v1/images/generations", headers=headers, json={"model": MODEL, "prompt": "x", "n": 2})
+    assert (
+        httpx.post(
+            f"{gateway.url}/v1/images/generations",
+            headers=headers,
+            json={"model": MODEL, "prompt": "x", "n": 2},
+        ).status_code
+        == 200
+    )
+    refused = httpx.post(
+        f"{gateway.url}/v1/images/generations", headers=headers, json={"model": MODEL, "prompt": "x", "n": 2}
+    )
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "insufficient_quota"
     assert "images per day" in refused.json()["error"]["message"]
-    assert httpx.post(f"{gateway.url}/v1/images/generations", headers=headers, json={"model": MODEL, "prompt": "x"}).status_code == 200
+    assert (
+        httpx.post(
+            f"{gateway.url}/v1/images/generations", headers=headers, json={"model": MODEL, "prompt": "x"}
+        ).status_code
+        == 200
+    )
     assert gateway.usage(key_id)["images_today"] == 3
 
 
@@ -215,7 +265,9 @@ def test_concurrency_limit(gateway: Gateway) -> None:
 
 def test_killed_process_reservation_comes_back(redis_server, simulator: Simulator, gateway_factory) -> None:
     """SIGKILL while a call is in flight: after its bound the reservation is released."""
-    victim = gateway_factory(redis_server.url, simulator.url, GATEWAY_UPSTREAM_TIMEOUT_S="2", GATEWAY_RESERVATION_GRACE_S="1")
+    victim = gateway_factory(
+        redis_server.url, simulator.url, GATEWAY_UPSTREAM_TIMEOUT_S="2", GATEWAY_RESERVATION_GRACE_S="1"
+    )
     key, key_id = victim.create_key(budget_usd=str(PRICE_USD), budget_period="total")
 
     async def start_call() -> None:
@@ -231,15 +283,23 @@ def test_killed_process_reservation_comes_back(redis_server, simulator: Simulato
 
     async def kill_when_reserved() -> None:
         task = asyncio.create_task(start_call())
-        await asyncio.to_thread(wait_until, lambda: Decimal(victim.usage(key_id)["reserved_usd"]) == PRICE_USD, 10)
+        await asyncio.to_thread(
+            wait_until, lambda: Decimal(victim.usage(key_id)["reserved_usd"]) == PRICE_USD, 10
+        )
         victim.stop(signal.SIGKILL)
         await task
 
     asyncio.run(kill_when_reserved())
     survivor = gateway_factory(redis_server.url, simulator.url)
     assert Decimal(survivor.usage(key_id)["reserved_usd"]) == PRICE_USD  # still held: the bound is not over
-    wait_until(lambda: Decimal(survivor.usage(key_id)["reserved_usd"]) == 0, timeout_s=15, what="reservation released")
+    wait_until(
+        lambda: Decimal(survivor.usage(key_id)["reserved_usd"]) == 0,
+        timeout_s=15,
+        what="reservation released",
+    )
     response = httpx.post(
-        f"{survivor.url}/v1/images/generations", headers={"Authorization": f"Bearer {key}"}, json={"model": MODEL, "prompt": "x"}
+        f"{survivor.url}/v1/images/generations",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": MODEL, "prompt": "x"},
     )
     assert response.status_code == 200

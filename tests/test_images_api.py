@@ -98,12 +98,16 @@ def test_sdk_sees_request_id(gateway: Gateway, openai_client) -> None:
 def test_success_error_and_models_validate_against_openai_schema(gateway: Gateway) -> None:
     key, _ = gateway.create_key()
     headers = {"Authorization": f"Bearer {key}"}
-    ok = httpx.post(f"{gateway.url}/v1/images/generations", headers=headers, json={"model": MODEL, "prompt": "x"})
+    ok = httpx.post(
+        f"{gateway.url}/v1/images/generations", headers=headers, json={"model": MODEL, "prompt": "x"}
+    )
     assert ok.status_code == 200
     openai_schema.validate_images_response(ok.json())
     for status_call in (
         lambda: httpx.post(f"{gateway.url}/v1/images/generations", json={"model": MODEL, "prompt": "x"}),
-        lambda: httpx.post(f"{gateway.url}/v1/images/generations", headers=headers, json={"model": "nope", "prompt": "x"}),
+        lambda: httpx.post(
+            f"{gateway.url}/v1/images/generations", headers=headers, json={"model": "nope", "prompt": "x"}
+        ),
         lambda: httpx.get(f"{gateway.url}/v1/nothing-here"),
     ):
         error = status_call()
@@ -135,12 +139,19 @@ def test_stream_is_refused_clearly(gateway: Gateway) -> None:
     assert response.headers["x-should-retry"] == "false"
 
 
-def test_caller_key_never_reaches_upstream_and_master_key_is_used(gateway: Gateway, simulator: Simulator) -> None:
+def test_caller_key_never_reaches_upstream_and_master_key_is_used(
+    gateway: Gateway, simulator: Simulator
+) -> None:
     key, _ = gateway.create_key()
     marker = "marker-" + key[-8:]
     response = httpx.post(
         f"{gateway.url}/v1/images/generations",
-        headers={"Authorization": f"Bearer {key}", "Cookie": "session=secret-cookie", "X-Custom": "x", "Connection": "keep-alive"},
+        headers={
+            "Authorization": f"Bearer {key}",
+            "Cookie": "session=secret-cookie",
+            "X-Custom": "x",
+            "Connection": "keep-alive",
+        },
         json={"model": MODEL, "prompt": marker},
     )
     assert response.status_code == 200
@@ -152,7 +163,9 @@ def test_caller_key_never_reaches_upstream_and_master_key_is_used(gateway: Gatew
     assert "cookie" not in headers and "x-custom" not in headers
 
 
-def test_chinese_prompt_and_extra_fields_arrive_byte_identical(gateway: Gateway, simulator: Simulator) -> None:
+def test_chinese_prompt_and_extra_fields_arrive_byte_identical(
+    gateway: Gateway, simulator: Simulator
+) -> None:
     key, _ = gateway.create_key()
     body = (
         '{"model": "%s", "prompt": "一只在雪地里奔跑的柴犬，水彩风格 %s", "seed": 42, "guidance_scale": 2.5,'
@@ -171,7 +184,12 @@ def test_chinese_prompt_and_extra_fields_arrive_byte_identical(gateway: Gateway,
 
 def test_large_b64_response_passes_through_unchanged(gateway: Gateway, simulator: Simulator) -> None:
     key, _ = gateway.create_key()
-    request = {"model": MODEL, "prompt": "big", "response_format": "b64_json", "simulator_fault": "image_bytes=20000000"}
+    request = {
+        "model": MODEL,
+        "prompt": "big",
+        "response_format": "b64_json",
+        "simulator_fault": "image_bytes=20000000",
+    }
     direct = httpx.post(
         f"{simulator.url}/v1/images/generations",
         headers={"Authorization": f"Bearer {UPSTREAM_KEY}"},

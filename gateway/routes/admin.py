@@ -11,6 +11,7 @@ import hmac
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 
@@ -40,8 +41,12 @@ async def require_admin(request: Request) -> GatewayState:
     expected = token.get_secret_value().encode()
     if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), expected):
         raise GatewayError(
-            401, "A valid admin token is required.", "invalid_request_error", "invalid_admin_token",
-            retry=False, reason="invalid_key",
+            401,
+            "A valid admin token is required.",
+            "invalid_request_error",
+            "invalid_admin_token",
+            retry=False,
+            reason="invalid_key",
         )
     return state
 
@@ -91,7 +96,9 @@ async def revoke_key(key_id: str, request: Request) -> Response:
 
 class RotateRequest(BaseModel):
     grace_seconds: int = Field(
-        default=DEFAULT_ROTATE_GRACE_S, ge=0, le=30 * 86400,
+        default=DEFAULT_ROTATE_GRACE_S,
+        ge=0,
+        le=30 * 86400,
         description="How long the old secret keeps working.",
     )
 
@@ -150,7 +157,7 @@ async def list_prices(request: Request) -> Response:
 
 
 class PriceUpdate(BaseModel):
-    price_usd: str = Field(description="USD per image, at most six decimals, e.g. \"0.135\".")
+    price_usd: str = Field(description='USD per image, at most six decimals, e.g. "0.135".')
 
 
 @router.put("/prices/{model}", summary="Set a model's price (adds the model if new)")
@@ -158,7 +165,9 @@ async def set_price(model: str, update: PriceUpdate, request: Request) -> Respon
     try:
         micros = pricing.usd_to_micros(update.price_usd)
     except ValueError as exc:
-        raise GatewayError(400, str(exc), "invalid_request_error", "invalid_price", "price_usd", False) from None
+        raise GatewayError(
+            400, str(exc), "invalid_request_error", "invalid_price", "price_usd", False
+        ) from None
     state = _state(request)
     change = await _guard(pricing.set_price(state.redis, model, micros, "admin-api"))
     await _guard(state.prices.refresh(state.redis))

@@ -27,7 +27,9 @@ async def readyz(request: Request) -> Response:
         "accepting": not state.draining,
     }
     ready = all(checks.values())
-    return json_response({"status": "ready" if ready else "not_ready", "checks": checks}, 200 if ready else 503)
+    return json_response(
+        {"status": "ready" if ready else "not_ready", "checks": checks}, 200 if ready else 503
+    )
 
 
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)

@@ -17,8 +17,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from redis.exceptions import RedisError
 
-from gateway import budget, errors
-from gateway.errors import GatewayError
+from gateway import budget, errors, idempotency
+from gateway.errors import ErrorResponse, GatewayError
 from gateway.openai_compat import conform_images_body
 from gateway.pricing import micros_to_usd
 from gateway.state import GatewayState, bearer_token, read_json_body
@@ -28,7 +28,7 @@ from gateway.validation import ImageCall, ImageGenerationRequest, validate_image
 router = APIRouter()
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"description": text, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
+    status: {"description": text, "model": ErrorResponse}
     for status, text in {
         400: "Invalid request, or refused by the upstream (content safety, its own limits).",
         401: "Missing, unknown, revoked or expired key.",
@@ -108,7 +108,73 @@ async def _handle(request: Request, state: GatewayState, call: CallLog) -> Respo
         call.team = (await state.authenticate_or_raise(token))["team"]
         raise errors.model_not_found(image_call.model)
     call.model = image_call.model
+    idempotency_key = request.headers.get("idempotency-key")
+    if idempotency_key is None:
+        return await _reserve_and_forward(request, state, call, token, image_call, body, unit_price)
+    return await _idempotent(request, state, call, token, image_call, body, unit_price, idempotency_key)
 
+
+async def _idempotent(
+    request: Request,
+    state: GatewayState,
+    call: CallLog,
+    token: tuple[str, str],
+    image_call: ImageCall,
+    body: bytes,
+    unit_price: int,
+    idempotency_key: str,
+) -> Response:
+    """Replay the first result of a repeated Idempotency-Key; otherwise go ahead and keep it."""
+    idempotency.check_key(idempotency_key)
+    call.team = (await state.authenticate_or_raise(token))["team"]
+    key_id = token[0]
+    try:
+        replay = await idempotency.begin(state.redis, key_id, idempotency_key, body, state.reservation_ttl_ms)
+    except (RedisError, OSError) as exc:
+        state.redis_failed(exc)
+        raise errors.redis_unavailable() from None
+    if replay is not None:
+        call.extra["idempotent_replay"] = True
+        headers = {**replay.headers, "x-idempotent-replayed": "true"}
+        return Response(replay.body, replay.status, headers, media_type="application/json")
+    response: Response | None = None
+    try:
+        response = await _reserve_and_forward(request, state, call, token, image_call, body, unit_price)
+        return response
+    finally:
+        await _finish_idempotent(state, key_id, idempotency_key, response)
+
+
+async def _finish_idempotent(
+    state: GatewayState, key_id: str, idempotency_key: str, response: Response | None
+) -> None:
+    try:
+        if response is not None and response.status_code == 200:
+            headers = {k: v for k, v in response.headers.items() if k.startswith("x-gateway-")}
+            await idempotency.complete(
+                state.redis,
+                key_id,
+                idempotency_key,
+                200,
+                headers,
+                bytes(response.body),
+                state.settings.idempotency_ttl_s,
+            )
+        else:
+            await idempotency.abandon(state.redis, key_id, idempotency_key)
+    except (RedisError, OSError) as exc:  # the images are delivered; a replay may miss them
+        state.redis_failed(exc)
+
+
+async def _reserve_and_forward(
+    request: Request,
+    state: GatewayState,
+    call: CallLog,
+    token: tuple[str, str],
+    image_call: ImageCall,
+    body: bytes,
+    unit_price: int,
+) -> Response:
     key_id, secret_hash = token
     periods = budget.Periods.now()
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from fastapi.responses import Response
 
 from gateway.pricing import micros_to_usd
 from gateway.responses import json_response
