@@ -12,7 +12,7 @@ import json
 import pytest
 from jsonschema import Draft202012Validator, ValidationError
 
-from openai_schema import (
+from tests.openai_schema import (
     iter_refs,
     load_subset,
     openapi_to_json_schema,
