@@ -114,8 +114,20 @@ def serve_command(args: argparse.Namespace) -> int:
         return _run_uvicorn(settings)
 
 
+def _exit_cleanly(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
+
+
 def _run_uvicorn(settings: Settings) -> int:
+    """Serve until SIGTERM/SIGINT; in-flight requests finish first (graceful shutdown).
+
+    uvicorn re-raises the signal it caught once it has shut down; the handler installed here
+    turns that into a normal exit, so the embedded Redis and the simulator are stopped too.
+    """
     import uvicorn
+
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    signal.signal(signal.SIGINT, _exit_cleanly)
 
     uvicorn.run(
         "gateway.app:create_app",

@@ -1,0 +1,106 @@
+"""`gateway serve` as a new user runs it: embedded Redis, the simulator, the printed example."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import openai
+
+from tests.support import ROOT, free_port, wait_until
+
+
+def _serve(tmp_path: Path, name: str, **env: str) -> tuple[subprocess.Popen[bytes], Path, int]:
+    port = free_port()
+    log = tmp_path / f"{name}.log"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    clean.update({"GATEWAY_PORT": str(port), "GATEWAY_STATE_DIR": str(tmp_path / "var"), "PYTHONUNBUFFERED": "1", **env})
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--demo-key"],
+            env=clean, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+        )
+    return process, log, port
+
+
+def _stop(process: subprocess.Popen[bytes]) -> int:
+    process.terminate()
+    return process.wait(30)
+
+
+def test_serve_with_nothing_configured_runs_the_printed_example(tmp_path: Path) -> None:
+    process, log, port = _serve(tmp_path, "first")
+    try:
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200, 30)
+        text = log.read_text()
+        assert "SIMULATOR" in text and "embedded Redis" in text
+        key = re.search(r"sk-gw-[a-z2-7]{12}_[A-Za-z0-9_-]+", text).group(0)
+        curl = re.search(r"  (curl -s .*?-d '.*?')\n", text, re.S).group(1)
+        answer = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=60, check=True)
+        assert len(json.loads(answer.stdout)["data"]) == 1, answer.stdout
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key)
+        image = client.images.generate(model="doubao-seedream-4-5-251128", prompt="a red fox in the snow")
+        image_url = image.data[0].url
+        assert httpx.get(image_url, timeout=10).content[:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        assert _stop(process) == 0
+    assert (tmp_path / "var" / "redis" / "appendonly.aof").exists()
+
+
+def test_keys_survive_a_restart_and_the_old_demo_key_is_revoked(tmp_path: Path) -> None:
+    keys = []
+    for name in ("one", "two"):
+        process, log, port = _serve(tmp_path, name)
+        try:
+            wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200, 30)
+            keys.append(re.search(r"sk-gw-[a-z2-7]{12}_[A-Za-z0-9_-]+", log.read_text()).group(0))
+            if name == "two":
+                def status(key: str) -> int:
+                    return httpx.get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code
+                assert status(keys[1]) == 200
+                assert status(keys[0]) == 401  # revoked, and Redis kept it across the restart
+        finally:
+            assert _stop(process) == 0
+
+
+def test_second_gateway_on_the_same_state_dir_says_how_to_share(tmp_path: Path) -> None:
+    first, _, port = _serve(tmp_path, "first")
+    try:
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200, 30)
+        second, log, _ = _serve(tmp_path, "second")
+        assert second.wait(30) != 0
+        text = log.read_text()
+        assert "in use by" in text and "GATEWAY_REDIS_URL" in text
+        assert "Traceback" not in text
+    finally:
+        _stop(first)
+
+
+def test_bad_setting_fails_at_start_with_one_clear_line(tmp_path: Path) -> None:
+    for name, value in (("GATEWAY_PORT", "eighty"), ("GATEWAY_UPSTREAM_TIMEOUT_S", "-1"),
+                        ("GATEWAY_REDIS_URL", "mysql://x"), ("GATEWAY_WORKERS", "0")):
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway", "serve"],
+            env={**os.environ, "GATEWAY_STATE_DIR": str(tmp_path), name: value},
+            cwd=ROOT, capture_output=True, text=True, timeout=30,
+        )
+        assert result.returncode == 2
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and name in lines[0], result.stderr
+
+
+def test_bad_prices_file_fails_at_start(tmp_path: Path) -> None:
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("models:\n  m: {price_usd: '0.1234567'}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve"],
+        env={**os.environ, "GATEWAY_STATE_DIR": str(tmp_path), "GATEWAY_PRICES_FILE": str(prices)},
+        cwd=ROOT, capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 2
+    assert "GATEWAY_PRICES_FILE" in result.stderr and "six decimals" in result.stderr
