@@ -344,10 +344,23 @@ def _add_limit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--budget-period", choices=["day", "month", "total"], help="budget period (default month)"
     )
-    parser.add_argument("--images-per-day", type=int, help="cap on images per UTC day")
-    parser.add_argument("--rpm", type=int, help="requests per minute")
-    parser.add_argument("--max-concurrent", type=int, help="requests in flight at once")
+    parser.add_argument("--images-per-day", type=_count, help="cap on images per UTC day")
+    parser.add_argument("--rpm", type=_count, help="requests per minute")
+    parser.add_argument("--max-concurrent", type=_count, help="requests in flight at once")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.epilog = "Give 'none' to a limit to remove it (update), e.g. --budget-usd none."
+
+
+_NONE = ("none", "unlimited")
+
+
+def _count(text: str) -> int | str:
+    if text.lower() in _NONE:
+        return "none"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number or 'none': {text!r}") from None
 
 
 def _limits_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -355,12 +368,13 @@ def _limits_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.models is not None:
         given["models"] = [m.strip() for m in args.models.split(",") if m.strip()] or None
     if args.expires is not None:
-        given["expires_at"] = _parse_when(args.expires)
+        given["expires_at"] = None if args.expires.lower() in _NONE else _parse_when(args.expires)
     if args.budget_usd is not None:
-        given["budget_usd"] = Decimal(args.budget_usd)
+        given["budget_usd"] = None if args.budget_usd.lower() in _NONE else args.budget_usd
     for name in ("budget_period", "images_per_day", "rpm", "max_concurrent"):
-        if getattr(args, name) is not None:
-            given[name] = getattr(args, name)
+        value = getattr(args, name)
+        if value is not None:
+            given[name] = None if value == "none" else value
     return given
 
 

@@ -19,11 +19,22 @@ def _serve(tmp_path: Path, name: str, **env: str) -> tuple[subprocess.Popen[byte
     port = free_port()
     log = tmp_path / f"{name}.log"
     clean = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    clean.update({"GATEWAY_PORT": str(port), "GATEWAY_STATE_DIR": str(tmp_path / "var"), "PYTHONUNBUFFERED": "1", **env})
+    clean.update(
+        {
+            "GATEWAY_PORT": str(port),
+            "GATEWAY_STATE_DIR": str(tmp_path / "var"),
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
+    )
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", "--demo-key"],
-            env=clean, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            env=clean,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     return process, log, port
 
@@ -60,8 +71,12 @@ def test_keys_survive_a_restart_and_the_old_demo_key_is_revoked(tmp_path: Path) 
             wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200, 30)
             keys.append(re.search(r"sk-gw-[a-z2-7]{12}_[A-Za-z0-9_-]+", log.read_text()).group(0))
             if name == "two":
+
                 def status(key: str) -> int:
-                    return httpx.get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code
+                    return httpx.get(
+                        f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {key}"}
+                    ).status_code
+
                 assert status(keys[1]) == 200
                 assert status(keys[0]) == 401  # revoked, and Redis kept it across the restart
         finally:
@@ -82,12 +97,19 @@ def test_second_gateway_on_the_same_state_dir_says_how_to_share(tmp_path: Path) 
 
 
 def test_bad_setting_fails_at_start_with_one_clear_line(tmp_path: Path) -> None:
-    for name, value in (("GATEWAY_PORT", "eighty"), ("GATEWAY_UPSTREAM_TIMEOUT_S", "-1"),
-                        ("GATEWAY_REDIS_URL", "mysql://x"), ("GATEWAY_WORKERS", "0")):
+    for name, value in (
+        ("GATEWAY_PORT", "eighty"),
+        ("GATEWAY_UPSTREAM_TIMEOUT_S", "-1"),
+        ("GATEWAY_REDIS_URL", "mysql://x"),
+        ("GATEWAY_WORKERS", "0"),
+    ):
         result = subprocess.run(
             [sys.executable, "-m", "gateway", "serve"],
             env={**os.environ, "GATEWAY_STATE_DIR": str(tmp_path), name: value},
-            cwd=ROOT, capture_output=True, text=True, timeout=30,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         assert result.returncode == 2
         lines = result.stderr.strip().splitlines()
@@ -100,7 +122,10 @@ def test_bad_prices_file_fails_at_start(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "gateway", "serve"],
         env={**os.environ, "GATEWAY_STATE_DIR": str(tmp_path), "GATEWAY_PRICES_FILE": str(prices)},
-        cwd=ROOT, capture_output=True, text=True, timeout=30,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 2
     assert "GATEWAY_PRICES_FILE" in result.stderr and "six decimals" in result.stderr

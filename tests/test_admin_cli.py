@@ -1,0 +1,164 @@
+"""Key and price administration, through the admin API and the `gateway` CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from decimal import Decimal
+
+import httpx
+
+from tests.support import MODEL, ROOT, Gateway
+
+
+def cli(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "GATEWAY_REDIS_URL": redis_url}
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_admin_key_lifecycle(gateway: Gateway) -> None:
+    with gateway.admin() as admin:
+        created = admin.post(
+            "/admin/v1/keys",
+            json={
+                "team": "design",
+                "name": "poster bot",
+                "models": [MODEL],
+                "budget_usd": "12.5",
+                "budget_period": "month",
+                "images_per_day": 100,
+                "rpm": 30,
+                "max_concurrent": 4,
+                "expires_at": "2030-01-01T00:00:00Z",
+            },
+        )
+        assert created.status_code == 201
+        body = created.json()
+        secret, key_id = body["key"], body["key_id"]
+        assert secret.startswith("sk-gw-" + key_id) and body["last4"] == secret[-4:]
+        assert body["budget_usd"] == "12.500000" and body["models"] == [MODEL]
+        shown = admin.get(f"/admin/v1/keys/{key_id}").json()
+        listed = admin.get("/admin/v1/keys").json()["data"]
+        assert secret not in json.dumps(shown) and secret not in json.dumps(listed)
+        assert any(k["key_id"] == key_id for k in listed)
+        patched = admin.patch(f"/admin/v1/keys/{key_id}", json={"rpm": None, "budget_usd": "20"}).json()
+        assert (
+            patched["rpm"] is None and patched["budget_usd"] == "20.000000" and patched["max_concurrent"] == 4
+        )
+        usage = admin.get(f"/admin/v1/keys/{key_id}/usage").json()
+        assert usage["period"] == "month" and usage["remaining_usd"] == "20.000000"
+        assert usage["resets_at"].endswith("T00:00:00Z")
+        assert admin.delete(f"/admin/v1/keys/{key_id}").json()["status"] == "revoked"
+        assert admin.get("/admin/v1/keys/nosuchkey000").status_code == 404
+
+
+def test_admin_rejects_bad_key_specs(gateway: Gateway) -> None:
+    with gateway.admin() as admin:
+        for spec in (
+            {"name": "no team"},
+            {"team": "t", "name": "n", "budget_usd": "0.0000001"},
+            {"team": "t", "name": "n", "rpm": 0},
+            {"team": "bad team!", "name": "n"},
+        ):
+            response = admin.post("/admin/v1/keys", json=spec)
+            assert response.status_code == 400, spec
+            assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_price_change_applies_to_the_next_call_and_is_recorded(gateway: Gateway) -> None:
+    model = "doubao-seedream-test-price-model"
+    key, key_id = gateway.create_key(budget_usd="10", budget_period="total")
+    with gateway.admin() as admin:
+        assert admin.put(f"/admin/v1/prices/{model}", json={"price_usd": "0.25"}).status_code == 200
+        response = httpx.post(
+            f"{gateway.url}/v1/images/generations",
+            headers={"Authorization": f"Bearer {key}"},
+            json={"model": model, "prompt": "x", "n": 2},
+        )
+        assert response.status_code == 200
+        assert Decimal(response.headers["x-gateway-cost-usd"]) == Decimal("0.5")
+        prices = admin.get("/admin/v1/prices").json()
+        assert {"model": model, "price_usd": "0.250000", "unit": "image"} in prices["data"]
+        assert [c for c in prices["history"] if c["model"] == model][-1]["source"] == "admin-api"
+        assert admin.put(f"/admin/v1/prices/{model}", json={"price_usd": "abc"}).status_code == 400
+        admin.delete(f"/admin/v1/prices/{model}")
+
+
+def test_cli_keys_work_without_a_gateway(redis_factory) -> None:
+    redis = redis_factory()
+    created = cli(
+        redis.url,
+        "keys",
+        "create",
+        "--team",
+        "ml",
+        "--name",
+        "batch",
+        "--budget-usd",
+        "3",
+        "--budget-period",
+        "day",
+        "--rpm",
+        "10",
+        "--models",
+        MODEL,
+        "--json",
+    )
+    assert created.returncode == 0, created.stderr
+    record = json.loads(created.stdout)
+    key_id = record["key_id"]
+    assert record["key"].startswith("sk-gw-") and record["budget_period"] == "day"
+    table = cli(redis.url, "keys", "list")
+    assert key_id in table.stdout and "ml" in table.stdout and record["key"] not in table.stdout
+    updated = json.loads(cli(redis.url, "keys", "update", key_id, "--rpm", "none", "--json").stdout)
+    assert updated["rpm"] is None and updated["budget_usd"] == "3.000000"
+    rotated = json.loads(cli(redis.url, "keys", "rotate", key_id, "--grace-seconds", "0", "--json").stdout)
+    assert rotated["key_id"] == key_id and rotated["key"] != record["key"]
+    usage = json.loads(cli(redis.url, "keys", "usage", key_id, "--json").stdout)
+    assert usage["budget_usd"] == "3.000000" and usage["spent_usd"] == "0.000000"
+    assert json.loads(cli(redis.url, "keys", "revoke", key_id, "--json").stdout)["status"] == "revoked"
+    missing = cli(redis.url, "keys", "show", "nosuchkey000")
+    assert missing.returncode == 1 and "no key" in missing.stderr
+
+
+def test_cli_prices(redis_factory) -> None:
+    redis = redis_factory()
+    listed = json.loads(cli(redis.url, "prices", "list", "--json").stdout)
+    assert {"model": "doubao-seedream-4-0-250828", "price_usd": "0.162000"} in listed["prices"]
+    assert cli(redis.url, "prices", "set", "new-model", "0.5").returncode == 0
+    history = json.loads(cli(redis.url, "prices", "list", "--history", "--json").stdout)["history"]
+    assert history[-1]["model"] == "new-model" and history[-1]["source"] == "cli"
+    bad = cli(redis.url, "prices", "set", "new-model", "-1")
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1
+
+
+def test_cli_help_is_useful_on_its_own() -> None:
+    for args in (
+        ["--help"],
+        ["serve", "--help"],
+        ["keys", "create", "--help"],
+        ["simulate-upstream", "--help"],
+        ["prices", "set", "--help"],
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway", *args], cwd=ROOT, capture_output=True, text=True
+        )
+        assert result.returncode == 0 and "usage: gateway" in result.stdout
+    assert (
+        "--latency"
+        in subprocess.run(
+            [sys.executable, "-m", "gateway", "simulate-upstream", "--help"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
