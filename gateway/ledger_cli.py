@@ -1,9 +1,101 @@
-"""`gateway report` and `gateway usage`: finance's commands (filled in by the ledger work)."""
+"""``gateway report spend`` and ``gateway usage export``: finance's commands.
+
+They read Redis directly (``GATEWAY_REDIS_URL``, else the embedded Redis), so they work whether
+or not a gateway runs, and print the same numbers as ``/admin/v1/reports/spend`` and
+``/admin/v1/usage``.
+"""
 
 from __future__ import annotations
 
+import argparse
+import os
+import sys
 from typing import Any
+
+import orjson
+
+from gateway import ledger
+from gateway.cli import CommandError, print_table, run_with_redis
+
+DATES_HELP = "UTC dates, YYYY-MM-DD, both included (--start X --end X is the day X)"
 
 
 def add_report_commands(commands: Any) -> None:
-    return None
+    report = commands.add_parser(
+        "report",
+        help="spend reports from the ledger",
+        description="Spend reports from the ledger's daily rollups (fast for any range).",
+    )
+    sub = report.add_subparsers(title="report commands", metavar="REPORT")
+    spend = sub.add_parser(
+        "spend",
+        help="calls, images and spend per group, with totals",
+        description=f"Calls, images and spend (USD to the micro-dollar) per group, and totals. {DATES_HELP}.",
+    )
+    _add_range(spend)
+    spend.add_argument(
+        "--group-by",
+        default=",".join(ledger.DEFAULT_GROUP_BY),
+        help="comma-separated: team, key (key_id and key_name columns), model, day; "
+        "'' for totals only (default: team)",
+    )
+    spend.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    spend.set_defaults(handler=_report_spend)
+
+    usage = commands.add_parser(
+        "usage",
+        help="raw usage records from the ledger",
+        description="Raw usage records, for reconciliation against the upstream's bill.",
+    )
+    usage_sub = usage.add_subparsers(title="usage commands", metavar="ACTION")
+    export = usage_sub.add_parser(
+        "export",
+        help="every usage record of a range of days, to stdout, in time order",
+        description=f"Every usage record of the range, streamed to stdout in time order. {DATES_HELP}.",
+    )
+    _add_range(export)
+    export.add_argument("--format", choices=list(ledger.EXPORT_FORMATS), default="jsonl")
+    export.set_defaults(handler=_usage_export)
+
+
+def _add_range(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--start", required=True, help="first day, YYYY-MM-DD (UTC)")
+    parser.add_argument("--end", required=True, help="last day, YYYY-MM-DD (UTC), included")
+
+
+def _query(parse: Any, *args: Any) -> Any:
+    try:
+        return parse(*args)
+    except ledger.LedgerQueryError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _report_spend(args: argparse.Namespace) -> int:
+    days = _query(ledger.parse_range, args.start, args.end)
+    group_by = _query(ledger.parse_group_by, args.group_by)
+    report: ledger.SpendReport = run_with_redis(lambda redis: ledger.spend_report(redis, days, group_by))
+    if args.format == "json":
+        print(orjson.dumps(report.as_json(), option=orjson.OPT_INDENT_2).decode())
+    elif args.format == "csv":
+        sys.stdout.write(report.to_csv())
+    else:
+        print_table(report.columns, report.table())
+    return 0
+
+
+def _usage_export(args: argparse.Namespace) -> int:
+    days = _query(ledger.parse_range, args.start, args.end)
+    out = sys.stdout.buffer
+
+    async def action(redis: Any) -> None:
+        export = await ledger.UsageExport.open(redis, days)
+        async for chunk in export.chunks(args.format):
+            out.write(chunk)
+        out.flush()
+
+    try:
+        run_with_redis(action)
+    except BrokenPipeError:
+        # The reader stopped early (`| head`): not an error; keep Python from complaining at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0

@@ -1,0 +1,460 @@
+"""Finance's view of the ledger: spend reports from the daily rollups, raw records from the streams.
+
+settle.lua writes, in the same atomic step that charges a call, one usage record to the key's
+stream (``gw:{kid}:ledger``) and adds the call to the key's rollup hash for its UTC day
+(``gw:{kid}:rollup:<day>``: ``<model>|calls``, ``<model>|images``, ``<model>|spend``). So:
+
+- a spend report reads one small hash per key and day, never the records: a month costs
+  keys x 31 HGETALLs (pipelined) however many calls were made, and answers in seconds;
+- an export reads the records themselves, key by key in pages (XRANGE ... COUNT), merged by time,
+  and streams them out: a busy month does not fit in memory.
+
+Both select calls by their ``day`` field, the UTC day the call was reserved in: the day its spend
+counters and rollup count it under. A call reserved at 23:59:59 and recorded just after midnight
+therefore belongs to the first day in both, and a report and an export of the same dates always
+agree. Money is summed as integer micro-USD and printed with :func:`micros_to_usd`.
+
+Keys are listed from the registry set ``gw:keys`` (SCAN would reach one node of a Cluster only).
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import io
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, TypeVar
+
+import orjson
+
+from gateway.pricing import micros_to_usd
+from gateway.redis_keys import KEY_REGISTRY, KeySpace
+
+T = TypeVar("T")
+
+MAX_RANGE_DAYS = 400
+GROUP_FIELDS = ("team", "key", "model", "day")
+DEFAULT_GROUP_BY = ("team",)
+PIPELINE_CHUNK = 1000  # commands per pipeline round trip: bounded memory, few round trips
+# Records read per XRANGE: every key's stream holds a page in memory while they are merged, so
+# the page shrinks as keys grow, to keep about EXPORT_BUFFER records in memory at once.
+EXPORT_BUFFER = 20_000
+MAX_PAGE, MIN_PAGE = 1000, 10
+# A record is found by its ``day`` field within a window of stream ids around the days asked for:
+# its id is the time Redis recorded it, which is later than the start of its call (by up to the
+# upstream timeout, or the time a spooled settlement waited for Redis) and, with clock skew
+# between a gateway and Redis, may even be a little earlier.
+LOOKBACK_MS = 10 * 60 * 1000
+LOOKAHEAD_MS = 24 * 3600 * 1000
+
+# The usage record as exported, in CSV column order (settle.lua's fields, plus the stream id and
+# the charge in USD). A JSONL export also keeps any field not listed here.
+EXPORT_FIELDS = (
+    "ledger_id",
+    "request_id",
+    "ts_ms",
+    "day",
+    "team",
+    "key_id",
+    "key_name",
+    "model",
+    "n",
+    "images",
+    "unit_price_micros",
+    "charge_micros",
+    "charge_usd",
+    "upstream_status",
+    "upstream_latency_ms",
+    "outcome",
+    "client_left",
+    "reconcile",
+    "reserved",
+)
+INT_FIELDS = frozenset(
+    {
+        "ts_ms",
+        "n",
+        "images",
+        "unit_price_micros",
+        "charge_micros",
+        "upstream_status",
+        "upstream_latency_ms",
+        "client_left",
+        "reconcile",
+        "reserved",
+    }
+)
+EXPORT_FORMATS = ("jsonl", "csv")
+MEDIA_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-8", "json": "application/json"}
+
+
+class LedgerQueryError(ValueError):
+    """A report or export asked for something malformed; ``param`` names the bad input."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+# -- what is asked ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DateRange:
+    """UTC days from ``start`` to ``end``, both included."""
+
+    start: date
+    end: date
+
+    def days(self) -> list[str]:
+        count = (self.end - self.start).days + 1
+        return [(self.start + timedelta(days=i)).isoformat() for i in range(count)]
+
+    @property
+    def start_ms(self) -> int:
+        return _midnight_ms(self.start)
+
+    @property
+    def end_ms(self) -> int:
+        """The last millisecond of ``end``."""
+        return _midnight_ms(self.end + timedelta(days=1)) - 1
+
+    def as_json(self) -> dict[str, str]:
+        return {"start": self.start.isoformat(), "end": self.end.isoformat()}
+
+
+def _midnight_ms(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
+
+
+def parse_range(start: str | None, end: str | None, max_days: int = MAX_RANGE_DAYS) -> DateRange:
+    """Two ``YYYY-MM-DD`` UTC dates, both included; at most ``max_days`` days."""
+    first, last = _parse_day(start, "start"), _parse_day(end, "end")
+    if first > last:
+        raise LedgerQueryError(f"'start' ({first}) is after 'end' ({last}).", "start")
+    if (last - first).days + 1 > max_days:
+        raise LedgerQueryError(
+            f"The range {first} to {last} is longer than {max_days} days; ask for it in parts.", "end"
+        )
+    return DateRange(first, last)
+
+
+def _parse_day(text: str | None, param: str) -> date:
+    if not text:
+        raise LedgerQueryError(f"'{param}' is required: a UTC date like 2026-11-01.", param)
+    try:
+        if len(text) != 10:
+            raise ValueError
+        return date.fromisoformat(text)
+    except ValueError:
+        raise LedgerQueryError(f"'{param}' must be a date like 2026-11-01, not {text!r}.", param) from None
+
+
+def parse_group_by(text: str | None) -> tuple[str, ...]:
+    """``team,key,model,day`` in any order and subset (``""``: totals only); default ``team``."""
+    if text is None:
+        return DEFAULT_GROUP_BY
+    fields: list[str] = []
+    for name in (part.strip().lower() for part in text.split(",")):
+        if not name:
+            continue
+        if name not in GROUP_FIELDS:
+            raise LedgerQueryError(
+                f"'group_by' takes {', '.join(GROUP_FIELDS)}, comma-separated; not {name!r}.", "group_by"
+            )
+        if name not in fields:
+            fields.append(name)
+    return tuple(fields)
+
+
+def group_columns(group_by: Sequence[str]) -> list[str]:
+    """The columns of the group fields: ``key`` is shown as its key_id and its name."""
+    columns: list[str] = []
+    for name in group_by:
+        columns += ["key_id", "key_name"] if name == "key" else [name]
+    return columns
+
+
+# -- spend report ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Amounts:
+    calls: int = 0
+    images: int = 0
+    spend_micros: int = 0
+
+    def add(self, other: Amounts) -> None:
+        self.calls += other.calls
+        self.images += other.images
+        self.spend_micros += other.spend_micros
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "images": self.images,
+            "spend_usd": micros_to_usd(self.spend_micros),
+            "spend_micros": self.spend_micros,
+        }
+
+    def cells(self) -> list[str]:
+        return [str(self.calls), str(self.images), micros_to_usd(self.spend_micros)]
+
+
+@dataclass
+class SpendReport:
+    """Calls, images and spend per group, and their totals, for a range of days."""
+
+    range: DateRange
+    group_by: tuple[str, ...]
+    rows: dict[tuple[str, ...], Amounts] = field(default_factory=dict)
+    totals: Amounts = field(default_factory=Amounts)
+
+    @property
+    def columns(self) -> list[str]:
+        return [*group_columns(self.group_by), "calls", "images", "spend_usd"]
+
+    def add(self, group: tuple[str, ...], amounts: Amounts) -> None:
+        if self.group_by:  # grouped by nothing: the totals alone
+            self.rows.setdefault(group, Amounts()).add(amounts)
+        self.totals.add(amounts)
+
+    def sorted_rows(self) -> list[tuple[tuple[str, ...], Amounts]]:
+        return sorted(self.rows.items())
+
+    def as_json(self) -> dict[str, Any]:
+        names = group_columns(self.group_by)
+        return {
+            "object": "spend_report",
+            **self.range.as_json(),
+            "group_by": list(self.group_by),
+            "currency": "USD",
+            "data": [
+                {**dict(zip(names, group, strict=True)), **amounts.as_json()}
+                for group, amounts in self.sorted_rows()
+            ],
+            "totals": self.totals.as_json(),
+        }
+
+    def table(self) -> list[list[str]]:
+        """Rows as cells, then a totals row (``TOTAL`` in the first group column)."""
+        rows = [[*group, *amounts.cells()] for group, amounts in self.sorted_rows()]
+        width = len(group_columns(self.group_by))
+        label = ["TOTAL", *([""] * (width - 1))] if width else []
+        return [*rows, [*label, *self.totals.cells()]]
+
+    def to_csv(self) -> str:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\r\n")
+        writer.writerow(self.columns)
+        writer.writerows(self.table())
+        return out.getvalue()
+
+
+async def spend_report(
+    redis: Any, days: DateRange, group_by: Sequence[str] = DEFAULT_GROUP_BY
+) -> SpendReport:
+    """Sum the rollups of every key for every day of ``days``, grouped by ``group_by``."""
+    report = SpendReport(days, tuple(group_by))
+    key_ids = await registered_keys(redis)
+    names = await _key_names(redis, key_ids)
+    wanted = (((k, d), ("hgetall", KeySpace(k).rollup(d))) for k in key_ids for d in days.days())
+    async for (key_id, day), rollup in _pipelined(redis, wanted):
+        team, key_name = names[key_id]
+        for model, amounts in parse_rollup(rollup).items():
+            values = {"team": (team,), "key": (key_id, key_name), "model": (model,), "day": (day,)}
+            group = tuple(v for name in report.group_by for v in values[name])
+            report.add(group, amounts)
+    return report
+
+
+def parse_rollup(raw: dict[bytes, bytes]) -> dict[str, Amounts]:
+    """``{b"<model>|calls": b"3", ...}`` as amounts per model (a model name may hold a ``|``)."""
+    per_model: dict[str, Amounts] = {}
+    for name, value in raw.items():
+        model, _, what = _text(name).rpartition("|")
+        amounts = per_model.setdefault(model, Amounts())
+        if what == "calls":
+            amounts.calls = int(value)
+        elif what == "images":
+            amounts.images = int(value)
+        elif what == "spend":
+            amounts.spend_micros = int(value)
+    return {model: a for model, a in per_model.items() if a.calls or a.images or a.spend_micros}
+
+
+async def registered_keys(redis: Any) -> list[str]:
+    return sorted(_text(k) for k in await redis.smembers(KEY_REGISTRY))
+
+
+async def _key_names(redis: Any, key_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """key_id -> (team, name) from the key records ("unknown" if a record is gone)."""
+    commands = ((k, ("hmget", KeySpace(k).record, "team", "name")) for k in key_ids)
+    return {
+        key_id: (_text(team) if team else "unknown", _text(name) if name else "")
+        async for key_id, (team, name) in _pipelined(redis, commands)
+    }
+
+
+async def _pipelined(
+    redis: Any, commands: Iterable[tuple[T, tuple[Any, ...]]], **options: Any
+) -> AsyncIterator[tuple[T, Any]]:
+    """Run ``(tag, (method, *args))`` commands in pipelines of bounded size; yield (tag, result).
+
+    Non-transactional: the keys live in many slots, which a Cluster pipeline allows and a
+    MULTI does not. Results are handed on batch by batch, never all held at once.
+    """
+    batch: list[tuple[T, tuple[Any, ...]]] = []
+    for command in commands:
+        batch.append(command)
+        if len(batch) == PIPELINE_CHUNK:
+            for item in await _run_batch(redis, batch, options):
+                yield item
+            batch = []
+    if batch:
+        for item in await _run_batch(redis, batch, options):
+            yield item
+
+
+async def _run_batch(
+    redis: Any, batch: list[tuple[T, tuple[Any, ...]]], options: dict[str, Any]
+) -> list[tuple[T, Any]]:
+    async with redis.pipeline(transaction=False) as pipe:
+        for _, (method, *args) in batch:
+            getattr(pipe, method)(*args, **options)
+        results = await pipe.execute()
+    return [(tag, result) for (tag, _), result in zip(batch, results, strict=True)]
+
+
+# -- usage export ----------------------------------------------------------------------------------
+
+
+class _StreamPages:
+    """One key's stream between two ids, read a page at a time."""
+
+    def __init__(self, redis: Any, key_id: str, low: str, high: str, page: int) -> None:
+        self.redis = redis
+        self.stream = KeySpace(key_id).ledger
+        self.next_low = low
+        self.high = high
+        self.page = page
+        self.buffer: deque[tuple[bytes, dict[bytes, bytes]]] = deque()
+        self.exhausted = False
+
+    def take(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        self.buffer.extend(entries)
+        self.exhausted = len(entries) < self.page
+        if entries:
+            ms, _, seq = _text(entries[-1][0]).partition("-")
+            self.next_low = f"{ms}-{int(seq) + 1}"  # just after the last id read: no re-reads
+
+    async def pop(self) -> tuple[bytes, dict[bytes, bytes]] | None:
+        if not self.buffer and not self.exhausted:
+            self.take(await self.redis.xrange(self.stream, self.next_low, self.high, count=self.page))
+        return self.buffer.popleft() if self.buffer else None
+
+
+class UsageExport:
+    """The usage records of a range of days, every key's stream merged in time order.
+
+    :meth:`open` reads the key list and each stream's first page, so that a Redis outage is
+    reported before an answer starts streaming; :meth:`records` yields the rest page by page.
+    """
+
+    def __init__(self, days: DateRange, pages: list[_StreamPages]) -> None:
+        self.range = days
+        self.pages = pages
+        self._days = frozenset(day.encode() for day in days.days())
+
+    @classmethod
+    async def open(cls, redis: Any, days: DateRange) -> UsageExport:
+        key_ids = await registered_keys(redis)
+        low, high = str(max(0, days.start_ms - LOOKBACK_MS)), str(days.end_ms + LOOKAHEAD_MS)
+        page = max(MIN_PAGE, min(MAX_PAGE, EXPORT_BUFFER // max(1, len(key_ids))))
+        pages = [_StreamPages(redis, key_id, low, high, page) for key_id in key_ids]
+        first = ((s, ("xrange", s.stream, low, high)) for s in pages)
+        async for stream, entries in _pipelined(redis, first, count=page):
+            stream.take(entries)
+        return cls(days, [p for p in pages if p.buffer])
+
+    async def records(self) -> AsyncIterator[dict[str, Any]]:
+        heap: list[tuple[int, int, int, dict[bytes, bytes]]] = []
+        for index, stream in enumerate(self.pages):
+            await _push(heap, index, stream)
+        while heap:
+            ms, seq, index, fields = heapq.heappop(heap)
+            await _push(heap, index, self.pages[index])
+            if fields.get(b"day") in self._days:
+                yield export_record(f"{ms}-{seq}", fields)
+
+    async def chunks(self, fmt: str, per_chunk: int = 500) -> AsyncIterator[bytes]:
+        """The export as bytes, a few hundred records per chunk: JSON lines, or CSV with a header."""
+        batch: list[dict[str, Any]] = []
+        if fmt == "csv":
+            yield _csv_line(EXPORT_FIELDS)
+        async for record in self.records():
+            batch.append(record)
+            if len(batch) >= per_chunk:
+                yield _encode(batch, fmt)
+                batch = []
+        if batch:
+            yield _encode(batch, fmt)
+
+
+async def _push(
+    heap: list[tuple[int, int, int, dict[bytes, bytes]]], index: int, stream: _StreamPages
+) -> None:
+    entry = await stream.pop()
+    if entry is not None:
+        ms, _, seq = _text(entry[0]).partition("-")
+        heapq.heappush(heap, (int(ms), int(seq), index, entry[1]))
+
+
+def export_record(ledger_id: str, fields: dict[bytes, bytes]) -> dict[str, Any]:
+    """A stream entry as the export shows it: typed numbers, the charge in USD, fields in order."""
+    found: dict[str, Any] = {"ledger_id": ledger_id}
+    extra: dict[str, str] = {}
+    for raw_name, raw_value in fields.items():
+        spec = _FIELD_SPECS.get(raw_name)
+        if spec is None:  # a field added to the record later: kept, after the known ones
+            extra[raw_name.decode()] = raw_value.decode()
+        elif spec[1]:
+            try:
+                found[spec[0]] = int(raw_value)
+            except ValueError:
+                found[spec[0]] = raw_value.decode()
+        else:
+            found[spec[0]] = raw_value.decode()
+    charge = found.get("charge_micros")
+    if isinstance(charge, int):
+        found["charge_usd"] = micros_to_usd(charge)
+    record = {name: found[name] for name in EXPORT_FIELDS if name in found}
+    record.update(extra)
+    return record
+
+
+# Stream field name (bytes, as Redis returns it) -> (name, is an integer): decoded once, not per record.
+_FIELD_SPECS = {name.encode(): (name, name in INT_FIELDS) for name in EXPORT_FIELDS}
+
+
+def _encode(records: list[dict[str, Any]], fmt: str) -> bytes:
+    if fmt == "jsonl":
+        return b"".join(orjson.dumps(r) + b"\n" for r in records)
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\r\n").writerows(
+        [r.get(name, "") for name in EXPORT_FIELDS] for r in records
+    )
+    return out.getvalue().encode()
+
+
+def _csv_line(cells: Iterable[Any]) -> bytes:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\r\n").writerow(cells)
+    return out.getvalue().encode()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

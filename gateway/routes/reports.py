@@ -1,0 +1,110 @@
+"""Finance's admin API: spend reports and raw usage exports (``/admin/v1``).
+
+The same numbers as ``gateway report spend`` and ``gateway usage export``; see gateway/ledger.py
+for where they come from. Exports are streamed: a busy month does not fit in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Literal, TypeVar
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response, StreamingResponse
+from redis.exceptions import RedisError
+
+from gateway import ledger
+from gateway.errors import GatewayError, redis_unavailable
+from gateway.responses import json_response
+from gateway.routes.admin import require_admin
+from gateway.state import GatewayState
+
+router = APIRouter(prefix="/admin/v1", tags=["reports"], dependencies=[Depends(require_admin)])
+
+T = TypeVar("T")
+START = Query(description="First UTC day, YYYY-MM-DD.", examples=["2026-11-01"])
+END = Query(description="Last UTC day, YYYY-MM-DD, included (start=end is that one day).")
+
+
+def _state(request: Request) -> GatewayState:
+    return request.app.state.gateway  # type: ignore[no-any-return]
+
+
+def _query(parse: Callable[..., T], *args: str) -> T:
+    """Parse a query parameter; a malformed one is a 400 naming it."""
+    try:
+        return parse(*args)
+    except ledger.LedgerQueryError as exc:
+        raise GatewayError(
+            400, str(exc), "invalid_request_error", "invalid_query", exc.param, False, reason="bad_request"
+        ) from None
+
+
+async def _guard(awaitable: Awaitable[T]) -> T:
+    try:
+        return await awaitable
+    except (RedisError, OSError):
+        raise redis_unavailable() from None
+
+
+SPEND_200 = {
+    "description": "The report: `data` rows per group and `totals` (JSON), or the same as CSV with a "
+    "header row and a final TOTAL row. Money is USD to the micro-dollar, as decimal strings.",
+    "content": {"application/json": {}, "text/csv": {}},
+}
+USAGE_200 = {
+    "description": "Every usage record of the range in time order, streamed: one JSON object per "
+    "line, or CSV with a header row.",
+    "content": {"application/x-ndjson": {}, "text/csv": {}},
+}
+
+
+@router.get(
+    "/reports/spend",
+    summary="Calls, images and spend per team, key, model or day",
+    response_class=Response,
+    responses={200: SPEND_200},
+)
+async def spend_report(
+    request: Request,
+    start: str = START,
+    end: str = END,
+    group_by: str = Query(
+        default="team",
+        description="Comma-separated subset of team, key, model, day (key: key_id and key_name "
+        "columns); empty: totals only.",
+    ),
+    format: Literal["json", "csv"] = "json",
+) -> Response:
+    days = _query(ledger.parse_range, start, end)
+    groups = _query(ledger.parse_group_by, group_by)
+    report = await _guard(ledger.spend_report(_state(request).redis, days, groups))
+    if format == "csv":
+        name = f"spend-{days.start}-{days.end}.csv"
+        return Response(report.to_csv(), media_type=ledger.MEDIA_TYPES["csv"], headers=_attachment(name))
+    return json_response(report.as_json())
+
+
+@router.get(
+    "/usage",
+    summary="Every usage record of a range of days, streamed in time order",
+    response_class=StreamingResponse,
+    responses={200: USAGE_200},
+)
+async def usage_export(
+    request: Request,
+    start: str = START,
+    end: str = END,
+    format: Literal["jsonl", "csv"] = "jsonl",
+) -> Response:
+    days = _query(ledger.parse_range, start, end)
+    # Opened before the answer starts, so a Redis outage is a 503 and not a cut-off stream.
+    export = await _guard(ledger.UsageExport.open(_state(request).redis, days))
+    name = f"usage-{days.start}-{days.end}.{format}"
+    return StreamingResponse(
+        export.chunks(format), media_type=ledger.MEDIA_TYPES[format], headers=_attachment(name)
+    )
+
+
+def _attachment(filename: str) -> dict[str, str]:
+    return {"content-disposition": f'attachment; filename="{filename}"'}

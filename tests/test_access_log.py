@@ -1,0 +1,117 @@
+"""The access log: one JSON line per request on stdout, what ops needs, never a secret or a prompt."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from tests.support import ADMIN_TOKEN, MODEL, UPSTREAM_KEY, Gateway, RedisServer, Simulator, wait_until
+
+PROMPT = "一只在雪地里奔跑的柴犬, private detail "
+
+
+def access_lines(gw: Gateway, request_id: str) -> list[dict[str, Any]]:
+    lines = []
+    for line in gw.log().splitlines():
+        if line.startswith("{") and request_id in line:
+            record = json.loads(line)
+            if record.get("request_id") == request_id:
+                lines.append(record)
+    return lines
+
+
+def the_line(gw: Gateway, response: httpx.Response) -> dict[str, Any]:
+    """The one access line of a response, found by its x-request-id."""
+    request_id = response.headers["x-request-id"]
+    wait_until(lambda: access_lines(gw, request_id), timeout_s=10, what=f"access line of {request_id}")
+    lines = access_lines(gw, request_id)
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def post(gw: Gateway, token: str, body: dict[str, Any]) -> httpx.Response:
+    return httpx.post(
+        f"{gw.url}/v1/images/generations", headers={"Authorization": f"Bearer {token}"}, json=body, timeout=30
+    )
+
+
+def test_a_call_logs_one_line_with_what_ops_needs(gateway: Gateway) -> None:
+    team = f"log-{secrets.token_hex(3)}"
+    key, key_id = gateway.create_key(team=team)
+    prompt = PROMPT + secrets.token_hex(4)
+    response = post(gateway, key, {"model": MODEL, "prompt": prompt, "n": 2})
+    assert response.status_code == 200
+    line = the_line(gateway, response)
+    assert line["request_id"] == response.headers["x-request-id"]
+    assert (line["team"], line["key_id"], line["model"], line["n"], line["images"]) == (
+        team,
+        key_id,
+        MODEL,
+        2,
+        2,
+    )
+    assert line["cost_usd"] == response.headers["x-gateway-cost-usd"] == "0.270000"
+    assert (line["status"], line["upstream_status"], line["upstream_outcome"]) == (200, 200, "ok")
+    assert line["rejection"] is None
+    assert line["latency_ms"] >= line["upstream_latency_ms"] >= 0
+    assert "prompt" not in line
+    assert prompt not in gateway.log() and "private detail" not in gateway.log()
+
+
+def test_failures_and_refusals_log_one_line_each_saying_why(gateway: Gateway) -> None:
+    team = f"log-{secrets.token_hex(3)}"
+    key, key_id = gateway.create_key(team=team)
+    broke, _ = gateway.create_key(team=team, budget_usd="0", budget_period="total")
+    cases = [
+        (key, {"simulator_fault": "status=401"}, 502, {"upstream_status": 401, "upstream_outcome": "auth"}),
+        (key, {"simulator_fault": "status=500"}, 502, {"upstream_status": 500, "upstream_outcome": "5xx"}),
+        (key, {"simulator_fault": "images=0", "n": 2}, 200, {"images": 0, "cost_usd": "0.000000"}),
+        (key, {"n": 11}, 400, {"rejection": "bad_request", "team": team, "upstream_status": None}),
+        (broke, {}, 429, {"rejection": "budget_exceeded", "team": team, "upstream_outcome": None}),
+        ("sk-gw-aaaaaaaaaaaa_" + "z" * 43, {}, 401, {"rejection": "invalid_key", "team": "unknown"}),
+    ]
+    for token, extra, status, expected in cases:
+        response = post(gateway, token, {"model": MODEL, "prompt": PROMPT, **extra})
+        assert response.status_code == status, response.text
+        line = the_line(gateway, response)
+        assert line["status"] == status
+        assert {k: line[k] for k in expected} == expected, line
+        assert line["latency_ms"] > 0
+        assert (line["upstream_latency_ms"] is None) == (line["upstream_outcome"] is None)
+        assert "prompt" not in line
+
+
+def test_no_secret_ever_reaches_the_log(gateway: Gateway) -> None:
+    key, _ = gateway.create_key(team="log-secrets")
+    responses = [
+        post(gateway, key, {"model": MODEL, "prompt": PROMPT}),
+        post(gateway, key, {"model": MODEL, "prompt": PROMPT, "simulator_fault": "status=401"}),
+        post(gateway, UPSTREAM_KEY, {"model": MODEL, "prompt": PROMPT}),  # the master key, misused
+        post(gateway, ADMIN_TOKEN, {"model": MODEL, "prompt": PROMPT}),
+        post(gateway, key + "x", {"model": MODEL, "prompt": PROMPT}),  # a typo in a real key
+    ]
+    assert [r.status_code for r in responses] == [200, 502, 401, 401, 401]
+    for response in responses:
+        the_line(gateway, response)
+    log = gateway.log()
+    secret_part = key.rpartition("_")[2]
+    for secret in (key, secret_part, UPSTREAM_KEY, ADMIN_TOKEN, PROMPT, "雪地"):
+        assert secret not in log
+
+
+def test_prompts_are_logged_only_when_asked(
+    redis_server: RedisServer, simulator: Simulator, gateway_factory: Callable[..., Gateway]
+) -> None:
+    gw = gateway_factory(redis_server.url, simulator.url, GATEWAY_LOG_PROMPTS="true")
+    key, _ = gw.create_key(team="log-prompts")
+    prompt = PROMPT + secrets.token_hex(4)
+    ok = post(gw, key, {"model": MODEL, "prompt": prompt})
+    refused = post(gw, key, {"model": MODEL, "prompt": prompt, "n": 11})
+    assert the_line(gw, ok)["prompt"] == prompt
+    assert the_line(gw, refused)["prompt"] is None, "an invalid body is not echoed into the log"
+    for secret in (key, UPSTREAM_KEY, ADMIN_TOKEN):
+        assert secret not in gw.log()

@@ -1,0 +1,478 @@
+"""Finance's numbers: spend reports and usage exports agree with the money the ledger holds.
+
+A gateway of its own (own Redis, so "the whole ledger" is what these tests put in it) is driven
+with random traffic; the report, the export, the keys' spent counters, what callers were told they
+paid, the CSV, the JSON and the CLI must all say the same, to the micro-dollar.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import os
+import random
+import secrets
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.pricing import DEFAULT_PRICES_USD, usd_to_micros
+from tests.support import ADMIN_TOKEN, ROOT, Gateway, RedisServer, Simulator, gateway_env
+
+PRICES = {model: usd_to_micros(usd) for model, usd in DEFAULT_PRICES_USD.items()}
+FAULTS = ["", "", "", "", "images=K", "images=K", "status=500", "drop=1", "garbage=1"]
+GROUPINGS = ["", "team", "key", "model", "day", "team,model", "key,model,day", "day,team,key,model"]
+
+
+def today() -> date:
+    return datetime.now(UTC).date()
+
+
+def around_today() -> tuple[str, str]:
+    """Yesterday to tomorrow: a test run across midnight UTC still sees all its calls."""
+    return (today() - timedelta(days=1)).isoformat(), (today() + timedelta(days=1)).isoformat()
+
+
+@dataclass
+class Sent:
+    """What the callers saw."""
+
+    request_ids: set[str] = field(default_factory=set)
+    statuses: Counter[int] = field(default_factory=Counter)
+    told_cost_micros: int = 0
+    images_received: int = 0
+
+
+@dataclass
+class World:
+    gateway: Gateway
+    redis: RedisServer
+    key_ids: list[str]
+    sent: Sent
+    seed: int
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, simulator: Simulator) -> Iterator[World]:
+    """A gateway with its own Redis, after random traffic on random keys, teams, models and faults."""
+    base = tmp_path_factory.mktemp("ledger")
+    redis = RedisServer(base / "redis").start()
+    gw = Gateway(gateway_env(redis.url, simulator.url, base / "state"), base / "gateway.log").start()
+    seed = int(os.environ.get("LEDGER_TEST_SEED", secrets.randbits(32)))
+    rng = random.Random(seed)
+    keys = []
+    for i in range(6):
+        team = f"fin-{'abc'[i % 3]}"
+        keys.append(gw.create_key(team=team, name=f'key {i}, "quoted"'))
+    sent = asyncio.run(_random_traffic(gw, [k for k, _ in keys], rng, 90))
+    yield World(gw, redis, [kid for _, kid in keys], sent, seed)
+    gw.stop()
+    redis.stop()
+
+
+async def _random_traffic(gw: Gateway, secrets_: list[str], rng: random.Random, count: int) -> Sent:
+    bodies = []
+    for _ in range(count):
+        n = rng.randint(1, 4)
+        fault = rng.choice(FAULTS).replace("K", str(rng.randint(0, n + 1)))
+        body: dict[str, Any] = {"model": rng.choice(sorted(PRICES)), "prompt": "ledger", "n": n}
+        if fault:
+            body["simulator_fault"] = fault
+        bodies.append((rng.choice(secrets_), body))
+    sent = Sent()
+    limit = asyncio.Semaphore(12)
+    async with httpx.AsyncClient(base_url=gw.url, timeout=60) as client:
+
+        async def one(key: str, body: dict[str, Any]) -> None:
+            async with limit:
+                response = await client.post(
+                    "/v1/images/generations", headers={"Authorization": f"Bearer {key}"}, json=body
+                )
+            sent.request_ids.add(response.headers["x-request-id"])
+            sent.statuses[response.status_code] += 1
+            if response.status_code == 200:
+                sent.told_cost_micros += usd_to_micros(response.headers["x-gateway-cost-usd"])
+                sent.images_received += len(response.json()["data"])
+
+        await asyncio.gather(*(one(key, body) for key, body in bodies))
+    return sent
+
+
+def admin_get(gw: Gateway, path: str, **params: str) -> httpx.Response:
+    with gw.admin() as admin:
+        return admin.get(path, params=params)
+
+
+def report(gw: Gateway, group_by: str, start: str | None = None, end: str | None = None) -> dict[str, Any]:
+    first, last = around_today()
+    response = admin_get(
+        gw, "/admin/v1/reports/spend", start=start or first, end=end or last, group_by=group_by
+    )
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def export(
+    gw: Gateway, fmt: str = "jsonl", start: str | None = None, end: str | None = None
+) -> httpx.Response:
+    first, last = around_today()
+    response = admin_get(gw, "/admin/v1/usage", start=start or first, end=end or last, format=fmt)
+    assert response.status_code == 200, response.text
+    return response
+
+
+def jsonl(response: httpx.Response) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in response.text.splitlines()]
+
+
+def micros(usd: str) -> int:
+    return usd_to_micros(usd)
+
+
+def run_cli(redis_url: str, *args: str, state_dir: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "GATEWAY_REDIS_URL": redis_url}
+    if state_dir is not None:
+        env["GATEWAY_STATE_DIR"] = str(state_dir)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+# -- the money adds up -------------------------------------------------------------------------------
+
+
+def test_report_export_counters_and_callers_agree_to_the_micro_dollar(world: World) -> None:
+    why = f"(seed {world.seed}; rerun with LEDGER_TEST_SEED={world.seed})"
+    totals = report(world.gateway, "")["totals"]
+    records = jsonl(export(world.gateway))
+    with world.redis.client() as r:
+        counters = sum(int(r.get(f"gw:{{{kid}}}:spent:total") or 0) for kid in world.key_ids)
+
+    assert micros(totals["spend_usd"]) == totals["spend_micros"]
+    assert totals["spend_micros"] == sum(rec["charge_micros"] for rec in records) == counters, why
+    assert totals["spend_micros"] == world.sent.told_cost_micros, why
+    assert totals["images"] == sum(rec["images"] for rec in records) == world.sent.images_received, why
+    assert totals["calls"] == len(records) == len(world.sent.request_ids), why
+    assert {rec["request_id"] for rec in records} == world.sent.request_ids, why
+    assert world.sent.statuses[200] and len(world.sent.statuses) > 1, f"traffic had no faults {why}"
+    assert totals["spend_micros"] > 0, why
+
+
+def test_every_grouping_adds_up_to_the_totals_and_to_the_raw_records(world: World) -> None:
+    records = jsonl(export(world.gateway))
+    for group_by in GROUPINGS:
+        body = report(world.gateway, group_by)
+        assert body["group_by"] == [g for g in group_by.split(",") if g]
+        columns = [c for g in filter(None, group_by.split(",")) for c in _columns(g)]
+        expected: dict[tuple[str, ...], list[int]] = defaultdict(lambda: [0, 0, 0])
+        for rec in records:
+            sums = expected[tuple(str(rec[c]) for c in columns)]
+            sums[0] += 1
+            sums[1] += rec["images"]
+            sums[2] += rec["charge_micros"]
+        rows = {
+            tuple(row[c] for c in columns): [row["calls"], row["images"], micros(row["spend_usd"])]
+            for row in body["data"]
+        }
+        if not columns:
+            assert body["data"] == [], "grouped by nothing: the totals alone"
+            continue
+        assert rows == dict(expected), group_by
+        for i, name in enumerate(("calls", "images", "spend_micros")):
+            assert sum(v[i] for v in rows.values()) == body["totals"][name], (group_by, name)
+
+
+def _columns(group: str) -> list[str]:
+    return ["key_id", "key_name"] if group == "key" else [group]
+
+
+def test_csv_and_json_reports_say_the_same(world: World) -> None:
+    first, last = around_today()
+    for group_by in GROUPINGS:
+        body = report(world.gateway, group_by)
+        response = admin_get(
+            world.gateway, "/admin/v1/reports/spend", start=first, end=last, group_by=group_by, format="csv"
+        )
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/csv")
+        assert "attachment" in response.headers["content-disposition"]
+        table = list(csv.reader(io.StringIO(response.text)))
+        columns = [c for g in filter(None, group_by.split(",")) for c in _columns(g)]
+        assert table[0] == [*columns, "calls", "images", "spend_usd"]
+        as_json = [
+            [*(row[c] for c in columns), str(row["calls"]), str(row["images"]), row["spend_usd"]]
+            for row in body["data"]
+        ]
+        assert table[1:-1] == as_json, group_by
+        totals = body["totals"]
+        label = ["TOTAL", *[""] * (len(columns) - 1)] if columns else []
+        assert table[-1] == [*label, str(totals["calls"]), str(totals["images"]), totals["spend_usd"]]
+
+
+def test_cli_report_agrees_with_the_admin_api(world: World) -> None:
+    first, last = around_today()
+    for group_by in ("team,key,model,day", ""):
+        done = run_cli(
+            world.redis.url, "report", "spend", "--start", first, "--end", last,
+            "--group-by", group_by, "--format", "json",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == report(world.gateway, group_by)
+    csv_out = run_cli(world.redis.url, "report", "spend", "--start", first, "--end", last, "--format", "csv")
+    api_csv = admin_get(world.gateway, "/admin/v1/reports/spend", start=first, end=last, format="csv")
+    assert csv_out.stdout.replace("\r\n", "\n") == api_csv.text.replace("\r\n", "\n")
+    table = run_cli(world.redis.url, "report", "spend", "--start", first, "--end", last, "--group-by", "team")
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["team", "calls", "images", "spend_usd"]
+    assert lines[-1].split()[0] == "TOTAL"
+    assert lines[-1].split()[-1] == report(world.gateway, "team")["totals"]["spend_usd"]
+
+
+def test_exports_in_csv_and_jsonl_hold_the_same_records_with_every_field(world: World) -> None:
+    records = jsonl(export(world.gateway))
+    response = export(world.gateway, "csv")
+    assert response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert [row["request_id"] for row in rows] == [rec["request_id"] for rec in records]
+    for row, rec in zip(rows, records, strict=True):
+        assert row == {name: "" if rec.get(name) is None else str(rec[name]) for name in row}
+    fields = {
+        "request_id", "ts_ms", "day", "team", "key_id", "key_name", "model", "n", "images",
+        "upstream_status", "upstream_latency_ms", "outcome", "client_left", "reconcile",
+        "unit_price_micros", "charge_micros", "reserved", "ledger_id", "charge_usd",
+    }  # fmt: skip
+    assert set(rows[0]) == fields
+    assert all(set(rec) == fields for rec in records)
+    assert [r["ledger_id"] for r in records] == sorted(
+        (r["ledger_id"] for r in records), key=lambda i: tuple(map(int, i.split("-")))
+    ), "records come in time order"
+    for rec in records:
+        assert rec["charge_micros"] == rec["images"] * rec["unit_price_micros"] == micros(rec["charge_usd"])
+        assert rec["unit_price_micros"] == PRICES[rec["model"]]
+    outcomes = {rec["outcome"] for rec in records}
+    assert "ok" in outcomes and outcomes & {"5xx", "connect", "bad_response"}, outcomes
+
+
+def test_cli_export_streams_the_same_records_as_the_admin_api(world: World) -> None:
+    first, last = around_today()
+    for fmt in ("jsonl", "csv"):
+        done = run_cli(world.redis.url, "usage", "export", "--start", first, "--end", last, "--format", fmt)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.replace("\r\n", "\n") == export(world.gateway, fmt).text.replace("\r\n", "\n")
+
+
+def test_a_day_without_calls_is_an_empty_report_and_export(world: World) -> None:
+    body = report(world.gateway, "team", "2020-02-29", "2020-02-29")
+    assert body["data"] == []
+    assert body["totals"] == {"calls": 0, "images": 0, "spend_usd": "0.000000", "spend_micros": 0}
+    assert export(world.gateway, "jsonl", "2020-02-29", "2020-02-29").text == ""
+    assert export(world.gateway, "csv", "2020-02-29", "2020-02-29").text.startswith("ledger_id,request_id,")
+
+
+# -- reports read rollups, exports read streams ---------------------------------------------------
+
+
+def _seed_key(r: Any, team: str, name: str) -> str:
+    key_id = secrets.token_hex(6)
+    r.hset(f"gw:{{{key_id}}}:key", mapping={"key_id": key_id, "team": team, "name": name})
+    r.sadd("gw:keys", key_id)
+    return key_id
+
+
+def test_report_sums_rollups_without_reading_a_single_record(world: World) -> None:
+    """Thirty days of a key's rollups, seeded directly, no usage records at all: summed exactly."""
+    model = "doubao-seedream-4-0-250828"
+    with world.redis.client() as r:
+        key_id = _seed_key(r, "seeded", "thirty days")
+        for day in range(1, 31):
+            r.hset(
+                f"gw:{{{key_id}}}:rollup:2025-04-{day:02d}",
+                mapping={
+                    f"{model}|calls": day,
+                    f"{model}|images": 2 * day,
+                    f"{model}|spend": 2 * day * 162_000,
+                },
+            )
+        r.config_resetstat()
+        body = report(world.gateway, "key,day", "2025-04-01", "2025-04-30")
+        stats = r.info("commandstats")
+        keys = r.scard("gw:keys")
+    assert [row["day"] for row in body["data"]] == [f"2025-04-{d:02d}" for d in range(1, 31)]
+    assert {row["key_id"] for row in body["data"]} == {key_id}
+    assert body["totals"]["calls"] == sum(range(1, 31)) == 465
+    assert body["totals"]["images"] == 930
+    assert body["totals"]["spend_usd"] == "150.660000"  # 930 x $0.162
+    assert not {"cmdstat_xrange", "cmdstat_xrevrange", "cmdstat_xread", "cmdstat_scan"} & set(stats)
+    assert stats["cmdstat_hgetall"]["calls"] >= keys * 30
+
+
+def test_export_merges_streams_across_pages_by_time_and_selects_by_call_day(world: World) -> None:
+    """2,500 records on each of two keys, interleaved in time: every one, once, in order.
+
+    A call reserved just before midnight and recorded just after belongs to the first day (its
+    ``day`` field, which its rollup and spend counters use), in the export as in the report.
+    """
+    day = date(2025, 6, 10)
+    midnight = int(datetime(2025, 6, 11, tzinfo=UTC).timestamp() * 1000)
+    start = midnight - 86_400_000
+    with world.redis.client() as r:
+        keys = [_seed_key(r, "paged", f"paged {i}") for i in range(2)]
+        pipe = r.pipeline(transaction=False)
+        for i in range(5000):
+            key_id = keys[i % 2]
+            ms = start + 1 + i * 17
+            pipe.xadd(f"gw:{{{key_id}}}:ledger", _record(f"req-{i}", key_id, day, 1), id=f"{ms}-0")
+        late = midnight + 30_000  # recorded after midnight, reserved before it
+        pipe.xadd(f"gw:{{{keys[0]}}}:ledger", _record("req-late", keys[0], day, 1), id=f"{late}-0")
+        next_day = _record("req-next-day", keys[1], day + timedelta(days=1), 1)
+        pipe.xadd(f"gw:{{{keys[1]}}}:ledger", next_day, id=f"{late + 1}-0")
+        pipe.execute()
+    records = jsonl(export(world.gateway, "jsonl", day.isoformat(), day.isoformat()))
+    assert [rec["request_id"] for rec in records] == [f"req-{i}" for i in range(5000)] + ["req-late"]
+    following = jsonl(export(world.gateway, "jsonl", (day + timedelta(days=1)).isoformat(), "2025-06-11"))
+    assert [rec["request_id"] for rec in following] == ["req-next-day"]
+
+
+def _record(request_id: str, key_id: str, day: date, images: int) -> dict[str, Any]:
+    return {
+        "request_id": request_id, "ts_ms": 0, "day": day.isoformat(), "team": "paged", "key_id": key_id,
+        "key_name": "paged", "model": "m", "n": 1, "images": images, "upstream_status": 200,
+        "upstream_latency_ms": 1, "outcome": "ok", "client_left": 0, "reconcile": 0,
+        "unit_price_micros": 1, "charge_micros": images, "reserved": 1,
+    }  # fmt: skip
+
+
+def test_export_is_streamed_in_chunks(world: World) -> None:
+    with world.gateway.admin() as admin:
+        with admin.stream("GET", "/admin/v1/usage", params={"start": "2025-06-10", "end": "2025-06-10"}) as r:
+            assert r.status_code == 200
+            assert r.headers.get("transfer-encoding") == "chunked"
+            assert "content-length" not in r.headers
+            chunks = [chunk for chunk in r.iter_raw() if chunk]
+    assert len(chunks) > 1
+    assert b"".join(chunks).count(b"\n") == 5001
+
+
+# -- asking wrongly ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "param"),
+    [
+        ({"start": "2026-13-01", "end": "2026-12-31"}, "start"),
+        ({"start": "2026-11-01", "end": "30.11.2026"}, "end"),
+        ({"start": "2026-11-1", "end": "2026-11-30"}, "start"),
+        ({"start": "2026-11-30", "end": "2026-11-01"}, "start"),
+        ({"start": "2020-01-01", "end": "2026-11-30"}, "end"),
+        ({"start": "2026-11-01", "end": "2026-11-30", "group_by": "team,project"}, "group_by"),
+        ({"start": "2026-11-01", "end": "2026-11-30", "format": "xml"}, "format"),
+        ({"end": "2026-11-30"}, "start"),
+    ],
+)
+def test_malformed_report_queries_are_400_envelopes(world: World, params: dict[str, str], param: str) -> None:
+    response = admin_get(world.gateway, "/admin/v1/reports/spend", **params)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == param
+    if param in ("start", "end") and "start" in params:
+        usage = admin_get(world.gateway, "/admin/v1/usage", **params)
+        assert usage.status_code == 400 and usage.json()["error"]["param"] == param
+
+
+def test_a_year_is_one_report_and_more_than_400_days_is_refused(world: World) -> None:
+    assert (
+        admin_get(world.gateway, "/admin/v1/reports/spend", start="2025-01-01", end="2026-02-04").status_code
+        == 200
+    )
+    too_long = admin_get(world.gateway, "/admin/v1/reports/spend", start="2025-01-01", end="2026-02-05")
+    assert too_long.status_code == 400
+    assert "400 days" in too_long.json()["error"]["message"]
+
+
+def test_reports_need_the_admin_token(world: World) -> None:
+    for path in ("/admin/v1/reports/spend", "/admin/v1/usage"):
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            response = httpx.get(
+                world.gateway.url + path, params={"start": "2026-01-01", "end": "2026-01-01"}, headers=headers
+            )
+            assert response.status_code == 401
+            assert response.json()["error"]["code"] == "invalid_admin_token"
+            assert ADMIN_TOKEN not in response.text
+
+
+def test_cli_says_what_is_wrong_with_the_dates(world: World) -> None:
+    done = run_cli(world.redis.url, "report", "spend", "--start", "2026-11-30", "--end", "2026-11-01")
+    assert done.returncode == 1
+    assert done.stderr.strip() == "gateway: 'start' (2026-11-30) is after 'end' (2026-11-01)."
+    done = run_cli(world.redis.url, "usage", "export", "--start", "yesterday", "--end", "2026-11-01")
+    assert done.returncode == 1
+    assert "'start' must be a date like 2026-11-01" in done.stderr
+
+
+def test_redis_down_is_a_503_not_a_cut_off_export(
+    redis_factory: Any, simulator: Simulator, gateway_factory: Any
+) -> None:
+    redis = redis_factory()
+    gw = gateway_factory(redis.url, simulator.url)
+    redis.kill()
+    for path in ("/admin/v1/reports/spend", "/admin/v1/usage"):
+        response = admin_get(gw, path, start="2026-01-01", end="2026-01-31")
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "service_unavailable"
+
+
+# -- a busy month --------------------------------------------------------------------------------------
+
+
+def test_a_month_of_a_million_calls_reports_in_seconds(
+    redis_factory: Any, simulator: Simulator, gateway_factory: Any
+) -> None:
+    """500 keys x 31 days x 3 models of rollups standing for 1,023,000 calls: a few seconds at most."""
+    redis = redis_factory()
+    models = sorted(PRICES)
+    with redis.client() as r:
+        pipe = r.pipeline(transaction=False)
+        for k in range(500):
+            key_id = f"busy{k:08d}"
+            pipe.hset(
+                f"gw:{{{key_id}}}:key", mapping={"key_id": key_id, "team": f"team-{k % 20}", "name": f"k{k}"}
+            )
+            pipe.sadd("gw:keys", key_id)
+            for d in range(1, 32):
+                fields = {}
+                for m, model in enumerate(models):
+                    calls = 21 + m  # 66 calls a key a day
+                    fields |= {
+                        f"{model}|calls": calls,
+                        f"{model}|images": calls,
+                        f"{model}|spend": calls * PRICES[model],
+                    }
+                pipe.hset(f"gw:{{{key_id}}}:rollup:2026-01-{d:02d}", mapping=fields)
+        pipe.execute()
+    gw = gateway_factory(redis.url, simulator.url)
+    started = time.perf_counter()
+    body = report(gw, "team,key,model,day", "2026-01-01", "2026-01-31")
+    elapsed = time.perf_counter() - started
+    per_key_day = sum((21 + m) * PRICES[model] for m, model in enumerate(models))
+    assert body["totals"]["calls"] == 500 * 31 * 66 == 1_023_000
+    assert body["totals"]["spend_micros"] == 500 * 31 * per_key_day
+    assert len(body["data"]) == 500 * 31 * 3
+    assert elapsed < 10, f"a month's report took {elapsed:.1f} s"
+    print(f"month report, 500 keys, 46,500 rows: {elapsed:.2f} s")
