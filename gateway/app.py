@@ -21,7 +21,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway import __version__, pricing, redis_client
 from gateway.errors import GatewayError
 from gateway.logs import configure_logging
-from gateway.routes import admin, health, images, models
+from gateway.openapi_docs import document_shared_errors
+from gateway.routes import admin, health, images, models, reports
 from gateway.settings import Settings, load_settings
 from gateway.spool import Spool
 from gateway.state import GatewayState, instance_name
@@ -88,6 +89,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         )
         return _error_response(error)
 
+    document_shared_errors(app)  # the schema says 400 (not FastAPI's 422), and what every route shares
+
 
 def build_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
@@ -112,6 +115,7 @@ def build_app(settings: Settings) -> FastAPI:
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(admin.router)
+    app.include_router(reports.router)
     return app
 
 

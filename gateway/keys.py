@@ -26,6 +26,7 @@ TOKEN_PREFIX = "sk-gw-"
 KEY_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 KEY_ID_LENGTH = 12
 DEFAULT_ROTATE_GRACE_S = 3600
+MAX_LIMIT = 1_000_000_000
 _TOKEN_RE = re.compile(r"^sk-gw-([a-z2-7]{12})_([A-Za-z0-9_-]{20,128})$")
 _TEAM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -59,9 +60,18 @@ class KeyLimits(BaseModel):
     expires_at: datetime | None = Field(default=None, description="ISO 8601; naive means UTC.")
     budget_usd: Decimal | None = Field(default=None, ge=0, description="Spend budget in USD.")
     budget_period: BudgetPeriod | None = Field(default=None, description="day, month or total.")
-    images_per_day: int | None = Field(default=None, ge=0)
-    rpm: int | None = Field(default=None, ge=1, description="Requests per minute.")
-    max_concurrent: int | None = Field(default=None, ge=1)
+    # Upper bounds keep every number exact in the Lua scripts and printable as JSON.
+    images_per_day: int | None = Field(default=None, ge=0, le=MAX_LIMIT)
+    rpm: int | None = Field(default=None, ge=1, le=MAX_LIMIT, description="Requests per minute.")
+    max_concurrent: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
+
+    @field_validator("expires_at")
+    @classmethod
+    def _after_epoch(cls, value: datetime | None) -> datetime | None:
+        # 0 means "never expires" in the record: an earlier date must not turn into that.
+        if value is not None and _ms(value) <= 0:
+            raise ValueError("expires_at must be after 1970-01-01T00:00:00Z")
+        return value
 
     @field_validator("budget_usd")
     @classmethod

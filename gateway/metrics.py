@@ -10,8 +10,11 @@ gateway instance) before this module is imported, and ``/metrics`` aggregates th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import re
+from pathlib import Path
 
 from prometheus_client import (
     CollectorRegistry,
@@ -21,7 +24,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from gateway import __version__
 
@@ -100,7 +103,7 @@ REDIS_ERRORS = Counter("gateway_redis_errors", "Redis operations that failed.", 
 SPOOL_PENDING = Gauge(
     "gateway_spool_pending_records",
     "Usage records waiting in the local spool for Redis to come back.",
-    multiprocess_mode="livesum",
+    multiprocess_mode="livemax",  # every worker reports the whole shared spool directory
     registry=REGISTRY,
 )
 BUDGET_USED = Gauge(
@@ -125,6 +128,42 @@ def render() -> bytes:
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not directory:
         return generate_latest(REGISTRY)
+    mark_dead_workers(directory)
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=directory)
     return generate_latest(registry)
+
+
+_LIVE_GAUGE_FILE = re.compile(r"^gauge_live[a-z]+_(\d+)\.db$")
+
+
+def mark_dead_workers(directory: str) -> list[int]:
+    """Drop the live-gauge files of workers that died; returns their pids.
+
+    A worker killed with SIGKILL never decrements its in-flight gauge, and uvicorn replaces it
+    with a new pid: without this its last value would be summed forever. Only ``live*`` gauge
+    files go; counter files of dead workers stay, or the counters would go backwards.
+    """
+    pids = {int(m.group(1)) for m in map(_LIVE_GAUGE_FILE.match, os.listdir(directory)) if m}
+    dead = sorted(pid for pid in pids if not _alive(pid))
+    for pid in dead:
+        with contextlib.suppress(FileNotFoundError):  # another worker's scrape removed it first
+            mark_process_dead(pid, directory)
+    return dead
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A killed worker stays a zombie until uvicorn reaps it; it counts as dead already.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # no procfs here: the signal check said it exists
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")

@@ -23,6 +23,8 @@ from gateway.redis_keys import PRICE_FILE_APPLIED, PRICE_HISTORY, PRICES
 log = logging.getLogger("gateway.pricing")
 
 MICROS_PER_USD = 1_000_000
+# The Lua scripts count micro-USD in doubles, exact up to 2**53 (about 9e9 USD): stay well below.
+MAX_USD = 1_000_000_000
 
 DEFAULT_PRICES_USD: dict[str, str] = {
     "doubao-seedream-4-0-250828": "0.162",
@@ -39,6 +41,8 @@ def usd_to_micros(value: str | int | float | Decimal) -> int:
         raise ValueError(f"not a USD amount: {value!r}") from None
     if not amount.is_finite() or amount < 0:
         raise ValueError(f"not a non-negative USD amount: {value!r}")
+    if amount > MAX_USD:
+        raise ValueError(f"USD amounts above {MAX_USD} are not accepted: {value!r}")
     micros = amount * MICROS_PER_USD
     if micros != micros.to_integral_value():
         raise ValueError(f"USD amounts have at most six decimals: {value!r}")

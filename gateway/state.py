@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from fastapi import Request
 from fastapi.responses import Response
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from gateway import budget, errors, metrics
 from gateway.errors import GatewayError
@@ -23,7 +23,7 @@ from gateway.keys import KeyStore, key_status, parse_token
 from gateway.pricing import PriceBook, micros_to_usd
 from gateway.redis_keys import KeySpace
 from gateway.settings import Settings
-from gateway.spool import Spool
+from gateway.spool import RecordRefused, Spool
 from gateway.upstream import UpstreamClient
 from gateway.validation import ImageCall
 
@@ -218,15 +218,22 @@ class GatewayState:
         }
         try:
             settled = await self.settle_entry(entry)
-        except (RedisError, OSError) as exc:
+        except Exception as exc:  # any failure, not only RedisError: the record must not be lost
             self.redis_failed(exc)
-            self.spool.append(entry)
-            metrics.SPOOL_PENDING.inc()
+            self._spool(entry)
             return None
         if settled.budget_micros > 0:
             ratio = settled.spent_micros / settled.budget_micros
             metrics.BUDGET_USED.labels(held.team, held.key_name).set(ratio)
         return settled
+
+    def _spool(self, entry: dict[str, Any]) -> None:
+        try:
+            self.spool.append(entry)
+        except OSError:  # disk full, read-only: the log line is the record of last resort
+            log.exception("could not spool settlement %s", orjson.dumps(entry).decode())
+            return
+        metrics.SPOOL_PENDING.inc()
 
     async def settle_entry(self, entry: dict[str, Any]) -> budget.Settlement:
         periods = budget.Periods(entry["day"], entry["month"])
@@ -256,26 +263,32 @@ class GatewayState:
                 pass
         try:
             await self.replay_spool()
-        except (RedisError, OSError):
-            pass  # the spool stays on disk; the next start replays it
+        except Exception:
+            pass  # the spool stays on disk; the next start (or any other replica) replays it
 
     async def replay_spool(self) -> int:
-        async def settle(entry: dict[str, Any]) -> None:
-            await self.settle_entry(entry)
+        """Replay the whole spool directory, this process's file and any other's.
 
-        replayed = await self.spool.replay(settle)
-        if replayed:
-            metrics.SPOOL_PENDING.dec(replayed)
-        return replayed
+        The pending gauge is then set from the files themselves, not counted up and down: a
+        process that replays another one's records would otherwise go negative.
+        """
+        try:
+            return await self.spool.replay(self._replay_entry)
+        finally:
+            metrics.SPOOL_PENDING.set(self.spool.pending())
+
+    async def _replay_entry(self, entry: dict[str, Any]) -> None:
+        try:
+            await self.settle_entry(entry)
+        except ResponseError as exc:  # Redis answered and refused this one: not an outage
+            raise RecordRefused(str(exc)) from exc
 
     async def _replay_loop(self, every_s: float) -> None:
         while True:
             await asyncio.sleep(every_s)
-            if not self.spool.directory.exists():
-                continue
             try:
                 await self.replay_spool()
-            except (RedisError, OSError) as exc:
+            except Exception as exc:  # never let the loop die: the spool would wait forever
                 log.debug("spool replay postponed: %s", exc.__class__.__name__)
 
     # -- observation ---------------------------------------------------------------------
@@ -318,6 +331,7 @@ class GatewayState:
                         if call.upstream_latency_s is None
                         else round(call.upstream_latency_s * 1000, 2),
                         "client_left": call.client_left,
+                        **({"prompt": call.prompt} if self.settings.log_prompts else {}),
                         **call.extra,
                     }
                 ).decode()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -44,7 +44,7 @@ def validate_image_request(payload: Any, max_prompt_chars: int) -> ImageCall:
         raise bad_request("'prompt' is required and must be a non-empty string.", "prompt")
     if len(prompt) > max_prompt_chars:
         raise bad_request(f"'prompt' is longer than {max_prompt_chars} characters.", "prompt")
-    n = _check_n(payload.get("n", 1))
+    n = _check_n(payload.get("n"))
     _check_size(payload.get("size"))
     response_format = payload.get("response_format")
     if response_format is not None and response_format not in ("url", "b64_json"):
@@ -59,6 +59,8 @@ def validate_image_request(payload: Any, max_prompt_chars: int) -> ImageCall:
 
 
 def _check_n(n: Any) -> int:
+    if n is None:  # OpenAI's schema makes n nullable, and the SDKs send null for n=None
+        return 1
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
         raise bad_request(f"'n' must be an integer from 1 to {MAX_N}.", "n")
     return n
@@ -108,19 +110,36 @@ def _sequential_max_images(payload: dict[str, Any]) -> int:
     return max_images
 
 
+_SIDE = "(?:[1-9][0-9]{0,3}|1[0-5][0-9]{3}|16[0-2][0-9]{2}|163[0-7][0-9]|1638[0-4])"  # 1 to 16384
+
+
 class ImageGenerationRequest(BaseModel):
-    """The request as documented in /docs (validation itself is the function above)."""
+    """The request as documented in /docs (validation itself is the function above).
+
+    Kept as strict as the validator, no looser: a body this schema calls valid must not be
+    refused by the gateway (the upstream may still refuse it, e.g. too few pixels).
+    """
 
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1, examples=["doubao-seedream-4-5-251128"])
-    prompt: str = Field(min_length=1, max_length=32000, examples=["一只在雪地里奔跑的柴犬"])
-    n: int = Field(default=1, ge=1, le=MAX_N)
+    prompt: str = Field(min_length=1, max_length=32000, pattern=r"\S", examples=["一只在雪地里奔跑的柴犬"])
+    n: int | None = Field(default=1, ge=1, le=MAX_N, description="Written without a fraction: 4, not 4.0.")
     size: str | None = Field(
         default=None,
-        pattern=r"^([1-9][0-9]{0,4}x[1-9][0-9]{0,4}|[1-4][Kk])$",
+        pattern=f"^({_SIDE}x{_SIDE}|[1-4][Kk])$",
+        description=f"WIDTHxHEIGHT, each side 1 to {MAX_SIDE}, or a preset 1K to 4K.",
         examples=["1024x1024", "2K"],
     )
-    response_format: str | None = Field(default=None, pattern="^(url|b64_json)$")
-    stream: bool | None = Field(default=None, description="Must be false or absent.")
-    sequential_image_generation: str | None = Field(default=None, pattern="^(auto|disabled)$")
+    response_format: Literal["url", "b64_json"] | None = None
+    stream: Literal[False] | None = Field(default=None, description="Not supported: false or absent.")
+    sequential_image_generation: Literal["auto", "disabled"] | None = None
+    # A plain dict with its properties spelled out: a nested model would put a "$defs" reference
+    # in the schema that does not resolve once embedded in the OpenAPI document.
+    sequential_image_generation_options: dict[str, Any] | None = Field(
+        default=None,
+        json_schema_extra={
+            "properties": {"max_images": {"type": "integer", "minimum": 1, "maximum": MAX_SEQUENTIAL_IMAGES}},
+            "description": "max_images: how many images at most (an integer written without a fraction).",
+        },
+    )

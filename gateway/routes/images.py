@@ -63,6 +63,7 @@ class CallLog:
     upstream_outcome: str | None = None  # ok, timeout, connect, 5xx, ...: set once it was called
     rejection: str | None = None  # why the gateway refused it before the upstream
     client_left: bool = False
+    prompt: str | None = None  # only with GATEWAY_LOG_PROMPTS=true
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -103,6 +104,8 @@ async def _handle(request: Request, state: GatewayState, call: CallLog) -> Respo
         call.team = (await state.authenticate_or_raise(token))["team"]
         raise
     call.model, call.n = image_call.model, image_call.n
+    if state.settings.log_prompts:  # off by default: prompts can hold personal data
+        call.prompt = orjson.loads(body).get("prompt")
     unit_price = state.prices.get(image_call.model)
     if unit_price is None:
         call.team = (await state.authenticate_or_raise(token))["team"]
@@ -129,7 +132,9 @@ async def _idempotent(
     call.team = (await state.authenticate_or_raise(token))["team"]
     key_id = token[0]
     try:
-        replay = await idempotency.begin(state.redis, key_id, idempotency_key, body, state.reservation_ttl_ms)
+        replay = await idempotency.begin(
+            state.redis, key_id, idempotency_key, body, state.reservation_ttl_ms, call.request_id
+        )
     except (RedisError, OSError) as exc:
         state.redis_failed(exc)
         raise errors.redis_unavailable() from None

@@ -1,0 +1,96 @@
+"""Small helpers shared by the fault, bad-input and security tests."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import redis
+
+from tests.support import MODEL, MODEL_PRICE_MICROS, Gateway
+
+PRICE = Decimal(MODEL_PRICE_MICROS) / 1_000_000
+GENERATIONS = "/v1/images/generations"
+
+
+def generate(gateway: Gateway, key: str, fault: str | None = None, **kwargs: Any) -> httpx.Response:
+    """One image call through the gateway, the simulator fault (if any) in the body."""
+    body: dict[str, Any] = {"model": MODEL, "prompt": "a fault test"}
+    if fault:
+        body["simulator_fault"] = fault
+    return httpx.post(
+        gateway.url + GENERATIONS,
+        headers={"Authorization": f"Bearer {key}"},
+        json=body,
+        timeout=kwargs.pop("timeout", 30),
+        **kwargs,
+    )
+
+
+async def generate_many(gateway: Gateway, key: str, count: int, fault: str | None) -> list[httpx.Response]:
+    body: dict[str, Any] = {"model": MODEL, "prompt": "many", **({"simulator_fault": fault} if fault else {})}
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=count)) as client:
+        return await asyncio.gather(
+            *(
+                client.post(gateway.url + GENERATIONS, headers={"Authorization": f"Bearer {key}"}, json=body)
+                for _ in range(count)
+            )
+        )
+
+
+def assert_envelope(response: httpx.Response, status: int, code: str | None, retry: bool) -> dict[str, Any]:
+    """The OpenAI error envelope with the expected status, code and ``x-should-retry``."""
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers["content-type"].startswith("application/json")
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}, error
+    assert error["message"] and isinstance(error["message"], str)
+    if code is not None:
+        assert error["code"] == code, error
+    assert response.headers["x-should-retry"] == ("true" if retry else "false")
+    return dict(error)
+
+
+def ledger(redis_url: str, key_id: str) -> list[dict[str, str]]:
+    """The key's ledger stream, each record as a dict of strings."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        return [fields for _, fields in client.xrange(f"gw:{{{key_id}}}:ledger")]
+    finally:
+        client.close()
+
+
+def spent(gateway: Gateway, key_id: str) -> Decimal:
+    return Decimal(gateway.usage(key_id)["spent_usd"])
+
+
+def reserved(gateway: Gateway, key_id: str) -> Decimal:
+    return Decimal(gateway.usage(key_id)["reserved_usd"])
+
+
+def raw_http(port: int, request: bytes, timeout_s: float = 10.0) -> bytes:
+    """Send bytes exactly as given (no client library cleaning them up); the raw answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
+        sock.sendall(request)
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_raw_response(raw: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+    """(status, headers, body) of one HTTP/1.1 answer read to the end of the connection."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers = [(k.strip().lower(), v.strip()) for k, _, v in (line.partition(":") for line in lines[1:])]
+    return status, headers, body
