@@ -92,6 +92,13 @@ def _install_error_handlers(app: FastAPI) -> None:
     document_shared_errors(app)  # the schema says 400 (not FastAPI's 422), and what every route shares
 
 
+class _GatewayApp(FastAPI):
+    """FastAPI with the request id outermost, so even a 500 from its error middleware has one."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return RequestIdMiddleware(super().build_middleware_stack())
+
+
 def build_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -102,14 +109,13 @@ def build_app(settings: Settings) -> FastAPI:
         finally:
             await _stop(state)
 
-    app = FastAPI(
+    app = _GatewayApp(
         title="Image generation gateway",
         version=__version__,
         description="OpenAI-compatible `POST /v1/images/generations` with team keys, exact "
         "budgets and a spend ledger.",
         lifespan=lifespan,
     )
-    app.add_middleware(RequestIdMiddleware)
     _install_error_handlers(app)
     app.include_router(images.router)
     app.include_router(models.router)
