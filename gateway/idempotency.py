@@ -27,16 +27,32 @@ MAX_KEY_LENGTH = 255
 
 BEGIN = LuaScript(
     """
--- KEYS: 1 the idempotency record. ARGV: 1 body hash, 2 lifetime of a pending record (ms)
-local found = redis.call('HMGET', KEYS[1], 'body_sha', 'state', 'status', 'headers', 'body')
+-- KEYS: 1 the idempotency record. ARGV: 1 body hash, 2 lifetime of a pending record (ms),
+-- 3 the request id that claims it. A claim resent by the Redis client after a timeout finds its
+-- own pending record and goes ahead, instead of answering its own request "in progress".
+local found = redis.call('HMGET', KEYS[1], 'body_sha', 'state', 'status', 'headers', 'body', 'owner')
 if not found[1] then
-  redis.call('HSET', KEYS[1], 'body_sha', ARGV[1], 'state', 'pending')
+  redis.call('HSET', KEYS[1], 'body_sha', ARGV[1], 'state', 'pending', 'owner', ARGV[3])
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return {'new'}
 end
 if found[1] ~= ARGV[1] then return {'conflict'} end
-if found[2] == 'pending' then return {'pending'} end
+if found[2] == 'pending' then
+  if ARGV[3] ~= '' and found[6] == ARGV[3] then return {'new'} end
+  return {'pending'}
+end
 return {found[2], found[3] or '', found[4] or '', found[5] or ''}
+"""
+)
+
+# One script rather than a MULTI/EXEC pipeline: the async cluster client of the redis-py 5.x
+# that pyproject allows refuses transactions; a script runs the same everywhere. body_sha stays.
+COMPLETE = LuaScript(
+    """
+-- KEYS: 1 the idempotency record. ARGV: 1 lifetime (s), 2.. field, value pairs.
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
 """
 )
 
@@ -66,10 +82,12 @@ def check_key(idempotency_key: str) -> None:
         )
 
 
-async def begin(redis: Any, key_id: str, idempotency_key: str, body: bytes, pending_ms: int) -> Replay | None:
+async def begin(
+    redis: Any, key_id: str, idempotency_key: str, body: bytes, pending_ms: int, request_id: str = ""
+) -> Replay | None:
     """None: this request goes ahead (and owns the key). A Replay: answer with it. Else a 409."""
     body_sha = hashlib.sha256(body).hexdigest()
-    found = await BEGIN(redis, [_record_key(key_id, idempotency_key)], [body_sha, pending_ms])
+    found = await BEGIN(redis, [_record_key(key_id, idempotency_key)], [body_sha, pending_ms, request_id])
     state = found[0].decode() if isinstance(found[0], bytes) else found[0]
     if state == "new":
         return None
@@ -124,10 +142,10 @@ async def complete(
         fields: dict[str, Any] = {"state": "too_large", "status": status}
     else:
         fields = {"state": "done", "status": status, "headers": orjson.dumps(headers), "body": body}
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.hset(record, mapping=fields)
-        pipe.expire(record, ttl_s)
-        await pipe.execute()
+    args: list[Any] = [ttl_s]
+    for name, value in fields.items():
+        args += [name, value]
+    await COMPLETE(redis, [record], args)
 
 
 async def abandon(redis: Any, key_id: str, idempotency_key: str) -> None:
