@@ -6,11 +6,14 @@ processes and inherit nothing from ``gateway serve`` but the environment.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -149,7 +152,31 @@ async def _start(settings: Settings) -> GatewayState:
     spool = Spool(settings.state_dir / "spool", instance_name())
     state = GatewayState(settings, redis, upstream, prices, spool)
     state.start_spool_replay()
+    if settings.drain_s > 0:
+        _drain_before_exit(state, settings.drain_s)
     return state
+
+
+def _drain_before_exit(state: GatewayState, drain_s: float) -> None:
+    """On SIGTERM, fail readiness for ``drain_s`` while still serving, then let uvicorn exit.
+
+    uvicorn has installed its own SIGTERM handler by the time the lifespan starts; it is wrapped
+    here, so that load balancers see /readyz fail and stop sending traffic before the listening
+    socket closes. uvicorn then finishes the requests in flight as usual.
+    """
+    loop = asyncio.get_running_loop()
+    uvicorn_handler = signal.getsignal(signal.SIGTERM)
+    if not callable(uvicorn_handler):
+        return
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        if state.draining:
+            return
+        state.draining = True
+        log.info("SIGTERM: readiness fails now; exiting in %.1f s", drain_s)
+        loop.call_soon_threadsafe(loop.call_later, drain_s, uvicorn_handler, signum, None)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 async def _stop(state: GatewayState) -> None:

@@ -102,6 +102,10 @@ def serve_command(args: argparse.Namespace) -> int:
             env["GATEWAY_REDIS_URL"] = redis.url
             print(f"embedded Redis: {redis.url} (data in {redis.directory})", file=sys.stderr)
         if settings.upstream_api_key is None:
+            if not settings.allow_simulator:
+                raise SettingsError(
+                    "invalid setting GATEWAY_UPSTREAM_API_KEY: not set, and GATEWAY_ALLOW_SIMULATOR is false"
+                )
             url, key = _start_simulator(stack)
             env["GATEWAY_UPSTREAM_BASE_URL"], env["GATEWAY_UPSTREAM_API_KEY"] = url, key
             _print_simulator_banner(url)

@@ -150,3 +150,16 @@ def redis_unavailable() -> GatewayError:
 
 def not_found(message: str = "Not found.") -> GatewayError:
     return GatewayError(404, message, "invalid_request_error", "not_found", None, False, reason="not_found")
+
+
+def overloaded(limit: int) -> GatewayError:
+    return GatewayError(
+        503,
+        f"The gateway is at its limit of {limit} requests in flight; try again shortly.",
+        "server_error",
+        "overloaded",
+        None,
+        True,
+        1,
+        reason="overloaded",
+    )

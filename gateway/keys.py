@@ -195,8 +195,11 @@ class KeyStore:
             "revoked_at": 0,
             **limits_to_fields(spec),
         }
-        await self.redis.hset(KeySpace(key_id).record, mapping=fields)
+        # Registry first: on a cluster the two live on different nodes, and a registry entry
+        # without a record is skipped by listings, while a record missing from the registry
+        # would be a working key that no list or report shows.
         await self.redis.sadd(KEY_REGISTRY, key_id)
+        await self.redis.hset(KeySpace(key_id).record, mapping=fields)
         return token, record_to_json({k: str(v) for k, v in fields.items()})
 
     async def get_record(self, key_id: str) -> dict[str, str] | None:

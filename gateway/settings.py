@@ -75,6 +75,24 @@ class Settings(BaseSettings):
     idempotency_ttl_s: int = Field(
         default=86_400, ge=60, description="How long an Idempotency-Key result is replayed."
     )
+    max_inflight: int = Field(
+        default=2000,
+        ge=1,
+        description="Image requests one worker holds at once; more get 503 (memory is bounded by "
+        "in-flight requests x response size).",
+    )
+    drain_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=300,
+        description="After SIGTERM, keep serving this long with /readyz answering 503 so load "
+        "balancers stop sending traffic; then in-flight requests finish and the process exits.",
+    )
+    allow_simulator: bool = Field(
+        default=True,
+        description="With no GATEWAY_UPSTREAM_API_KEY, start the built-in simulator (true) or "
+        "refuse to start (false: production, where a missing secret must not serve fake images).",
+    )
     log_prompts: bool = Field(default=False, description="Put prompts in the access log.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info")
 

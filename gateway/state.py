@@ -103,7 +103,8 @@ class GatewayState:
         self.keys = KeyStore(redis)
         self.reservation_ttl_ms = settings.reservation_ttl_s * 1000
         self.metrics_inflight = metrics.INFLIGHT
-        self.draining = False
+        self.draining = False  # set on SIGTERM when GATEWAY_DRAIN_S > 0: /readyz answers 503
+        self.inflight = 0
         self._replay_task: asyncio.Task[None] | None = None
 
     # -- answers -------------------------------------------------------------------------

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -129,3 +131,71 @@ def test_bad_prices_file_fails_at_start(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "GATEWAY_PRICES_FILE" in result.stderr and "six decimals" in result.stderr
+
+
+def test_missing_master_key_refused_when_the_simulator_is_not_allowed(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env.update(
+        {
+            "GATEWAY_STATE_DIR": str(tmp_path),
+            "GATEWAY_ALLOW_SIMULATOR": "false",
+            "GATEWAY_REDIS_URL": "redis://127.0.0.1:1/0",
+        }
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "GATEWAY_UPSTREAM_API_KEY" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_sigterm_fails_readiness_first_then_drains(redis_server, simulator, gateway_factory) -> None:
+    """With GATEWAY_DRAIN_S, readiness fails at once while requests are still served."""
+    gateway = gateway_factory(redis_server.url, simulator.url, GATEWAY_DRAIN_S="3")
+    key, _ = gateway.create_key()
+    gateway.process.send_signal(signal.SIGTERM)
+    wait_until(
+        lambda: httpx.get(f"{gateway.url}/readyz", timeout=1).status_code == 503, 5, what="readiness fails"
+    )
+    assert httpx.get(f"{gateway.url}/healthz", timeout=1).status_code == 200
+    during = httpx.post(
+        f"{gateway.url}/v1/images/generations",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": "doubao-seedream-4-5-251128", "prompt": "still served"},
+        timeout=10,
+    )
+    assert during.status_code == 200
+    assert gateway.process.wait(30) == 0
+
+
+def test_inflight_cap_answers_503_in_the_openai_envelope(redis_server, simulator, gateway_factory) -> None:
+    gateway = gateway_factory(redis_server.url, simulator.url, GATEWAY_MAX_INFLIGHT="2")
+    key, _ = gateway.create_key()
+
+    async def fire() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            return await asyncio.gather(
+                *(
+                    client.post(
+                        f"{gateway.url}/v1/images/generations",
+                        headers={"Authorization": f"Bearer {key}"},
+                        json={
+                            "model": "doubao-seedream-4-5-251128",
+                            "prompt": "x",
+                            "simulator_fault": "delay=1",
+                        },
+                    )
+                    for _ in range(6)
+                )
+            )
+
+    responses = asyncio.run(fire())
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses.count(200) == 2 and statuses.count(503) == 4, statuses
+    refused = next(r for r in responses if r.status_code == 503)
+    assert refused.json()["error"]["code"] == "overloaded" and refused.headers["x-should-retry"] == "true"

@@ -81,14 +81,18 @@ class CallLog:
 async def create_image(request: Request) -> Response:
     state: GatewayState = request.app.state.gateway
     call = CallLog(request_id=request.scope["request_id"], started=time.perf_counter())
+    state.inflight += 1
     state.metrics_inflight.inc()
     try:
+        if state.inflight > state.settings.max_inflight:
+            raise errors.overloaded(state.settings.max_inflight)
         response = await _handle(request, state, call)
     except GatewayError as error:
         if call.upstream_outcome is None:
             call.rejection = error.reason
         response = state.error_response(error, call.request_id)
     finally:
+        state.inflight -= 1
         state.metrics_inflight.dec()
     call.status = response.status_code
     state.observe(call)
