@@ -1,0 +1,693 @@
+"""``python -m bench``: every benchmark figure, side by side, from one run.
+
+See bench/README.md for what each scenario means. In short: load from a separate process against
+`direct` (the upstream stand-in alone), `passthrough` (aiohttp server + aiohttp client, a few
+lines: the ceiling of a Python proxy here) and the real `gateway` (key with a budget and an rpm
+limit, metrics on), and ratios against the references measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.stack import (
+    PYTHON,
+    ROOT,
+    Proc,
+    Stack,
+    StackError,
+    cpu_seconds,
+    http_json,
+    system_busy_seconds,
+)
+
+MODEL = "doubao-seedream-4-5-251128"
+BODY = {"model": MODEL, "prompt": "bench", "n": 1}
+LARGE_FAULT = "images=4,image_bytes=8000000"
+LARGE_BODY = {**BODY, "response_format": "b64_json", "simulator_fault": LARGE_FAULT}
+UPSTREAM_LATENCY_S = 2.0
+INFLIGHT_CONNECTIONS = 1000
+LARGE_CONNECTIONS = 50
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class Row:
+    scenario: str
+    section: str
+    connections: int
+    rps: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    errors: int = 0
+    error_kinds: dict[str, int] = field(default_factory=dict)
+    ratio: float | None = None
+    reference: str = ""
+    ratio_text: str = ""
+    rss_mb: float | None = None  # peak resident memory of the process under test during the scenario
+    cpu_pct: dict[str, float] = field(default_factory=dict)
+    loadgen_cpu_pct: float | None = None
+    background_cpu_pct: float | None = None
+    sut_cpu_us_per_req: float | None = None
+    runs: list[float] = field(default_factory=list)  # req/s (or p50 ms) of each repetition
+    requests: int = 0
+    mean_response_bytes: float = 0.0
+    note: str = ""
+
+
+@dataclass
+class Arrangement:
+    """Which CPUs the process under test gets, and which everything else shares."""
+
+    sut: frozenset[int] | None
+    rest: frozenset[int] | None
+
+    @property
+    def text(self) -> str:
+        if self.sut is None:
+            return "not pinned: every process floats over all CPUs"
+        return (f"process under test (passthrough or gateway) pinned to CPU {fmt_cpus(self.sut)}; "
+                f"load generator, upstream stand-in and Redis pinned to CPU {fmt_cpus(self.rest)}")
+
+
+def fmt_cpus(cpus: frozenset[int] | None) -> str:
+    return ",".join(map(str, sorted(cpus))) if cpus else "all"
+
+
+def arrangement(pin: bool) -> Arrangement:
+    cpus = sorted(os.sched_getaffinity(0))
+    if not pin or len(cpus) < 2:
+        return Arrangement(None, None)
+    return Arrangement(frozenset(cpus[:1]), frozenset(cpus[1:]))
+
+
+# -- load ---------------------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, stack: Stack) -> None:
+        self.args = args
+        self.stack = stack
+        self.pinned = arrangement(not args.no_pin)
+        self.floating = Arrangement(None, None)
+        self.rows: list[Row] = []
+        self.watch: dict[str, Proc] = {}
+        self.log = stack.workdir / "loadgen.log"
+
+    def load(
+        self,
+        port: int,
+        *,
+        connections: int,
+        cpus: frozenset[int] | None,
+        sut: Proc | None,
+        body: dict[str, Any] = BODY,
+        headers: list[str] = (),  # type: ignore[assignment]
+        warmup: float | None = None,
+        duration: float | None = None,
+        rounds: int = 0,
+        stagger: float = 0.0,
+        timeout: float = 30.0,
+    ) -> dict[str, Any]:
+        """Run the load generator once, sampling the watched processes' CPU over its window."""
+        warmup = self.args.warmup if warmup is None else warmup
+        duration = self.args.duration if duration is None else duration
+        deadline = (60.0 + timeout) if rounds else warmup + duration + timeout + 5
+        argv = [PYTHON, "-m", "bench.loadgen", "--port", str(port), "--connections", str(connections),
+                "--body", json.dumps(body), "--timeout", str(timeout), "--deadline", str(deadline)]
+        if rounds:
+            argv += ["--rounds", str(rounds)]
+        else:
+            argv += ["--warmup", str(warmup), "--duration", str(duration), "--stagger", str(stagger)]
+        for header in headers:
+            argv += ["--header", header]
+        watch = dict(self.watch)
+        if sut is not None:
+            watch["sut"] = sut
+            sut.reset_peak()
+
+        def pin() -> None:
+            os.setpgrp()
+            if cpus:
+                os.sched_setaffinity(0, cpus)
+
+        with open(self.log, "ab") as err:
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True, preexec_fn=pin,
+                                    env={**os.environ, "PYTHONPATH": str(ROOT)}, stdin=subprocess.DEVNULL)
+        killer = threading.Timer(deadline + 15, proc.kill)
+        killer.start()
+        cpu0: dict[str, float] = {}
+        cpu1: dict[str, float] = {}
+        busy0 = busy1 = 0.0
+        t0 = t1 = 0.0
+        result: dict[str, Any] | None = None
+
+        sut_pids = sut.pids() if sut is not None else []
+
+        def sample() -> tuple[float, dict[str, float], float]:
+            ours = {k: p.cpu_seconds() for k, p in watch.items()}
+            ours["loadgen"] = cpu_seconds([proc.pid])
+            if len(sut_pids) > 1:  # several workers: how the load spread over them
+                ours.update({f"pid {pid}": cpu_seconds([pid]) for pid in sut_pids})
+            return time.monotonic(), ours, system_busy_seconds()
+
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if line.startswith("mark start"):
+                    t0, cpu0, busy0 = sample()
+                elif line.startswith("mark end"):
+                    t1, cpu1, busy1 = sample()
+                elif line.startswith("result "):
+                    result = json.loads(line[len("result "):])
+            proc.wait(10)
+        finally:
+            killer.cancel()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if result is None:
+            raise RuntimeError(f"load generator failed (exit {proc.returncode}); see {self.log}")
+        window = max(1e-6, t1 - t0)
+        used = {k: cpu1.get(k, 0) - cpu0.get(k, 0) for k in cpu0}
+        per_pid = {k: round(100 * used.pop(k) / window, 1) for k in list(used) if k.startswith("pid ")}
+        result["cpu_pct"] = {k: round(100 * v / window, 1) for k, v in used.items() if k != "loadgen"}
+        if per_pid:
+            result["sut_cpu_pct_per_process"] = per_pid
+        # CPU the machine spent on anything but this benchmark's processes (other users' jobs,
+        # the kernel's own work, the hypervisor's steal): when high, the figures are disturbed.
+        result["background_cpu_pct"] = round(max(0.0, 100 * (busy1 - busy0 - sum(used.values())) / window), 1)
+        if sut is not None:
+            result["peak_rss_mb"] = sut.peak_rss_mb()
+            answered = result["requests"] + result["errors"]
+            # What one request costs the process under test, in CPU: unlike req/s, hardly moved
+            # by other jobs competing for the CPU.
+            result["sut_cpu_us_per_req"] = 1e6 * used["sut"] / answered if answered else None
+        return result
+
+    def add(self, name: str, section: str, result: dict[str, Any], note: str = "", rss: bool = True) -> Row:
+        row = Row(
+            scenario=name,
+            section=section,
+            connections=int(result["connections"]),
+            rps=result["rps"],
+            p50_ms=result["p50_ms"],
+            p99_ms=result["p99_ms"],
+            errors=int(result["errors"]),
+            error_kinds=result["error_kinds"],
+            rss_mb=result.get("peak_rss_mb") if rss else None,
+            cpu_pct=result["cpu_pct"],
+            loadgen_cpu_pct=round(result["loadgen_cpu_pct"], 1),
+            background_cpu_pct=result.get("background_cpu_pct"),
+            sut_cpu_us_per_req=result.get("sut_cpu_us_per_req"),
+            runs=result.get("runs", []),
+            requests=int(result["requests"]),
+            mean_response_bytes=result["mean_response_bytes"],
+            note=note,
+        )
+        self.rows.append(row)
+        say(f"  {name:<34} c{row.connections:<5} {row.rps:>7.0f} req/s  p50 {ms(row.p50_ms):>7}  "
+            f"p99 {ms(row.p99_ms):>7}  errors {row.errors}  cpu {fmt_cpu(row)}, background "
+            f"{row.background_cpu_pct}")
+        return row
+
+
+def ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if value < 100 else f"{value:.0f}"
+
+
+def fmt_cpu(row: Row) -> str:
+    order = ["sut", "upstream", "redis"]
+    parts = [f"{k} {row.cpu_pct[k]:.0f}" for k in order if k in row.cpu_pct]
+    if row.loadgen_cpu_pct is not None:
+        parts.append(f"loadgen {row.loadgen_cpu_pct:.0f}")
+    return ", ".join(parts)
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def ratio(row: Row, value: float | None, reference: str, text: str) -> None:
+    row.ratio, row.reference, row.ratio_text = value, reference, text
+
+
+# -- the scenarios --------------------------------------------------------------------------------
+
+
+def best(results: list[dict[str, Any]], latency: bool) -> dict[str, Any]:
+    """The least disturbed of several repetitions: highest throughput, or lowest p50 at 1 connection.
+
+    Interference (other jobs on the machine, the hypervisor) only ever slows a run down, so the
+    best repetition is the closest to what the code costs; every repetition is kept in ``runs``.
+    """
+    if latency:
+        chosen = min(results, key=lambda r: r["p50_ms"] if r["p50_ms"] is not None else math.inf)
+        chosen["runs"] = [round(r["p50_ms"] or 0, 3) for r in results]
+    else:
+        chosen = max(results, key=lambda r: r["rps"])
+        chosen["runs"] = [round(r["rps"]) for r in results]
+    return chosen
+
+
+def interleaved(b: Bench, specs: dict[str, dict[str, Any]], repeat: int) -> dict[str, dict[str, Any]]:
+    """Run each spec ``repeat`` times, round robin (A B C A B C ...), and keep the best of each."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in specs}
+    for _ in range(repeat):
+        for name, spec in specs.items():
+            runs[name].append(b.load(**spec))
+    return {name: best(runs[name], specs[name]["connections"] == 1) for name in specs}
+
+
+def run_all(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
+    b = Bench(args, stack)
+    pinned, floating = b.pinned, b.floating
+    started = time.monotonic()
+    admin = "adm-" + secrets.token_hex(16)
+    upstream_key = "up-" + secrets.token_hex(16)
+    rep, rep2 = args.repeat, max(1, args.repeat - 1)
+    lat = {"duration": args.latency_duration, "connections": 1}
+
+    say(f"arrangement: {pinned.text}")
+    redis = stack.redis(pinned.rest)
+    fixed = stack.fixed_upstream(pinned.rest)
+    b.watch = {"upstream": fixed, "redis": redis}
+    fixed_url = f"http://127.0.0.1:{fixed.port}"
+
+    def gateway(cpus: frozenset[int] | None, label: str, upstream: str = fixed_url, **kw: Any) -> Proc:
+        return stack.gateway(cpus, redis_port=redis.port, upstream=upstream, upstream_key=upstream_key,
+                             admin_token=admin, label=label, **kw)
+
+    # ---- cost: one worker, 32 connections and 1 connection, against the fixed answer.
+    # The passthrough and the gateway run side by side (the idle one costs nothing), measured in
+    # turns, so that a disturbance of the machine hits both alike.
+    say("cost (fixed-answer upstream)")
+    proxy = stack.passthrough(pinned.sut, fixed_url)
+    gw = gateway(pinned.sut, "gateway")
+    key = create_key(gw.port, admin)
+    auth = [f"Authorization: Bearer {key}"]
+    smoke(gw.port, key)
+    on_rest = {"cpus": pinned.rest}
+    direct32 = b.add("direct", "cost", b.load(fixed.port, connections=32, sut=None, **on_rest), rss=False)
+    res = interleaved(b, {
+        "pass32": dict(port=proxy.port, connections=32, sut=proxy, **on_rest),
+        "gw32": dict(port=gw.port, connections=32, sut=gw, headers=auth, **on_rest),
+    }, rep)
+    pass32 = b.add("passthrough", "cost", res["pass32"])
+    gw32 = b.add("gateway", "cost", res["gw32"])
+    res = interleaved(b, {
+        "direct1": dict(port=fixed.port, sut=None, **lat, **on_rest),
+        "pass1": dict(port=proxy.port, sut=proxy, **lat, **on_rest),
+        "gw1": dict(port=gw.port, sut=gw, headers=auth, **lat, **on_rest),
+    }, rep)
+    direct1 = b.add("direct", "cost", res["direct1"], rss=False)
+    pass1 = b.add("passthrough", "cost", res["pass1"])
+    gw1 = b.add("gateway", "cost", res["gw1"])
+    wrk_rows: list[Row] = []
+    if b.args.wrk:
+        wrk_rows.append(wrk_row(b, "passthrough (wrk)", proxy, pinned))
+        wrk_rows.append(wrk_row(b, "gateway (wrk)", gw, pinned, auth))
+    stack.stop(proxy)
+    stack.stop(gw)
+
+    gw = gateway(pinned.sut, "gateway-httpx", transport="httpx")
+    httpx32 = b.add("gateway, transport=httpx", "cost", best(
+        [b.load(gw.port, connections=32, sut=gw, headers=auth, **on_rest) for _ in range(rep2)], False))
+    stack.stop(gw)
+
+    gw = gateway(pinned.sut, "gateway-info", log_level="info")
+    res = interleaved(b, {
+        "info32": dict(port=gw.port, connections=32, sut=gw, headers=auth, **on_rest),
+        "info1": dict(port=gw.port, sut=gw, headers=auth, **lat, **on_rest),
+    }, rep2)
+    info32 = b.add("gateway, log level info", "cost", res["info32"])
+    info1 = b.add("gateway, log level info", "cost", res["info1"])
+    stack.stop(gw)
+
+    ratio(direct32, direct32.rps / pass32.rps, "passthrough",
+          f"{direct32.rps / pass32.rps:.1f}x passthrough: upstream + load generator are not the bottleneck")
+    ratio(pass32, pass32.rps / direct32.rps, "direct", f"{pass32.rps / direct32.rps:.2f}x direct")
+    for row in (gw32, httpx32, info32):
+        ratio(row, row.rps / pass32.rps, "passthrough", f"{row.rps / pass32.rps:.1%} of passthrough")
+        if row.sut_cpu_us_per_req and pass32.sut_cpu_us_per_req:
+            by_cpu = pass32.sut_cpu_us_per_req / row.sut_cpu_us_per_req
+            row.ratio_text += f" ({by_cpu:.1%} by CPU per request)"
+    httpx32.ratio_text += f"; {httpx32.rps / gw32.rps:.2f}x the aiohttp transport"
+    info32.ratio_text += f"; {info32.rps / gw32.rps:.2f}x log level warning"
+    ratio(direct1, None, "", "baseline for added latency")
+    for row in (pass1, gw1, info1):
+        added = row.p50_ms - direct1.p50_ms  # type: ignore[operator]
+        ratio(row, added, "direct", f"p50 +{added:.3f} ms over direct")
+
+    # ---- workers: 1 vs 2, nothing pinned (two workers need both cores)
+    say("workers (nothing pinned)")
+    for proc in (redis, fixed):
+        repin(proc, floating.rest)
+    g1 = gateway(floating.sut, "gateway-w1")
+    g2 = gateway(floating.sut, "gateway-w2", workers=2)
+    res = interleaved(b, {
+        "w1": dict(port=g1.port, connections=32, sut=g1, headers=auth, cpus=floating.rest),
+        "w2": dict(port=g2.port, connections=32, sut=g2, headers=auth, cpus=floating.rest),
+    }, rep2)
+    w1 = b.add("gateway, 1 worker, unpinned", "workers", res["w1"])
+    split = sorted(res["w2"].get("sut_cpu_pct_per_process", {}).values(), reverse=True)[:2]
+    uneven = len(split) == 2 and split[1] < 0.2 * split[0]
+    w2 = b.add("gateway, 2 workers, unpinned", "workers", res["w2"],
+               note="CPU % of the two busiest gateway processes (the workers): "
+               + " / ".join(f"{v:.0f}" for v in split)
+               + (": one worker got (nearly) all 32 connections" if uneven else ""))
+    stack.stop(g1)
+    stack.stop(g2)
+    ratio(w1, 1.0, "1 worker", "reference")
+    ratio(w2, w2.rps / w1.rps, "1 worker", f"{w2.rps / w1.rps:.2f}x 1 worker")
+    for proc in (redis, fixed):
+        repin(proc, pinned.rest)
+    stack.stop(fixed)
+
+    # ---- in flight: 1,000 connections, upstream takes 2 s
+    say(f"in flight ({INFLIGHT_CONNECTIONS} connections, upstream latency {UPSTREAM_LATENCY_S:g} s)")
+    sim = stack.simulator(pinned.rest, UPSTREAM_LATENCY_S, upstream_key)
+    b.watch = {"upstream": sim, "redis": redis}
+    sim_auth = [f"Authorization: Bearer {upstream_key}"]
+    steady = dict(connections=INFLIGHT_CONNECTIONS, warmup=UPSTREAM_LATENCY_S + 0.5,
+                  duration=args.inflight_duration, stagger=UPSTREAM_LATENCY_S, timeout=15.0, **on_rest)
+    ideal = INFLIGHT_CONNECTIONS / UPSTREAM_LATENCY_S
+    d_in = b.add("direct (simulator)", "in flight", b.load(sim.port, sut=None, headers=sim_auth, **steady),
+                 rss=False)
+    gw = gateway(pinned.sut, "gateway-inflight", upstream=f"http://127.0.0.1:{sim.port}")
+    g_in = b.add("gateway", "in flight", b.load(gw.port, sut=gw, headers=auth, **steady),
+                 note="steady state: the 1,000 connections start spread over 2 s, then each sends its "
+                 "next request as soon as it has the answer; counted over the window after warm-up")
+    g_burst = b.add("gateway, burst (all at once, 1 round)", "in flight",
+                    b.load(gw.port, connections=INFLIGHT_CONNECTIONS, rounds=1, sut=gw, headers=auth,
+                           timeout=15.0, **on_rest),
+                    note="1,000 new connections each send one request in the same instant; "
+                    "throughput = 1,000 / time to the last answer")
+    stack.stop(gw)
+    stack.stop(sim)
+    for row in (d_in, g_in, g_burst):
+        ratio(row, row.rps / ideal, "ideal", f"{row.rps / ideal:.1%} of ideal {ideal:.0f}/s")
+
+    # ---- large images: 4 x 8 MB base64 per answer, 50 connections
+    say(f"large images ({LARGE_FAULT}, {LARGE_CONNECTIONS} connections)")
+    sim0 = stack.simulator(pinned.rest, 0.0, upstream_key)
+    b.watch = {"upstream": sim0, "redis": redis}
+    big = dict(connections=LARGE_CONNECTIONS, rounds=args.large_rounds, body=LARGE_BODY, timeout=90.0,
+               **on_rest)
+    one = dict(connections=1, rounds=5, body=LARGE_BODY, timeout=60.0, **on_rest)
+    d_big = b.add("direct (simulator), large", "large images",
+                  b.load(sim0.port, sut=None, headers=sim_auth, **big), rss=False)
+    d_big1 = b.add("direct (simulator), large", "large images",
+                   b.load(sim0.port, sut=None, headers=sim_auth, **one), rss=False)
+    gw = gateway(pinned.sut, "gateway-large", upstream=f"http://127.0.0.1:{sim0.port}")
+    idle_rss = gw.rss_mb()
+    g_big = b.add("gateway, large", "large images", b.load(gw.port, sut=gw, headers=auth, **big),
+                  note=f"all 50 requests at once; gateway RSS before: {idle_rss:.0f} MB")
+    g_big1 = b.add("gateway, large", "large images", b.load(gw.port, sut=gw, headers=auth, **one),
+                   note="one connection, 5 requests one after the other: the added latency of one answer")
+    stack.stop(gw)
+    stack.stop(sim0)
+    for row, ref in ((g_big, d_big), (g_big1, d_big1)):
+        added = row.p50_ms - ref.p50_ms  # type: ignore[operator]
+        ratio(row, added, "direct", f"p50 +{added:.0f} ms over direct")
+    for row in (d_big, d_big1):
+        ratio(row, None, "", f"{row.mean_response_bytes / 1e6:.1f} MB per answer")
+
+    rows = b.rows + wrk_rows
+    targets = check_targets(gw32, gw1, g_in, g_big, d_big)
+    return {
+        "machine": machine(),
+        "arrangement": {"cost, in flight, large images": pinned.text, "workers": floating.text},
+        "loadgen": "bench/loadgen.py (Python: raw asyncio protocols + httptools + uvloop, one process)",
+        "windows": {"warmup_s": args.warmup, "duration_s": args.duration,
+                    "latency_duration_s": args.latency_duration, "repeat": args.repeat,
+                    "inflight_duration_s": args.inflight_duration, "large_rounds": args.large_rounds},
+        "rows": [asdict(r) for r in rows],
+        "targets": targets,
+        "elapsed_s": round(time.monotonic() - started, 1),
+    }
+
+
+def repin(proc: Proc, cpus: frozenset[int] | None) -> None:
+    target = cpus or frozenset(os.sched_getaffinity(0))
+    for pid in proc.pids():
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(pid, target)
+
+
+def create_key(port: int, admin: str) -> str:
+    status, body = http_json("POST", port, "/admin/v1/keys", {
+        "team": "bench", "name": "bench", "budget_usd": "1000000", "budget_period": "total", "rpm": 100000000,
+    }, admin)
+    if status != 201:
+        raise RuntimeError(f"could not create the bench key: {status} {body}")
+    return str(body["key"])
+
+
+def smoke(port: int, key: str) -> None:
+    status, body = http_json("POST", port, "/v1/images/generations", BODY, key)
+    if status != 200:
+        raise RuntimeError(f"the gateway does not answer the bench request: {status} {body}")
+
+
+def wrk_row(b: Bench, name: str, sut: Proc, arr: Arrangement, headers: list[str] = ()) -> Row:  # type: ignore[assignment]
+    """The same 32-connection figure measured by wrk, as a cross-check of the Python load generator."""
+    script = b.stack.workdir / "post.lua"
+    lines = ['wrk.method = "POST"', f"wrk.body = '{json.dumps(BODY)}'",
+             'wrk.headers["Content-Type"] = "application/json"']
+    for header in headers:
+        hname, _, value = header.partition(": ")
+        lines.append(f'wrk.headers["{hname}"] = "{value}"')
+    script.write_text("\n".join(lines) + "\n")
+    duration = max(1, round(b.args.duration))
+    argv = ["wrk", "-t1", "-c32", f"-d{duration}s", "--latency", "-s", str(script),
+            f"http://127.0.0.1:{sut.port}/v1/images/generations"]
+    if arr.rest:
+        argv = ["taskset", "-c", fmt_cpus(arr.rest), *argv]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    lat = {m[0]: wrk_ms(m[1]) for m in re.findall(r"\s(50|99)%\s+([\d.]+\w+)", out)}
+    errors = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors += int(non2xx.group(1)) if non2xx else 0
+    row = Row(name, "cost", 32, rps, lat.get("50"), lat.get("99"), errors, note="wrk -t1 -c32, cross-check")
+    say(f"  {name:<34} {rps:>9.0f} req/s  p50 {ms(row.p50_ms):>8}  p99 {ms(row.p99_ms):>8}  errors {errors}")
+    return row
+
+
+def wrk_ms(text: str) -> float:
+    match = re.match(r"([\d.]+)(us|ms|s|m)", text)
+    assert match is not None
+    value, unit = float(match[1]), match[2]
+    return value * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
+
+
+def check_targets(gw32: Row, gw1: Row, g_in: Row, g_big: Row, d_big: Row) -> list[dict[str, Any]]:
+    def target(name: str, value: str, ok: bool) -> dict[str, Any]:
+        return {"target": name, "measured": value, "met": bool(ok)}
+
+    return [
+        target("cost: gateway >= 20% of passthrough at 32 connections", f"{gw32.ratio:.1%}",
+               (gw32.ratio or 0) >= 0.20),
+        target("cost: p50 added over direct at 1 connection <= 1 ms", f"{gw1.ratio:.3f} ms",
+               (gw1.ratio if gw1.ratio is not None else math.inf) <= 1.0),
+        target("in flight: >= 95% of 500/s", f"{g_in.ratio:.1%}", (g_in.ratio or 0) >= 0.95),
+        target("in flight: zero errors", str(g_in.errors), g_in.errors == 0),
+        target("in flight: p99 <= 2.3 s", f"{(g_in.p99_ms or 0) / 1000:.3f} s",
+               (g_in.p99_ms or math.inf) <= 2300),
+        target("large images: no error", str(g_big.errors + d_big.errors), g_big.errors == 0),
+    ]
+
+
+# -- machine and output ---------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    versions = {}
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in ("fastapi", "starlette", "uvicorn", "httpx", "httpx-aiohttp", "aiohttp", "redis", "hiredis",
+                 "prometheus-client", "pydantic", "uvloop", "httptools", "orjson"):
+        with contextlib.suppress(PackageNotFoundError):
+            versions[name] = version(name)
+    commit = ""
+    with contextlib.suppress(Exception):
+        commit = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+                                capture_output=True, text=True, timeout=5).stdout.strip()
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_model": model,
+        "memory_gib": round(mem_gib, 1),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "packages": versions,
+        "commit": commit,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+COLUMNS = ["scenario", "conns", "req/s", "p50 ms", "p99 ms", "errors", "vs reference", "peak RSS MB",
+           "sut CPU µs/req", "CPU % sut/up/redis/loadgen", "bg CPU %"]
+
+
+def table_rows(report: dict[str, Any]) -> list[list[str]]:
+    out = []
+    for r in report["rows"]:
+        cpu = r["cpu_pct"]
+        parts = [f"{cpu[k]:.0f}" if k in cpu else "-" for k in ("sut", "upstream", "redis")]
+        parts.append(f"{r['loadgen_cpu_pct']:.0f}" if r["loadgen_cpu_pct"] is not None else "-")
+        out.append([
+            f"{r['section']}: {r['scenario']}",
+            str(r["connections"]),
+            f"{r['rps']:.0f}" if r["rps"] is not None else "-",
+            ms(r["p50_ms"]),
+            ms(r["p99_ms"]),
+            str(r["errors"]),
+            r["ratio_text"],
+            f"{r['rss_mb']:.0f}" if r["rss_mb"] is not None else "-",
+            f"{r['sut_cpu_us_per_req']:.0f}" if r.get("sut_cpu_us_per_req") else "-",
+            "/".join(parts),
+            f"{r['background_cpu_pct']:.0f}" if r.get("background_cpu_pct") is not None else "-",
+        ])
+    return out
+
+
+def text_table(report: dict[str, Any]) -> str:
+    rows = [COLUMNS] + table_rows(report)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    lines = []
+    for index, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(widths[i]) if i in (0, 6) else cell.rjust(widths[i])
+                               for i, cell in enumerate(row)).rstrip())
+        if index == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def header_lines(report: dict[str, Any]) -> list[str]:
+    m, w = report["machine"], report["windows"]
+    return [
+        f"machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['memory_gib']} GiB, Python {m['python']}, "
+        f"Linux {m['kernel']}, commit {m['commit'] or '?'}, {m['date']}",
+        f"arrangement: {report['arrangement']['cost, in flight, large images']} "
+        f"(workers rows: {report['arrangement']['workers']})",
+        f"load generator: {report['loadgen']}",
+        f"windows: warm-up {w['warmup_s']:g} s, measured {w['duration_s']:g} s "
+        f"({w['latency_duration_s']:g} s at 1 connection, {w['inflight_duration_s']:g} s in flight); "
+        f"main figures best of {w['repeat']} runs taken in turns, variants best of {max(1, w['repeat'] - 1)}",
+        "CPU %: of one CPU, over the measured window; bg = CPU used by anything else on the machine "
+        "(other jobs, kernel, hypervisor steal) during that window",
+    ]
+
+
+def target_lines(report: dict[str, Any]) -> list[str]:
+    return [f"[{'met' if t['met'] else 'MISSED'}] {t['target']}: {t['measured']}" for t in report["targets"]]
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = ["# Benchmark results", "", "Command: `make bench` (`.venv/bin/python -m bench`), "
+             f"took {report['elapsed_s']:.0f} s.", ""]
+    lines += [f"- {line}" for line in header_lines(report)]
+    lines += ["", "| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in table_rows(report)]
+    lines += ["", "Targets:", ""] + [f"- {line}" for line in target_lines(report)]
+    notes = [f"- {r['section']}: {r['scenario']} ({r['connections']} conns): {r['note']}"
+             for r in report["rows"] if r["note"]]
+    notes += [f"- {r['section']}: {r['scenario']} ({r['connections']} conns): repetitions "
+              f"{', '.join(map(str, r['runs']))} ({'p50 ms' if r['connections'] == 1 else 'req/s'})"
+              for r in report["rows"] if len(r.get("runs", [])) > 1]
+    if notes:
+        lines += ["", "Notes:", ""] + notes
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per throughput run")
+    parser.add_argument("--latency-duration", type=float, default=3.0,
+                        help="measured seconds per 1-connection run")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="repetitions of the main figures, in turns, best kept (variants: one fewer)")
+    parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds before each window")
+    parser.add_argument("--inflight-duration", type=float, default=6.0,
+                        help="measured seconds, in-flight figure")
+    parser.add_argument("--large-rounds", type=int, default=1, help="requests per connection, large images")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    parser.add_argument("--wrk", dest="wrk", action="store_true", default=None,
+                        help="add wrk cross-check rows (default: when wrk is on PATH)")
+    parser.add_argument("--no-wrk", dest="wrk", action="store_false")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead of the benchmark, profile the gateway with py-spy; the other "
+                        "options are then bench.profile's (python -m bench.profile --help)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where latest.json and latest.md go")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
+    parser.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
+    args = parser.parse_args(argv)
+    if args.wrk is None:
+        args.wrk = shutil.which("wrk") is not None
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--profile" in argv:  # python -m bench --profile [bench.profile's options]
+        from bench import profile
+
+        return profile.main([a for a in argv if a != "--profile"])
+    args = parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    stack = Stack(workdir)
+    began = time.monotonic()
+    try:
+        report = run_all(args, stack)
+    except KeyboardInterrupt:
+        say("interrupted")
+        return 130
+    except StackError as exc:
+        say(f"bench: {exc}")
+        return 2
+    finally:
+        stack.close()
+        if args.keep:
+            say(f"logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    report["elapsed_s"] = round(time.monotonic() - began, 1)
+    print()
+    print("\n".join(header_lines(report)))
+    print()
+    print(text_table(report))
+    print()
+    print("\n".join(target_lines(report)))
+    print(f"\ntook {report['elapsed_s']:.0f} s")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "latest.md").write_text(markdown(report))
+    print(f"written: {args.out / 'latest.json'}, {args.out / 'latest.md'}")
+    return 1 if args.strict and not all(t["met"] for t in report["targets"]) else 0
