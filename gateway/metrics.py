@@ -11,10 +11,12 @@ gateway instance) before this module is imported, and ``/metrics`` aggregates th
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import platform
 import re
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -121,6 +123,13 @@ BUILD_INFO = Gauge(
     registry=REGISTRY,
 )
 BUILD_INFO.labels(__version__, platform.python_version()).set(1)
+
+
+@functools.lru_cache(maxsize=8192)
+def child(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, cached: label values are bounded, and the request path calls
+    this several times per request (labels() validates and locks on every call)."""
+    return metric.labels(*labels)
 
 
 def render() -> bytes:

@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     max_inflight: int = Field(
         default=2000,
         ge=1,
+        le=10_000,
         description="Image requests one worker holds at once; more get 503 (memory is bounded by "
         "in-flight requests x response size).",
     )

@@ -298,19 +298,20 @@ class GatewayState:
         """Metrics and the access-log line for one finished call."""
         model = model_label(call.model, self.prices)
         elapsed = time.perf_counter() - call.started
-        metrics.REQUESTS.labels(model, call.team, str(call.status)).inc()
-        metrics.REQUEST_DURATION.labels(model).observe(elapsed)
+        child = metrics.child
+        child(metrics.REQUESTS, model, call.team, str(call.status)).inc()
+        child(metrics.REQUEST_DURATION, model).observe(elapsed)
         if call.images:
-            metrics.IMAGES.labels(model, call.team).inc(call.images)
-            metrics.SPEND.labels(model, call.team).inc(call.charge_micros / 1_000_000)
+            child(metrics.IMAGES, model, call.team).inc(call.images)
+            child(metrics.SPEND, model, call.team).inc(call.charge_micros / 1_000_000)
         if call.upstream_outcome is not None:
-            metrics.UPSTREAM_DURATION.labels(model, call.upstream_outcome).observe(
+            child(metrics.UPSTREAM_DURATION, model, call.upstream_outcome).observe(
                 call.upstream_latency_s or 0.0
             )
             if call.upstream_outcome in UPSTREAM_ERROR_REASONS:
-                metrics.UPSTREAM_ERRORS.labels(model, call.upstream_outcome).inc()
+                child(metrics.UPSTREAM_ERRORS, model, call.upstream_outcome).inc()
         if call.rejection is not None:
-            metrics.REJECTIONS.labels(call.team, call.rejection).inc()
+            child(metrics.REJECTIONS, call.team, call.rejection).inc()
         if access_log.isEnabledFor(logging.INFO):
             access_log.info(
                 orjson.dumps(
