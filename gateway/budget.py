@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
+import orjson
 from redis.exceptions import NoScriptError
 
 from gateway.redis_keys import KeySpace
@@ -194,9 +195,8 @@ async def settle(
         space.ledger,
     ]
     oldest_kept_ms = int((time.time() - retention_days * 86400) * 1000)
-    args: list[Any] = [request_id, images, unit_price_micros, model, oldest_kept_ms]
-    for name, value in record.items():
-        args += [name, value]
+    flat = [str(item) for pair in record.items() for item in pair]
+    args: list[Any] = [request_id, images, unit_price_micros, model, oldest_kept_ms, orjson.dumps(flat)]
     result = await SETTLE(redis, keys, args)
     if _s(result[0]) == "duplicate":
         return Settlement(duplicate=True)

@@ -1,4 +1,4 @@
-"""Logging set-up: JSON lines on stdout, one per request from ``gateway.access``.
+"""Logging set-up: JSON lines on stdout, and the access log (one line per request).
 
 Workers are fresh processes and inherit no logging set-up, so each calls this from the factory.
 """
@@ -6,17 +6,16 @@ Workers are fresh processes and inherit no logging set-up, so each calls this fr
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import orjson
 
 
 class JsonFormatter(logging.Formatter):
-    """Access lines are already JSON; other records are wrapped into one."""
+    """Every log record as one JSON line, like the access log's."""
 
     def format(self, record: logging.LogRecord) -> str:
-        if record.name == "gateway.access":
-            return record.getMessage()
         payload = {
             "ts": record.created,
             "level": record.levelname.lower(),
@@ -26,6 +25,24 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             payload["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(payload).decode()
+
+
+class AccessLog:
+    """One JSON line per request, written straight to stdout.
+
+    Not through ``logging``: a LogRecord, a formatter and a handler lock per request cost 10% of
+    the gateway's throughput in the benchmark. One ``os.write`` of a whole line keeps lines from
+    several workers sharing stdout intact.
+    """
+
+    def __init__(self, enabled: bool, fd: int = 1) -> None:
+        self.enabled = enabled
+        self.fd = fd
+
+    def write(self, entry: dict[str, object]) -> None:
+        line = memoryview(orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE))
+        while line:
+            line = line[os.write(self.fd, line) :]
 
 
 def configure_logging(level: str = "info") -> None:

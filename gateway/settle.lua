@@ -3,7 +3,8 @@
 -- KEYS: 1 record, 2 state, 3 reservations, 4 deadlines, 5 settled, 6 spent:day, 7 spent:month,
 --       8 spent:total, 9 images:day, 10 rollup:day, 11 ledger
 -- ARGV: 1 request id, 2 images delivered, 3 unit price if no reservation is found, 4 model,
---       5 oldest ledger id to keep (ms), 6.. usage record fields as name, value pairs
+--       5 oldest ledger id to keep (ms), 6 the usage record as a JSON list of name, value
+--       strings (one argument, not thirty: redis-py packs each argument in Python)
 -- A request id that was settled already (a replay from the spool, a resend) changes nothing.
 local request_id = ARGV[1]
 if redis.call('ZSCORE', KEYS[5], request_id) then return {'duplicate'} end
@@ -38,7 +39,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - 2 * 86400000)
 
 local fields = {'unit_price_micros', int(unit_price), 'charge_micros', int(charge),
   'reserved', held and '1' or '0'}
-for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+for _, item in ipairs(cjson.decode(ARGV[6])) do fields[#fields + 1] = item end
 redis.call('XADD', KEYS[11], 'MINID', '~', ARGV[5], '*', unpack(fields))
 
 local rec = redis.call('HMGET', KEYS[1], 'budget_micros', 'budget_period')

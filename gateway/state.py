@@ -20,6 +20,7 @@ from redis.exceptions import RedisError, ResponseError
 from gateway import budget, errors, metrics
 from gateway.errors import GatewayError
 from gateway.keys import KeyStore, key_status, parse_token
+from gateway.logs import AccessLog
 from gateway.pricing import PriceBook, micros_to_usd
 from gateway.redis_keys import KeySpace
 from gateway.settings import Settings
@@ -30,7 +31,6 @@ from gateway.validation import ImageCall
 if TYPE_CHECKING:
     from gateway.routes.images import CallLog
 
-access_log = logging.getLogger("gateway.access")
 log = logging.getLogger("gateway")
 
 JSON_TYPES = ("application/json", "text/json")
@@ -103,6 +103,7 @@ class GatewayState:
         self.keys = KeyStore(redis)
         self.reservation_ttl_ms = settings.reservation_ttl_s * 1000
         self.metrics_inflight = metrics.INFLIGHT
+        self.access_log = AccessLog(enabled=settings.log_level in ("debug", "info"))
         self.draining = False  # set on SIGTERM when GATEWAY_DRAIN_S > 0: /readyz answers 503
         self.inflight = 0
         self._replay_task: asyncio.Task[None] | None = None
@@ -312,31 +313,29 @@ class GatewayState:
                 child(metrics.UPSTREAM_ERRORS, model, call.upstream_outcome).inc()
         if call.rejection is not None:
             child(metrics.REJECTIONS, call.team, call.rejection).inc()
-        if access_log.isEnabledFor(logging.INFO):
-            access_log.info(
-                orjson.dumps(
-                    {
-                        "ts": time.time(),
-                        "request_id": call.request_id,
-                        "team": call.team,
-                        "key_id": call.key_id,
-                        "model": call.model,
-                        "n": call.n,
-                        "images": call.images,
-                        "cost_usd": micros_to_usd(call.charge_micros),
-                        "status": call.status,
-                        "upstream_status": call.upstream_status,
-                        "upstream_outcome": call.upstream_outcome,
-                        "rejection": call.rejection,
-                        "latency_ms": round(elapsed * 1000, 2),
-                        "upstream_latency_ms": None
-                        if call.upstream_latency_s is None
-                        else round(call.upstream_latency_s * 1000, 2),
-                        "client_left": call.client_left,
-                        **({"prompt": call.prompt} if self.settings.log_prompts else {}),
-                        **call.extra,
-                    }
-                ).decode()
+        if self.access_log.enabled:
+            self.access_log.write(
+                {
+                    "ts": time.time(),
+                    "request_id": call.request_id,
+                    "team": call.team,
+                    "key_id": call.key_id,
+                    "model": call.model,
+                    "n": call.n,
+                    "images": call.images,
+                    "cost_usd": micros_to_usd(call.charge_micros),
+                    "status": call.status,
+                    "upstream_status": call.upstream_status,
+                    "upstream_outcome": call.upstream_outcome,
+                    "rejection": call.rejection,
+                    "latency_ms": round(elapsed * 1000, 2),
+                    "upstream_latency_ms": None
+                    if call.upstream_latency_s is None
+                    else round(call.upstream_latency_s * 1000, 2),
+                    "client_left": call.client_left,
+                    **({"prompt": call.prompt} if self.settings.log_prompts else {}),
+                    **call.extra,
+                }
             )
 
 
