@@ -293,8 +293,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--duration", type=float, default=6.0)
     parser.add_argument("--rounds", type=int, default=0, help="requests per connection (count mode)")
-    parser.add_argument("--stagger", type=float, default=0.0,
-                        help="duration mode: spread the connections' first requests over this many seconds")
+    parser.add_argument(
+        "--stagger",
+        type=float,
+        default=0.0,
+        help="duration mode: spread the connections' first requests over this many seconds",
+    )
     parser.add_argument(
         "--body", default='{"model": "doubao-seedream-4-5-251128", "prompt": "bench", "n": 1}'
     )

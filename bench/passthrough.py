@@ -46,8 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     import uvloop
 
     web.run_app(
-        build_app(args.upstream), host=args.host, port=args.port, access_log=None, print=None,
-        backlog=4096, loop=uvloop.new_event_loop(),
+        build_app(args.upstream),
+        host=args.host,
+        port=args.port,
+        access_log=None,
+        print=None,
+        backlog=4096,
+        loop=uvloop.new_event_loop(),
     )
     return 0
 

@@ -63,11 +63,38 @@ CATEGORIES: list[tuple[str, str]] = [
     ("uvloop", "event loop (uvloop, asyncio)"),
 ]
 # Glue: skipped when walking up, so its time goes to whoever called it.
-GLUE = ("asyncio/", "contextlib.py", "typing.py", "abc.py", "functools.py", "enum.py", "dataclasses.py",
-        "inspect.py", "_weakrefset.py", "weakref.py", "copy.py", "re/__init__.py", "re.py", "collections/",
-        "threading.py", "<frozen", "secrets.py", "random.py", "hashlib.py", "hmac.py", "base64.py",
-        "datetime.py", "urllib/", "http/", "email/", "encodings/", "socket.py", "ssl.py", "selectors.py",
-        "typing_extensions.py")
+GLUE = (
+    "asyncio/",
+    "contextlib.py",
+    "typing.py",
+    "abc.py",
+    "functools.py",
+    "enum.py",
+    "dataclasses.py",
+    "inspect.py",
+    "_weakrefset.py",
+    "weakref.py",
+    "copy.py",
+    "re/__init__.py",
+    "re.py",
+    "collections/",
+    "threading.py",
+    "<frozen",
+    "secrets.py",
+    "random.py",
+    "hashlib.py",
+    "hmac.py",
+    "base64.py",
+    "datetime.py",
+    "urllib/",
+    "http/",
+    "email/",
+    "encodings/",
+    "socket.py",
+    "ssl.py",
+    "selectors.py",
+    "typing_extensions.py",
+)
 FRAME_RE = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 
@@ -97,9 +124,32 @@ def frame_file(frame: str) -> str:
     return match["file"] if match else frame
 
 
-SYSCALLS = frozenset({"write", "writev", "read", "readv", "send", "sendmsg", "sendto", "recv", "recvmsg",
-                      "recvfrom", "epoll_wait", "epoll_ctl", "__libc_write", "__libc_read", "__write",
-                      "__read", "accept4", "connect", "close", "shutdown", "getpid", "clock_gettime"})
+SYSCALLS = frozenset(
+    {
+        "write",
+        "writev",
+        "read",
+        "readv",
+        "send",
+        "sendmsg",
+        "sendto",
+        "recv",
+        "recvmsg",
+        "recvfrom",
+        "epoll_wait",
+        "epoll_ctl",
+        "__libc_write",
+        "__libc_read",
+        "__write",
+        "__read",
+        "accept4",
+        "connect",
+        "close",
+        "shutdown",
+        "getpid",
+        "clock_gettime",
+    }
+)
 NATIVE_LIBS: list[tuple[str, str]] = [
     ("orjson", "JSON (orjson, json)"),
     ("hiredis", "redis-py (client, pool, parser)"),
@@ -185,22 +235,51 @@ def summarise(stacks: list[tuple[list[str], int]], top: int = 10) -> dict[str, o
 
 def _is_root(key: str) -> bool:
     """Frames every sample goes through (the event loop's own): no information in their total."""
-    return any(s in key for s in ("<module>", "run (asyncio/runners.py)", "run_until_complete", "run_forever",
-                                  "_run_once", "main (gateway/cli.py)", "serve_command", "_run_uvicorn",
-                                  "run (uvicorn/", "_serve (uvicorn/", "serve (uvicorn/", "_run_module",
-                                  "_run_code", "run (asyncio/events.py)"))
+    return any(
+        s in key
+        for s in (
+            "<module>",
+            "run (asyncio/runners.py)",
+            "run_until_complete",
+            "run_forever",
+            "_run_once",
+            "main (gateway/cli.py)",
+            "serve_command",
+            "_run_uvicorn",
+            "run (uvicorn/",
+            "_serve (uvicorn/",
+            "serve (uvicorn/",
+            "_run_module",
+            "_run_code",
+            "run (asyncio/events.py)",
+        )
+    )
 
 
 def summary_markdown(summary: dict[str, object], title: str) -> str:
-    lines = [f"# {title}", "", f"{summary['samples']} samples (active time only: idle waits excluded).", "",
-             "## Top frames by own time", "", "| % | frame |", "|---:|---|"]
+    lines = [
+        f"# {title}",
+        "",
+        f"{summary['samples']} samples (active time only: idle waits excluded).",
+        "",
+        "## Top frames by own time",
+        "",
+        "| % | frame |",
+        "|---:|---|",
+    ]
     lines += [f"| {p} | `{k}` |" for k, p in summary["own"]]  # type: ignore[union-attr]
     lines += ["", "## Own time by library", "", "| % | library |", "|---:|---|"]
     lines += [f"| {p} | {k} |" for k, p in summary["categories"]]  # type: ignore[union-attr]
-    lines += ["", "## The gateway's own functions by total time (callees included)", "",
-              f"{summary['in_route_pct']}% of the time is spent inside a route function (gateway/routes/); "
-              "the rest is uvicorn, the middleware stack, FastAPI's routing and sending the response.", "",
-              "| % | frame |", "|---:|---|"]
+    lines += [
+        "",
+        "## The gateway's own functions by total time (callees included)",
+        "",
+        f"{summary['in_route_pct']}% of the time is spent inside a route function (gateway/routes/); "
+        "the rest is uvicorn, the middleware stack, FastAPI's routing and sending the response.",
+        "",
+        "| % | frame |",
+        "|---:|---|",
+    ]
     lines += [f"| {p} | `{k}` |" for k, p in summary["gateway"]]  # type: ignore[union-attr]
     lines += ["", "## Top frames by total time (callees included)", "", "| % | frame |", "|---:|---|"]
     lines += [f"| {p} | `{k}` |" for k, p in summary["inclusive"]]  # type: ignore[union-attr]
@@ -237,44 +316,95 @@ def run(args: argparse.Namespace) -> int:
         else:
             upstream = stack.simulator(arr.rest, 0.0, upstream_key)
             connections, body, extra = 50, LARGE_BODY, ["--timeout", "60"]
-        gw = stack.gateway(arr.sut, redis_port=redis.port, upstream=f"http://127.0.0.1:{upstream.port}",
-                           upstream_key=upstream_key, admin_token=admin, workers=1,
-                           transport=args.transport, log_level=args.log_level, label="gateway")
+        gw = stack.gateway(
+            arr.sut,
+            redis_port=redis.port,
+            upstream=f"http://127.0.0.1:{upstream.port}",
+            upstream_key=upstream_key,
+            admin_token=admin,
+            workers=1,
+            transport=args.transport,
+            log_level=args.log_level,
+            label="gateway",
+        )
         key = create_key(gw.port, admin)
         if args.scenario == "cost":
             smoke(gw.port, key)
         warmup = 3.0 if args.scenario != "cost" else 1.5
         passes = 2 if args.svg else 1
         length = warmup + passes * (args.seconds + 1.5) + 1
-        argv = [PYTHON, "-m", "bench.loadgen", "--port", str(gw.port), "--connections", str(connections),
-                "--warmup", str(warmup), "--duration", str(length - warmup), "--deadline", str(length + 90),
-                "--body", json.dumps(body), "--header", f"Authorization: Bearer {key}", *extra]
+        argv = [
+            PYTHON,
+            "-m",
+            "bench.loadgen",
+            "--port",
+            str(gw.port),
+            "--connections",
+            str(connections),
+            "--warmup",
+            str(warmup),
+            "--duration",
+            str(length - warmup),
+            "--deadline",
+            str(length + 90),
+            "--body",
+            json.dumps(body),
+            "--header",
+            f"Authorization: Bearer {key}",
+            *extra,
+        ]
 
         def pin() -> None:
             os.setpgrp()
             if arr.rest:
                 os.sched_setaffinity(0, arr.rest)
 
-        load = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=pin)
+        load = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            preexec_fn=pin,
+        )
         try:
             time.sleep(warmup + 0.5)
             worker = gw.pid  # one worker: `gateway serve` runs uvicorn in its own process
-            record = [spy, "record", "--pid", str(worker), "--duration", str(int(args.seconds)),
-                      "--rate", str(args.rate)]
+            record = [
+                spy,
+                "record",
+                "--pid",
+                str(worker),
+                "--duration",
+                str(int(args.seconds)),
+                "--rate",
+                str(args.rate),
+            ]
             if args.native:
                 record.append("--native")
-            print(f"py-spy: recording pid {worker} for {args.seconds:g} s ({args.scenario}, "
-                  f"{connections} connections)", file=sys.stderr, flush=True)
-            done = subprocess.run([*record, "--format", "raw", "-o", str(raw)], capture_output=True,
-                                  text=True, timeout=args.seconds + 60)
+            print(
+                f"py-spy: recording pid {worker} for {args.seconds:g} s ({args.scenario}, "
+                f"{connections} connections)",
+                file=sys.stderr,
+                flush=True,
+            )
+            done = subprocess.run(
+                [*record, "--format", "raw", "-o", str(raw)],
+                capture_output=True,
+                text=True,
+                timeout=args.seconds + 60,
+            )
             if done.returncode != 0 or not raw.exists():
-                raise SystemExit(f"py-spy failed (needs ptrace rights: root, or ptrace_scope 0):\n"
-                                 f"{done.stderr.strip()}")
+                raise SystemExit(
+                    f"py-spy failed (needs ptrace rights: root, or ptrace_scope 0):\n{done.stderr.strip()}"
+                )
             if args.svg:
                 svg = out / f"{name}.svg"
-                subprocess.run([*record, "--format", "flamegraph", "-o", str(svg)], capture_output=True,
-                               timeout=args.seconds + 60)
+                subprocess.run(
+                    [*record, "--format", "flamegraph", "-o", str(svg)],
+                    capture_output=True,
+                    timeout=args.seconds + 60,
+                )
         finally:
             result_line = ""
             try:
@@ -283,19 +413,23 @@ def run(args: argparse.Namespace) -> int:
             except subprocess.TimeoutExpired:
                 load.kill()
                 load.wait()
-        result = json.loads(result_line[len("result "):]) if result_line else {}
+        result = json.loads(result_line[len("result ") :]) if result_line else {}
     finally:
         stack.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
     summary = summarise(parse_collapsed(raw), args.top)
-    title = (f"gateway profile: {args.scenario}, {connections} connections, transport {args.transport}, "
-             f"log level {args.log_level}, py-spy {args.rate} Hz for {args.seconds:g} s"
-             + (", native frames" if args.native else ""))
+    title = (
+        f"gateway profile: {args.scenario}, {connections} connections, transport {args.transport}, "
+        f"log level {args.log_level}, py-spy {args.rate} Hz for {args.seconds:g} s"
+        + (", native frames" if args.native else "")
+    )
     text = summary_markdown(summary, title)
     if result:
-        text += (f"\nLoad during the run (profiler attached, so lower than the benchmark): "
-                 f"{result['rps']:.0f} req/s, p50 {result['p50_ms']:.2f} ms, errors {result['errors']}.\n")
+        text += (
+            f"\nLoad during the run (profiler attached, so lower than the benchmark): "
+            f"{result['rps']:.0f} req/s, p50 {result['p50_ms']:.2f} ms, errors {result['errors']}.\n"
+        )
     (out / f"{name}.md").write_text(text)
     print(text)
     print(f"written: {raw}, {out / f'{name}.md'}", file=sys.stderr)
@@ -303,8 +437,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.profile",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--scenario", choices=("cost", "inflight", "large"), default="cost")
     parser.add_argument("--seconds", type=float, default=10.0, help="how long py-spy records")
     parser.add_argument("--rate", type=int, default=200, help="samples per second")

@@ -82,8 +82,10 @@ class Arrangement:
     def text(self) -> str:
         if self.sut is None:
             return "not pinned: every process floats over all CPUs"
-        return (f"process under test (passthrough or gateway) pinned to CPU {fmt_cpus(self.sut)}; "
-                f"load generator, upstream stand-in and Redis pinned to CPU {fmt_cpus(self.rest)}")
+        return (
+            f"process under test (passthrough or gateway) pinned to CPU {fmt_cpus(self.sut)}; "
+            f"load generator, upstream stand-in and Redis pinned to CPU {fmt_cpus(self.rest)}"
+        )
 
 
 def fmt_cpus(cpus: frozenset[int] | None) -> str:
@@ -129,8 +131,21 @@ class Bench:
         warmup = self.args.warmup if warmup is None else warmup
         duration = self.args.duration if duration is None else duration
         deadline = (60.0 + timeout) if rounds else warmup + duration + timeout + 5
-        argv = [PYTHON, "-m", "bench.loadgen", "--port", str(port), "--connections", str(connections),
-                "--body", json.dumps(body), "--timeout", str(timeout), "--deadline", str(deadline)]
+        argv = [
+            PYTHON,
+            "-m",
+            "bench.loadgen",
+            "--port",
+            str(port),
+            "--connections",
+            str(connections),
+            "--body",
+            json.dumps(body),
+            "--timeout",
+            str(timeout),
+            "--deadline",
+            str(deadline),
+        ]
         if rounds:
             argv += ["--rounds", str(rounds)]
         else:
@@ -148,8 +163,15 @@ class Bench:
                 os.sched_setaffinity(0, cpus)
 
         with open(self.log, "ab") as err:
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True, preexec_fn=pin,
-                                    env={**os.environ, "PYTHONPATH": str(ROOT)}, stdin=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                argv,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+                preexec_fn=pin,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                stdin=subprocess.DEVNULL,
+            )
         killer = threading.Timer(deadline + 15, proc.kill)
         killer.start()
         cpu0: dict[str, float] = {}
@@ -175,7 +197,7 @@ class Bench:
                 elif line.startswith("mark end"):
                     t1, cpu1, busy1 = sample()
                 elif line.startswith("result "):
-                    result = json.loads(line[len("result "):])
+                    result = json.loads(line[len("result ") :])
             proc.wait(10)
         finally:
             killer.cancel()
@@ -222,9 +244,11 @@ class Bench:
             note=note,
         )
         self.rows.append(row)
-        say(f"  {name:<34} c{row.connections:<5} {row.rps:>7.0f} req/s  p50 {ms(row.p50_ms):>7}  "
+        say(
+            f"  {name:<34} c{row.connections:<5} {row.rps:>7.0f} req/s  p50 {ms(row.p50_ms):>7}  "
             f"p99 {ms(row.p99_ms):>7}  errors {row.errors}  cpu {fmt_cpu(row)}, background "
-            f"{row.background_cpu_pct}")
+            f"{row.background_cpu_pct}"
+        )
         return row
 
 
@@ -293,8 +317,15 @@ def run_all(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     fixed_url = f"http://127.0.0.1:{fixed.port}"
 
     def gateway(cpus: frozenset[int] | None, label: str, upstream: str = fixed_url, **kw: Any) -> Proc:
-        return stack.gateway(cpus, redis_port=redis.port, upstream=upstream, upstream_key=upstream_key,
-                             admin_token=admin, label=label, **kw)
+        return stack.gateway(
+            cpus,
+            redis_port=redis.port,
+            upstream=upstream,
+            upstream_key=upstream_key,
+            admin_token=admin,
+            label=label,
+            **kw,
+        )
 
     # ---- cost: one worker, 32 connections and 1 connection, against the fixed answer.
     # The passthrough and the gateway run side by side (the idle one costs nothing), measured in
@@ -307,17 +338,25 @@ def run_all(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     smoke(gw.port, key)
     on_rest = {"cpus": pinned.rest}
     direct32 = b.add("direct", "cost", b.load(fixed.port, connections=32, sut=None, **on_rest), rss=False)
-    res = interleaved(b, {
-        "pass32": dict(port=proxy.port, connections=32, sut=proxy, **on_rest),
-        "gw32": dict(port=gw.port, connections=32, sut=gw, headers=auth, **on_rest),
-    }, rep)
+    res = interleaved(
+        b,
+        {
+            "pass32": dict(port=proxy.port, connections=32, sut=proxy, **on_rest),
+            "gw32": dict(port=gw.port, connections=32, sut=gw, headers=auth, **on_rest),
+        },
+        rep,
+    )
     pass32 = b.add("passthrough", "cost", res["pass32"])
     gw32 = b.add("gateway", "cost", res["gw32"])
-    res = interleaved(b, {
-        "direct1": dict(port=fixed.port, sut=None, **lat, **on_rest),
-        "pass1": dict(port=proxy.port, sut=proxy, **lat, **on_rest),
-        "gw1": dict(port=gw.port, sut=gw, headers=auth, **lat, **on_rest),
-    }, rep)
+    res = interleaved(
+        b,
+        {
+            "direct1": dict(port=fixed.port, sut=None, **lat, **on_rest),
+            "pass1": dict(port=proxy.port, sut=proxy, **lat, **on_rest),
+            "gw1": dict(port=gw.port, sut=gw, headers=auth, **lat, **on_rest),
+        },
+        rep,
+    )
     direct1 = b.add("direct", "cost", res["direct1"], rss=False)
     pass1 = b.add("passthrough", "cost", res["pass1"])
     gw1 = b.add("gateway", "cost", res["gw1"])
@@ -329,21 +368,32 @@ def run_all(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     stack.stop(gw)
 
     gw = gateway(pinned.sut, "gateway-httpx", transport="httpx")
-    httpx32 = b.add("gateway, transport=httpx", "cost", best(
-        [b.load(gw.port, connections=32, sut=gw, headers=auth, **on_rest) for _ in range(rep2)], False))
+    httpx32 = b.add(
+        "gateway, transport=httpx",
+        "cost",
+        best([b.load(gw.port, connections=32, sut=gw, headers=auth, **on_rest) for _ in range(rep2)], False),
+    )
     stack.stop(gw)
 
     gw = gateway(pinned.sut, "gateway-info", log_level="info")
-    res = interleaved(b, {
-        "info32": dict(port=gw.port, connections=32, sut=gw, headers=auth, **on_rest),
-        "info1": dict(port=gw.port, sut=gw, headers=auth, **lat, **on_rest),
-    }, rep2)
+    res = interleaved(
+        b,
+        {
+            "info32": dict(port=gw.port, connections=32, sut=gw, headers=auth, **on_rest),
+            "info1": dict(port=gw.port, sut=gw, headers=auth, **lat, **on_rest),
+        },
+        rep2,
+    )
     info32 = b.add("gateway, log level info", "cost", res["info32"])
     info1 = b.add("gateway, log level info", "cost", res["info1"])
     stack.stop(gw)
 
-    ratio(direct32, direct32.rps / pass32.rps, "passthrough",
-          f"{direct32.rps / pass32.rps:.1f}x passthrough: upstream + load generator are not the bottleneck")
+    ratio(
+        direct32,
+        direct32.rps / pass32.rps,
+        "passthrough",
+        f"{direct32.rps / pass32.rps:.1f}x passthrough: upstream + load generator are not the bottleneck",
+    )
     ratio(pass32, pass32.rps / direct32.rps, "direct", f"{pass32.rps / direct32.rps:.2f}x direct")
     for row in (gw32, httpx32, info32):
         ratio(row, row.rps / pass32.rps, "passthrough", f"{row.rps / pass32.rps:.1%} of passthrough")
@@ -363,17 +413,25 @@ def run_all(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         repin(proc, floating.rest)
     g1 = gateway(floating.sut, "gateway-w1")
     g2 = gateway(floating.sut, "gateway-w2", workers=2)
-    res = interleaved(b, {
-        "w1": dict(port=g1.port, connections=32, sut=g1, headers=auth, cpus=floating.rest),
-        "w2": dict(port=g2.port, connections=32, sut=g2, headers=auth, cpus=floating.rest),
-    }, rep2)
+    res = interleaved(
+        b,
+        {
+            "w1": dict(port=g1.port, connections=32, sut=g1, headers=auth, cpus=floating.rest),
+            "w2": dict(port=g2.port, connections=32, sut=g2, headers=auth, cpus=floating.rest),
+        },
+        rep2,
+    )
     w1 = b.add("gateway, 1 worker, unpinned", "workers", res["w1"])
     split = sorted(res["w2"].get("sut_cpu_pct_per_process", {}).values(), reverse=True)[:2]
     uneven = len(split) == 2 and split[1] < 0.2 * split[0]
-    w2 = b.add("gateway, 2 workers, unpinned", "workers", res["w2"],
-               note="CPU % of the two busiest gateway processes (the workers): "
-               + " / ".join(f"{v:.0f}" for v in split)
-               + (": one worker got (nearly) all 32 connections" if uneven else ""))
+    w2 = b.add(
+        "gateway, 2 workers, unpinned",
+        "workers",
+        res["w2"],
+        note="CPU % of the two busiest gateway processes (the workers): "
+        + " / ".join(f"{v:.0f}" for v in split)
+        + (": one worker got (nearly) all 32 connections" if uneven else ""),
+    )
     stack.stop(g1)
     stack.stop(g2)
     ratio(w1, 1.0, "1 worker", "reference")
@@ -387,20 +445,35 @@ def run_all(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     sim = stack.simulator(pinned.rest, UPSTREAM_LATENCY_S, upstream_key)
     b.watch = {"upstream": sim, "redis": redis}
     sim_auth = [f"Authorization: Bearer {upstream_key}"]
-    steady = dict(connections=INFLIGHT_CONNECTIONS, warmup=UPSTREAM_LATENCY_S + 0.5,
-                  duration=args.inflight_duration, stagger=UPSTREAM_LATENCY_S, timeout=15.0, **on_rest)
+    steady = dict(
+        connections=INFLIGHT_CONNECTIONS,
+        warmup=UPSTREAM_LATENCY_S + 0.5,
+        duration=args.inflight_duration,
+        stagger=UPSTREAM_LATENCY_S,
+        timeout=15.0,
+        **on_rest,
+    )
     ideal = INFLIGHT_CONNECTIONS / UPSTREAM_LATENCY_S
-    d_in = b.add("direct (simulator)", "in flight", b.load(sim.port, sut=None, headers=sim_auth, **steady),
-                 rss=False)
+    d_in = b.add(
+        "direct (simulator)", "in flight", b.load(sim.port, sut=None, headers=sim_auth, **steady), rss=False
+    )
     gw = gateway(pinned.sut, "gateway-inflight", upstream=f"http://127.0.0.1:{sim.port}")
-    g_in = b.add("gateway", "in flight", b.load(gw.port, sut=gw, headers=auth, **steady),
-                 note="steady state: the 1,000 connections start spread over 2 s, then each sends its "
-                 "next request as soon as it has the answer; counted over the window after warm-up")
-    g_burst = b.add("gateway, burst (all at once, 1 round)", "in flight",
-                    b.load(gw.port, connections=INFLIGHT_CONNECTIONS, rounds=1, sut=gw, headers=auth,
-                           timeout=15.0, **on_rest),
-                    note="1,000 new connections each send one request in the same instant; "
-                    "throughput = 1,000 / time to the last answer")
+    g_in = b.add(
+        "gateway",
+        "in flight",
+        b.load(gw.port, sut=gw, headers=auth, **steady),
+        note="steady state: the 1,000 connections start spread over 2 s, then each sends its "
+        "next request as soon as it has the answer; counted over the window after warm-up",
+    )
+    g_burst = b.add(
+        "gateway, burst (all at once, 1 round)",
+        "in flight",
+        b.load(
+            gw.port, connections=INFLIGHT_CONNECTIONS, rounds=1, sut=gw, headers=auth, timeout=15.0, **on_rest
+        ),
+        note="1,000 new connections each send one request in the same instant; "
+        "throughput = 1,000 / time to the last answer",
+    )
     stack.stop(gw)
     stack.stop(sim)
     for row in (d_in, g_in, g_burst):
@@ -410,19 +483,36 @@ def run_all(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     say(f"large images ({LARGE_FAULT}, {LARGE_CONNECTIONS} connections)")
     sim0 = stack.simulator(pinned.rest, 0.0, upstream_key)
     b.watch = {"upstream": sim0, "redis": redis}
-    big = dict(connections=LARGE_CONNECTIONS, rounds=args.large_rounds, body=LARGE_BODY, timeout=90.0,
-               **on_rest)
+    big = dict(
+        connections=LARGE_CONNECTIONS, rounds=args.large_rounds, body=LARGE_BODY, timeout=90.0, **on_rest
+    )
     one = dict(connections=1, rounds=5, body=LARGE_BODY, timeout=60.0, **on_rest)
-    d_big = b.add("direct (simulator), large", "large images",
-                  b.load(sim0.port, sut=None, headers=sim_auth, **big), rss=False)
-    d_big1 = b.add("direct (simulator), large", "large images",
-                   b.load(sim0.port, sut=None, headers=sim_auth, **one), rss=False)
+    d_big = b.add(
+        "direct (simulator), large",
+        "large images",
+        b.load(sim0.port, sut=None, headers=sim_auth, **big),
+        rss=False,
+    )
+    d_big1 = b.add(
+        "direct (simulator), large",
+        "large images",
+        b.load(sim0.port, sut=None, headers=sim_auth, **one),
+        rss=False,
+    )
     gw = gateway(pinned.sut, "gateway-large", upstream=f"http://127.0.0.1:{sim0.port}")
     idle_rss = gw.rss_mb()
-    g_big = b.add("gateway, large", "large images", b.load(gw.port, sut=gw, headers=auth, **big),
-                  note=f"all 50 requests at once; gateway RSS before: {idle_rss:.0f} MB")
-    g_big1 = b.add("gateway, large", "large images", b.load(gw.port, sut=gw, headers=auth, **one),
-                   note="one connection, 5 requests one after the other: the added latency of one answer")
+    g_big = b.add(
+        "gateway, large",
+        "large images",
+        b.load(gw.port, sut=gw, headers=auth, **big),
+        note=f"all 50 requests at once; gateway RSS before: {idle_rss:.0f} MB",
+    )
+    g_big1 = b.add(
+        "gateway, large",
+        "large images",
+        b.load(gw.port, sut=gw, headers=auth, **one),
+        note="one connection, 5 requests one after the other: the added latency of one answer",
+    )
     stack.stop(gw)
     stack.stop(sim0)
     for row, ref in ((g_big, d_big), (g_big1, d_big1)):
@@ -437,9 +527,14 @@ def run_all(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         "machine": machine(),
         "arrangement": {"cost, in flight, large images": pinned.text, "workers": floating.text},
         "loadgen": "bench/loadgen.py (Python: raw asyncio protocols + httptools + uvloop, one process)",
-        "windows": {"warmup_s": args.warmup, "duration_s": args.duration,
-                    "latency_duration_s": args.latency_duration, "repeat": args.repeat,
-                    "inflight_duration_s": args.inflight_duration, "large_rounds": args.large_rounds},
+        "windows": {
+            "warmup_s": args.warmup,
+            "duration_s": args.duration,
+            "latency_duration_s": args.latency_duration,
+            "repeat": args.repeat,
+            "inflight_duration_s": args.inflight_duration,
+            "large_rounds": args.large_rounds,
+        },
         "rows": [asdict(r) for r in rows],
         "targets": targets,
         "elapsed_s": round(time.monotonic() - started, 1),
@@ -454,9 +549,19 @@ def repin(proc: Proc, cpus: frozenset[int] | None) -> None:
 
 
 def create_key(port: int, admin: str) -> str:
-    status, body = http_json("POST", port, "/admin/v1/keys", {
-        "team": "bench", "name": "bench", "budget_usd": "1000000", "budget_period": "total", "rpm": 100000000,
-    }, admin)
+    status, body = http_json(
+        "POST",
+        port,
+        "/admin/v1/keys",
+        {
+            "team": "bench",
+            "name": "bench",
+            "budget_usd": "1000000",
+            "budget_period": "total",
+            "rpm": 100000000,
+        },
+        admin,
+    )
     if status != 201:
         raise RuntimeError(f"could not create the bench key: {status} {body}")
     return str(body["key"])
@@ -471,15 +576,26 @@ def smoke(port: int, key: str) -> None:
 def wrk_row(b: Bench, name: str, sut: Proc, arr: Arrangement, headers: list[str] = ()) -> Row:  # type: ignore[assignment]
     """The same 32-connection figure measured by wrk, as a cross-check of the Python load generator."""
     script = b.stack.workdir / "post.lua"
-    lines = ['wrk.method = "POST"', f"wrk.body = '{json.dumps(BODY)}'",
-             'wrk.headers["Content-Type"] = "application/json"']
+    lines = [
+        'wrk.method = "POST"',
+        f"wrk.body = '{json.dumps(BODY)}'",
+        'wrk.headers["Content-Type"] = "application/json"',
+    ]
     for header in headers:
         hname, _, value = header.partition(": ")
         lines.append(f'wrk.headers["{hname}"] = "{value}"')
     script.write_text("\n".join(lines) + "\n")
     duration = max(1, round(b.args.duration))
-    argv = ["wrk", "-t1", "-c32", f"-d{duration}s", "--latency", "-s", str(script),
-            f"http://127.0.0.1:{sut.port}/v1/images/generations"]
+    argv = [
+        "wrk",
+        "-t1",
+        "-c32",
+        f"-d{duration}s",
+        "--latency",
+        "-s",
+        str(script),
+        f"http://127.0.0.1:{sut.port}/v1/images/generations",
+    ]
     if arr.rest:
         argv = ["taskset", "-c", fmt_cpus(arr.rest), *argv]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30).stdout
@@ -505,14 +621,21 @@ def check_targets(gw32: Row, gw1: Row, g_in: Row, g_big: Row, d_big: Row) -> lis
         return {"target": name, "measured": value, "met": bool(ok)}
 
     return [
-        target("cost: gateway >= 20% of passthrough at 32 connections", f"{gw32.ratio:.1%}",
-               (gw32.ratio or 0) >= 0.20),
-        target("cost: p50 added over direct at 1 connection <= 1 ms", f"{gw1.ratio:.3f} ms",
-               (gw1.ratio if gw1.ratio is not None else math.inf) <= 1.0),
+        target(
+            "cost: gateway >= 20% of passthrough at 32 connections",
+            f"{gw32.ratio:.1%}",
+            (gw32.ratio or 0) >= 0.20,
+        ),
+        target(
+            "cost: p50 added over direct at 1 connection <= 1 ms",
+            f"{gw1.ratio:.3f} ms",
+            (gw1.ratio if gw1.ratio is not None else math.inf) <= 1.0,
+        ),
         target("in flight: >= 95% of 500/s", f"{g_in.ratio:.1%}", (g_in.ratio or 0) >= 0.95),
         target("in flight: zero errors", str(g_in.errors), g_in.errors == 0),
-        target("in flight: p99 <= 2.3 s", f"{(g_in.p99_ms or 0) / 1000:.3f} s",
-               (g_in.p99_ms or math.inf) <= 2300),
+        target(
+            "in flight: p99 <= 2.3 s", f"{(g_in.p99_ms or 0) / 1000:.3f} s", (g_in.p99_ms or math.inf) <= 2300
+        ),
         target("large images: no error", str(g_big.errors + d_big.errors), g_big.errors == 0),
     ]
 
@@ -530,14 +653,31 @@ def machine() -> dict[str, Any]:
     versions = {}
     from importlib.metadata import PackageNotFoundError, version
 
-    for name in ("fastapi", "starlette", "uvicorn", "httpx", "httpx-aiohttp", "aiohttp", "redis", "hiredis",
-                 "prometheus-client", "pydantic", "uvloop", "httptools", "orjson"):
+    for name in (
+        "fastapi",
+        "starlette",
+        "uvicorn",
+        "httpx",
+        "httpx-aiohttp",
+        "aiohttp",
+        "redis",
+        "hiredis",
+        "prometheus-client",
+        "pydantic",
+        "uvloop",
+        "httptools",
+        "orjson",
+    ):
         with contextlib.suppress(PackageNotFoundError):
             versions[name] = version(name)
     commit = ""
     with contextlib.suppress(Exception):
-        commit = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-                                capture_output=True, text=True, timeout=5).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return {
         "nproc": len(os.sched_getaffinity(0)),
@@ -551,8 +691,19 @@ def machine() -> dict[str, Any]:
     }
 
 
-COLUMNS = ["scenario", "conns", "req/s", "p50 ms", "p99 ms", "errors", "vs reference", "peak RSS MB",
-           "sut CPU µs/req", "CPU % sut/up/redis/loadgen", "bg CPU %"]
+COLUMNS = [
+    "scenario",
+    "conns",
+    "req/s",
+    "p50 ms",
+    "p99 ms",
+    "errors",
+    "vs reference",
+    "peak RSS MB",
+    "sut CPU µs/req",
+    "CPU % sut/up/redis/loadgen",
+    "bg CPU %",
+]
 
 
 def table_rows(report: dict[str, Any]) -> list[list[str]]:
@@ -561,19 +712,21 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
         cpu = r["cpu_pct"]
         parts = [f"{cpu[k]:.0f}" if k in cpu else "-" for k in ("sut", "upstream", "redis")]
         parts.append(f"{r['loadgen_cpu_pct']:.0f}" if r["loadgen_cpu_pct"] is not None else "-")
-        out.append([
-            f"{r['section']}: {r['scenario']}",
-            str(r["connections"]),
-            f"{r['rps']:.0f}" if r["rps"] is not None else "-",
-            ms(r["p50_ms"]),
-            ms(r["p99_ms"]),
-            str(r["errors"]),
-            r["ratio_text"],
-            f"{r['rss_mb']:.0f}" if r["rss_mb"] is not None else "-",
-            f"{r['sut_cpu_us_per_req']:.0f}" if r.get("sut_cpu_us_per_req") else "-",
-            "/".join(parts),
-            f"{r['background_cpu_pct']:.0f}" if r.get("background_cpu_pct") is not None else "-",
-        ])
+        out.append(
+            [
+                f"{r['section']}: {r['scenario']}",
+                str(r["connections"]),
+                f"{r['rps']:.0f}" if r["rps"] is not None else "-",
+                ms(r["p50_ms"]),
+                ms(r["p99_ms"]),
+                str(r["errors"]),
+                r["ratio_text"],
+                f"{r['rss_mb']:.0f}" if r["rss_mb"] is not None else "-",
+                f"{r['sut_cpu_us_per_req']:.0f}" if r.get("sut_cpu_us_per_req") else "-",
+                "/".join(parts),
+                f"{r['background_cpu_pct']:.0f}" if r.get("background_cpu_pct") is not None else "-",
+            ]
+        )
     return out
 
 
@@ -582,8 +735,11 @@ def text_table(report: dict[str, Any]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     lines = []
     for index, row in enumerate(rows):
-        lines.append("  ".join(cell.ljust(widths[i]) if i in (0, 6) else cell.rjust(widths[i])
-                               for i, cell in enumerate(row)).rstrip())
+        lines.append(
+            "  ".join(
+                cell.ljust(widths[i]) if i in (0, 6) else cell.rjust(widths[i]) for i, cell in enumerate(row)
+            ).rstrip()
+        )
         if index == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -610,41 +766,66 @@ def target_lines(report: dict[str, Any]) -> list[str]:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    lines = ["# Benchmark results", "", "Command: `make bench` (`.venv/bin/python -m bench`), "
-             f"took {report['elapsed_s']:.0f} s.", ""]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Command: `make bench` (`.venv/bin/python -m bench`), took {report['elapsed_s']:.0f} s.",
+        "",
+    ]
     lines += [f"- {line}" for line in header_lines(report)]
     lines += ["", "| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
     lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in table_rows(report)]
     lines += ["", "Targets:", ""] + [f"- {line}" for line in target_lines(report)]
-    notes = [f"- {r['section']}: {r['scenario']} ({r['connections']} conns): {r['note']}"
-             for r in report["rows"] if r["note"]]
-    notes += [f"- {r['section']}: {r['scenario']} ({r['connections']} conns): repetitions "
-              f"{', '.join(map(str, r['runs']))} ({'p50 ms' if r['connections'] == 1 else 'req/s'})"
-              for r in report["rows"] if len(r.get("runs", [])) > 1]
+    notes = [
+        f"- {r['section']}: {r['scenario']} ({r['connections']} conns): {r['note']}"
+        for r in report["rows"]
+        if r["note"]
+    ]
+    notes += [
+        f"- {r['section']}: {r['scenario']} ({r['connections']} conns): repetitions "
+        f"{', '.join(map(str, r['runs']))} ({'p50 ms' if r['connections'] == 1 else 'req/s'})"
+        for r in report["rows"]
+        if len(r.get("runs", [])) > 1
+    ]
     if notes:
         lines += ["", "Notes:", ""] + notes
     return "\n".join(lines) + "\n"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per throughput run")
-    parser.add_argument("--latency-duration", type=float, default=3.0,
-                        help="measured seconds per 1-connection run")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="repetitions of the main figures, in turns, best kept (variants: one fewer)")
+    parser.add_argument(
+        "--latency-duration", type=float, default=3.0, help="measured seconds per 1-connection run"
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="repetitions of the main figures, in turns, best kept (variants: one fewer)",
+    )
     parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds before each window")
-    parser.add_argument("--inflight-duration", type=float, default=6.0,
-                        help="measured seconds, in-flight figure")
+    parser.add_argument(
+        "--inflight-duration", type=float, default=6.0, help="measured seconds, in-flight figure"
+    )
     parser.add_argument("--large-rounds", type=int, default=1, help="requests per connection, large images")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
-    parser.add_argument("--wrk", dest="wrk", action="store_true", default=None,
-                        help="add wrk cross-check rows (default: when wrk is on PATH)")
+    parser.add_argument(
+        "--wrk",
+        dest="wrk",
+        action="store_true",
+        default=None,
+        help="add wrk cross-check rows (default: when wrk is on PATH)",
+    )
     parser.add_argument("--no-wrk", dest="wrk", action="store_false")
-    parser.add_argument("--profile", action="store_true",
-                        help="instead of the benchmark, profile the gateway with py-spy; the other "
-                        "options are then bench.profile's (python -m bench.profile --help)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead of the benchmark, profile the gateway with py-spy; the other "
+        "options are then bench.profile's (python -m bench.profile --help)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where latest.json and latest.md go")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")

@@ -209,8 +209,19 @@ class Stack:
         directory = self.workdir / "redis"
         directory.mkdir(exist_ok=True)
         argv = [
-            REDIS_SERVER_PATH, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(directory), "--protected-mode", "yes",
+            REDIS_SERVER_PATH,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(directory),
+            "--protected-mode",
+            "yes",
         ]
         proc = self.spawn("redis", argv, port, cpus)
         wait_until(lambda: _redis_ping(port), proc, 15, "redis-server")
@@ -225,8 +236,18 @@ class Stack:
 
     def simulator(self, cpus: frozenset[int] | None, latency: float, api_key: str) -> Proc:
         port = free_port()
-        argv = [PYTHON, "-m", "gateway", "simulate-upstream", "--port", str(port), "--latency", str(latency),
-                "--api-key", api_key]
+        argv = [
+            PYTHON,
+            "-m",
+            "gateway",
+            "simulate-upstream",
+            "--port",
+            str(port),
+            "--latency",
+            str(latency),
+            "--api-key",
+            api_key,
+        ]
         proc = self.spawn(f"simulator-{latency:g}s", argv, port, cpus)
         wait_until(lambda: _port_open(port), proc, 20, "simulator")
         return proc
@@ -270,8 +291,14 @@ class Stack:
             "GATEWAY_UPSTREAM_TRANSPORT": transport,
         }
         env.update(extra_env or {})
-        proc = self.spawn(label, command or [PYTHON, "-m", "gateway", "serve"], port, cpus, env,
-                          drop=("GATEWAY_", "PROMETHEUS_MULTIPROC_DIR"))
+        proc = self.spawn(
+            label,
+            command or [PYTHON, "-m", "gateway", "serve"],
+            port,
+            cpus,
+            env,
+            drop=("GATEWAY_", "PROMETHEUS_MULTIPROC_DIR"),
+        )
         proc.extra.update(workers=str(workers), transport=transport, log_level=log_level)
         wait_until(lambda: _http_status(port, "/readyz") == 200, proc, 60, label)
         if workers > 1:

@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import copy
 import re
-from functools import lru_cache
+from collections.abc import Iterator
+from functools import cache, lru_cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 from jsonschema import Draft202012Validator, FormatChecker
@@ -146,7 +147,7 @@ def _registry() -> Registry:
     return Registry().with_resource(_BASE_URI, resource)
 
 
-@lru_cache(maxsize=None)
+@cache
 def validator_for(name: str) -> Draft202012Validator:
     """A 2020-12 validator for ``components.schemas[name]``, ``$ref``s resolved inside the subset."""
     if name not in load_subset()["components"]["schemas"]:

@@ -124,8 +124,9 @@ def test_gateway_accepts_the_compose_environment(monkeypatch):
     for name in list(os.environ):
         if name.startswith("GATEWAY_"):
             monkeypatch.delenv(name)
-    example = {k: v for k, v in env_example().items()
-               if re.search(rf"^{k}=", ENV_EXAMPLE.read_text(), re.M)}  # the active lines
+    example = {
+        k: v for k, v in env_example().items() if re.search(rf"^{k}=", ENV_EXAMPLE.read_text(), re.M)
+    }  # the active lines
     for name, value in {**example, **environment(service("gateway"))}.items():
         monkeypatch.setenv(name, value)
     settings = Settings()
@@ -134,8 +135,9 @@ def test_gateway_accepts_the_compose_environment(monkeypatch):
     prices = host_path(service("gateway"), str(settings.prices_file))
     assert prices == (REPO / "deploy" / "prices.yaml").resolve()
     table = yaml.safe_load(prices.read_text())
-    assert {"doubao-seedream-4-0-250828", "doubao-seedream-4-5-251128",
-            "doubao-seedream-5-0-260128"} <= set(table["models"])
+    assert {"doubao-seedream-4-0-250828", "doubao-seedream-4-5-251128", "doubao-seedream-5-0-260128"} <= set(
+        table["models"]
+    )
 
 
 def test_gateway_waits_for_a_healthy_redis_and_has_its_own_healthcheck():
@@ -171,8 +173,13 @@ def test_prometheus_gets_its_config_and_the_rules_file_the_config_references():
         assert host is not None and host.is_file(), f"{rule_file} is not mounted into prometheus"
         assert host == (REPO / "deploy" / "prometheus" / "alerts.yml").resolve()
     # the scrape target resolves to the gateway service on its port
-    targets = [t for job in config["scrape_configs"] if job["job_name"] == "image-gateway"
-               for sc in job["static_configs"] for t in sc["targets"]]
+    targets = [
+        t
+        for job in config["scrape_configs"]
+        if job["job_name"] == "image-gateway"
+        for sc in job["static_configs"]
+        for t in sc["targets"]
+    ]
     host, port = targets[0].split(":")
     assert host in compose()["services"]
     assert environment(service(host)).get("GATEWAY_PORT", "8080") == port

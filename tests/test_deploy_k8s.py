@@ -96,14 +96,22 @@ def test_manifest_is_valid_kubernetes_in_strict_mode(path, version):
         try:
             kubernetes_validate.validate(doc, version, strict=True)
         except kubernetes_validate.ValidationError as exc:
-            pytest.fail(f"{path.name} {doc['kind']}/{doc['metadata']['name']} (k8s {version}): {exc.message} "
-                        f"at {'.'.join(map(str, exc.path))}")
+            pytest.fail(
+                f"{path.name} {doc['kind']}/{doc['metadata']['name']} (k8s {version}): {exc.message} "
+                f"at {'.'.join(map(str, exc.path))}"
+            )
 
 
 def test_core_manifests_are_all_there_and_namespace_agnostic():
     kinds = {k for (k, _) in objects()}
-    assert {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "ConfigMap",
-            "Secret"} <= kinds
+    assert {
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+        "ConfigMap",
+        "Secret",
+    } <= kinds
     for (kind, name), obj in objects().items():
         assert "namespace" not in obj["metadata"], f"{kind}/{name} pins a namespace"
     assert one("HorizontalPodAutoscaler")["apiVersion"] == "autoscaling/v2"
@@ -164,8 +172,9 @@ def test_shutdown_drains_before_in_flight_upstream_calls_are_cut():
     assert command[0] == "sleep"
     sleep_s = int(command[1])
     assert sleep_s >= 5
-    timeout_s = float(env_config().get("GATEWAY_UPSTREAM_TIMEOUT_S",
-                                       Settings.model_fields["upstream_timeout_s"].default))
+    timeout_s = float(
+        env_config().get("GATEWAY_UPSTREAM_TIMEOUT_S", Settings.model_fields["upstream_timeout_s"].default)
+    )
     assert pod["terminationGracePeriodSeconds"] > timeout_s + sleep_s
 
 
@@ -178,11 +187,15 @@ def test_service_pdb_and_hpa_target_the_deployments_pods():
     assert port["targetPort"] in ("http", 8080)
     assert selects(one("PodDisruptionBudget")["spec"]["selector"], labels)
     pdb = one("PodDisruptionBudget")["spec"]
-    assert pdb.get("maxUnavailable", 0) == 1 or pdb.get("minAvailable", 0) < dep["spec"]["replicas"], \
+    assert pdb.get("maxUnavailable", 0) == 1 or pdb.get("minAvailable", 0) < dep["spec"]["replicas"], (
         "the PDB must still allow one pod to be evicted"
+    )
     hpa = one("HorizontalPodAutoscaler")["spec"]
-    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
-                                     "name": dep["metadata"]["name"]}
+    assert hpa["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": dep["metadata"]["name"],
+    }
     assert hpa["minReplicas"] >= 2 and hpa["maxReplicas"] > hpa["minReplicas"]
     [metric] = hpa["metrics"]
     assert metric["type"] == "Resource" and metric["resource"]["name"] == "cpu"

@@ -44,13 +44,28 @@ CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
     "gateway_budget_used_ratio": ("gauge", frozenset({"team", "key_name"})),
 }
 UPSTREAM_REASONS = {
-    "timeout", "connect", "5xx", "4xx", "auth", "insufficient_balance", "content_safety",
-    "rate_limited", "bad_response",
+    "timeout",
+    "connect",
+    "5xx",
+    "4xx",
+    "auth",
+    "insufficient_balance",
+    "content_safety",
+    "rate_limited",
+    "bad_response",
 }
 REJECTION_REASONS = {
-    "invalid_key", "revoked_key", "expired_key", "bad_request", "model_not_found",
-    "model_not_allowed", "budget_exceeded", "images_per_day_exceeded", "rate_limited",
-    "concurrency_exceeded", "redis_unavailable",
+    "invalid_key",
+    "revoked_key",
+    "expired_key",
+    "bad_request",
+    "model_not_found",
+    "model_not_allowed",
+    "budget_exceeded",
+    "images_per_day_exceeded",
+    "rate_limited",
+    "concurrency_exceeded",
+    "redis_unavailable",
 }
 # Known values of enumerated labels, per series: a matcher on another value never matches.
 LABEL_VALUES: dict[tuple[str, str], set[str]] = {
@@ -96,21 +111,101 @@ def contract_series() -> dict[str, frozenset[str]]:
 # It raises on anything it does not understand rather than guessing.
 
 AGGREGATIONS = {
-    "sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values", "bottomk",
-    "topk", "quantile", "limitk", "limit_ratio",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "group",
+    "stddev",
+    "stdvar",
+    "count",
+    "count_values",
+    "bottomk",
+    "topk",
+    "quantile",
+    "limitk",
+    "limit_ratio",
 }
 FUNCTIONS = AGGREGATIONS | {
-    "abs", "absent", "absent_over_time", "ceil", "changes", "clamp", "clamp_max", "clamp_min",
-    "day_of_month", "day_of_week", "day_of_year", "days_in_month", "delta", "deriv", "exp",
-    "floor", "histogram_avg", "histogram_count", "histogram_fraction", "histogram_quantile",
-    "histogram_stddev", "histogram_stdvar", "histogram_sum", "holt_winters", "double_exponential_smoothing",
-    "hour", "idelta", "increase", "irate", "label_join", "label_replace", "ln", "log2", "log10",
-    "minute", "month", "predict_linear", "rate", "resets", "round", "scalar", "sgn", "sort",
-    "sort_desc", "sort_by_label", "sort_by_label_desc", "sqrt", "time", "timestamp", "vector",
-    "year", "avg_over_time", "min_over_time", "max_over_time", "sum_over_time", "count_over_time",
-    "quantile_over_time", "stddev_over_time", "stdvar_over_time", "last_over_time",
-    "present_over_time", "mad_over_time", "acos", "acosh", "asin", "asinh", "atan", "atanh", "cos",
-    "cosh", "sin", "sinh", "tan", "tanh", "deg", "rad", "pi", "start", "end",
+    "abs",
+    "absent",
+    "absent_over_time",
+    "ceil",
+    "changes",
+    "clamp",
+    "clamp_max",
+    "clamp_min",
+    "day_of_month",
+    "day_of_week",
+    "day_of_year",
+    "days_in_month",
+    "delta",
+    "deriv",
+    "exp",
+    "floor",
+    "histogram_avg",
+    "histogram_count",
+    "histogram_fraction",
+    "histogram_quantile",
+    "histogram_stddev",
+    "histogram_stdvar",
+    "histogram_sum",
+    "holt_winters",
+    "double_exponential_smoothing",
+    "hour",
+    "idelta",
+    "increase",
+    "irate",
+    "label_join",
+    "label_replace",
+    "ln",
+    "log2",
+    "log10",
+    "minute",
+    "month",
+    "predict_linear",
+    "rate",
+    "resets",
+    "round",
+    "scalar",
+    "sgn",
+    "sort",
+    "sort_desc",
+    "sort_by_label",
+    "sort_by_label_desc",
+    "sqrt",
+    "time",
+    "timestamp",
+    "vector",
+    "year",
+    "avg_over_time",
+    "min_over_time",
+    "max_over_time",
+    "sum_over_time",
+    "count_over_time",
+    "quantile_over_time",
+    "stddev_over_time",
+    "stdvar_over_time",
+    "last_over_time",
+    "present_over_time",
+    "mad_over_time",
+    "acos",
+    "acosh",
+    "asin",
+    "asinh",
+    "atan",
+    "atanh",
+    "cos",
+    "cosh",
+    "sin",
+    "sinh",
+    "tan",
+    "tanh",
+    "deg",
+    "rad",
+    "pi",
+    "start",
+    "end",
 }
 GROUPING = {"by", "without", "on", "ignoring", "group_left", "group_right"}
 KEYWORDS = {"bool", "and", "or", "unless", "offset", "atan2", "inf", "nan"}
@@ -146,7 +241,7 @@ def tokenize(expr: str) -> list[tuple[str, str]]:
     while pos < len(expr):
         m = _TOKEN.match(expr, pos)
         if not m:
-            raise ValueError(f"cannot read PromQL at {expr[pos:pos + 20]!r} in {expr!r}")
+            raise ValueError(f"cannot read PromQL at {expr[pos : pos + 20]!r} in {expr!r}")
         pos = m.end()
         if m.lastgroup != "ws":
             tokens.append((m.lastgroup, m.group()))
@@ -176,7 +271,7 @@ def parse_promql(expr: str) -> Query:
                 continue
             (lk, label), (_, op), (sk, value) = toks[j], toks[j + 1], toks[j + 2]
             if lk != "ident" or op not in {"=", "!=", "=~", "!~"} or sk != "string":
-                raise ValueError(f"bad label matcher near {toks[j:j + 3]} in {expr!r}")
+                raise ValueError(f"bad label matcher near {toks[j : j + 3]} in {expr!r}")
             out.append((label, op, _unquote(value)))
             j += 3
         return out, j + 1
@@ -304,8 +399,10 @@ def find_tool(name: str) -> str:
         run = subprocess.run(["bash", str(FETCH_SCRIPT)], capture_output=True, text=True, timeout=300)
         found = lookup()
         if found is None:
-            pytest.fail(f"{name} not found in .tools/bin or on PATH and {FETCH_SCRIPT.name} failed:\n"
-                        f"{run.stdout}{run.stderr}")
+            pytest.fail(
+                f"{name} not found in .tools/bin or on PATH and {FETCH_SCRIPT.name} failed:\n"
+                f"{run.stdout}{run.stderr}"
+            )
     return found
 
 
@@ -335,8 +432,13 @@ def test_promtool_accepts_the_prometheus_config_and_finds_the_rules(promtool):
     assert str(ALERTS.relative_to(REPO)) in res.stdout or ALERTS.name in res.stdout
 
 
-GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "1h",
-                     '"$team"': '".*"', '"$model"': '".*"'}
+GRAFANA_VARIABLES = {
+    "$__rate_interval": "1m",
+    "$__interval": "1m",
+    "$__range": "1h",
+    '"$team"': '".*"',
+    '"$model"': '".*"',
+}
 
 
 def test_promtool_accepts_every_dashboard_query(promtool, tmp_path):
@@ -386,13 +488,19 @@ def expect(at: str, alert: str, *label_sets: dict) -> dict:
 
 
 ALL_ALERTS = (
-    "ImageGatewayDown", "ImageGatewayAbsent", "ImageGatewayUpstreamErrorRateHigh",
-    "ImageGatewayUpstreamErrorRateCritical", "ImageGatewayUpstreamAccountBroken",
-    "ImageGatewayLatencyP95High", "ImageGatewayRedisErrors", "ImageGatewayRejectingRedisUnavailable",
-    "ImageGatewaySpoolPending", "ImageGatewayTeamNearBudget",
+    "ImageGatewayDown",
+    "ImageGatewayAbsent",
+    "ImageGatewayUpstreamErrorRateHigh",
+    "ImageGatewayUpstreamErrorRateCritical",
+    "ImageGatewayUpstreamAccountBroken",
+    "ImageGatewayLatencyP95High",
+    "ImageGatewayRedisErrors",
+    "ImageGatewayRejectingRedisUnavailable",
+    "ImageGatewaySpoolPending",
+    "ImageGatewayTeamNearBudget",
 )
 ALERT_TESTS = [
-    {   # a healthy gateway: traffic, fast answers, some prompts refused by content safety -> quiet
+    {  # a healthy gateway: traffic, fast answers, some prompts refused by content safety -> quiet
         "interval": "1m",
         "input_series": [
             series("up", "1x30"),
@@ -406,7 +514,7 @@ ALERT_TESTS = [
         ],
         "alert_rule_test": [expect("25m", name) for name in ALL_ALERTS],
     },
-    {   # the target stops answering: pages after 2 minutes
+    {  # the target stops answering: pages after 2 minutes
         "interval": "1m",
         "input_series": [series("up", "1 1 0x20")],
         "alert_rule_test": [
@@ -414,26 +522,29 @@ ALERT_TESTS = [
             expect("5m", "ImageGatewayDown", {"severity": "critical", **GW}),
         ],
     },
-    {   # no target at all
+    {  # no target at all
         "interval": "1m",
         "input_series": [{"series": 'up{job="other", instance="x:1"}', "values": "1x30"}],
         "alert_rule_test": [
             expect("15m", "ImageGatewayAbsent", {"severity": "warning", "job": "image-gateway"}),
         ],
     },
-    {   # one auth error from the upstream pages at once and clears 5 minutes later
+    {  # one auth error from the upstream pages at once and clears 5 minutes later
         "interval": "1m",
         "input_series": [
             series(UP_ERR, "0 0 1x20", model="m", reason="auth"),
             series(UP_ERR, "0x20", model="m", reason="insufficient_balance"),
         ],
         "alert_rule_test": [
-            expect("4m", "ImageGatewayUpstreamAccountBroken",
-                   {"severity": "critical", "model": "m", "reason": "auth"}),
+            expect(
+                "4m",
+                "ImageGatewayUpstreamAccountBroken",
+                {"severity": "critical", "model": "m", "reason": "auth"},
+            ),
             expect("15m", "ImageGatewayUpstreamAccountBroken"),
         ],
     },
-    {   # model a: 10% of calls fail (warning); b: 40% (warning and critical);
+    {  # model a: 10% of calls fail (warning); b: 40% (warning and critical);
         # c: 50% refused by content safety (users' prompts: no alert)
         "interval": "1m",
         "input_series": [
@@ -449,24 +560,38 @@ ALERT_TESTS = [
         ],
         "alert_rule_test": [
             expect("5m", "ImageGatewayUpstreamErrorRateHigh"),
-            expect("15m", "ImageGatewayUpstreamErrorRateHigh",
-                   {"severity": "warning", "model": "a"}, {"severity": "warning", "model": "b"}),
+            expect(
+                "15m",
+                "ImageGatewayUpstreamErrorRateHigh",
+                {"severity": "warning", "model": "a"},
+                {"severity": "warning", "model": "b"},
+            ),
             expect("15m", "ImageGatewayUpstreamErrorRateCritical", {"severity": "critical", "model": "b"}),
         ],
     },
-    {   # model slow: every request takes 60-120 s -> p95 about 117 s; fast: under 30 s
+    {  # model slow: every request takes 60-120 s -> p95 about 117 s; fast: under 30 s
         "interval": "1m",
         "input_series": [
-            *[series(REQ_BUCKET, v, model="slow", le=le) for le, v in (
-                ("30", "0x30"), ("60", "0x30"), ("120", "0+10x30"), ("300", "0+10x30"), ("+Inf", "0+10x30"))],
-            *[series(REQ_BUCKET, "0+10x30", model="fast", le=le)
-              for le in ("30", "60", "120", "300", "+Inf")],
+            *[
+                series(REQ_BUCKET, v, model="slow", le=le)
+                for le, v in (
+                    ("30", "0x30"),
+                    ("60", "0x30"),
+                    ("120", "0+10x30"),
+                    ("300", "0+10x30"),
+                    ("+Inf", "0+10x30"),
+                )
+            ],
+            *[
+                series(REQ_BUCKET, "0+10x30", model="fast", le=le)
+                for le in ("30", "60", "120", "300", "+Inf")
+            ],
         ],
         "alert_rule_test": [
             expect("20m", "ImageGatewayLatencyP95High", {"severity": "warning", "model": "slow"}),
         ],
     },
-    {   # Redis keeps failing: errors, refused requests, records piling up in the spool
+    {  # Redis keeps failing: errors, refused requests, records piling up in the spool
         "interval": "1m",
         "input_series": [
             series("gateway_redis_errors_total", "0+3x30"),
@@ -481,7 +606,7 @@ ALERT_TESTS = [
             expect("20m", "ImageGatewaySpoolPending", {"severity": "warning", "instance": GW["instance"]}),
         ],
     },
-    {   # team t1's key has spent 95% of its budget, t2's 50%
+    {  # team t1's key has spent 95% of its budget, t2's 50%
         "interval": "1m",
         "input_series": [
             series("gateway_budget_used_ratio", "0.95x20", team="t1", key_name="ci"),
@@ -502,11 +627,16 @@ def test_alerts_fire_on_the_situations_they_describe_and_stay_quiet_otherwise(pr
     rules = tmp_path / "alerts-no-annotations.yml"
     rules.write_text(yaml.safe_dump(doc, sort_keys=False))
     tests = tmp_path / "alerts-test.yml"
-    tests.write_text(yaml.safe_dump({
-        "rule_files": [str(rules)],
-        "evaluation_interval": "1m",
-        "tests": ALERT_TESTS,
-    }, sort_keys=False))
+    tests.write_text(
+        yaml.safe_dump(
+            {
+                "rule_files": [str(rules)],
+                "evaluation_interval": "1m",
+                "tests": ALERT_TESTS,
+            },
+            sort_keys=False,
+        )
+    )
     res = run([promtool, "test", "rules", str(tests)])
     assert res.returncode == 0, res.stdout + res.stderr
     fired = {t["alertname"] for case in ALERT_TESTS for t in case["alert_rule_test"] if t["exp_alerts"]}
@@ -532,8 +662,9 @@ def test_the_required_alerts_exist():
         out = []
         for name, q in by_expr.items():
             for metric, ms in q.metrics:
-                if metric == series and all(any(lab == k and v in val for lab, _, val in ms)
-                                            for k, v in matcher.items()):
+                if metric == series and all(
+                    any(lab == k and v in val for lab, _, val in ms) for k, v in matcher.items()
+                ):
                     out.append(name)
         return out
 
@@ -542,8 +673,10 @@ def test_the_required_alerts_exist():
     assert alerts_on("gateway_upstream_errors_total", reason="insufficient_balance")
     ratio = set(alerts_on("gateway_upstream_errors_total"))
     assert ratio & set(alerts_on("gateway_upstream_duration_seconds_count"))
-    assert any("histogram_quantile" in by_expr[a].functions
-               for a in alerts_on("gateway_request_duration_seconds_bucket"))
+    assert any(
+        "histogram_quantile" in by_expr[a].functions
+        for a in alerts_on("gateway_request_duration_seconds_bucket")
+    )
     assert alerts_on("gateway_redis_errors_total")
     assert alerts_on("gateway_spool_pending_records")
     assert alerts_on("gateway_budget_used_ratio")
@@ -560,7 +693,7 @@ def test_the_required_alerts_exist():
 
 def test_promql_reader_extracts_metrics_and_ignores_functions_labels_and_durations():
     q = parse_promql(
-        'histogram_quantile(0.95, sum by (le, model) (rate(gateway_request_duration_seconds_bucket'
+        "histogram_quantile(0.95, sum by (le, model) (rate(gateway_request_duration_seconds_bucket"
         '{model=~"$model", team!="x"}[$__rate_interval])))'
     )
     assert q.names == {"gateway_request_duration_seconds_bucket"}
@@ -570,16 +703,18 @@ def test_promql_reader_extracts_metrics_and_ignores_functions_labels_and_duratio
 
     q = parse_promql(
         'sum(rate(gateway_upstream_errors_total{reason!="content_safety"}[5m] offset 1h)) without (instance)'
-        ' / on (model) group_left (team)'
-        ' sum by (model) (increase(gateway_upstream_duration_seconds_count[5m:1m]))'
+        " / on (model) group_left (team)"
+        " sum by (model) (increase(gateway_upstream_duration_seconds_count[5m:1m]))"
         ' > bool 0.05 and up{job="image-gateway"} == 1 or vector(0)'
     )
     assert q.names == {"gateway_upstream_errors_total", "gateway_upstream_duration_seconds_count", "up"}
     assert q.grouping == {"instance", "model", "team"}
     assert parse_promql('{__name__="gateway_images_total", team="a"}').metrics == [
-        ("gateway_images_total", [("team", "=", "a")])]
+        ("gateway_images_total", [("team", "=", "a")])
+    ]
     assert parse_promql('label_replace(gateway_build_info, "v", "$1", "version", "(.*)")').names == {
-        "gateway_build_info"}
+        "gateway_build_info"
+    }
     assert parse_promql("sum(gateway_inflight_requests) * 60 / 1e3").names == {"gateway_inflight_requests"}
     with pytest.raises(ValueError, match="unknown PromQL function"):
         parse_promql("histogram_quantil(0.9, x_bucket)")
@@ -588,9 +723,10 @@ def test_promql_reader_extracts_metrics_and_ignores_functions_labels_and_duratio
 
 
 def test_promql_reader_finds_exactly_the_contract_series_in_a_query_that_uses_them_all():
-    expr = " + ".join(
-        f'sum(rate({s}{{job="image-gateway"}}[5m]))' for s in sorted(contract_series())
-    ) + ' + sum(up) + count(gateway_budget_used_ratio > 0.9)'
+    expr = (
+        " + ".join(f'sum(rate({s}{{job="image-gateway"}}[5m]))' for s in sorted(contract_series()))
+        + " + sum(up) + count(gateway_budget_used_ratio > 0.9)"
+    )
     assert parse_promql(expr).names == set(contract_series()) | {"up"}
 
 
@@ -652,8 +788,11 @@ def test_dashboard_shows_what_operators_asked_for():
     for metric in ("gateway_images_total", "gateway_spend_usd_total"):
         assert panel_with(metric, "by (team)") and panel_with(metric, "by (model)")
     assert panel_with("gateway_rejections_total", "by (reason)")
-    for metric in ("gateway_inflight_requests", "gateway_redis_errors_total",
-                   "gateway_spool_pending_records"):
+    for metric in (
+        "gateway_inflight_requests",
+        "gateway_redis_errors_total",
+        "gateway_spool_pending_records",
+    ):
         assert panel_with(metric)
     assert panel_with("gateway_budget_used_ratio", "by (team, key_name)")
 

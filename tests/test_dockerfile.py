@@ -73,8 +73,9 @@ def env_of(stage) -> dict[str, str]:
 
 def test_hadolint_passes_at_its_default_settings():
     assert not (REPO / ".hadolint.yaml").exists() and not (REPO / ".hadolint.yml").exists()
-    res = subprocess.run([hadolint(), "--no-color", str(DOCKERFILE)], cwd=REPO,
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [hadolint(), "--no-color", str(DOCKERFILE)], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert res.returncode == 0 and res.stdout.strip() == "", res.stdout + res.stderr
     # every inline ignore says why
     lines = DOCKERFILE.read_text().splitlines()
@@ -172,8 +173,15 @@ def ignored(rel: str, patterns) -> bool:
 
 def test_dockerignore_keeps_secrets_and_local_state_out_of_the_context():
     patterns = ignore_patterns()
-    for path in (".env", ".env.local", ".git/config", ".venv/bin/python", ".tools/bin/promtool",
-                 "var/redis/dump.rdb", "gateway/__pycache__/app.cpython-311.pyc"):
+    for path in (
+        ".env",
+        ".env.local",
+        ".git/config",
+        ".venv/bin/python",
+        ".tools/bin/promtool",
+        "var/redis/dump.rdb",
+        "gateway/__pycache__/app.cpython-311.pyc",
+    ):
         assert ignored(path, patterns), f"{path} would be sent to the Docker daemon"
     for path in ("pyproject.toml", "gateway/settings.py", "gateway/reserve.lua"):
         assert not ignored(path, patterns), f"{path} is needed by the build"
@@ -202,9 +210,21 @@ def test_builder_stage_builds_the_gateway_from_just_what_it_copies(tmp_path):
                 shutil.copy2(f, target)
     wheels = tmp_path / "wheels"
     res = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--disable-pip-version-check",
-         "-w", str(wheels), str(context)],
-        capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-w",
+            str(wheels),
+            str(context),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert res.returncode == 0, res.stdout + res.stderr
     [wheel] = list(wheels.glob("*.whl"))
@@ -217,6 +237,9 @@ def test_builder_stage_builds_the_gateway_from_just_what_it_copies(tmp_path):
     lua = {p.relative_to(REPO).as_posix() for p in (REPO / "gateway").rglob("*.lua")}
     assert lua <= names, f"Lua scripts missing from the package: {sorted(lua - names)}"
     # the gateway's own modules all made it
-    modules = {p.relative_to(REPO).as_posix() for p in (REPO / "gateway").rglob("*.py")
-               if "__pycache__" not in p.parts}
+    modules = {
+        p.relative_to(REPO).as_posix()
+        for p in (REPO / "gateway").rglob("*.py")
+        if "__pycache__" not in p.parts
+    }
     assert modules <= names, sorted(modules - names)

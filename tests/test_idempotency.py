@@ -13,7 +13,9 @@ from tests.support import MODEL, MODEL_PRICE_MICROS, Gateway, Simulator
 PRICE = Decimal(MODEL_PRICE_MICROS) / 1_000_000
 
 
-def test_repeat_returns_first_result_without_second_charge(gateway: Gateway, simulator: Simulator, openai_client) -> None:
+def test_repeat_returns_first_result_without_second_charge(
+    gateway: Gateway, simulator: Simulator, openai_client
+) -> None:
     key, key_id = gateway.create_key(budget_usd="10", budget_period="total")
     client = openai_client(key)
     before = simulator.count()
@@ -37,11 +39,17 @@ def test_failed_first_attempt_lets_the_retry_through(gateway: Gateway, simulator
     key, key_id = gateway.create_key(budget_usd="10", budget_period="total")
     headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "job-3"}
     failing = {"model": MODEL, "prompt": "x", "simulator_fault": "status=500"}
-    assert httpx.post(f"{gateway.url}/v1/images/generations", headers=headers, json=failing).status_code == 502
+    assert (
+        httpx.post(f"{gateway.url}/v1/images/generations", headers=headers, json=failing).status_code == 502
+    )
     # A different body after a failure is a new attempt, not a conflict: nothing was kept.
-    ok = httpx.post(f"{gateway.url}/v1/images/generations", headers=headers, json={"model": MODEL, "prompt": "x"})
+    ok = httpx.post(
+        f"{gateway.url}/v1/images/generations", headers=headers, json={"model": MODEL, "prompt": "x"}
+    )
     assert ok.status_code == 200
-    replay = httpx.post(f"{gateway.url}/v1/images/generations", headers=headers, json={"model": MODEL, "prompt": "x"})
+    replay = httpx.post(
+        f"{gateway.url}/v1/images/generations", headers=headers, json={"model": MODEL, "prompt": "x"}
+    )
     assert replay.headers["x-idempotent-replayed"] == "true"
     assert replay.content == ok.content
     assert Decimal(gateway.usage(key_id)["spent_usd"]) == PRICE

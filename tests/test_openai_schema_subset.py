@@ -61,7 +61,15 @@ def _with(body: dict, path: tuple, value=...) -> dict:
 
 def test_subset_has_the_components_the_gateway_needs():
     names = set(schema_names())
-    assert {"ImagesResponse", "Image", "ImageGenUsage", "Error", "ErrorResponse", "ListModelsResponse", "Model"} <= names
+    assert {
+        "ImagesResponse",
+        "Image",
+        "ImageGenUsage",
+        "Error",
+        "ErrorResponse",
+        "ListModelsResponse",
+        "Model",
+    } <= names
 
 
 def test_every_ref_resolves_inside_the_subset():
@@ -121,7 +129,9 @@ def test_valid_models_lists(body):
 
 
 def test_extra_fields_are_allowed_everywhere():
-    validate_images_response({**IMAGES_URL, "model": "seedream", "data": [{"url": "https://x/y.png", "seed": 7}]})
+    validate_images_response(
+        {**IMAGES_URL, "model": "seedream", "data": [{"url": "https://x/y.png", "seed": 7}]}
+    )
     validate_error_response({"error": {**ERROR["error"], "request_id": "r"}, "extra": 1})
     validate_models_list({**MODELS, "has_more": False, "data": [{**MODELS["data"][0], "permission": []}]})
 
@@ -155,10 +165,12 @@ def test_extra_fields_are_allowed_everywhere():
         pytest.param(_with(IMAGES_B64_FULL, ("usage", "total_tokens")), id="usage-no-total"),
         pytest.param(_with(IMAGES_B64_FULL, ("usage", "input_tokens"), "50"), id="usage-tokens-string"),
         pytest.param(
-            _with(IMAGES_B64_FULL, ("usage", "input_tokens_details", "image_tokens")), id="usage-details-incomplete"
+            _with(IMAGES_B64_FULL, ("usage", "input_tokens_details", "image_tokens")),
+            id="usage-details-incomplete",
         ),
         pytest.param(
-            _with(IMAGES_B64_FULL, ("usage", "output_tokens_details", "text_tokens")), id="usage-out-details-incomplete"
+            _with(IMAGES_B64_FULL, ("usage", "output_tokens_details", "text_tokens")),
+            id="usage-out-details-incomplete",
         ),
         pytest.param([IMAGES_URL], id="not-an-object"),
     ],
@@ -252,7 +264,12 @@ def test_nullable_on_enum_and_on_ref():
         {
             "type": "object",
             "properties": {
-                "fmt": {"type": "string", "enum": ["url", "b64_json"], "nullable": True, "example": {"nullable": True}},
+                "fmt": {
+                    "type": "string",
+                    "enum": ["url", "b64_json"],
+                    "nullable": True,
+                    "example": {"nullable": True},
+                },
                 "file": {"$ref": "#/$defs/F", "nullable": True},
             },
             "$defs": {"F": {"type": "object", "required": ["id"]}},

@@ -41,6 +41,16 @@ def _serve(tmp_path: Path, name: str, **env: str) -> tuple[subprocess.Popen[byte
     return process, log, port
 
 
+def _ready(port: int) -> bool:
+    return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+
+
+def _models_status(port: int, key: str) -> int:
+    return httpx.get(
+        f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {key}"}
+    ).status_code
+
+
 def _stop(process: subprocess.Popen[bytes]) -> int:
     process.terminate()
     return process.wait(30)
@@ -70,17 +80,11 @@ def test_keys_survive_a_restart_and_the_old_demo_key_is_revoked(tmp_path: Path) 
     for name in ("one", "two"):
         process, log, port = _serve(tmp_path, name)
         try:
-            wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200, 30)
+            wait_until(lambda port=port: _ready(port), 30)
             keys.append(re.search(r"sk-gw-[a-z2-7]{12}_[A-Za-z0-9_-]+", log.read_text()).group(0))
             if name == "two":
-
-                def status(key: str) -> int:
-                    return httpx.get(
-                        f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {key}"}
-                    ).status_code
-
-                assert status(keys[1]) == 200
-                assert status(keys[0]) == 401  # revoked, and Redis kept it across the restart
+                assert _models_status(port, keys[1]) == 200
+                assert _models_status(port, keys[0]) == 401  # revoked, and Redis kept it across the restart
         finally:
             assert _stop(process) == 0
 

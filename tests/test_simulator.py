@@ -80,7 +80,9 @@ def start_simulator(*args: str, deadline: float = 15.0) -> Simulator:
         # ``-m`` puts the working directory on sys.path, so the repository root is enough.
         process = subprocess.Popen(
             [sys.executable, "-m", "gateway.simulator", "--port", str(port), *args],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr_file,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr_file,
         )
         stderr_file.close()
         simulator = Simulator(process, f"http://127.0.0.1:{port}", Path(stderr_file.name))
@@ -123,8 +125,9 @@ def open_sim() -> Iterator[Simulator]:
 
 @pytest.fixture
 def client(sim: Simulator) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sim.base_url, timeout=30,
-                      headers={"Authorization": f"Bearer {API_KEY}"}) as http:
+    with httpx.Client(
+        base_url=sim.base_url, timeout=30, headers={"Authorization": f"Bearer {API_KEY}"}
+    ) as http:
         http.post("/_simulator/reset").raise_for_status()
         yield http
 
@@ -145,10 +148,10 @@ def png_size(data: bytes) -> tuple[int, int]:
     offset, kinds, idat = 8, [], b""
     header = b""
     while offset < len(data):
-        (length,) = struct.unpack(">I", data[offset:offset + 4])
-        kind = data[offset + 4:offset + 8]
-        body = data[offset + 8:offset + 8 + length]
-        (crc,) = struct.unpack(">I", data[offset + 8 + length:offset + 12 + length])
+        (length,) = struct.unpack(">I", data[offset : offset + 4])
+        kind = data[offset + 4 : offset + 8]
+        body = data[offset + 8 : offset + 8 + length]
+        (crc,) = struct.unpack(">I", data[offset + 8 + length : offset + 12 + length])
         assert zlib.crc32(kind + body) == crc, f"bad CRC in {kind!r}"
         kinds.append(kind)
         if kind == b"IHDR":
@@ -184,30 +187,31 @@ def test_healthz(sim: Simulator) -> None:
 
 
 @pytest.mark.parametrize("authorization", [None, "Bearer wrong", f"Basic {API_KEY}", API_KEY])
-def test_wrong_key_gets_the_upstream_401_envelope(
-    sim: Simulator, authorization: str | None
-) -> None:
+def test_wrong_key_gets_the_upstream_401_envelope(sim: Simulator, authorization: str | None) -> None:
     headers = {"Authorization": authorization} if authorization else {}
-    response = httpx.post(f"{sim.base_url}{GENERATIONS}", headers=headers,
-                          json={"model": "m", "prompt": "p"})
+    response = httpx.post(f"{sim.base_url}{GENERATIONS}", headers=headers, json={"model": "m", "prompt": "p"})
     assert response.status_code == 401
-    assert response.json() == {"error": {"message": "Invalid API key",
-                                          "type": "invalid_request_error",
-                                          "code": "invalid_api_key"}}
+    assert response.json() == {
+        "error": {"message": "Invalid API key", "type": "invalid_request_error", "code": "invalid_api_key"}
+    }
 
 
 def test_bad_key_is_rejected_before_faults_and_latency(sim: Simulator) -> None:
     started = time.monotonic()
-    response = httpx.post(f"{sim.base_url}{GENERATIONS}", headers={"x-simulator-fault": "delay=5"},
-                          json={"model": "m", "prompt": "p"})
+    response = httpx.post(
+        f"{sim.base_url}{GENERATIONS}",
+        headers={"x-simulator-fault": "delay=5"},
+        json={"model": "m", "prompt": "p"},
+    )
     assert response.status_code == 401
     assert time.monotonic() - started < 2
 
 
 def test_no_key_configured_accepts_any_caller(open_sim: Simulator) -> None:
     for headers in ({}, {"Authorization": "Bearer anything"}):
-        response = httpx.post(f"{open_sim.base_url}{GENERATIONS}", headers=headers,
-                              json={"model": "m", "prompt": "p"})
+        response = httpx.post(
+            f"{open_sim.base_url}{GENERATIONS}", headers=headers, json={"model": "m", "prompt": "p"}
+        )
         assert response.status_code == 200, response.text
         assert len(response.json()["data"]) == 1
 
@@ -222,13 +226,18 @@ def test_no_key_configured_accepts_any_caller(open_sim: Simulator) -> None:
         ({"model": "m", "prompt": "p", "n": "2"}, "n"),
         ({"model": "m", "prompt": "p", "size": "huge"}, "size"),
         ({"model": "m", "prompt": "p", "response_format": "png"}, "response_format"),
-        ({"model": "m", "prompt": "p", "sequential_image_generation": "auto",
-          "sequential_image_generation_options": {"max_images": 16}},
-         "sequential_image_generation_options.max_images"),
+        (
+            {
+                "model": "m",
+                "prompt": "p",
+                "sequential_image_generation": "auto",
+                "sequential_image_generation_options": {"max_images": 16},
+            },
+            "sequential_image_generation_options.max_images",
+        ),
     ],
 )
-def test_invalid_bodies_get_a_400_naming_the_parameter(client: httpx.Client, body: dict,
-                                                        param: str) -> None:
+def test_invalid_bodies_get_a_400_naming_the_parameter(client: httpx.Client, body: dict, param: str) -> None:
     response = client.post(GENERATIONS, json=body)
     assert response.status_code == 400
     error = response.json()["error"]
@@ -240,8 +249,7 @@ def test_invalid_bodies_get_a_400_naming_the_parameter(client: httpx.Client, bod
 
 @pytest.mark.parametrize("content", [b"not json", b"[1, 2]", b""])
 def test_a_body_that_is_not_a_json_object_gets_a_400(client: httpx.Client, content: bytes) -> None:
-    response = client.post(GENERATIONS, content=content,
-                           headers={"content-type": "application/json"})
+    response = client.post(GENERATIONS, content=content, headers={"content-type": "application/json"})
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "InvalidParameter"
 
@@ -256,8 +264,11 @@ def test_url_images_are_served_as_real_pngs(client: httpx.Client, sim: Simulator
     document = response.json()
     assert isinstance(document["created"], int) and abs(document["created"] - time.time()) < 60
     assert len(document["data"]) == 3
-    assert document["usage"] == {"generated_images": 3, "output_tokens": 3 * 640 * 480 // 256,
-                                 "total_tokens": 3 * 640 * 480 // 256}
+    assert document["usage"] == {
+        "generated_images": 3,
+        "output_tokens": 3 * 640 * 480 // 256,
+        "total_tokens": 3 * 640 * 480 // 256,
+    }
     urls = [item["url"] for item in document["data"]]
     assert len(set(urls)) == 3
     for item in document["data"]:
@@ -276,11 +287,19 @@ def test_unknown_image_id_is_404(sim: Simulator) -> None:
 
 @pytest.mark.parametrize(
     ("size", "expected"),
-    [(None, (1024, 1024)), ("1K", (1024, 1024)), ("2K", (2048, 2048)), ("3K", (3072, 3072)),
-     ("4K", (4096, 4096)), ("1664x2496", (1664, 2496)), ("7x3", (7, 3))],
+    [
+        (None, (1024, 1024)),
+        ("1K", (1024, 1024)),
+        ("2K", (2048, 2048)),
+        ("3K", (3072, 3072)),
+        ("4K", (4096, 4096)),
+        ("1664x2496", (1664, 2496)),
+        ("7x3", (7, 3)),
+    ],
 )
-def test_b64_images_decode_to_pngs_of_the_requested_size(client: httpx.Client, size: str | None,
-                                                         expected: tuple[int, int]) -> None:
+def test_b64_images_decode_to_pngs_of_the_requested_size(
+    client: httpx.Client, size: str | None, expected: tuple[int, int]
+) -> None:
     fields = {"response_format": "b64_json", **({"size": size} if size else {})}
     response = generate(client, **fields)
     assert response.status_code == 200
@@ -300,8 +319,9 @@ def test_n_images(client: httpx.Client) -> None:
 
 
 def test_sequential_generation_returns_max_images_whatever_n_says(client: httpx.Client) -> None:
-    response = generate(client, n=1, sequential_image_generation="auto",
-                        sequential_image_generation_options={"max_images": 4})
+    response = generate(
+        client, n=1, sequential_image_generation="auto", sequential_image_generation_options={"max_images": 4}
+    )
     assert len(response.json()["data"]) == 4
     assert response.json()["usage"]["generated_images"] == 4
 
@@ -312,14 +332,25 @@ def test_sequential_generation_defaults_to_15_images(client: httpx.Client) -> No
 
 
 def test_sequential_disabled_uses_n(client: httpx.Client) -> None:
-    response = generate(client, n=2, sequential_image_generation="disabled",
-                        sequential_image_generation_options={"max_images": 9})
+    response = generate(
+        client,
+        n=2,
+        sequential_image_generation="disabled",
+        sequential_image_generation_options={"max_images": 9},
+    )
     assert len(response.json()["data"]) == 2
 
 
 def test_unknown_fields_are_accepted(client: httpx.Client) -> None:
-    response = generate(client, seed=42, watermark=False, guidance_scale=2.5, stream=False,
-                        image=["https://example.com/a.png"], output_format="png")
+    response = generate(
+        client,
+        seed=42,
+        watermark=False,
+        guidance_scale=2.5,
+        stream=False,
+        image=["https://example.com/a.png"],
+        output_format="png",
+    )
     assert response.status_code == 200
 
 
@@ -329,24 +360,29 @@ def test_unknown_fields_are_accepted(client: httpx.Client) -> None:
 @pytest.mark.parametrize(
     ("fault", "status", "expected_error"),
     [
-        ("status=500", 500,
-         {"message": "internal error", "type": "server_error", "code": "internal_error"}),
-        ("status=401", 401,
-         {"message": "Invalid API key", "type": "invalid_request_error",
-          "code": "invalid_api_key"}),
+        ("status=500", 500, {"message": "internal error", "type": "server_error", "code": "internal_error"}),
+        (
+            "status=401",
+            401,
+            {"message": "Invalid API key", "type": "invalid_request_error", "code": "invalid_api_key"},
+        ),
         ("status=429", 429, {"code": "rate_limit_exceeded"}),
         ("status=402", 402, {"code": "insufficient_balance"}),
         ("status=403", 403, {"type": "invalid_request_error"}),
         ("status=502", 502, {"type": "server_error"}),
         ("status=503", 503, {"type": "server_error"}),
-        ("status=400,code=OutputImageSensitiveContentDetected", 400,
-         {"type": "invalid_request_error", "code": "OutputImageSensitiveContentDetected"}),
+        (
+            "status=400,code=OutputImageSensitiveContentDetected",
+            400,
+            {"type": "invalid_request_error", "code": "OutputImageSensitiveContentDetected"},
+        ),
         ("code=ContentSecurityDetectionError", 400, {"code": "ContentSecurityDetectionError"}),
         ("status=500,code=upstream_busy", 500, {"type": "server_error", "code": "upstream_busy"}),
     ],
 )
-def test_status_faults_answer_upstream_style_envelopes(client: httpx.Client, fault: str,
-                                                       status: int, expected_error: dict) -> None:
+def test_status_faults_answer_upstream_style_envelopes(
+    client: httpx.Client, fault: str, status: int, expected_error: dict
+) -> None:
     response = generate(client, fault)
     assert response.status_code == status
     assert response.headers["content-type"].startswith("application/json")
@@ -360,8 +396,9 @@ def test_status_faults_answer_upstream_style_envelopes(client: httpx.Client, fau
 
 def test_status_500_envelope_is_exact(client: httpx.Client) -> None:
     response = generate(client, "status=500")
-    assert response.json() == {"error": {"message": "internal error", "type": "server_error",
-                                         "code": "internal_error"}}
+    assert response.json() == {
+        "error": {"message": "internal error", "type": "server_error", "code": "internal_error"}
+    }
 
 
 def test_fault_precedence_is_header_then_query_then_body(client: httpx.Client) -> None:
@@ -374,8 +411,9 @@ def test_fault_precedence_is_header_then_query_then_body(client: httpx.Client) -
     assert client.post(GENERATIONS, json={"model": "m", "prompt": "p"}).status_code == 200
 
 
-@pytest.mark.parametrize("fault", ["bogus=1", "status=200", "status=abc", "delay=-1", "images",
-                                   "garbage=maybe", "drop=2"])
+@pytest.mark.parametrize(
+    "fault", ["bogus=1", "status=200", "status=abc", "delay=-1", "images", "garbage=maybe", "drop=2"]
+)
 def test_malformed_faults_fail_loudly(client: httpx.Client, fault: str) -> None:
     response = generate(client, fault)
     assert response.status_code == 400
@@ -400,8 +438,7 @@ def test_latency_applies_to_every_call_and_does_not_serialise_them(open_sim: Sim
 
     async def burst() -> tuple[list[float], float]:
         limits = httpx.Limits(max_connections=100)
-        async with httpx.AsyncClient(base_url=open_sim.base_url, limits=limits,
-                                     timeout=30) as http:
+        async with httpx.AsyncClient(base_url=open_sim.base_url, limits=limits, timeout=30) as http:
             started = time.monotonic()
             durations = await asyncio.gather(*(one(http) for _ in range(50)))
             return durations, time.monotonic() - started
@@ -414,8 +451,11 @@ def test_latency_applies_to_every_call_and_does_not_serialise_them(open_sim: Sim
 
 def test_delay_fault_overrides_latency(open_sim: Simulator) -> None:
     started = time.monotonic()
-    response = httpx.post(f"{open_sim.base_url}{GENERATIONS}", json={"model": "m", "prompt": "p"},
-                          headers={"x-simulator-fault": "delay=0"})
+    response = httpx.post(
+        f"{open_sim.base_url}{GENERATIONS}",
+        json={"model": "m", "prompt": "p"},
+        headers={"x-simulator-fault": "delay=0"},
+    )
     assert response.status_code == 200
     assert time.monotonic() - started < OPEN_LATENCY
 
@@ -453,10 +493,11 @@ def test_drop_fault_closes_the_connection_without_a_response(client: httpx.Clien
 def test_drop_fault_is_a_disconnect_for_aiohttp_too(sim: Simulator) -> None:
     async def call() -> None:
         async with aiohttp.ClientSession() as session:
-            async with session.post(f"{sim.base_url}{GENERATIONS}",
-                                    json={"model": "m", "prompt": "p",
-                                          "simulator_fault": "drop=1"},
-                                    headers={"Authorization": f"Bearer {API_KEY}"}) as response:
+            async with session.post(
+                f"{sim.base_url}{GENERATIONS}",
+                json={"model": "m", "prompt": "p", "simulator_fault": "drop=1"},
+                headers={"Authorization": f"Bearer {API_KEY}"},
+            ) as response:
                 await response.read()
 
     with pytest.raises(aiohttp.ServerDisconnectedError):
@@ -472,8 +513,9 @@ def test_drop_happens_after_the_delay(client: httpx.Client) -> None:
 
 @pytest.mark.parametrize("response_format", ["url", "b64_json"])
 @pytest.mark.parametrize(("n", "images"), [(1, 3), (4, 1), (2, 0)])
-def test_images_fault_overrides_the_count(client: httpx.Client, n: int, images: int,
-                                          response_format: str) -> None:
+def test_images_fault_overrides_the_count(
+    client: httpx.Client, n: int, images: int, response_format: str
+) -> None:
     response = generate(client, f"images={images}", n=n, response_format=response_format)
     assert response.status_code == 200
     assert len(response.json()["data"]) == images
@@ -481,14 +523,17 @@ def test_images_fault_overrides_the_count(client: httpx.Client, n: int, images: 
 
 
 def test_images_fault_overrides_sequential_max_images(client: httpx.Client) -> None:
-    response = generate(client, "images=2", sequential_image_generation="auto",
-                        sequential_image_generation_options={"max_images": 10})
+    response = generate(
+        client,
+        "images=2",
+        sequential_image_generation="auto",
+        sequential_image_generation_options={"max_images": 10},
+    )
     assert len(response.json()["data"]) == 2
 
 
 def test_image_bytes_fault_pads_b64_images_and_keeps_them_valid(client: httpx.Client) -> None:
-    response = generate(client, "image_bytes=300000,images=2", response_format="b64_json",
-                        size="64x64")
+    response = generate(client, "image_bytes=300000,images=2", response_format="b64_json", size="64x64")
     items = response.json()["data"]
     assert len(items) == 2
     for item in items:
@@ -514,16 +559,18 @@ def test_a_20_mb_response_comes_back_whole_and_quickly(client: httpx.Client) -> 
     assert elapsed < 5
     # Cached: the second identical call is not paying for 15 MB of random bytes again.
     started = time.monotonic()
-    assert len(generate(client, "image_bytes=20000000", response_format="b64_json",
-                        size="2K").content) == len(response.content)
+    assert len(
+        generate(client, "image_bytes=20000000", response_format="b64_json", size="2K").content
+    ) == len(response.content)
     assert time.monotonic() - started < 5
 
 
 def test_a_client_leaving_mid_body_does_not_upset_the_simulator(client: httpx.Client) -> None:
     # The module fixture's teardown fails the run if this made the simulator log an error.
     body = {"model": "m", "prompt": "p", "response_format": "b64_json"}
-    with client.stream("POST", GENERATIONS, json=body,
-                       headers={"x-simulator-fault": "image_bytes=30000000"}) as response:
+    with client.stream(
+        "POST", GENERATIONS, json=body, headers={"x-simulator-fault": "image_bytes=30000000"}
+    ) as response:
         assert response.status_code == 200
         assert int(response.headers["content-length"]) > 30_000_000
         next(response.iter_raw())
@@ -541,10 +588,12 @@ def recorded(client: httpx.Client) -> dict:
 
 def test_recording_keeps_headers_and_the_raw_body(client: httpx.Client) -> None:
     prompt = "一只戴着宇航员头盔的橘猫，漂浮在太空站里，赛博朋克风格"
-    body = json.dumps({"model": "doubao-seedream-4-5-251128", "prompt": prompt},
-                      ensure_ascii=False).encode("utf-8")
-    response = client.post(GENERATIONS, content=body,
-                           headers={"content-type": "application/json", "X-Trace": "abc"})
+    body = json.dumps({"model": "doubao-seedream-4-5-251128", "prompt": prompt}, ensure_ascii=False).encode(
+        "utf-8"
+    )
+    response = client.post(
+        GENERATIONS, content=body, headers={"content-type": "application/json", "X-Trace": "abc"}
+    )
     assert response.status_code == 200
 
     document = recorded(client)
@@ -559,11 +608,12 @@ def test_recording_keeps_headers_and_the_raw_body(client: httpx.Client) -> None:
     assert abs(entry["received_at"] - time.time()) < 60
 
 
-def test_recording_includes_rejected_and_faulted_calls(
-    client: httpx.Client, sim: Simulator
-) -> None:
-    httpx.post(f"{sim.base_url}{GENERATIONS}", headers={"Authorization": "Bearer caller-key"},
-               json={"model": "m", "prompt": "p"})
+def test_recording_includes_rejected_and_faulted_calls(client: httpx.Client, sim: Simulator) -> None:
+    httpx.post(
+        f"{sim.base_url}{GENERATIONS}",
+        headers={"Authorization": "Bearer caller-key"},
+        json={"model": "m", "prompt": "p"},
+    )
     generate(client, "status=500")
     with pytest.raises(httpx.RemoteProtocolError):
         generate(client, "drop=1")
@@ -603,16 +653,25 @@ def test_announces_itself_and_exits_cleanly_on_sigterm() -> None:
 
 def test_port_in_use_is_a_clear_error(sim: Simulator) -> None:
     port = sim.base_url.rsplit(":", 1)[1]
-    result = subprocess.run([sys.executable, "-m", "gateway.simulator", "--port", port],
-                            cwd=ROOT, capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.simulator", "--port", port],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 1
     assert "cannot listen" in result.stderr
 
 
 def test_help_describes_the_options() -> None:
-    result = subprocess.run([sys.executable, "-m", "gateway.simulator", "--help"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.simulator", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 0
-    for option in ("--host", "--port", "--api-key", "--latency", "9001", "x-simulator-fault",
-                   "image_bytes"):
+    for option in ("--host", "--port", "--api-key", "--latency", "9001", "x-simulator-fault", "image_bytes"):
         assert option in result.stdout
