@@ -103,6 +103,19 @@ async def create_image(request: Request) -> Response:
     return response
 
 
+@dataclass
+class Attempt:
+    """A validated call on its way through reserve, upstream and settle."""
+
+    request: Request
+    state: GatewayState
+    call: CallLog
+    token: tuple[str, str]  # (key_id, sha256 of the presented key)
+    image_call: ImageCall
+    body: bytes  # the caller's bytes, forwarded as they are
+    unit_price: int
+
+
 async def _handle(request: Request, state: GatewayState, call: CallLog) -> Response:
     token = bearer_token(request)
     try:
@@ -118,30 +131,22 @@ async def _handle(request: Request, state: GatewayState, call: CallLog) -> Respo
     if unit_price is None:
         call.team = (await state.authenticate_or_raise(token))["team"]
         raise errors.model_not_found(image_call.model)
-    call.model = image_call.model
+    attempt = Attempt(request, state, call, token, image_call, body, unit_price)
     idempotency_key = request.headers.get("idempotency-key")
     if idempotency_key is None:
-        return await _reserve_and_forward(request, state, call, token, image_call, body, unit_price)
-    return await _idempotent(request, state, call, token, image_call, body, unit_price, idempotency_key)
+        return await _reserve_and_forward(attempt)
+    return await _idempotent(attempt, idempotency_key)
 
 
-async def _idempotent(
-    request: Request,
-    state: GatewayState,
-    call: CallLog,
-    token: tuple[str, str],
-    image_call: ImageCall,
-    body: bytes,
-    unit_price: int,
-    idempotency_key: str,
-) -> Response:
+async def _idempotent(attempt: Attempt, idempotency_key: str) -> Response:
     """Replay the first result of a repeated Idempotency-Key; otherwise go ahead and keep it."""
+    state, call = attempt.state, attempt.call
     idempotency.check_key(idempotency_key)
-    call.team = (await state.authenticate_or_raise(token))["team"]
-    key_id = token[0]
+    call.team = (await state.authenticate_or_raise(attempt.token))["team"]
+    key_id = attempt.token[0]
     try:
         replay = await idempotency.begin(
-            state.redis, key_id, idempotency_key, body, state.reservation_ttl_ms, call.request_id
+            state.redis, key_id, idempotency_key, attempt.body, state.reservation_ttl_ms, call.request_id
         )
     except (RedisError, OSError) as exc:
         state.redis_failed(exc)
@@ -152,7 +157,7 @@ async def _idempotent(
         return Response(replay.body, replay.status, headers, media_type="application/json")
     response: Response | None = None
     try:
-        response = await _reserve_and_forward(request, state, call, token, image_call, body, unit_price)
+        response = await _reserve_and_forward(attempt)
         return response
     finally:
         await _finish_idempotent(state, key_id, idempotency_key, response)
@@ -179,16 +184,9 @@ async def _finish_idempotent(
         state.redis_failed(exc)
 
 
-async def _reserve_and_forward(
-    request: Request,
-    state: GatewayState,
-    call: CallLog,
-    token: tuple[str, str],
-    image_call: ImageCall,
-    body: bytes,
-    unit_price: int,
-) -> Response:
-    key_id, secret_hash = token
+async def _reserve_and_forward(attempt: Attempt) -> Response:
+    state, call, image_call = attempt.state, attempt.call, attempt.image_call
+    key_id, secret_hash = attempt.token
     periods = budget.Periods.now()
     try:
         held = await budget.reserve(
@@ -198,7 +196,7 @@ async def _reserve_and_forward(
             image_call.model,
             call.request_id,
             image_call.max_images,
-            unit_price,
+            attempt.unit_price,
             state.reservation_ttl_ms,
             periods,
         )
@@ -209,7 +207,7 @@ async def _reserve_and_forward(
         call.team = held.team or "unknown"
         raise state.denial_error(held, image_call)
     call.team, call.key_id = held.team, key_id
-    return await _forward(request, state, call, image_call, body, held, unit_price, periods)
+    return await _forward(attempt, held, periods)
 
 
 async def _read_call(request: Request, state: GatewayState) -> tuple[ImageCall, bytes]:
@@ -217,47 +215,54 @@ async def _read_call(request: Request, state: GatewayState) -> tuple[ImageCall, 
     return validate_image_request(payload, state.settings.max_prompt_chars), body
 
 
-async def _forward(
-    request: Request,
-    state: GatewayState,
-    call: CallLog,
-    image_call: ImageCall,
-    body: bytes,
-    held: budget.Reservation,
-    unit_price: int,
-    periods: budget.Periods,
-) -> Response:
+async def _forward(attempt: Attempt, held: budget.Reservation, periods: budget.Periods) -> Response:
     """Call the upstream, settle what it delivered, and answer the caller."""
+    state, call = attempt.state, attempt.call
+
+    async def settle(reconcile: bool = False) -> budget.Settlement | None:
+        return await state.settle(call, held, attempt.unit_price, periods, reconcile=reconcile)
+
     try:
-        reply = await state.upstream.generate(body)
+        reply = await state.upstream.generate(attempt.body)
     except UpstreamFailure as failure:
         call.upstream_latency_s, call.upstream_outcome = failure.latency_s, failure.reason
-        await state.settle(call, held, unit_price, periods)
+        await settle()
         raise failure.error from None
 
     call.upstream_status, call.upstream_latency_s = reply.status, reply.latency_s
     if reply.status != 200:
-        reason, error = map_error_reply(reply, state.upstream.redact)
-        call.upstream_outcome = reason
-        await state.settle(call, held, unit_price, periods)
+        call.upstream_outcome, error = map_error_reply(reply, state.upstream.redact)
+        await settle()
         raise error
 
-    payload = parse_images_body(reply.body)
-    if payload is None:
+    delivered = deliverable(reply.body)
+    del reply  # with multi-MB images, keep one copy of the answer in memory, not two
+    if delivered is None:
         call.upstream_outcome = "bad_response"
-        await state.settle(call, held, unit_price, periods, reconcile=True)
+        await settle(reconcile=True)
         raise bad_response_error()
 
-    call.images, call.upstream_outcome = len(payload["data"]), "ok"
-    call.client_left = client_has_left(request.receive)
-    settled = await state.settle(call, held, unit_price, periods)
+    call.images, body = delivered
+    call.upstream_outcome = "ok"
+    call.client_left = client_has_left(attempt.request.receive)
+    settled = await settle()
     headers = {"x-gateway-cost-usd": micros_to_usd(call.charge_micros)}
     if settled is not None and settled.budget_micros >= 0:
         remaining = settled.budget_micros - settled.spent_micros - settled.reserved_micros
         headers["x-gateway-budget-remaining-usd"] = micros_to_usd(max(0, remaining))
     headers.update(rate_limit_headers(held))
-    body = conform_images_body(reply.body, payload)
     return Response(body, 200, headers, media_type="application/json")
+
+
+def deliverable(raw: bytes) -> tuple[int, bytes] | None:
+    """(images to charge for, body for the caller) of a 200 answer; None if it is unreadable.
+
+    The parsed copy lives only inside this function, so it is freed before the answer is sent.
+    """
+    payload = parse_images_body(raw)
+    if payload is None:
+        return None
+    return len(payload["data"]), conform_images_body(raw, payload)
 
 
 def client_has_left(receive: Any) -> bool:
