@@ -260,6 +260,21 @@ def gateway_env(redis_url: str, upstream_url: str, state_dir: Path, **extra: str
     }
 
 
+def run_cli(redis_url: str, *args: str, state_dir: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m gateway ARGS` against ``redis_url``, as an operator runs it."""
+    env = {**os.environ, "GATEWAY_REDIS_URL": redis_url}
+    if state_dir is not None:
+        env["GATEWAY_STATE_DIR"] = str(state_dir)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def metric_value(text: str, name: str, **labels: str) -> float:
     """Sum of the samples of ``name`` whose labels include ``labels`` (0 if none)."""
     from prometheus_client.parser import text_string_to_metric_families

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from decimal import Decimal
@@ -11,18 +10,7 @@ from decimal import Decimal
 import httpx
 
 from tests.support import MODEL, ROOT, Gateway
-
-
-def cli(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "GATEWAY_REDIS_URL": redis_url}
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+from tests.support import run_cli as cli
 
 
 def test_admin_key_lifecycle(gateway: Gateway) -> None:

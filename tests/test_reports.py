@@ -14,21 +14,18 @@ import json
 import os
 import random
 import secrets
-import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from gateway.pricing import DEFAULT_PRICES_USD, usd_to_micros
-from tests.support import ADMIN_TOKEN, ROOT, Gateway, RedisServer, Simulator, gateway_env
+from tests.support import ADMIN_TOKEN, Gateway, RedisServer, Simulator, gateway_env, run_cli
 
 PRICES = {model: usd_to_micros(usd) for model, usd in DEFAULT_PRICES_USD.items()}
 FAULTS = ["", "", "", "", "images=K", "images=K", "status=500", "drop=1", "garbage=1"]
@@ -138,20 +135,6 @@ def jsonl(response: httpx.Response) -> list[dict[str, Any]]:
 
 def micros(usd: str) -> int:
     return usd_to_micros(usd)
-
-
-def run_cli(redis_url: str, *args: str, state_dir: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "GATEWAY_REDIS_URL": redis_url}
-    if state_dir is not None:
-        env["GATEWAY_STATE_DIR"] = str(state_dir)
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 # -- the money adds up -------------------------------------------------------------------------------
