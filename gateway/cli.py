@@ -177,6 +177,7 @@ def _start_simulator(stack: contextlib.ExitStack) -> tuple[str, str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway.simulator", "--port", str(port), "--api-key", key],
         stdin=subprocess.DEVNULL,
+        preexec_fn=embedded_redis.die_with_parent,
     )
     stack.callback(_stop_process, process)
     _wait_for_port(port, process)

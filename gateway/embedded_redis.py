@@ -11,8 +11,10 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,20 @@ from typing import IO
 
 class EmbeddedRedisError(RuntimeError):
     pass
+
+
+def die_with_parent() -> None:
+    """Run in a child before exec: on Linux, SIGTERM it when the gateway that started it dies.
+
+    Without this a gateway killed with SIGKILL would leave its embedded Redis and simulator
+    running, holding the state directory's lock. Elsewhere it does nothing.
+    """
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def redis_server_binary() -> str:
@@ -106,6 +122,7 @@ def start(state_dir: Path, timeout_s: float = 10.0) -> EmbeddedRedis:
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
     )
     embedded = EmbeddedRedis(directory, port, process, lock)
     _wait_ready(embedded, timeout_s)

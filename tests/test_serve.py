@@ -51,6 +51,19 @@ def _models_status(port: int, key: str) -> int:
     ).status_code
 
 
+def _children(pid: int) -> list[str]:
+    """Pids whose parent is ``pid``, from /proc (field 4 of stat, after the command in parens)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == str(pid):
+            found.append(stat.parent.name)
+    return found
+
+
 def _stop(process: subprocess.Popen[bytes]) -> int:
     process.terminate()
     return process.wait(30)
@@ -203,3 +216,24 @@ def test_inflight_cap_answers_503_in_the_openai_envelope(redis_server, simulator
     assert statuses.count(200) == 2 and statuses.count(503) == 4, statuses
     refused = next(r for r in responses if r.status_code == 503)
     assert refused.json()["error"]["code"] == "overloaded" and refused.headers["x-should-retry"] == "true"
+
+
+def test_killed_gateway_takes_its_embedded_redis_and_simulator_along(tmp_path: Path) -> None:
+    process, log, port = _serve(tmp_path, "killed")
+    wait_until(lambda: _ready(port), 30)
+    children = subprocess.run(
+        ["pgrep", "-P", str(process.pid)], capture_output=True, text=True
+    ).stdout.split()
+    assert len(children) >= 2  # redis-server and the simulator
+    process.kill()
+    process.wait(10)
+
+    def gone(pid: str) -> bool:
+        return not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+    wait_until(lambda: all(gone(pid) for pid in children), 15, what="children to exit")
+    again, _, again_port = _serve(tmp_path, "again")  # the state directory's lock is free again
+    try:
+        wait_until(lambda: _ready(again_port), 30)
+    finally:
+        assert _stop(again) == 0
