@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import __version__, pricing, redis_client
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, internal_error
 from gateway.logs import configure_logging
 from gateway.openapi_docs import document_shared_errors
 from gateway.routes import admin, health, images, models, reports
@@ -64,37 +64,30 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-def _error_response(error: GatewayError) -> Response:
-    return Response(error.body(), error.status, error.response_headers(), media_type="application/json")
-
-
 def _install_error_handlers(app: FastAPI) -> None:
     """Every error leaves as the OpenAI envelope, FastAPI's own ones included."""
 
     @app.exception_handler(GatewayError)
     async def gateway_error(request: Request, exc: GatewayError) -> Response:
-        return _error_response(exc)
+        return exc.response()
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         error = GatewayError(exc.status_code, str(exc.detail), "invalid_request_error", code, retry=False)
-        return _error_response(error)
+        return error.response()
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {"msg": "invalid request", "loc": ()}
         param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
         error = GatewayError(400, str(first["msg"]), "invalid_request_error", "invalid_request", param, False)
-        return _error_response(error)
+        return error.response()
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error")
-        error = GatewayError(
-            500, "The gateway failed unexpectedly.", "server_error", "internal_error", retry=True
-        )
-        return _error_response(error)
+        return internal_error().response()
 
     document_shared_errors(app)  # the schema says 400 (not FastAPI's 422), and what every route shares
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import orjson
 from pydantic import BaseModel
+from starlette.responses import Response
 
 
 class ErrorBody(BaseModel):
@@ -58,6 +59,10 @@ class GatewayError(Exception):
                 }
             }
         )
+
+    def response(self) -> Response:
+        """The error as the HTTP answer the caller gets."""
+        return Response(self.body(), self.status, self.response_headers(), media_type="application/json")
 
     def response_headers(self) -> dict[str, str]:
         headers = dict(self.headers)
@@ -145,6 +150,17 @@ def redis_unavailable() -> GatewayError:
         True,
         2,
         reason="redis_unavailable",
+    )
+
+
+def internal_error() -> GatewayError:
+    return GatewayError(
+        500,
+        "The gateway failed unexpectedly.",
+        "server_error",
+        "internal_error",
+        retry=True,
+        reason="internal",
     )
 
 

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import Request
-from fastapi.responses import Response
 from redis.exceptions import RedisError, ResponseError
 
 from gateway import budget, errors, metrics
@@ -22,7 +21,6 @@ from gateway.errors import GatewayError
 from gateway.keys import KeyStore, key_status, parse_token
 from gateway.logs import AccessLog
 from gateway.pricing import PriceBook, micros_to_usd
-from gateway.redis_keys import KeySpace
 from gateway.settings import Settings
 from gateway.spool import RecordRefused, Spool
 from gateway.upstream import UpstreamClient
@@ -109,9 +107,6 @@ class GatewayState:
         self._replay_task: asyncio.Task[None] | None = None
 
     # -- answers -------------------------------------------------------------------------
-
-    def error_response(self, error: GatewayError, request_id: str) -> Response:
-        return Response(error.body(), error.status, error.response_headers(), media_type="application/json")
 
     def denial_error(self, denial: budget.Denial, call: ImageCall) -> GatewayError:
         kind, v = denial.kind, denial.values
@@ -360,6 +355,3 @@ def _iso_ms(ms: str | int) -> str:
 
 def instance_name() -> str:
     return f"{os.uname().nodename}-{os.getpid()}"
-
-
-__all__ = ["GatewayState", "KeySpace", "bearer_token", "read_json_body"]

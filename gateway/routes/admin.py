@@ -1,4 +1,4 @@
-"""The admin API under ``/admin/v1``: keys, their usage, prices, and finance's reports.
+"""The admin API under ``/admin/v1``: keys, their usage and prices (reports: reports.py).
 
 Guarded by ``Authorization: Bearer $GATEWAY_ADMIN_TOKEN`` compared in constant time; with no
 token configured every admin route answers 503 rather than being open. A team key is never an
@@ -8,7 +8,8 @@ admin token: they are different secrets with different prefixes.
 from __future__ import annotations
 
 import hmac
-from typing import Any, Literal
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -21,13 +22,15 @@ from gateway.keys import DEFAULT_ROTATE_GRACE_S, KeyCreate, KeyLimits
 from gateway.responses import json_response
 from gateway.state import GatewayState
 
+T = TypeVar("T")
 
-def _state(request: Request) -> GatewayState:
+
+def state_of(request: Request) -> GatewayState:
     return request.app.state.gateway  # type: ignore[no-any-return]
 
 
 async def require_admin(request: Request) -> GatewayState:
-    state = _state(request)
+    state = state_of(request)
     token = state.settings.admin_token
     if token is None:
         raise GatewayError(
@@ -54,10 +57,10 @@ async def require_admin(request: Request) -> GatewayState:
 router = APIRouter(prefix="/admin/v1", tags=["admin"], dependencies=[Depends(require_admin)])
 
 
-async def _guard(coro: Any) -> Any:
+async def guard_redis(awaitable: Awaitable[T]) -> T:
     """Run a Redis operation, turning an outage into the 503 envelope."""
     try:
-        return await coro
+        return await awaitable
     except (RedisError, OSError):
         raise redis_unavailable() from None
 
@@ -70,28 +73,28 @@ def _found(value: Any, key_id: str) -> Any:
 
 @router.post("/keys", status_code=201, summary="Issue a key (its secret is shown only here)")
 async def create_key(spec: KeyCreate, request: Request) -> Response:
-    token, record = await _guard(_state(request).keys.create(spec))
+    token, record = await guard_redis(state_of(request).keys.create(spec))
     return json_response({**record, "key": token}, status_code=201)
 
 
 @router.get("/keys", summary="List keys (never their secrets)")
 async def list_keys(request: Request, team: str | None = None) -> Response:
-    return json_response({"object": "list", "data": await _guard(_state(request).keys.list(team))})
+    return json_response({"object": "list", "data": await guard_redis(state_of(request).keys.list(team))})
 
 
 @router.get("/keys/{key_id}", summary="Show a key")
 async def show_key(key_id: str, request: Request) -> Response:
-    return json_response(_found(await _guard(_state(request).keys.get(key_id)), key_id))
+    return json_response(_found(await guard_redis(state_of(request).keys.get(key_id)), key_id))
 
 
 @router.patch("/keys/{key_id}", summary="Change a key's limits (only the fields given)")
 async def update_key(key_id: str, limits: KeyLimits, request: Request) -> Response:
-    return json_response(_found(await _guard(_state(request).keys.update(key_id, limits)), key_id))
+    return json_response(_found(await guard_redis(state_of(request).keys.update(key_id, limits)), key_id))
 
 
 @router.delete("/keys/{key_id}", summary="Revoke a key, at once, on every replica")
 async def revoke_key(key_id: str, request: Request) -> Response:
-    return json_response(_found(await _guard(_state(request).keys.revoke(key_id)), key_id))
+    return json_response(_found(await guard_redis(state_of(request).keys.revoke(key_id)), key_id))
 
 
 class RotateRequest(BaseModel):
@@ -106,15 +109,15 @@ class RotateRequest(BaseModel):
 @router.post("/keys/{key_id}/rotate", summary="A new secret for the same key, limits and spend")
 async def rotate_key(key_id: str, request: Request, body: RotateRequest | None = None) -> Response:
     grace = (body or RotateRequest()).grace_seconds
-    token, record = _found(await _guard(_state(request).keys.rotate(key_id, grace)), key_id)
+    token, record = _found(await guard_redis(state_of(request).keys.rotate(key_id, grace)), key_id)
     return json_response({**record, "key": token, "previous_key_valid_for_s": grace})
 
 
 @router.get("/keys/{key_id}/usage", summary="A key's budget, spend and reservations now")
 async def key_usage(key_id: str, request: Request) -> Response:
-    state = _state(request)
-    _found(await _guard(state.keys.get_record(key_id)), key_id)
-    return json_response(await _guard(usage_report(state.redis, key_id)))
+    state = state_of(request)
+    _found(await guard_redis(state.keys.get_record(key_id)), key_id)
+    return json_response(await guard_redis(usage_report(state.redis, key_id)))
 
 
 async def usage_report(redis: Any, key_id: str) -> dict[str, Any]:
@@ -141,9 +144,9 @@ async def usage_report(redis: Any, key_id: str) -> dict[str, Any]:
 
 @router.get("/prices", summary="The price table and its history")
 async def list_prices(request: Request) -> Response:
-    state = _state(request)
-    prices = await _guard(pricing.read_prices(state.redis))
-    history = await _guard(pricing.price_history(state.redis))
+    state = state_of(request)
+    prices = await guard_redis(pricing.read_prices(state.redis))
+    history = await guard_redis(pricing.price_history(state.redis))
     return json_response(
         {
             "object": "list",
@@ -168,18 +171,15 @@ async def set_price(model: str, update: PriceUpdate, request: Request) -> Respon
         raise GatewayError(
             400, str(exc), "invalid_request_error", "invalid_price", "price_usd", False
         ) from None
-    state = _state(request)
-    change = await _guard(pricing.set_price(state.redis, model, micros, "admin-api"))
-    await _guard(state.prices.refresh(state.redis))
+    state = state_of(request)
+    change = await guard_redis(pricing.set_price(state.redis, model, micros, "admin-api"))
+    await guard_redis(state.prices.refresh(state.redis))
     return json_response(change.as_json())
 
 
 @router.delete("/prices/{model}", summary="Stop serving a model")
 async def delete_price(model: str, request: Request) -> Response:
-    state = _state(request)
-    change = await _guard(pricing.set_price(state.redis, model, None, "admin-api"))
-    await _guard(state.prices.refresh(state.redis))
+    state = state_of(request)
+    change = await guard_redis(pricing.set_price(state.redis, model, None, "admin-api"))
+    await guard_redis(state.prices.refresh(state.redis))
     return json_response(change.as_json())
-
-
-ReportFormat = Literal["json", "csv"]

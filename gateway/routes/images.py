@@ -94,7 +94,7 @@ async def create_image(request: Request) -> Response:
     except GatewayError as error:
         if call.upstream_outcome is None:
             call.rejection = error.reason
-        response = state.error_response(error, call.request_id)
+        response = error.response()
     finally:
         state.inflight -= 1
         state.metrics_inflight.dec()
@@ -293,14 +293,7 @@ async def serve_asgi(scope: Any, receive: Any, send: Any) -> None:
         response = await create_image(request)
     except Exception:
         log.exception("unhandled error on the image route")
-        response = Response(
-            GatewayError(
-                500, "The gateway failed unexpectedly.", "server_error", "internal_error", retry=True
-            ).body(),
-            500,
-            {"x-should-retry": "true"},
-            media_type="application/json",
-        )
+        response = errors.internal_error().response()
     await response(scope, receive, send)
 
 

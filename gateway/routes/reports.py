@@ -6,28 +6,22 @@ for where they come from. Exports are streamed: a busy month does not fit in mem
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
-from redis.exceptions import RedisError
 
 from gateway import ledger
-from gateway.errors import GatewayError, redis_unavailable
+from gateway.errors import GatewayError
 from gateway.responses import json_response
-from gateway.routes.admin import require_admin
-from gateway.state import GatewayState
+from gateway.routes.admin import guard_redis, require_admin, state_of
 
 router = APIRouter(prefix="/admin/v1", tags=["reports"], dependencies=[Depends(require_admin)])
 
 T = TypeVar("T")
 START = Query(description="First UTC day, YYYY-MM-DD.", examples=["2026-11-01"])
 END = Query(description="Last UTC day, YYYY-MM-DD, included (start=end is that one day).")
-
-
-def _state(request: Request) -> GatewayState:
-    return request.app.state.gateway  # type: ignore[no-any-return]
 
 
 def _query(parse: Callable[..., T], *args: str) -> T:
@@ -38,13 +32,6 @@ def _query(parse: Callable[..., T], *args: str) -> T:
         raise GatewayError(
             400, str(exc), "invalid_request_error", "invalid_query", exc.param, False, reason="bad_request"
         ) from None
-
-
-async def _guard(awaitable: Awaitable[T]) -> T:
-    try:
-        return await awaitable
-    except (RedisError, OSError):
-        raise redis_unavailable() from None
 
 
 SPEND_200 = {
@@ -78,7 +65,7 @@ async def spend_report(
 ) -> Response:
     days = _query(ledger.parse_range, start, end)
     groups = _query(ledger.parse_group_by, group_by)
-    report = await _guard(ledger.spend_report(_state(request).redis, days, groups))
+    report = await guard_redis(ledger.spend_report(state_of(request).redis, days, groups))
     if format == "csv":
         name = f"spend-{days.start}-{days.end}.csv"
         return Response(report.to_csv(), media_type=ledger.MEDIA_TYPES["csv"], headers=_attachment(name))
@@ -99,7 +86,7 @@ async def usage_export(
 ) -> Response:
     days = _query(ledger.parse_range, start, end)
     # Opened before the answer starts, so a Redis outage is a 503 and not a cut-off stream.
-    export = await _guard(ledger.UsageExport.open(_state(request).redis, days))
+    export = await guard_redis(ledger.UsageExport.open(state_of(request).redis, days))
     name = f"usage-{days.start}-{days.end}.{format}"
     return StreamingResponse(
         export.chunks(format), media_type=ledger.MEDIA_TYPES[format], headers=_attachment(name)
