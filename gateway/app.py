@@ -23,9 +23,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import __version__, pricing, redis_client
+from gateway.call.admission import Admission
+from gateway.call.observe import Observer
+from gateway.call.settle import Settler
 from gateway.errors import GatewayError, internal_error
-from gateway.logs import configure_logging
+from gateway.keys import KeyStore
+from gateway.logs import AccessLog, configure_logging
 from gateway.openapi_docs import document_shared_errors
+from gateway.redis_protocol import Redis
 from gateway.routes import admin, health, images, models, reports
 from gateway.settings import Settings, load_settings
 from gateway.spool import Spool
@@ -129,14 +134,7 @@ async def _start(settings: Settings) -> GatewayState:
     if settings.redis_url is None:
         raise RuntimeError("GATEWAY_REDIS_URL is not set (gateway serve starts an embedded Redis)")
     redis = await redis_client.connect(settings.redis_url)
-    prices = pricing.PriceBook()
-    try:
-        await pricing.seed_prices(redis, settings.prices_file)
-        await prices.refresh(redis)
-    except Exception as exc:  # start even with Redis down: /readyz says so, requests get 503
-        log.warning("could not load prices from Redis at start-up: %s", exc)
-        prices.prices = pricing.configured_prices(settings.prices_file)
-    prices.start(redis)
+    prices = await _price_book(redis, settings)
     api_key = settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else ""
     upstream = UpstreamClient(
         settings.upstream_url,
@@ -147,12 +145,37 @@ async def _start(settings: Settings) -> GatewayState:
         os.environ.get("GATEWAY_UPSTREAM_TRANSPORT", "aiohttp"),
     )
     spool = Spool(settings.state_dir / "spool", instance_name())
-    state = GatewayState(settings, redis, upstream, prices, spool)
-    state.start_spool_replay()
+    state = GatewayState(
+        settings=settings,
+        redis=redis,
+        upstream=upstream,
+        prices=prices,
+        keys=KeyStore(redis),
+        settler=Settler(redis, spool, settings.ledger_retention_days),
+        observer=Observer(prices.model_label, _access_log(settings), settings.log_prompts),
+        admission=Admission(settings.max_inflight),
+    )
+    state.settler.start_replay()
     if settings.drain_s > 0:
-        _drain_before_exit(state, settings.drain_s)
+        _drain_before_exit(state.admission, settings.drain_s)
     _tune_gc()
     return state
+
+
+def _access_log(settings: Settings) -> AccessLog:
+    return AccessLog(enabled=settings.log_level in ("debug", "info"))
+
+
+async def _price_book(redis: Redis, settings: Settings) -> pricing.PriceBook:
+    prices = pricing.PriceBook()
+    try:
+        await pricing.seed_prices(redis, settings.prices_file)
+        await prices.refresh(redis)
+    except Exception as exc:  # start even with Redis down: /readyz says so, requests get 503
+        log.warning("could not load prices from Redis at start-up: %s", exc)
+        prices.prices = pricing.configured_prices(settings.prices_file)
+    prices.start(redis)
+    return prices
 
 
 def _tune_gc() -> None:
@@ -168,7 +191,7 @@ def _tune_gc() -> None:
     gc.set_threshold(10_000, 50, 100)
 
 
-def _drain_before_exit(state: GatewayState, drain_s: float) -> None:
+def _drain_before_exit(admission: Admission, drain_s: float) -> None:
     """On SIGTERM, fail readiness for ``drain_s`` while still serving, then let uvicorn exit.
 
     uvicorn has installed its own SIGTERM handler by the time the lifespan starts; it is wrapped
@@ -181,9 +204,9 @@ def _drain_before_exit(state: GatewayState, drain_s: float) -> None:
         return
 
     def on_sigterm(signum: int, frame: Any) -> None:
-        if state.draining:
+        if admission.draining:
             return
-        state.draining = True
+        admission.draining = True
         log.info("SIGTERM: readiness fails now; exiting in %.1f s", drain_s)
         loop.call_soon_threadsafe(loop.call_later, drain_s, uvicorn_handler, signum, None)
 
@@ -191,7 +214,7 @@ def _drain_before_exit(state: GatewayState, drain_s: float) -> None:
 
 
 async def _stop(state: GatewayState) -> None:
-    await state.stop_spool_replay()
+    await state.settler.stop_replay()
     await state.prices.stop()
     await state.upstream.aclose()
     await state.redis.aclose()

@@ -14,47 +14,17 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 
-from gateway.budget import LuaScript
+from gateway import scripts
 from gateway.errors import GatewayError
 from gateway.redis_keys import KeySpace
+from gateway.redis_protocol import Redis, RedisValue
+from gateway.scripts import named, text
 
 MAX_REPLAY_BYTES = 4 * 1024 * 1024
 MAX_KEY_LENGTH = 255
-
-BEGIN = LuaScript(
-    """
--- KEYS: 1 the idempotency record. ARGV: 1 body hash, 2 lifetime of a pending record (ms),
--- 3 the request id that claims it. A claim resent by the Redis client after a timeout finds its
--- own pending record and goes ahead, instead of answering its own request "in progress".
-local found = redis.call('HMGET', KEYS[1], 'body_sha', 'state', 'status', 'headers', 'body', 'owner')
-if not found[1] then
-  redis.call('HSET', KEYS[1], 'body_sha', ARGV[1], 'state', 'pending', 'owner', ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return {'new'}
-end
-if found[1] ~= ARGV[1] then return {'conflict'} end
-if found[2] == 'pending' then
-  if ARGV[3] ~= '' and found[6] == ARGV[3] then return {'new'} end
-  return {'pending'}
-end
-return {found[2], found[3] or '', found[4] or '', found[5] or ''}
-"""
-)
-
-# One script rather than a MULTI/EXEC pipeline: the async cluster client of the redis-py 5.x
-# that pyproject allows refuses transactions; a script runs the same everywhere. body_sha stays.
-COMPLETE = LuaScript(
-    """
--- KEYS: 1 the idempotency record. ARGV: 1 lifetime (s), 2.. field, value pairs.
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-return 1
-"""
-)
 
 
 @dataclass(frozen=True)
@@ -83,12 +53,13 @@ def check_key(idempotency_key: str) -> None:
 
 
 async def begin(
-    redis: Any, key_id: str, idempotency_key: str, body: bytes, pending_ms: int, request_id: str = ""
+    redis: Redis, *, key_id: str, idempotency_key: str, body: bytes, pending_ms: int, request_id: str
 ) -> Replay | None:
     """None: this request goes ahead (and owns the key). A Replay: answer with it. Else a 409."""
     body_sha = hashlib.sha256(body).hexdigest()
-    found = await BEGIN(redis, [_record_key(key_id, idempotency_key)], [body_sha, pending_ms, request_id])
-    state = found[0].decode() if isinstance(found[0], bytes) else found[0]
+    record = _record_key(key_id, idempotency_key)
+    found = named(await scripts.IDEMPOTENCY_BEGIN(redis, [record], [body_sha, pending_ms, request_id]))
+    state = text(found["state"])
     if state == "new":
         return None
     if state == "conflict":
@@ -123,12 +94,16 @@ async def begin(
             False,
             reason="bad_request",
         )
-    headers = orjson.loads(found[2]) if found[2] else {}
-    return Replay(int(found[1]), headers, found[3] if isinstance(found[3], bytes) else found[3].encode())
+    headers = orjson.loads(found["headers"]) if found["headers"] else {}
+    body_found = found["body"]
+    return Replay(
+        int(found["status"]), headers, body_found if isinstance(body_found, bytes) else body_found.encode()
+    )
 
 
 async def complete(
-    redis: Any,
+    redis: Redis,
+    *,
     key_id: str,
     idempotency_key: str,
     status: int,
@@ -139,15 +114,15 @@ async def complete(
     """Keep a successful result for replays."""
     record = _record_key(key_id, idempotency_key)
     if len(body) > MAX_REPLAY_BYTES:
-        fields: dict[str, Any] = {"state": "too_large", "status": status}
+        fields: dict[str, RedisValue] = {"state": "too_large", "status": status}
     else:
         fields = {"state": "done", "status": status, "headers": orjson.dumps(headers), "body": body}
-    args: list[Any] = [ttl_s]
+    args: list[RedisValue] = [ttl_s]
     for name, value in fields.items():
         args += [name, value]
-    await COMPLETE(redis, [record], args)
+    await scripts.IDEMPOTENCY_COMPLETE(redis, [record], args)
 
 
-async def abandon(redis: Any, key_id: str, idempotency_key: str) -> None:
+async def abandon(redis: Redis, key_id: str, idempotency_key: str) -> None:
     """The request failed without a charge: let a retry with the same key go ahead."""
     await redis.delete(_record_key(key_id, idempotency_key))

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from gateway.pricing import micros_to_usd, usd_to_micros
+from gateway.money import micros_to_usd, usd_to_micros
 from gateway.redis_keys import KEY_REGISTRY, KeySpace
 
 TOKEN_PREFIX = "sk-gw-"

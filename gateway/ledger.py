@@ -30,8 +30,9 @@ from typing import Any, TypeVar
 
 import orjson
 
-from gateway.pricing import micros_to_usd
+from gateway.money import micros_to_usd
 from gateway.redis_keys import KEY_REGISTRY, KeySpace
+from gateway.usage_record import EXPORT_FIELDS, INT_FIELDS
 
 T = TypeVar("T")
 
@@ -50,43 +51,6 @@ MAX_PAGE, MIN_PAGE = 1000, 10
 LOOKBACK_MS = 10 * 60 * 1000
 LOOKAHEAD_MS = 24 * 3600 * 1000
 
-# The usage record as exported, in CSV column order (settle.lua's fields, plus the stream id and
-# the charge in USD). A JSONL export also keeps any field not listed here.
-EXPORT_FIELDS = (
-    "ledger_id",
-    "request_id",
-    "ts_ms",
-    "day",
-    "team",
-    "key_id",
-    "key_name",
-    "model",
-    "n",
-    "images",
-    "unit_price_micros",
-    "charge_micros",
-    "charge_usd",
-    "upstream_status",
-    "upstream_latency_ms",
-    "outcome",
-    "client_left",
-    "reconcile",
-    "reserved",
-)
-INT_FIELDS = frozenset(
-    {
-        "ts_ms",
-        "n",
-        "images",
-        "unit_price_micros",
-        "charge_micros",
-        "upstream_status",
-        "upstream_latency_ms",
-        "client_left",
-        "reconcile",
-        "reserved",
-    }
-)
 EXPORT_FORMATS = ("jsonl", "csv")
 MEDIA_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-8", "json": "application/json"}
 

@@ -1,4 +1,4 @@
-"""The price table, and money as integer micro-dollars.
+"""The price table: one unit price per model, in integer micro-USD.
 
 Prices live in Redis so that every replica charges the same price; each process keeps a copy that
 it refreshes every second. A reservation and its usage record carry the unit price they were made
@@ -11,49 +11,22 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 import orjson
 import yaml
 
+from gateway.money import micros_to_usd, usd_to_micros  # noqa: F401  (cli imports them here until merged)
 from gateway.redis_keys import PRICE_FILE_APPLIED, PRICE_HISTORY, PRICES
 
 log = logging.getLogger("gateway.pricing")
-
-MICROS_PER_USD = 1_000_000
-# The Lua scripts count micro-USD in doubles, exact up to 2**53 (about 9e9 USD): stay well below.
-MAX_USD = 1_000_000_000
 
 DEFAULT_PRICES_USD: dict[str, str] = {
     "doubao-seedream-4-0-250828": "0.162",
     "doubao-seedream-4-5-251128": "0.135",
     "doubao-seedream-5-0-260128": "0.135",
 }
-
-
-def usd_to_micros(value: str | int | float | Decimal) -> int:
-    """Parse a USD amount exactly; more than six decimals or a negative amount is an error."""
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation:
-        raise ValueError(f"not a USD amount: {value!r}") from None
-    if not amount.is_finite() or amount < 0:
-        raise ValueError(f"not a non-negative USD amount: {value!r}")
-    if amount > MAX_USD:
-        raise ValueError(f"USD amounts above {MAX_USD} are not accepted: {value!r}")
-    micros = amount * MICROS_PER_USD
-    if micros != micros.to_integral_value():
-        raise ValueError(f"USD amounts have at most six decimals: {value!r}")
-    return int(micros)
-
-
-def micros_to_usd(micros: int) -> str:
-    """Format micro-dollars as a decimal string with six places, e.g. ``1.620000``."""
-    sign = "-" if micros < 0 else ""
-    whole, frac = divmod(abs(micros), MICROS_PER_USD)
-    return f"{sign}{whole}.{frac:06d}"
 
 
 def load_prices_file(path: Path) -> dict[str, int]:
@@ -149,6 +122,10 @@ class PriceBook:
 
     def get(self, model: str) -> int | None:
         return self.prices.get(model)
+
+    def model_label(self, model: str) -> str:
+        """Model names from the price table, anything else ``other``: metric labels stay bounded."""
+        return model if model in self.prices else "other"
 
     async def refresh(self, redis: Any) -> None:
         self.prices = await read_prices(redis)

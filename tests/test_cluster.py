@@ -31,6 +31,7 @@ from gateway import budget, idempotency, redis_client
 from gateway.embedded_redis import redis_server_binary
 from gateway.errors import GatewayError
 from gateway.keys import parse_token
+from gateway.periods import Periods
 from tests.support import (
     MODEL,
     MODEL_PRICE_MICROS,
@@ -292,19 +293,37 @@ def test_every_script_is_safe_to_run_twice(cluster: Cluster, cluster_gateway: Ga
     async def run_each_twice() -> None:
         client = await redis_client.connect(cluster.nodes[0].url)
         try:
-            periods = budget.Periods.now()
-            reserve = (client, key_id, token[1], MODEL, "req_resent", 1, MODEL_PRICE_MICROS, 60_000, periods)
+            periods = Periods.now()
+            reserve = dict(
+                key_id=key_id,
+                secret_hash=token[1],
+                model=MODEL,
+                request_id="req_resent",
+                max_images=1,
+                unit_price_micros=MODEL_PRICE_MICROS,
+                lifetime_ms=60_000,
+                periods=periods,
+            )
             for _ in range(2):
-                assert isinstance(await budget.reserve(*reserve), budget.Reservation)
-            record = {"request_id": "req_resent", "key_id": key_id, "images": 1, "outcome": "ok"}
-            settle = (client, key_id, "req_resent", MODEL, 1, MODEL_PRICE_MICROS, periods, 400, record)
-            assert not (await budget.settle(*settle)).duplicate
-            assert (await budget.settle(*settle)).duplicate
-            claim = (client, key_id, "idem-1", b"{}", 60_000)
-            assert await idempotency.begin(*claim, "req_claim") is None
-            assert await idempotency.begin(*claim, "req_claim") is None  # its own resent claim
+                assert isinstance(await budget.reserve(client, **reserve), budget.Reservation)
+            record = ["request_id", "req_resent", "key_id", key_id, "images", "1", "outcome", "ok"]
+            settle = dict(
+                key_id=key_id,
+                request_id="req_resent",
+                model=MODEL,
+                images=1,
+                charge_micros=MODEL_PRICE_MICROS,
+                periods=periods,
+                retention_days=400,
+                record_fields=record,
+            )
+            assert await budget.settle(client, **settle) is not None
+            assert await budget.settle(client, **settle) is None  # a duplicate changes nothing
+            claim = dict(key_id=key_id, idempotency_key="idem-1", body=b"{}", pending_ms=60_000)
+            assert await idempotency.begin(client, **claim, request_id="req_claim") is None
+            assert await idempotency.begin(client, **claim, request_id="req_claim") is None  # resent
             with pytest.raises(GatewayError) as other:
-                await idempotency.begin(*claim, "req_other")
+                await idempotency.begin(client, **claim, request_id="req_other")
             assert other.value.code == "idempotency_key_in_progress"
         finally:
             await client.aclose()

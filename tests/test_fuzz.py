@@ -16,9 +16,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.errors import GatewayError
-from gateway.openai_compat import complete_usage, conform_images_body, top_level_value_span
-from gateway.validation import (
+from gateway.call.validate import (
     MAX_N,
     MAX_SEQUENTIAL_IMAGES,
     MAX_SIDE,
@@ -26,6 +24,8 @@ from gateway.validation import (
     ImageGenerationRequest,
     validate_image_request,
 )
+from gateway.errors import GatewayError
+from gateway.openai_compat import complete_usage, conform_images_body, top_level_value_span
 
 MAX_PROMPT = 32_000
 FIELDS = [

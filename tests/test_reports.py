@@ -24,7 +24,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.pricing import DEFAULT_PRICES_USD, usd_to_micros
+from gateway.money import usd_to_micros
+from gateway.pricing import DEFAULT_PRICES_USD
 from tests.support import ADMIN_TOKEN, Gateway, RedisServer, Simulator, gateway_env, run_cli
 
 PRICES = {model: usd_to_micros(usd) for model, usd in DEFAULT_PRICES_USD.items()}

@@ -19,14 +19,12 @@ from redis.exceptions import RedisError
 from gateway import budget, pricing
 from gateway.errors import GatewayError, not_found, redis_unavailable
 from gateway.keys import DEFAULT_ROTATE_GRACE_S, KeyCreate, KeyLimits
+from gateway.money import micros_to_usd, usd_to_micros
+from gateway.periods import Periods, period_resets_at
 from gateway.responses import json_response
-from gateway.state import GatewayState
+from gateway.state import GatewayState, state_of
 
 T = TypeVar("T")
-
-
-def state_of(request: Request) -> GatewayState:
-    return request.app.state.gateway  # type: ignore[no-any-return]
 
 
 async def require_admin(request: Request) -> GatewayState:
@@ -122,11 +120,10 @@ async def key_usage(key_id: str, request: Request) -> Response:
 
 async def usage_report(redis: Any, key_id: str) -> dict[str, Any]:
     """What the admin API and ``gateway keys usage`` show for one key."""
-    now = budget.Periods.now()
-    used = await budget.usage(redis, key_id, now)
+    used = await budget.usage(redis, key_id, Periods.now())
     has_budget = used.budget_micros >= 0
-    usd = pricing.micros_to_usd
-    resets = budget.period_resets_at(used.period) if has_budget else None
+    usd = micros_to_usd
+    resets = period_resets_at(used.period) if has_budget else None
     return {
         "key_id": key_id,
         "period": used.period if has_budget else None,
@@ -151,7 +148,7 @@ async def list_prices(request: Request) -> Response:
         {
             "object": "list",
             "data": [
-                {"model": m, "price_usd": pricing.micros_to_usd(p), "unit": "image"}
+                {"model": m, "price_usd": micros_to_usd(p), "unit": "image"}
                 for m, p in sorted(prices.items())
             ],
             "history": [change.as_json() for change in history],
@@ -166,7 +163,7 @@ class PriceUpdate(BaseModel):
 @router.put("/prices/{model}", summary="Set a model's price (adds the model if new)")
 async def set_price(model: str, update: PriceUpdate, request: Request) -> Response:
     try:
-        micros = pricing.usd_to_micros(update.price_usd)
+        micros = usd_to_micros(update.price_usd)
     except ValueError as exc:
         raise GatewayError(
             400, str(exc), "invalid_request_error", "invalid_price", "price_usd", False

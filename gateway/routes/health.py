@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway import metrics, redis_client
 from gateway.responses import json_response
-from gateway.state import GatewayState
+from gateway.state import state_of
 
 router = APIRouter(tags=["operations"])
 
@@ -20,11 +20,11 @@ async def healthz() -> Response:
 
 @router.get("/readyz", summary="Readiness: Redis answers and the upstream is configured")
 async def readyz(request: Request) -> Response:
-    state: GatewayState = request.app.state.gateway
+    state = state_of(request)
     checks = {
         "redis": await redis_client.ping(state.redis),
         "upstream_configured": state.settings.upstream_api_key is not None,
-        "accepting": not state.draining,
+        "accepting": not state.admission.draining,
     }
     ready = all(checks.values())
     return json_response(

@@ -1,30 +1,31 @@
 """``POST /v1/images/generations``: the public API, and the gateway's hot path.
 
-One Redis round trip before the upstream call (authenticate and reserve, in one script) and one
-after it (settle). The caller's body is forwarded byte for byte and the upstream's body returned
-byte for byte: multi-MB base64 images are never re-serialised, and a Chinese prompt arrives
-exactly as sent.
+The call goes through its steps top to bottom (gateway/call/): authenticate, validate, reserve,
+forward, settle, observe. One Redis round trip before the upstream call (authenticate and
+reserve, in one script) and one after it (settle). The caller's body is forwarded byte for byte
+and the upstream's body returned byte for byte: multi-MB base64 images are never re-serialised,
+and a Chinese prompt arrives exactly as sent.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from redis.exceptions import RedisError
+from starlette.types import Receive, Scope, Send
 
-from gateway import budget, errors, idempotency
+from gateway import errors
+from gateway.budget import Reservation, Settlement
+from gateway.call import authenticate, forward, idempotent, reserve, settle, validate
+from gateway.call.log import CallLog
 from gateway.errors import ErrorResponse, GatewayError
-from gateway.openai_compat import conform_images_body
-from gateway.pricing import micros_to_usd
-from gateway.state import GatewayState, bearer_token, read_json_body
-from gateway.upstream import UpstreamFailure, bad_response_error, map_error_reply
-from gateway.validation import ImageCall, ImageGenerationRequest, validate_image_request
+from gateway.money import micros_to_usd
+from gateway.periods import Periods
+from gateway.state import GatewayState, state_of
 
 router = APIRouter()
 log = logging.getLogger("gateway")
@@ -49,230 +50,134 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@dataclass
-class CallLog:
-    """What one call did, for the access log, the metrics and the ledger."""
-
-    request_id: str
-    started: float
-    model: str = "-"
-    team: str = "unknown"
-    key_id: str | None = None
-    n: int = 0
-    images: int = 0
-    charge_micros: int = 0
-    status: int = 0
-    upstream_status: int | None = None
-    upstream_latency_s: float | None = None
-    upstream_outcome: str | None = None  # ok, timeout, connect, 5xx, ...: set once it was called
-    rejection: str | None = None  # why the gateway refused it before the upstream
-    client_left: bool = False
-    prompt: str | None = None  # only with GATEWAY_LOG_PROMPTS=true
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
 @router.post(
-    "/v1/images/generations",
+    PATH,
     summary="Create images",
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": ImageGenerationRequest.model_json_schema()}},
+            "content": {"application/json": {"schema": validate.ImageGenerationRequest.model_json_schema()}},
         }
     },
     responses={200: {"description": "The upstream's ImagesResponse, unchanged."}, **ERROR_RESPONSES},
 )
 async def create_image(request: Request) -> Response:
-    state: GatewayState = request.app.state.gateway
+    state = state_of(request)
     call = CallLog(request_id=request.scope["request_id"], started=time.perf_counter())
-    state.inflight += 1
-    state.metrics_inflight.inc()
     try:
-        if state.inflight > state.settings.max_inflight:
-            raise errors.overloaded(state.settings.max_inflight)
-        response = await _handle(request, state, call)
+        state.admission.enter()
+        response = await _generate(request, state, call)
     except GatewayError as error:
         if call.upstream_outcome is None:
             call.rejection = error.reason
         response = error.response()
     finally:
-        state.inflight -= 1
-        state.metrics_inflight.dec()
+        state.admission.leave()
     call.status = response.status_code
-    state.observe(call)
+    state.observer.observe(call)
     return response
 
 
-@dataclass
-class Attempt:
-    """A validated call on its way through reserve, upstream and settle."""
-
-    request: Request
-    state: GatewayState
-    call: CallLog
-    token: tuple[str, str]  # (key_id, sha256 of the presented key)
-    image_call: ImageCall
-    body: bytes  # the caller's bytes, forwarded as they are
-    unit_price: int
-
-
-async def _handle(request: Request, state: GatewayState, call: CallLog) -> Response:
-    token = bearer_token(request)
+async def _generate(request: Request, state: GatewayState, call: CallLog) -> Response:
+    """Authenticate and validate; then generate, or replay an Idempotency-Key's first result."""
+    token = authenticate.bearer_token(request)
+    settings = state.settings
     try:
-        image_call, body = await _read_call(request, state)
+        image_call, body = await validate.read_call(
+            request, settings.max_body_bytes, settings.max_prompt_chars
+        )
     except GatewayError:
         # The key is checked first: a caller with a bad key learns nothing about its body.
-        call.team = (await state.authenticate_or_raise(token))["team"]
+        call.team = (await authenticate.known_key(state.keys, token))["team"]
         raise
     call.model, call.n = image_call.model, image_call.n
-    if state.settings.log_prompts:  # off by default: prompts can hold personal data
+    if settings.log_prompts:  # off by default: prompts can hold personal data
         call.prompt = orjson.loads(body).get("prompt")
     unit_price = state.prices.get(image_call.model)
     if unit_price is None:
-        call.team = (await state.authenticate_or_raise(token))["team"]
+        call.team = (await authenticate.known_key(state.keys, token))["team"]
         raise errors.model_not_found(image_call.model)
     attempt = Attempt(request, state, call, token, image_call, body, unit_price)
     idempotency_key = request.headers.get("idempotency-key")
     if idempotency_key is None:
-        return await _reserve_and_forward(attempt)
-    return await _idempotent(attempt, idempotency_key)
+        return await attempt.run()
+    return await idempotent.run_once(
+        attempt.run,
+        redis=state.redis,
+        keys=state.keys,
+        call=call,
+        token=token,
+        idempotency_key=idempotency_key,
+        body=body,
+        pending_ms=settings.reservation_ttl_s * 1000,
+        keep_s=settings.idempotency_ttl_s,
+    )
 
 
-async def _idempotent(attempt: Attempt, idempotency_key: str) -> Response:
-    """Replay the first result of a repeated Idempotency-Key; otherwise go ahead and keep it."""
-    state, call = attempt.state, attempt.call
-    idempotency.check_key(idempotency_key)
-    call.team = (await state.authenticate_or_raise(attempt.token))["team"]
-    key_id = attempt.token[0]
-    try:
-        replay = await idempotency.begin(
-            state.redis, key_id, idempotency_key, attempt.body, state.reservation_ttl_ms, call.request_id
-        )
-    except (RedisError, OSError) as exc:
-        state.redis_failed(exc)
-        raise errors.redis_unavailable() from None
-    if replay is not None:
-        call.extra["idempotent_replay"] = True
-        headers = {**replay.headers, "x-idempotent-replayed": "true"}
-        return Response(replay.body, replay.status, headers, media_type="application/json")
-    response: Response | None = None
-    try:
-        response = await _reserve_and_forward(attempt)
-        return response
-    finally:
-        await _finish_idempotent(state, key_id, idempotency_key, response)
+class Attempt:
+    """A validated call on its way through reserve, forward and settle."""
 
+    def __init__(
+        self,
+        request: Request,
+        state: GatewayState,
+        call: CallLog,
+        token: authenticate.Token,
+        image_call: validate.ImageCall,
+        body: bytes,
+        unit_price: int,
+    ) -> None:
+        self.request, self.state, self.call, self.token = request, state, call, token
+        self.image_call, self.body, self.unit_price = image_call, body, unit_price
 
-async def _finish_idempotent(
-    state: GatewayState, key_id: str, idempotency_key: str, response: Response | None
-) -> None:
-    try:
-        if response is not None and response.status_code == 200:
-            headers = {k: v for k, v in response.headers.items() if k.startswith("x-gateway-")}
-            await idempotency.complete(
-                state.redis,
-                key_id,
-                idempotency_key,
-                200,
-                headers,
-                bytes(response.body),
-                state.settings.idempotency_ttl_s,
-            )
-        else:
-            await idempotency.abandon(state.redis, key_id, idempotency_key)
-    except Exception as exc:  # the images are delivered: never turn that into an error
-        state.redis_failed(exc)
-
-
-async def _reserve_and_forward(attempt: Attempt) -> Response:
-    state, call, image_call = attempt.state, attempt.call, attempt.image_call
-    key_id, secret_hash = attempt.token
-    periods = budget.Periods.now()
-    try:
-        held = await budget.reserve(
+    async def run(self) -> Response:
+        state, call = self.state, self.call
+        periods = Periods.now()
+        held = await reserve.reserve(
             state.redis,
-            key_id,
-            secret_hash,
-            image_call.model,
-            call.request_id,
-            image_call.max_images,
-            attempt.unit_price,
-            state.reservation_ttl_ms,
-            periods,
+            call=call,
+            token=self.token,
+            image_call=self.image_call,
+            unit_price_micros=self.unit_price,
+            lifetime_ms=state.settings.reservation_ttl_s * 1000,
+            periods=periods,
         )
-    except (RedisError, OSError) as exc:
-        state.redis_failed(exc)
-        raise errors.redis_unavailable() from None
-    if isinstance(held, budget.Denial):
-        call.team = held.team or "unknown"
-        raise state.denial_error(held, image_call)
-    call.team, call.key_id = held.team, key_id
-    return await _forward(attempt, held, periods)
+        forwarded = await forward.forward(state.upstream, self.body, call)
+        if forwarded.error is None:
+            call.client_left = client_has_left(self.request.receive)
+        order = settle.order_for(
+            call,
+            key_id=self.token.key_id,
+            held=held,
+            unit_price_micros=self.unit_price,
+            periods=periods,
+            reconcile=forwarded.reconcile,
+        )
+        settled = await state.settler.settle(order)
+        if forwarded.error is not None or forwarded.body is None:
+            raise forwarded.error or errors.internal_error()
+        return Response(
+            forwarded.body, 200, success_headers(call, held, settled), media_type="application/json"
+        )
 
 
-async def _read_call(request: Request, state: GatewayState) -> tuple[ImageCall, bytes]:
-    body, payload = await read_json_body(request, state.settings.max_body_bytes)
-    return validate_image_request(payload, state.settings.max_prompt_chars), body
-
-
-async def _forward(attempt: Attempt, held: budget.Reservation, periods: budget.Periods) -> Response:
-    """Call the upstream, settle what it delivered, and answer the caller."""
-    state, call = attempt.state, attempt.call
-
-    async def settle(reconcile: bool = False) -> budget.Settlement | None:
-        return await state.settle(call, held, attempt.unit_price, periods, reconcile=reconcile)
-
-    try:
-        reply = await state.upstream.generate(attempt.body)
-    except UpstreamFailure as failure:
-        call.upstream_latency_s, call.upstream_outcome = failure.latency_s, failure.reason
-        await settle()
-        raise failure.error from None
-
-    call.upstream_status, call.upstream_latency_s = reply.status, reply.latency_s
-    if reply.status != 200:
-        call.upstream_outcome, error = map_error_reply(reply, state.upstream.redact)
-        await settle()
-        raise error
-
-    delivered = deliverable(reply.body)
-    del reply  # with multi-MB images, keep one copy of the answer in memory, not two
-    if delivered is None:
-        call.upstream_outcome = "bad_response"
-        await settle(reconcile=True)
-        raise bad_response_error()
-
-    call.images, body = delivered
-    call.upstream_outcome = "ok"
-    call.client_left = client_has_left(attempt.request.receive)
-    settled = await settle()
+def success_headers(call: CallLog, held: Reservation, settled: Settlement | None) -> dict[str, str]:
     headers = {"x-gateway-cost-usd": micros_to_usd(call.charge_micros)}
-    if settled is not None and settled.budget_micros >= 0:
-        remaining = settled.budget_micros - settled.spent_micros - settled.reserved_micros
-        headers["x-gateway-budget-remaining-usd"] = micros_to_usd(max(0, remaining))
+    remaining = settled.remaining_micros if settled is not None else None
+    if remaining is not None:
+        headers["x-gateway-budget-remaining-usd"] = micros_to_usd(remaining)
     headers.update(rate_limit_headers(held))
-    return Response(body, 200, headers, media_type="application/json")
+    return headers
 
 
-def deliverable(raw: bytes) -> tuple[int, bytes] | None:
-    """(images to charge for, body for the caller) of a 200 answer; None if it is unreadable.
-
-    The parsed copy lives only inside this function, so it is freed before the answer is sent.
-    """
-    payload = parse_images_body(raw)
-    if payload is None:
-        return None
-    return len(payload["data"]), conform_images_body(raw, payload)
-
-
-def client_has_left(receive: Any) -> bool:
+def client_has_left(receive: Receive) -> bool:
     """Whether the caller hung up, without waiting: one step of ``receive()``, never a suspension.
 
     Starlette's ``is_disconnected`` builds an anyio cancel scope per call (4% of the gateway's
     CPU in the profile). The server's receive answers at once when the client is gone and
     otherwise waits for a message; stepping its coroutine once tells the two apart.
     """
-    step = receive()
+    step: Any = receive()
     try:
         step.send(None)
     except StopIteration as done:
@@ -281,7 +186,7 @@ def client_has_left(receive: Any) -> bool:
     return False
 
 
-async def serve_asgi(scope: Any, receive: Any, send: Any) -> None:
+async def serve_asgi(scope: Scope, receive: Receive, send: Send) -> None:
     """The image route as plain ASGI, called by the app's outermost middleware.
 
     FastAPI's routing and middleware layers cost about a quarter of a worker's CPU per request
@@ -297,18 +202,7 @@ async def serve_asgi(scope: Any, receive: Any, send: Any) -> None:
     await response(scope, receive, send)
 
 
-def parse_images_body(body: bytes) -> dict[str, Any] | None:
-    """A 200 body with its ``data`` list (the images to charge for); None if it is not that."""
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
-        return None
-    return payload
-
-
-def rate_limit_headers(held: budget.Reservation) -> dict[str, str]:
+def rate_limit_headers(held: Reservation) -> dict[str, str]:
     """OpenAI's x-ratelimit-* headers, for keys with a requests-per-minute limit."""
     if held.rpm <= 0:
         return {}

@@ -5,9 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from gateway.pricing import micros_to_usd
+from gateway.call.authenticate import bearer_token, known_key
+from gateway.money import micros_to_usd
 from gateway.responses import json_response
-from gateway.state import GatewayState, bearer_token
+from gateway.state import state_of
 
 router = APIRouter()
 
@@ -16,8 +17,8 @@ CREATED = 1_730_000_000  # the upstream does not say when a model appeared; a fi
 
 @router.get("/v1/models", summary="List the models this key may use")
 async def list_models(request: Request) -> Response:
-    state: GatewayState = request.app.state.gateway
-    record = await state.authenticate_or_raise(bearer_token(request))
+    state = state_of(request)
+    record = await known_key(state.keys, bearer_token(request))
     allowed = {m for m in record.get("models", "").split(",") if m}
     data = [
         {

@@ -15,7 +15,8 @@ from fastapi.responses import Response, StreamingResponse
 from gateway import ledger
 from gateway.errors import GatewayError
 from gateway.responses import json_response
-from gateway.routes.admin import guard_redis, require_admin, state_of
+from gateway.routes.admin import guard_redis, require_admin
+from gateway.state import state_of
 
 router = APIRouter(prefix="/admin/v1", tags=["reports"], dependencies=[Depends(require_admin)])
 

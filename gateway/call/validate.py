@@ -1,9 +1,11 @@
-"""Validation of the image request, by hand because it runs on every call.
+"""Step 2: is the body a call the gateway can price? Read with a size limit, then checked by hand
+(it runs on every call).
 
 Only the fields the gateway prices or must refuse are checked; every other field (the Seedream
 extras: image, seed, guidance_scale, watermark, ...) passes through untouched, since the caller's
 bytes are forwarded as they came. The upstream's own limits (minimum pixels and the like) stay the
-upstream's: its 400 reaches the caller as a 400.
+upstream's: its 400 reaches the caller as a 400. :class:`ImageGenerationRequest` is only the
+schema /docs shows.
 """
 
 from __future__ import annotations
@@ -12,9 +14,43 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
 
+from gateway import errors
 from gateway.errors import bad_request
+
+JSON_TYPES = ("application/json", "text/json")
+
+
+async def read_json_body(request: Request, limit: int) -> tuple[bytes, Any]:
+    """The raw body (at most ``limit`` bytes, else 413) and its parsed JSON (else 400/415)."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";", 1)[0].strip().lower() not in JSON_TYPES:
+        raise errors.unsupported_media_type()
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise errors.payload_too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise errors.payload_too_large(limit)
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    try:
+        return body, orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise errors.bad_request("The request body is not valid JSON.") from None
+
+
+async def read_call(request: Request, max_body_bytes: int, max_prompt_chars: int) -> tuple[ImageCall, bytes]:
+    """The validated call and the caller's bytes, which are forwarded as they are."""
+    body, payload = await read_json_body(request, max_body_bytes)
+    return validate_image_request(payload, max_prompt_chars), body
+
 
 MAX_N = 10
 MAX_SIDE = 16384

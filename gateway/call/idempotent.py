@@ -1,0 +1,80 @@
+"""``Idempotency-Key`` around reserve, forward and settle: a repeat replays the first result.
+
+The key is authenticated first (a stranger's Idempotency-Key must not reveal another key's
+results), then claimed in Redis; the call runs only for the claim's owner. A 200 is kept for
+replays; anything else frees the claim so a retry may go ahead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from redis.exceptions import RedisError
+from starlette.responses import Response
+
+from gateway import idempotency
+from gateway.call.authenticate import Token, known_key
+from gateway.call.log import CallLog
+from gateway.call.outage import note_store_failure, store_unavailable
+from gateway.keys import KeyStore
+from gateway.redis_protocol import Redis
+
+
+async def run_once(
+    generate: Callable[[], Awaitable[Response]],
+    *,
+    redis: Redis,
+    keys: KeyStore,
+    call: CallLog,
+    token: Token,
+    idempotency_key: str,
+    body: bytes,
+    pending_ms: int,
+    keep_s: int,
+) -> Response:
+    """Replay the first result of a repeated Idempotency-Key; otherwise generate and keep it."""
+    idempotency.check_key(idempotency_key)
+    call.team = (await known_key(keys, token))["team"]
+    call.key_id = token.key_id
+    try:
+        replay = await idempotency.begin(
+            redis,
+            key_id=token.key_id,
+            idempotency_key=idempotency_key,
+            body=body,
+            pending_ms=pending_ms,
+            request_id=call.request_id,
+        )
+    except (RedisError, OSError) as exc:
+        raise store_unavailable(exc) from None
+    if replay is not None:
+        call.extra["idempotent_replay"] = True
+        headers = {**replay.headers, "x-idempotent-replayed": "true"}
+        return Response(replay.body, replay.status, headers, media_type="application/json")
+    response: Response | None = None
+    try:
+        response = await generate()
+        return response
+    finally:
+        await _finish(redis, token.key_id, idempotency_key, response, keep_s)
+
+
+async def _finish(
+    redis: Redis, key_id: str, idempotency_key: str, response: Response | None, keep_s: int
+) -> None:
+    try:
+        if response is not None and response.status_code == 200:
+            headers = {k: v for k, v in response.headers.items() if k.startswith("x-gateway-")}
+            await idempotency.complete(
+                redis,
+                key_id=key_id,
+                idempotency_key=idempotency_key,
+                status=200,
+                headers=headers,
+                body=bytes(response.body),
+                ttl_s=keep_s,
+            )
+        else:
+            await idempotency.abandon(redis, key_id, idempotency_key)
+    except Exception as exc:  # the images are delivered: never turn that into an error
+        note_store_failure(exc)

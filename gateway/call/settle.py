@@ -1,0 +1,183 @@
+"""Step 5: charge what was delivered and write the usage record, or spool it if Redis is gone.
+
+The caller already has its images when Redis may fail; the settlement then waits in the local
+spool and is replayed (exactly once: settle.lua ignores a request id it settled within
+``budget.SETTLED_MEMORY_MS``) by whichever process of the directory replays first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import orjson
+from redis.exceptions import ResponseError
+
+from gateway import budget, metrics
+from gateway.budget import Reservation, Settlement
+from gateway.call.log import CallLog
+from gateway.call.outage import note_store_failure
+from gateway.money import charge_micros
+from gateway.periods import Periods
+from gateway.redis_protocol import Redis
+from gateway.spool import RecordRefused, Spool
+from gateway.usage_record import UsageRecord
+
+log = logging.getLogger("gateway")
+
+
+@dataclass(frozen=True)
+class SettleOrder:
+    """One settlement as settle.lua takes it, and as the spool keeps it (JSON, one per line)."""
+
+    key_id: str
+    request_id: str
+    model: str
+    images: int
+    charge_micros: int
+    day: str  # the periods the call was reserved in
+    month: str
+    record: UsageRecord
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, entry: dict[str, Any]) -> SettleOrder:
+        """Read a spooled order, including one spooled by the release before charges moved here."""
+        record = dict(entry["record"])
+        if "charge_micros" not in entry:  # before this release: the script priced the images
+            record["unit_price_micros"] = entry["unit_price_micros"]
+            record["charge_micros"] = charge_micros(entry["images"], entry["unit_price_micros"])
+        fields = {k: entry[k] for k in ("key_id", "request_id", "model", "images", "day", "month")}
+        return cls(**fields, charge_micros=record["charge_micros"], record=UsageRecord(**record))
+
+
+def order_for(
+    call: CallLog,
+    *,
+    key_id: str,
+    held: Reservation,
+    unit_price_micros: int,
+    periods: Periods,
+    reconcile: bool,
+) -> SettleOrder:
+    """The settlement of a finished call; sets the call's charge, the one the ledger will show."""
+    call.charge_micros = charge_micros(call.images, unit_price_micros)
+    record = UsageRecord(
+        request_id=call.request_id,
+        ts_ms=int(time.time() * 1000),
+        day=periods.day,
+        team=held.team,
+        key_id=key_id,
+        key_name=held.key_name,
+        model=call.model,
+        n=call.n,
+        images=call.images,
+        unit_price_micros=unit_price_micros,
+        charge_micros=call.charge_micros,
+        upstream_status=call.upstream_status or 0,
+        upstream_latency_ms=int((call.upstream_latency_s or 0) * 1000),
+        outcome=call.upstream_outcome or "unknown",
+        client_left=int(call.client_left),
+        reconcile=int(reconcile),
+    )
+    return SettleOrder(
+        key_id,
+        call.request_id,
+        call.model,
+        call.images,
+        call.charge_micros,
+        periods.day,
+        periods.month,
+        record,
+    )
+
+
+class Settler:
+    """Settles finished calls in Redis, spools them when it cannot, and replays the spool."""
+
+    def __init__(self, redis: Redis, spool: Spool, retention_days: int) -> None:
+        self.redis = redis
+        self.spool = spool
+        self.retention_days = retention_days
+        self._replay_task: asyncio.Task[None] | None = None
+
+    async def settle(self, order: SettleOrder) -> Settlement | None:
+        """The key's budget after the charge; None if spooled (the caller gets its images anyway)."""
+        try:
+            settled = await self._apply(order)
+        except Exception as exc:  # any failure, not only RedisError: the record must not be lost
+            note_store_failure(exc)
+            self._spool(order)
+            return None
+        if settled is not None and settled.budget_micros > 0:
+            ratio = settled.spent_micros / settled.budget_micros
+            metrics.BUDGET_USED.labels(order.record.team, order.record.key_name).set(ratio)
+        return settled
+
+    async def _apply(self, order: SettleOrder) -> Settlement | None:
+        return await budget.settle(
+            self.redis,
+            key_id=order.key_id,
+            request_id=order.request_id,
+            model=order.model,
+            images=order.images,
+            charge_micros=order.charge_micros,
+            periods=Periods(order.day, order.month),
+            retention_days=self.retention_days,
+            record_fields=order.record.stream_fields(),
+        )
+
+    def _spool(self, order: SettleOrder) -> None:
+        try:
+            self.spool.append(order.to_json())
+        except OSError:  # disk full, read-only: the log line is the record of last resort
+            log.exception("could not spool settlement %s", orjson.dumps(order.to_json()).decode())
+            return
+        metrics.SPOOL_PENDING.inc()
+
+    # -- the spool's replay -------------------------------------------------------------------
+
+    def start_replay(self, every_s: float = 1.0) -> None:
+        self._replay_task = asyncio.create_task(self._replay_loop(every_s), name="spool-replay")
+
+    async def stop_replay(self) -> None:
+        if self._replay_task is not None:
+            self._replay_task.cancel()
+            try:
+                await self._replay_task
+            except asyncio.CancelledError:
+                pass
+        try:
+            await self.replay()
+        except Exception:
+            pass  # the spool stays on disk; the next start (or any other replica) replays it
+
+    async def replay(self) -> int:
+        """Replay the whole spool directory, this process's file and any other's.
+
+        The pending gauge is then set from the files themselves, not counted up and down: a
+        process that replays another one's records would otherwise go negative.
+        """
+        try:
+            return await self.spool.replay(self._replay_entry)
+        finally:
+            metrics.SPOOL_PENDING.set(self.spool.pending())
+
+    async def _replay_entry(self, entry: dict[str, Any]) -> None:
+        try:
+            await self._apply(SettleOrder.from_json(entry))
+        except ResponseError as exc:  # Redis answered and refused this one: not an outage
+            raise RecordRefused(str(exc)) from exc
+
+    async def _replay_loop(self, every_s: float) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await self.replay()
+            except Exception as exc:  # never let the loop die: the spool would wait forever
+                log.debug("spool replay postponed: %s", exc.__class__.__name__)

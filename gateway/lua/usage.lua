@@ -1,0 +1,15 @@
+-- Read one key's budget state after releasing orphaned reservations, so that what the admin API
+-- shows is what the next reservation would see. Answers name, value pairs.
+local record_key, state_key, reservations_key, deadlines_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local spent_day_key, spent_month_key, spent_total_key = KEYS[5], KEYS[6], KEYS[7]
+local images_day_key = KEYS[8]
+release_orphans(state_key, reservations_key, deadlines_key, now_ms())
+local key = hmget_named(record_key, {'budget_micros', 'budget_period'})
+local period = key.budget_period or 'total'
+local spent_key = period_key(period, spent_day_key, spent_month_key, spent_total_key)
+local held = hmget_named(state_key, {'reserved_micros', 'inflight'})
+return {'budget_micros', int(number_or(key.budget_micros, -1)), 'period', period,
+  'spent_micros', int(number_or(redis.call('GET', spent_key), 0)),
+  'reserved_micros', int(number_or(held.reserved_micros, 0)),
+  'inflight', int(number_or(held.inflight, 0)),
+  'images_today', int(number_or(redis.call('GET', images_day_key), 0))}

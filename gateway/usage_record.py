@@ -1,0 +1,55 @@
+"""The usage record: one per call that reached the upstream, the ledger finance reads.
+
+Defined here once. The request path builds it (:func:`build`), settle.lua appends it to the key's
+ledger stream as given plus the one field only the script knows (``reserved``), and exports read
+it back in :data:`EXPORT_FIELDS` order. A field added here reaches the ledger and the exports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    request_id: str
+    ts_ms: int  # when the call was settled (the stream id is when Redis wrote it)
+    day: str  # the UTC day the call was reserved in: the day its spend counts under
+    team: str
+    key_id: str
+    key_name: str
+    model: str
+    n: int  # images asked for
+    images: int  # images delivered, and charged
+    unit_price_micros: int
+    charge_micros: int  # money.charge_micros(images, unit_price_micros)
+    upstream_status: int  # 0: no answer
+    upstream_latency_ms: int
+    outcome: str  # ok, timeout, connect, 5xx, 4xx, bad_response, ...
+    client_left: int  # 1: the caller hung up before the answer; charged all the same
+    reconcile: int  # 1: the upstream may have billed what the gateway could not count
+
+    def stream_fields(self) -> list[str]:
+        """Name, value strings, as settle.lua appends them to the stream."""
+        return [str(item) for pair in asdict(self).items() for item in pair]
+
+
+# Written by settle.lua, not by the request path: 1 if a reservation was found at settle time.
+SCRIPT_FIELDS = ("reserved",)
+
+
+# The record as exported, in CSV column order: the stream id, the record with the charge in USD
+# beside the micro-USD one, then what the script adds. A JSONL export also keeps unknown fields.
+def _export_fields() -> tuple[str, ...]:
+    names = ["ledger_id"]
+    for name in UsageRecord.__dataclass_fields__:
+        names.append(name)
+        if name == "charge_micros":
+            names.append("charge_usd")
+    return (*names, *SCRIPT_FIELDS)
+
+
+EXPORT_FIELDS = _export_fields()
+INT_FIELDS = frozenset(
+    name for name, spec in UsageRecord.__dataclass_fields__.items() if spec.type == "int"
+) | frozenset(SCRIPT_FIELDS)
