@@ -10,7 +10,7 @@ help:
 	@echo "make run    start the gateway (embedded Redis; the simulator unless GATEWAY_UPSTREAM_API_KEY is set)"
 	@echo "make test   run the whole test suite"
 	@echo "make bench  run the benchmark (a few minutes)"
-	@echo "make lint   ruff"
+	@echo "make lint   ruff, and mypy --strict over gateway/"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -33,6 +33,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway tests bench
+	$(BIN)/mypy --strict gateway
 
 clean:
 	rm -rf $(VENV) var .tools .pytest_cache

@@ -19,7 +19,7 @@ import orjson
 from gateway import scripts
 from gateway.periods import DAY_S, Periods
 from gateway.redis_keys import KeySpace
-from gateway.redis_protocol import Redis
+from gateway.redis_protocol import Redis, RedisValue
 from gateway.scripts import named, text
 
 # How long settle.lua remembers a settled request id. A settlement replayed within this window
@@ -161,7 +161,7 @@ async def reserve(
     """Authenticate and hold ``max_images`` at ``unit_price_micros`` until settled or ``lifetime_ms``."""
     space = KeySpace(key_id)
     keys = _budget_keys(space) + _counter_keys(space, periods)
-    args = [secret_hash, model, request_id, max_images, unit_price_micros, lifetime_ms]
+    args: list[RedisValue] = [secret_hash, model, request_id, max_images, unit_price_micros, lifetime_ms]
     return decode_reserve(await scripts.RESERVE(redis, keys, args))
 
 
@@ -205,7 +205,7 @@ async def settle(
         space.ledger,
     ]
     oldest_kept_ms = int((time.time() - retention_days * DAY_S) * 1000)
-    args = [
+    args: list[RedisValue] = [
         request_id,
         images,
         charge_micros,

@@ -8,6 +8,7 @@ SHA-256 lets the reserve script compare hashes without a second round trip.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import hmac
 import re
@@ -21,6 +22,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from gateway.money import micros_to_usd, usd_to_micros
 from gateway.redis_keys import KEY_REGISTRY, KeySpace
+from gateway.redis_protocol import Redis
 
 TOKEN_PREFIX = "sk-gw-"
 KEY_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
@@ -178,7 +180,7 @@ def _decode(raw: dict[bytes, bytes]) -> dict[str, str]:
 class KeyStore:
     """Team keys in Redis. Used by the admin API, the CLI and the gateway's non-hot paths."""
 
-    def __init__(self, redis: Any) -> None:
+    def __init__(self, redis: Redis) -> None:
         self.redis = redis
 
     async def create(self, spec: KeyCreate) -> tuple[str, dict[str, Any]]:
@@ -219,7 +221,7 @@ class KeyStore:
                 keys.append(record_to_json(record))
         return keys
 
-    async def key_ids(self) -> list[str]:
+    async def key_ids(self) -> builtins.list[str]:
         return sorted(k.decode() for k in await self.redis.smembers(KEY_REGISTRY))
 
     async def update(self, key_id: str, limits: KeyLimits) -> dict[str, Any] | None:

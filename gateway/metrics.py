@@ -31,7 +31,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from gateway import __version__
 
 # The *_created series double the page for no dashboard's benefit.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -139,7 +139,7 @@ def render() -> bytes:
         return generate_latest(REGISTRY)
     mark_dead_workers(directory)
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=directory)
+    MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
     return generate_latest(registry)
 
 
@@ -157,7 +157,7 @@ def mark_dead_workers(directory: str) -> list[int]:
     dead = sorted(pid for pid in pids if not _alive(pid))
     for pid in dead:
         with contextlib.suppress(FileNotFoundError):  # another worker's scrape removed it first
-            mark_process_dead(pid, directory)
+            mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
     return dead
 
 

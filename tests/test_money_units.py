@@ -1,0 +1,163 @@
+"""Fast, in-process tests of the pure functions money depends on: no Redis, no processes."""
+
+from __future__ import annotations
+
+import calendar
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from gateway.budget import BudgetExhausted, DailyImagesExhausted, RateLimited, Revoked, TooManyInFlight
+from gateway.call.refusals import budget_message, daily_images_message, refusal_error
+from gateway.ledger import Amounts, parse_rollup
+from gateway.money import charge_micros, micros_to_usd, usd_to_micros
+from gateway.periods import Periods, day_resets_at, period_resets_at
+from gateway.usage_record import EXPORT_FIELDS, INT_FIELDS, SCRIPT_FIELDS, UsageRecord
+
+
+def epoch(text: str) -> float:
+    return calendar.timegm(datetime.fromisoformat(text).timetuple())
+
+
+# -- money ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("usd", "micros"),
+    [
+        ("0", 0),
+        ("0.135", 135_000),
+        ("1.5", 1_500_000),
+        (2, 2_000_000),
+        ("0.000001", 1),
+        (Decimal("10"), 10**7),
+    ],
+)
+def test_usd_amounts_parse_exactly(usd: object, micros: int) -> None:
+    assert usd_to_micros(usd) == micros  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", ["0.0000001", "-1", "NaN", "Infinity", "abc", "1000000001"])
+def test_usd_amounts_that_cannot_be_money_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError):
+        usd_to_micros(bad)
+
+
+def test_micro_dollars_print_with_six_places() -> None:
+    assert micros_to_usd(486_000) == "0.486000"
+    assert micros_to_usd(0) == "0.000000"
+    assert micros_to_usd(-1) == "-0.000001"
+    assert micros_to_usd(123_456_789) == "123.456789"
+
+
+def test_a_charge_is_the_images_delivered_at_the_reserved_price() -> None:
+    assert charge_micros(3, 135_000) == 405_000
+    assert charge_micros(0, 135_000) == 0
+    assert charge_micros(5, 0) == 0  # a free model costs nothing, never "-0"
+
+
+# -- periods --------------------------------------------------------------------------------------
+
+
+def test_periods_name_the_utc_day_and_month() -> None:
+    assert Periods.at(epoch("2026-11-30T23:59:59")) == Periods("2026-11-30", "2026-11")
+    assert Periods.at(epoch("2026-12-01T00:00:00")) == Periods("2026-12-01", "2026-12")
+
+
+def test_a_monthly_budget_resets_at_the_first_of_the_next_month() -> None:
+    assert period_resets_at("month", epoch("2026-12-31T12:00:00")) == datetime(2027, 1, 1, tzinfo=UTC)
+    assert period_resets_at("month", epoch("2028-02-29T23:59:59")) == datetime(2028, 3, 1, tzinfo=UTC)
+
+
+def test_a_daily_budget_resets_at_the_next_utc_midnight() -> None:
+    assert period_resets_at("day", epoch("2026-11-30T23:59:59")) == datetime(2026, 12, 1, tzinfo=UTC)
+    assert day_resets_at(epoch("2026-11-30T00:00:00")) == datetime(2026, 12, 1, tzinfo=UTC)
+
+
+def test_a_total_budget_never_resets() -> None:
+    assert period_resets_at("total", epoch("2026-11-30T00:00:00")) is None
+
+
+# -- what refused callers read ----------------------------------------------------------------------
+
+
+def test_a_budget_refusal_gives_the_numbers_and_the_reset() -> None:
+    refusal = BudgetExhausted("t", "k", 1_000_000, 600_000, 270_000, 270_000, "month")
+    text = budget_message(refusal, epoch("2026-11-30T10:00:00"))
+    assert text == (
+        "This key's monthly budget of $1.000000 is exhausted: $0.600000 spent and $0.270000 "
+        "reserved by calls in flight, and this call may cost up to $0.270000. "
+        "It resets at 2026-12-01T00:00:00Z."
+    )
+
+
+def test_a_total_budget_refusal_says_it_does_not_reset() -> None:
+    refusal = BudgetExhausted("t", "k", 0, 0, 0, 135_000, "total")
+    assert budget_message(refusal).endswith("A total budget does not reset; ask an admin to raise it.")
+
+
+def test_an_images_per_day_refusal_counts_delivered_and_reserved() -> None:
+    text = daily_images_message(DailyImagesExhausted("t", "k", 10, 7, 2, 3), epoch("2026-11-30T10:00:00"))
+    assert "cap of 10 images per day" in text and "7 delivered and 2 reserved" in text
+    assert text.endswith("It resets at 2026-12-01T00:00:00Z.")
+
+
+def test_each_refusal_has_its_status_code_and_retry_hint() -> None:
+    budget = refusal_error(BudgetExhausted("t", "k", 0, 0, 0, 1, "day"), "m")
+    assert (budget.status, budget.type, budget.code, budget.retry) == (
+        429,
+        "insufficient_quota",
+        "insufficient_quota",
+        False,
+    )
+    rate = refusal_error(RateLimited("t", "k", 60, 1500), "m")
+    assert (rate.status, rate.retry_after_s) == (429, 2)
+    busy = refusal_error(TooManyInFlight("t", "k", 3), "m")
+    assert busy.reason == "concurrency_exceeded" and "3 requests in flight" in busy.message
+    revoked = refusal_error(Revoked("t", "k", 1_764_496_800_000), "m")
+    assert (revoked.status, revoked.code) == (401, "key_revoked")
+    assert "2025-11-30T10:00:00Z" in revoked.message
+
+
+# -- the ledger's shapes ------------------------------------------------------------------------------
+
+
+def test_a_rollup_hash_reads_as_amounts_per_model() -> None:
+    raw = {
+        b"seedream|calls": b"3",
+        b"seedream|images": b"5",
+        b"seedream|spend": b"675000",
+        b"odd|name|calls": b"1",  # a model name may hold a "|"
+        b"idle|calls": b"0",
+    }
+    assert parse_rollup(raw) == {
+        "seedream": Amounts(calls=3, images=5, spend_micros=675_000),
+        "odd|name": Amounts(calls=1, images=0, spend_micros=0),
+    }
+
+
+def test_the_usage_record_is_written_and_exported_in_one_field_order() -> None:
+    record = UsageRecord(
+        request_id="req_1",
+        ts_ms=1,
+        day="2026-11-30",
+        team="t",
+        key_id="k",
+        key_name="n",
+        model="m",
+        n=2,
+        images=2,
+        unit_price_micros=135_000,
+        charge_micros=270_000,
+        upstream_status=200,
+        upstream_latency_ms=5,
+        outcome="ok",
+        client_left=0,
+        reconcile=0,
+    )
+    fields = record.stream_fields()
+    names = fields[::2]
+    assert names == [f for f in EXPORT_FIELDS if f not in ("ledger_id", "charge_usd", *SCRIPT_FIELDS)]
+    assert fields[names.index("charge_micros") * 2 + 1] == "270000"
+    assert {"images", "charge_micros", "reserved"} <= INT_FIELDS and "team" not in INT_FIELDS
