@@ -101,6 +101,19 @@ INFLIGHT = Gauge(
     multiprocess_mode="livesum",
     registry=REGISTRY,
 )
+FAILED_IMAGES = Counter(
+    "gateway_upstream_failed_images",
+    "Entries of a 200 answer that were an error instead of an image (not charged), by code.",
+    ["model", "code"],
+    registry=REGISTRY,
+)
+USAGE_MISMATCHES = Counter(
+    "gateway_upstream_usage_mismatches",
+    "200 answers whose usage.generated_images disagreed with the images counted (flagged for "
+    "reconciliation; the charge follows the images counted).",
+    ["model"],
+    registry=REGISTRY,
+)
 REDIS_ERRORS = Counter("gateway_redis_errors", "Redis operations that failed.", registry=REGISTRY)
 SPOOL_PENDING = Gauge(
     "gateway_spool_pending_records",

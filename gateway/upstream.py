@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,6 +131,13 @@ class UpstreamClient:
         """Remove the master key from text that came from the upstream, just in case it echoes."""
         return text.replace(self._api_key, "***") if self._api_key else text
 
+    def redact_bytes(self, body: bytes) -> bytes:
+        """The same for a body relayed as it came: one scan, a copy only if the key is in it."""
+        if not self._api_key:
+            return body
+        secret = self._api_key.encode()
+        return body.replace(secret, b"***") if secret in body else body
+
 
 def _since(started: float) -> float:
     return time.perf_counter() - started
@@ -172,11 +180,12 @@ def _upstream_error_fields(body: bytes) -> tuple[str | None, str | None, str | N
     return text("message"), text("code"), text("param")
 
 
-def map_error_reply(reply: UpstreamReply, redact: Any = str) -> tuple[str, GatewayError]:
+def map_error_reply(reply: UpstreamReply, redact: Callable[[str], str] = str) -> tuple[str, GatewayError]:
     """Turn a non-200 upstream answer into (metric reason, caller-facing error)."""
     status = reply.status
-    message, code, param = _upstream_error_fields(reply.body)
-    message = redact(message) if message else None
+    # Every field the caller may see is masked: an upstream that echoes our Authorization header
+    # must not hand the master key to a team, whichever field it puts it in.
+    message, code, param = (None if f is None else redact(f) for f in _upstream_error_fields(reply.body))
     if status in (401, 403):
         return "auth", GatewayError(
             502,

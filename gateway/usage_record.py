@@ -20,7 +20,8 @@ class UsageRecord:
     key_name: str
     model: str
     n: int  # images asked for
-    images: int  # images delivered, and charged
+    images: int  # images delivered, and charged: the answer's entries that are images
+    upstream_images: int  # the upstream's usage.generated_images; -1 when it did not say
     unit_price_micros: int
     charge_micros: int  # money.charge_micros(images, unit_price_micros)
     upstream_status: int  # 0: no answer

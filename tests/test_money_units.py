@@ -148,6 +148,7 @@ def test_the_usage_record_is_written_and_exported_in_one_field_order() -> None:
         model="m",
         n=2,
         images=2,
+        upstream_images=2,
         unit_price_micros=135_000,
         charge_micros=270_000,
         upstream_status=200,

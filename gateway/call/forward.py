@@ -39,25 +39,51 @@ async def forward(upstream: UpstreamClient, body: bytes, call: CallLog) -> Forwa
         call.upstream_outcome, error = map_error_reply(reply, upstream.redact)
         return Forwarded(error=error)
 
-    delivered = deliverable(reply.body)
+    answer = deliverable(upstream.redact_bytes(reply.body), call)
     del reply  # with multi-MB images, keep one copy of the answer in memory, not two
-    if delivered is None:
+    if answer is None:
         call.upstream_outcome = "bad_response"
         return Forwarded(error=bad_response_error(), reconcile=True)
-    call.images, answer = delivered
     call.upstream_outcome = "ok"
-    return Forwarded(body=answer)
+    disagrees = call.upstream_images is not None and call.upstream_images != call.images
+    return Forwarded(body=answer, reconcile=disagrees)
 
 
-def deliverable(raw: bytes) -> tuple[int, bytes] | None:
-    """(images to charge for, body for the caller) of a 200 answer; None if it is unreadable.
+def deliverable(raw: bytes, call: CallLog) -> bytes | None:
+    """The body for the caller of a 200 answer, counting its images into ``call``; None if unreadable.
 
     The parsed copy lives only inside this function, so it is freed before the answer is sent.
     """
     payload = parse_images_body(raw)
     if payload is None:
         return None
-    return len(payload["data"]), conform_images_body(raw, payload)
+    count_images(payload, call)
+    return conform_images_body(raw, payload)
+
+
+def count_images(payload: dict[str, Any], call: CallLog) -> None:
+    """Only entries that are images are charged: Seedream answers an image it could not make
+    (content safety, most often) with ``{"error": {"code", "message"}}`` in its place."""
+    images = 0
+    for entry in payload["data"]:
+        if is_image(entry):
+            images += 1
+            continue
+        error = entry.get("error") if isinstance(entry, dict) else None
+        code = error.get("code") if isinstance(error, dict) else None
+        name = code if isinstance(code, str) and code else "unknown"
+        call.failed_images[name] = call.failed_images.get(name, 0) + 1
+    call.images = images
+    usage = payload.get("usage")
+    generated = usage.get("generated_images") if isinstance(usage, dict) else None
+    if type(generated) is int:
+        call.upstream_images = generated
+
+
+def is_image(entry: Any) -> bool:
+    if not isinstance(entry, dict):
+        return False
+    return any(isinstance(entry.get(name), str) and entry[name] for name in ("url", "b64_json"))
 
 
 def parse_images_body(body: bytes) -> dict[str, Any] | None:

@@ -14,7 +14,9 @@ class CallLog:
     team: str = "unknown"
     key_id: str | None = None
     n: int = 0
-    images: int = 0
+    images: int = 0  # images delivered: the entries of the answer that are images, charged
+    upstream_images: int | None = None  # the upstream's usage.generated_images, when it says
+    failed_images: dict[str, int] = field(default_factory=dict)  # error code -> entries
     charge_micros: int = 0
     status: int = 0
     upstream_status: int | None = None

@@ -9,6 +9,7 @@ from gateway import metrics
 from gateway.call.log import CallLog
 from gateway.logs import AccessLog
 from gateway.money import micros_to_usd
+from gateway.upstream import CONTENT_SAFETY_CODES
 
 UPSTREAM_ERROR_REASONS = frozenset(
     {
@@ -23,6 +24,11 @@ UPSTREAM_ERROR_REASONS = frozenset(
         "bad_response",
     }
 )
+
+
+def failure_label(code: str) -> str:
+    """Known upstream codes as they are, anything else ``other``: metric labels stay bounded."""
+    return code if code in CONTENT_SAFETY_CODES else "other"
 
 
 class Observer:
@@ -52,6 +58,10 @@ class Observer:
                 child(metrics.UPSTREAM_ERRORS, model, call.upstream_outcome).inc()
         if call.rejection is not None:
             child(metrics.REJECTIONS, call.team, call.rejection).inc()
+        for code, count in call.failed_images.items():
+            child(metrics.FAILED_IMAGES, model, failure_label(code)).inc(count)
+        if call.upstream_images is not None and call.upstream_images != call.images:
+            child(metrics.USAGE_MISMATCHES, model).inc()
 
     def _line(self, call: CallLog, elapsed: float) -> dict[str, object]:
         upstream_ms = None if call.upstream_latency_s is None else round(call.upstream_latency_s * 1000, 2)
@@ -63,6 +73,7 @@ class Observer:
             "model": call.model,
             "n": call.n,
             "images": call.images,
+            **({"failed_images": call.failed_images} if call.failed_images else {}),
             "cost_usd": micros_to_usd(call.charge_micros),
             "status": call.status,
             "upstream_status": call.upstream_status,

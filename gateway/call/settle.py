@@ -52,6 +52,7 @@ class SettleOrder:
         if "charge_micros" not in entry:  # before this release: the script priced the images
             record["unit_price_micros"] = entry["unit_price_micros"]
             record["charge_micros"] = charge_micros(entry["images"], entry["unit_price_micros"])
+        record.setdefault("upstream_images", -1)
         fields = {k: entry[k] for k in ("key_id", "request_id", "model", "images", "day", "month")}
         return cls(**fields, charge_micros=record["charge_micros"], record=UsageRecord(**record))
 
@@ -77,6 +78,7 @@ def order_for(
         model=call.model,
         n=call.n,
         images=call.images,
+        upstream_images=-1 if call.upstream_images is None else call.upstream_images,
         unit_price_micros=unit_price_micros,
         charge_micros=call.charge_micros,
         upstream_status=call.upstream_status or 0,

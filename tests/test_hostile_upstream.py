@@ -1,0 +1,163 @@
+"""What the gateway does with an upstream's answers it must not take on trust."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from aiohttp import web
+
+from tests.scripted_upstream import ScriptedUpstream
+from tests.support import MODEL, UPSTREAM_KEY, Gateway, RedisServer, metric_value, wait_until
+
+PRICE_MICROS = 135_000
+
+
+@pytest.fixture
+def upstream() -> Iterator[ScriptedUpstream]:
+    server = ScriptedUpstream().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def gw(
+    redis_server: RedisServer, upstream: ScriptedUpstream, gateway_factory: Callable[..., Gateway]
+) -> Gateway:
+    return gateway_factory(redis_server.url, upstream.url)
+
+
+def answer_json(status: int, document: Any) -> Callable[[web.Request, bytes], web.Response]:
+    return lambda request, body: web.Response(
+        status=status, body=orjson.dumps(document), content_type="application/json"
+    )
+
+
+def generate(gw: Gateway, key: str, **body: Any) -> httpx.Response:
+    return httpx.post(
+        f"{gw.url}/v1/images/generations",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": MODEL, "prompt": "a lighthouse", **body},
+        timeout=30,
+    )
+
+
+def ledger_record(gw: Gateway, request_id: str) -> dict[str, Any]:
+    today = datetime.now(UTC).date().isoformat()
+    with gw.admin() as admin:
+        lines = admin.get("/admin/v1/usage", params={"start": today, "end": today, "format": "jsonl"}).text
+    found = [r for r in map(orjson.loads, lines.splitlines()) if r.get("request_id") == request_id]
+    assert len(found) == 1, lines
+    return dict(found[0])
+
+
+def image(index: int) -> dict[str, Any]:
+    return {"url": f"https://example.invalid/{index}.png", "size": "2048x2048"}
+
+
+FAILED = {
+    "error": {"code": "OutputImageSensitiveContentDetected", "message": "The output image was refused."}
+}
+
+
+def test_a_master_key_echoed_in_any_error_field_never_reaches_the_caller(
+    gw: Gateway, upstream: ScriptedUpstream
+) -> None:
+    echo = f"Bearer {UPSTREAM_KEY}"
+    upstream.answer = answer_json(
+        400, {"error": {"message": f"bad header {echo}", "code": echo, "param": echo, "type": echo}}
+    )
+    key, _ = gw.create_key()
+    response = generate(gw, key)
+    assert response.status_code == 400
+    assert UPSTREAM_KEY not in response.text
+    assert all(UPSTREAM_KEY not in value for value in response.headers.values())
+    assert upstream.seen_authorization[-1] == echo  # the upstream really was sent the key
+
+
+def test_a_master_key_echoed_in_a_success_never_reaches_the_caller(
+    gw: Gateway, upstream: ScriptedUpstream
+) -> None:
+    upstream.answer = answer_json(
+        200, {"created": 1, "data": [{"url": f"https://x.invalid/?k={UPSTREAM_KEY}"}]}
+    )
+    key, _ = gw.create_key()
+    response = generate(gw, key)
+    assert response.status_code == 200
+    assert UPSTREAM_KEY not in response.text and response.json()["data"][0]["url"].startswith(
+        "https://x.invalid/"
+    )
+
+
+def test_only_entries_that_are_images_are_charged(gw: Gateway, upstream: ScriptedUpstream) -> None:
+    document = {
+        "created": 1,
+        "data": [image(0), FAILED, image(2)],
+        "usage": {"generated_images": 2, "output_tokens": 32768, "total_tokens": 32768},
+    }
+    upstream.answer = answer_json(200, document)
+    key, key_id = gw.create_key(budget_usd="10")
+    response = generate(gw, key, n=3)
+    assert response.status_code == 200
+    assert response.headers["x-gateway-cost-usd"] == "0.270000"
+    data = response.json()["data"]
+    assert data[1] == FAILED and data[0]["url"].endswith("0.png")  # the answer as it came, in order
+    record = ledger_record(gw, response.headers["x-request-id"])
+    assert (record["images"], record["upstream_images"], record["charge_micros"], record["reconcile"]) == (
+        2,
+        2,
+        2 * PRICE_MICROS,
+        0,
+    )
+    assert gw.usage(key_id)["spent_usd"] == "0.270000"
+    failed = metric_value(
+        gw.metrics(),
+        "gateway_upstream_failed_images_total",
+        model=MODEL,
+        code="OutputImageSensitiveContentDetected",
+    )
+    assert failed == 1
+
+
+def test_a_set_whose_entries_all_failed_costs_nothing(gw: Gateway, upstream: ScriptedUpstream) -> None:
+    upstream.answer = answer_json(
+        200, {"created": 1, "data": [FAILED, FAILED], "usage": {"generated_images": 0}}
+    )
+    key, key_id = gw.create_key(budget_usd="10")
+    response = generate(gw, key, n=2)
+    assert response.status_code == 200 and len(response.json()["data"]) == 2
+    assert response.headers["x-gateway-cost-usd"] == "0.000000"
+    assert gw.usage(key_id)["spent_usd"] == "0.000000"
+
+
+def test_a_usage_that_disagrees_with_the_images_is_flagged_for_reconciliation(
+    gw: Gateway, upstream: ScriptedUpstream
+) -> None:
+    upstream.answer = answer_json(200, {"created": 1, "data": [image(0)], "usage": {"generated_images": 3}})
+    key, _ = gw.create_key()
+    response = generate(gw, key, n=3)
+    assert response.headers["x-gateway-cost-usd"] == "0.135000"  # the charge follows the entries
+    record = ledger_record(gw, response.headers["x-request-id"])
+    assert (record["images"], record["upstream_images"], record["reconcile"]) == (1, 3, 1)
+    assert metric_value(gw.metrics(), "gateway_upstream_usage_mismatches_total", model=MODEL) == 1
+
+
+def test_a_free_model_costs_nothing_and_leaves_its_key_usable(
+    gw: Gateway, upstream: ScriptedUpstream
+) -> None:
+    """A price of 0 once broke every key that used it: releasing a 0 reservation sent HINCRBY -0."""
+    upstream.answer = answer_json(200, {"created": 1, "data": [image(0)]})
+    with gw.admin() as admin:
+        assert admin.put("/admin/v1/prices/free-model", json={"price_usd": "0"}).status_code == 200
+    key, key_id = gw.create_key(budget_usd="1")
+    wait_until(lambda: generate(gw, key, model="free-model").status_code == 200, what="free model priced")
+    for _ in range(3):
+        response = generate(gw, key, model="free-model")
+        assert response.status_code == 200 and response.headers["x-gateway-cost-usd"] == "0.000000"
+    usage = gw.usage(key_id)
+    assert (usage["spent_usd"], usage["reserved_usd"], usage["inflight"]) == ("0.000000", "0.000000", 0)
+    assert generate(gw, key).status_code == 200  # a priced model still works on the same key
