@@ -175,6 +175,7 @@ class Settlement:
     budget_micros: int  # -1: no budget
     spent_micros: int
     reserved_micros: int
+    over_budget: bool  # a late settlement took the budget past its limit
 
     @property
     def remaining_micros(self) -> int | None:
@@ -221,6 +222,7 @@ async def settle(
         budget_micros=int(fields["budget_micros"]),
         spent_micros=int(fields["spent_micros"]),
         reserved_micros=int(fields["reserved_micros"]),
+        over_budget=int(fields["over_budget"]) == 1,
     )
 
 

@@ -114,6 +114,13 @@ USAGE_MISMATCHES = Counter(
     ["model"],
     registry=REGISTRY,
 )
+LATE_OVERSPENDS = Counter(
+    "gateway_late_settlements_over_budget",
+    "Settlements whose reservation had lapsed (their process was cut off from Redis) and whose "
+    "charge took a budget past its limit.",
+    ["team", "key_name"],
+    registry=REGISTRY,
+)
 REDIS_ERRORS = Counter("gateway_redis_errors", "Redis operations that failed.", registry=REGISTRY)
 SPOOL_PENDING = Gauge(
     "gateway_spool_pending_records",

@@ -35,8 +35,10 @@ class UsageRecord:
         return [str(item) for pair in asdict(self).items() for item in pair]
 
 
-# Written by settle.lua, not by the request path: 1 if a reservation was found at settle time.
-SCRIPT_FIELDS = ("reserved",)
+# Written by settle.lua, not by the request path. reserved: 1 if the call's reservation was still
+# held when it settled. over_budget: 1 if it was not, and this charge took the budget past its
+# limit (a late settlement from a process cut off from Redis longer than its reservation lived).
+SCRIPT_FIELDS = ("reserved", "over_budget")
 
 
 # The record as exported, in CSV column order: the stream id, the record with the charge in USD

@@ -42,6 +42,7 @@ CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
     "gateway_spool_pending_records": ("gauge", frozenset()),
     "gateway_build_info": ("gauge", frozenset({"version"})),
     "gateway_budget_used_ratio": ("gauge", frozenset({"team", "key_name"})),
+    "gateway_late_settlements_over_budget": ("counter", frozenset({"team", "key_name"})),
 }
 UPSTREAM_REASONS = {
     "timeout",
@@ -498,6 +499,7 @@ ALL_ALERTS = (
     "ImageGatewayRejectingRedisUnavailable",
     "ImageGatewaySpoolPending",
     "ImageGatewayTeamNearBudget",
+    "ImageGatewayBudgetOverspent",
 )
 ALERT_TESTS = [
     {  # a healthy gateway: traffic, fast answers, some prompts refused by content safety -> quiet
@@ -614,6 +616,17 @@ ALERT_TESTS = [
         ],
         "alert_rule_test": [
             expect("10m", "ImageGatewayTeamNearBudget", {"severity": "info", "team": "t1", "key_name": "ci"}),
+        ],
+    },
+    {  # one late settlement took team t1's key past its budget; t2's counter stays at 0
+        "interval": "1m",
+        "input_series": [
+            series("gateway_late_settlements_over_budget_total", "0 0 1x20", team="t1", key_name="ci"),
+            series("gateway_late_settlements_over_budget_total", "0x20", team="t2", key_name="web"),
+        ],
+        "alert_rule_test": [
+            expect("1m", "ImageGatewayBudgetOverspent"),
+            expect("5m", "ImageGatewayBudgetOverspent", {"severity": "warning", "team": "t1", "key_name": "ci"}),
         ],
     },
 ]

@@ -47,3 +47,64 @@ def test_the_shared_functions_are_one_line_without_comments() -> None:
     assert "\n" not in prelude and "--" not in prelude
     assert "local function release_orphans(" in prelude
     assert scripts.RESERVE.source.count("\n") == scripts.load("reserve.lua").count("\n")
+
+
+def test_a_late_settlement_past_the_budget_is_flagged_not_hidden(redis_server: RedisServer, tmp_path) -> None:
+    """A process cut off from Redis longer than its reservation lives: the reservation lapses,
+    another call spends the budget, then the late settlement lands. It is charged (the upstream
+    billed it) and flagged: in the ledger record, the settle answer and a metric."""
+    from gateway import budget, metrics
+    from gateway.call.log import CallLog
+    from gateway.call.settle import Settler, order_for
+    from gateway.keys import KeyCreate, KeyStore, parse_token
+    from gateway.periods import Periods
+    from gateway.spool import Spool
+
+    async def run() -> tuple[list[bool], dict[bytes, bytes]]:
+        client = Redis.from_url(redis_server.url)
+        try:
+            secret, record = await KeyStore(client).create(
+                KeyCreate(team="late", name="partitioned", budget_usd="1", budget_period="total")
+            )
+            token = parse_token(secret)
+            assert token is not None
+            key_id, periods = record["key_id"], Periods.now()
+            settler = Settler(client, Spool(tmp_path / "spool", "test"), 400)
+            flags = []
+            for request_id, lifetime_ms in (("req_cut_off", 1), ("req_meanwhile", 60_000)):
+                held = await budget.reserve(
+                    client,
+                    key_id=key_id,
+                    secret_hash=token[1],
+                    model="m",
+                    request_id=request_id,
+                    max_images=1,
+                    unit_price_micros=1_000_000,
+                    lifetime_ms=lifetime_ms,
+                    periods=periods,
+                )
+                assert isinstance(held, budget.Reservation), held  # the first lapsed: room again
+                await asyncio.sleep(0.01)
+            for request_id in ("req_meanwhile", "req_cut_off"):
+                call = CallLog(request_id=request_id, started=0.0, model="m", images=1)
+                order = order_for(
+                    call,
+                    key_id=key_id,
+                    held=held,
+                    unit_price_micros=1_000_000,
+                    periods=periods,
+                    reconcile=False,
+                )
+                settled = await settler.settle(order)
+                assert settled is not None
+                flags.append(settled.over_budget)
+            entries = await client.xrange(f"gw:{{{key_id}}}:ledger")
+            return flags, entries[-1][1]
+        finally:
+            await client.aclose()
+
+    before = metrics.LATE_OVERSPENDS.labels("late", "partitioned")._value.get()
+    flags, last = asyncio.run(run())
+    assert flags == [False, True]
+    assert (last[b"request_id"], last[b"reserved"], last[b"over_budget"]) == (b"req_cut_off", b"0", b"1")
+    assert metrics.LATE_OVERSPENDS.labels("late", "partitioned")._value.get() == before + 1

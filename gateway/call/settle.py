@@ -122,7 +122,7 @@ class Settler:
         return settled
 
     async def _apply(self, order: SettleOrder) -> Settlement | None:
-        return await budget.settle(
+        settled = await budget.settle(
             self.redis,
             key_id=order.key_id,
             request_id=order.request_id,
@@ -133,6 +133,14 @@ class Settler:
             retention_days=self.retention_days,
             record_fields=order.record.stream_fields(),
         )
+        if settled is not None and settled.over_budget:
+            metrics.LATE_OVERSPENDS.labels(order.record.team, order.record.key_name).inc()
+            log.error(
+                "late settlement %s took key %s past its budget: its reservation had lapsed",
+                order.request_id,
+                order.key_id,
+            )
+        return settled
 
     def _spool(self, order: SettleOrder) -> None:
         try:

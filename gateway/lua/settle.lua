@@ -34,14 +34,21 @@ redis.call('HINCRBY', rollup_key, model .. '|spend', int(charge))
 redis.call('ZADD', settled_key, now, request_id)
 redis.call('ZREMRANGEBYSCORE', settled_key, '-inf', now - settled_memory_ms)
 
--- 'reserved' is the one record field only this script knows: whether a reservation was found.
-local fields = {'reserved', held and '1' or '0'}
+local key = hmget_named(record_key, {'budget_micros', 'budget_period'})
+local budget = number_or(key.budget_micros, -1)
+local spent_key = period_key(key.budget_period or 'total', spent_day_key, spent_month_key,
+  spent_total_key)
+local spent = number_or(redis.call('GET', spent_key), 0)
+-- A settlement whose reservation had lapsed (its process was cut off from Redis for longer than
+-- the reservation's lifetime) was not held against the budget while others spent it: if its
+-- charge takes the budget past its limit, that is an overspend, and it is said so, never hidden.
+local over_budget = (not held) and charge > 0 and budget >= 0 and spent > budget
+
+-- The record fields only this script knows: whether a reservation was found, and the overspend.
+local fields = {'reserved', held and '1' or '0', 'over_budget', over_budget and '1' or '0'}
 for _, item in ipairs(cjson.decode(record_json)) do fields[#fields + 1] = item end
 redis.call('XADD', ledger_key, 'MINID', '~', oldest_kept_ms, '*', unpack(fields))
 
-local key = hmget_named(record_key, {'budget_micros', 'budget_period'})
-local spent_key = period_key(key.budget_period or 'total', spent_day_key, spent_month_key,
-  spent_total_key)
-return {'kind', 'ok', 'budget_micros', int(number_or(key.budget_micros, -1)),
-  'spent_micros', int(number_or(redis.call('GET', spent_key), 0)),
-  'reserved_micros', int(number_or(redis.call('HGET', state_key, 'reserved_micros'), 0))}
+return {'kind', 'ok', 'budget_micros', int(budget), 'spent_micros', int(spent),
+  'reserved_micros', int(number_or(redis.call('HGET', state_key, 'reserved_micros'), 0)),
+  'over_budget', over_budget and 1 or 0}
