@@ -626,7 +626,9 @@ ALERT_TESTS = [
         ],
         "alert_rule_test": [
             expect("1m", "ImageGatewayBudgetOverspent"),
-            expect("5m", "ImageGatewayBudgetOverspent", {"severity": "warning", "team": "t1", "key_name": "ci"}),
+            expect(
+                "5m", "ImageGatewayBudgetOverspent", {"severity": "warning", "team": "t1", "key_name": "ci"}
+            ),
         ],
     },
 ]
