@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import yaml
 
-from gateway.money import micros_to_usd, usd_to_micros  # noqa: F401  (cli imports them here until merged)
+from gateway.money import micros_to_usd, usd_to_micros
 from gateway.redis_keys import PRICE_FILE_APPLIED, PRICE_HISTORY, PRICES
 
 log = logging.getLogger("gateway.pricing")

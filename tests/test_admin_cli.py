@@ -150,3 +150,77 @@ def test_cli_help_is_useful_on_its_own() -> None:
             text=True,
         ).stdout
     )
+
+
+def _columns(line: str) -> int:
+    """Terminal columns a string takes (CJK characters count two)."""
+    import unicodedata
+
+    return sum(2 if unicodedata.east_asian_width(c) in ("W", "F") else 1 for c in line)
+
+
+def test_cli_says_which_store_it_reads_and_hides_its_password(redis_factory) -> None:
+    redis = redis_factory()
+    listed = cli(redis.url, "keys", "list")
+    assert listed.stderr.strip() == f"gateway: using {redis.url} (GATEWAY_REDIS_URL)"
+    with_password = redis.url.replace("redis://", "redis://:hunter2@")
+    refused = cli(with_password, "keys", "list")
+    assert "hunter2" not in refused.stderr and "redis://:***@127.0.0.1" in refused.stderr
+
+
+def test_cli_keys_list_shows_every_limit_aligned_for_cjk_names(redis_factory) -> None:
+    redis = redis_factory()
+    for name in ("海报机器人", "poster"):
+        made = cli(
+            redis.url,
+            "keys",
+            "create",
+            "--team",
+            "design",
+            "--name",
+            name,
+            "--models",
+            MODEL,
+            "--images-per-day",
+            "7",
+            "--max-concurrent",
+            "2",
+        )
+        assert made.returncode == 0, made.stderr
+    header, *rows = cli(redis.url, "keys", "list").stdout.splitlines()
+    for column in ("models", "images_per_day", "max_concurrent"):
+        assert column in header
+    assert all(MODEL in row and " 7 " in row and " 2 " in row for row in rows)
+    status_at = _columns(header[: header.index("status")])
+    for row in rows:
+        assert _columns(row[: row.index("active")]) == status_at, row
+
+
+def test_cli_refuses_an_expiry_in_the_past(redis_factory) -> None:
+    redis = redis_factory()
+    refused = cli(redis.url, "keys", "create", "--team", "t", "--name", "n", "--expires", "2020-01-01")
+    assert refused.returncode == 1 and "in the past" in refused.stderr
+    assert refused.stderr.count("\n") == 1
+    assert json.loads(cli(redis.url, "keys", "list", "--json").stdout) == []
+
+
+def test_cli_help_describes_team_name_and_keeps_the_budget_period_on_update() -> None:
+    def helptext(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", *args, "--help"], cwd=ROOT, capture_output=True, text=True
+        )
+        return " ".join(done.stdout.split())
+
+    create = helptext("keys", "create")
+    assert "--team TEAM the team the key bills to" in create and "--name NAME what the key is for" in create
+    update = helptext("keys", "update")
+    assert "default month" not in update and "keeps its current period" in update
+
+
+def test_cli_rotation_message_says_1_second(redis_factory) -> None:
+    redis = redis_factory()
+    key_id = json.loads(cli(redis.url, "keys", "create", "--team", "t", "--name", "n", "--json").stdout)[
+        "key_id"
+    ]
+    rotated = cli(redis.url, "keys", "rotate", key_id, "--grace-seconds", "1")
+    assert "the old one works 1 second more" in rotated.stdout

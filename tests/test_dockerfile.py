@@ -233,7 +233,7 @@ def test_builder_stage_builds_the_gateway_from_just_what_it_copies(tmp_path):
         [entry_points] = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
         scripts = zf.read(entry_points).decode()
     assert re.search(r"^gateway\s*=\s*gateway\.cli:main$", scripts, re.M), scripts
-    assert "gateway/cli.py" in names and "gateway/settings.py" in names
+    assert "gateway/cli/__init__.py" in names and "gateway/settings.py" in names
     lua = {p.relative_to(REPO).as_posix() for p in (REPO / "gateway").rglob("*.lua")}
     assert lua <= names, f"Lua scripts missing from the package: {sorted(lua - names)}"
     # the gateway's own modules all made it

@@ -88,18 +88,85 @@ def test_serve_with_nothing_configured_runs_the_printed_example(tmp_path: Path) 
     assert (tmp_path / "var" / "redis" / "appendonly.aof").exists()
 
 
-def test_keys_survive_a_restart_and_the_old_demo_key_is_revoked(tmp_path: Path) -> None:
+def _readme_block(pattern: str) -> str:
+    """A command exactly as README.md prints it (continuation lines included)."""
+    return re.search(pattern, (ROOT / "README.md").read_text(), re.S).group(0)
+
+
+def _newcomer_serve(folder: Path, name: str) -> tuple[subprocess.Popen[bytes], Path, int]:
+    """`make run` in ``folder``: no GATEWAY_* setting but the port, state in ./var."""
+    port = free_port()
+    log = folder / f"{name}.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env.update({"GATEWAY_PORT": str(port), "PYTHONUNBUFFERED": "1"})
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--demo-key"],
+            env=env,
+            cwd=folder,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    return process, log, port
+
+
+def _bash(script: str, folder: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    return subprocess.run(
+        ["bash", "-c", script], env=env, cwd=folder, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_readme_admin_commands_work_under_make_run_and_a_restart_keeps_key_and_token(tmp_path: Path) -> None:
+    admin_curl = _readme_block(r"curl -s -X POST http://127\.0\.0\.1:8080/admin/v1/keys.*?}'")
+    keys_list = _readme_block(r"\.venv/bin/gateway keys list").replace(
+        ".venv/bin/gateway", f"{sys.executable} -m gateway"
+    )
+    seen: list[tuple[str, str]] = []
+    for name in ("first", "restarted"):
+        process, log, port = _newcomer_serve(tmp_path, name)
+        try:
+            wait_until(lambda port=port: _ready(port), 30)
+            text = log.read_text()
+            key = re.search(r"sk-gw-[a-z2-7]{12}_[A-Za-z0-9_-]+", text).group(0)
+            export = re.search(r"export GATEWAY_ADMIN_TOKEN=\S+", text).group(0)
+            seen.append((key, export))
+            assert _models_status(port, key) == 200
+            created = _bash(f"{export}\n{admin_curl.replace('8080', str(port))}", tmp_path)
+            assert json.loads(created.stdout)["team"] == "design", created.stdout + created.stderr
+            listed = _bash(keys_list, tmp_path)
+            assert listed.returncode == 0 and "poster-bot" in listed.stdout, listed.stderr
+            assert "embedded Redis" in listed.stderr and str(tmp_path / "var") in listed.stderr
+        finally:
+            assert _stop(process) == 0
+    assert seen[0] == seen[1]  # the same demo key and admin token after the restart
+    for name in ("admin-token", "demo-key"):
+        assert (tmp_path / "var" / name).stat().st_mode & 0o777 == 0o600
+
+
+def test_a_revoked_demo_key_is_replaced_at_the_next_start(tmp_path: Path) -> None:
     keys = []
     for name in ("one", "two"):
         process, log, port = _serve(tmp_path, name)
         try:
             wait_until(lambda port=port: _ready(port), 30)
-            keys.append(re.search(r"sk-gw-[a-z2-7]{12}_[A-Za-z0-9_-]+", log.read_text()).group(0))
-            if name == "two":
-                assert _models_status(port, keys[1]) == 200
-                assert _models_status(port, keys[0]) == 401  # revoked, and Redis kept it across the restart
+            keys.append(re.search(r"sk-gw-([a-z2-7]{12})_[A-Za-z0-9_-]+", log.read_text()))
+            if name == "one":
+                env = {**os.environ, "GATEWAY_STATE_DIR": str(tmp_path / "var")}
+                env.pop("GATEWAY_REDIS_URL", None)
+                revoked = subprocess.run(
+                    [sys.executable, "-m", "gateway", "keys", "revoke", keys[0].group(1)],
+                    env=env,
+                    cwd=ROOT,
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
+                assert revoked.returncode == 0, revoked.stderr
         finally:
             assert _stop(process) == 0
+    assert keys[0].group(0) != keys[1].group(0)
 
 
 def test_second_gateway_on_the_same_state_dir_says_how_to_share(tmp_path: Path) -> None:
@@ -152,13 +219,7 @@ def test_bad_prices_file_fails_at_start(tmp_path: Path) -> None:
 
 def test_missing_master_key_refused_when_the_simulator_is_not_allowed(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    env.update(
-        {
-            "GATEWAY_STATE_DIR": str(tmp_path),
-            "GATEWAY_ALLOW_SIMULATOR": "false",
-            "GATEWAY_REDIS_URL": "redis://127.0.0.1:1/0",
-        }
-    )
+    env.update({"GATEWAY_STATE_DIR": str(tmp_path / "var"), "GATEWAY_ALLOW_SIMULATOR": "false"})
     result = subprocess.run(
         [sys.executable, "-m", "gateway", "serve"],
         env=env,
@@ -169,6 +230,7 @@ def test_missing_master_key_refused_when_the_simulator_is_not_allowed(tmp_path: 
     )
     assert result.returncode == 2
     assert "GATEWAY_UPSTREAM_API_KEY" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "var").exists()  # refused before the embedded Redis was started
 
 
 def test_sigterm_fails_readiness_first_then_drains(redis_server, simulator, gateway_factory) -> None:

@@ -16,13 +16,13 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 
-from gateway import budget, pricing
+from gateway import pricing
 from gateway.errors import GatewayError, not_found, redis_unavailable
 from gateway.keys import DEFAULT_ROTATE_GRACE_S, KeyCreate, KeyLimits
 from gateway.money import micros_to_usd, usd_to_micros
-from gateway.periods import Periods, period_resets_at
 from gateway.responses import json_response
 from gateway.state import GatewayState, state_of
+from gateway.usage_report import usage_report
 
 T = TypeVar("T")
 
@@ -116,27 +116,6 @@ async def key_usage(key_id: str, request: Request) -> Response:
     state = state_of(request)
     _found(await guard_redis(state.keys.get_record(key_id)), key_id)
     return json_response(await guard_redis(usage_report(state.redis, key_id)))
-
-
-async def usage_report(redis: Any, key_id: str) -> dict[str, Any]:
-    """What the admin API and ``gateway keys usage`` show for one key."""
-    used = await budget.usage(redis, key_id, Periods.now())
-    has_budget = used.budget_micros >= 0
-    usd = micros_to_usd
-    resets = period_resets_at(used.period) if has_budget else None
-    return {
-        "key_id": key_id,
-        "period": used.period if has_budget else None,
-        "budget_usd": usd(used.budget_micros) if has_budget else None,
-        "spent_usd": usd(used.spent_micros),
-        "reserved_usd": usd(used.reserved_micros),
-        "remaining_usd": usd(max(0, used.budget_micros - used.spent_micros - used.reserved_micros))
-        if has_budget
-        else None,
-        "images_today": used.images_today,
-        "inflight": used.inflight,
-        "resets_at": resets.isoformat().replace("+00:00", "Z") if resets else None,
-    }
 
 
 @router.get("/prices", summary="The price table and its history")

@@ -1,8 +1,8 @@
 """``gateway report spend`` and ``gateway usage export``: finance's commands.
 
-They read Redis directly (``GATEWAY_REDIS_URL``, else the embedded Redis), so they work whether
-or not a gateway runs, and print the same numbers as ``/admin/v1/reports/spend`` and
-``/admin/v1/usage``.
+They read Redis directly, so they work whether or not a gateway runs, and print the same
+numbers as ``/admin/v1/reports/spend`` and ``/admin/v1/usage``. Both are read commands: with no
+gateway state to read they fail instead of reporting an empty store's zeros.
 """
 
 from __future__ import annotations
@@ -10,17 +10,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
-
-import orjson
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from gateway import ledger
-from gateway.cli import CommandError, print_table, run_with_redis
+from gateway.cli.common import CommandError, Commands, print_json, print_table
+from gateway.cli.store import run_with_redis
 
+T = TypeVar("T")
 DATES_HELP = "UTC dates, YYYY-MM-DD, both included (--start X --end X is the day X)"
 
 
-def add_report_commands(commands: Any) -> None:
+def add_report_commands(commands: Commands) -> None:
     report = commands.add_parser(
         "report",
         help="spend reports from the ledger",
@@ -63,7 +64,7 @@ def _add_range(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--end", required=True, help="last day, YYYY-MM-DD (UTC), included")
 
 
-def _query(parse: Any, *args: Any) -> Any:
+def _query(parse: Callable[..., T], *args: Any) -> T:
     try:
         return parse(*args)
     except ledger.LedgerQueryError as exc:
@@ -73,9 +74,9 @@ def _query(parse: Any, *args: Any) -> Any:
 def _report_spend(args: argparse.Namespace) -> int:
     days = _query(ledger.parse_range, args.start, args.end)
     group_by = _query(ledger.parse_group_by, args.group_by)
-    report: ledger.SpendReport = run_with_redis(lambda redis: ledger.spend_report(redis, days, group_by))
+    report = run_with_redis(lambda redis: ledger.spend_report(redis, days, group_by))
     if args.format == "json":
-        print(orjson.dumps(report.as_json(), option=orjson.OPT_INDENT_2).decode())
+        print_json(report.as_json())
     elif args.format == "csv":
         sys.stdout.write(report.to_csv())
     else:

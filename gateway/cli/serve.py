@@ -1,0 +1,148 @@
+"""``gateway serve``: settings checked once, local state made private, then uvicorn.
+
+Everything that can refuse to start (a bad setting, a bad prices file, no master key where the
+simulator is not allowed) is checked before anything is started or created, so a refused start
+leaves no embedded Redis or state behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import sys
+from types import FrameType
+
+from gateway import embedded_redis, pricing, private_files
+from gateway.cli import demo
+from gateway.cli.common import Commands
+from gateway.cli.simulator_process import print_simulator_banner, start_simulator
+from gateway.cli.store import connected
+from gateway.settings import Settings, SettingsError, load_settings
+
+
+def add_serve_command(commands: Commands) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="run the gateway",
+        description="Run the gateway with the GATEWAY_* settings from the environment. With no "
+        "GATEWAY_REDIS_URL it starts an embedded Redis (data under GATEWAY_STATE_DIR/redis, "
+        "password in GATEWAY_STATE_DIR/redis/password); with no GATEWAY_UPSTREAM_API_KEY it "
+        "starts the built-in upstream simulator and says so. Local state is created private "
+        "to the user (0700 directories, 0600 files).",
+    )
+    serve.add_argument(
+        "--demo-key",
+        action="store_true",
+        help="print a demo team key (kept across restarts in GATEWAY_STATE_DIR) and a ready "
+        "example; with no GATEWAY_ADMIN_TOKEN, also make and print a local admin token",
+    )
+    serve.set_defaults(handler=serve_command)
+
+
+def checked_settings() -> Settings:
+    """The settings, refused before anything starts if the gateway could not run with them."""
+    settings = load_settings()  # once, in the parent: a bad setting must not loop worker restarts
+    if settings.prices_file is not None:
+        try:
+            pricing.load_prices_file(settings.prices_file)
+        except (OSError, ValueError) as exc:
+            raise SettingsError(f"invalid setting GATEWAY_PRICES_FILE: {exc}") from None
+    if settings.upstream_api_key is None and not settings.allow_simulator:
+        raise SettingsError(
+            "invalid setting GATEWAY_UPSTREAM_API_KEY: not set, and GATEWAY_ALLOW_SIMULATOR is false"
+        )
+    return settings
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    settings = checked_settings()
+    private_files.restrict_umask()  # spool, metrics files, logs: inherited by workers and children
+    private_files.private_directory(settings.state_dir)
+    with contextlib.ExitStack() as stack:
+        env: dict[str, str] = {}
+        if settings.redis_url is None:
+            redis = embedded_redis.start(settings.state_dir)
+            stack.callback(redis.stop)
+            env["GATEWAY_REDIS_URL"] = redis.url
+            print(
+                f"embedded Redis: {redis.public_url} (data in {redis.directory}, password in "
+                f"{redis.directory / embedded_redis.PASSWORD_FILE})",
+                file=sys.stderr,
+            )
+        if settings.upstream_api_key is None:
+            url, key = start_simulator(stack)
+            env["GATEWAY_UPSTREAM_BASE_URL"], env["GATEWAY_UPSTREAM_API_KEY"] = url, key
+            print_simulator_banner(url)
+        admin_token = None
+        if args.demo_key and settings.admin_token is None:
+            admin_token = env["GATEWAY_ADMIN_TOKEN"] = demo.local_admin_token(settings.state_dir)
+        env.update(_metrics_dir(settings, stack))
+        os.environ.update(env)
+        settings = load_settings()
+        if args.demo_key:
+            token = asyncio.run(_demo_key(settings))
+            demo.print_example(settings, token, admin_token)
+        return _run_uvicorn(settings)
+
+
+async def _demo_key(settings: Settings) -> str:
+    async with connected(settings.redis_url or "") as redis:
+        return await demo.demo_key(redis, settings.state_dir)
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def _run_uvicorn(settings: Settings) -> int:
+    """Serve until SIGTERM/SIGINT; in-flight requests finish first (graceful shutdown).
+
+    uvicorn re-raises the signal it caught once it has shut down; the handler installed here
+    turns that into a normal exit, so the embedded Redis and the simulator are stopped too.
+    """
+    import uvicorn
+
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    signal.signal(signal.SIGINT, _exit_cleanly)
+
+    uvicorn.run(
+        "gateway.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        loop="uvloop" if _has_uvloop() else "asyncio",
+        http="httptools",
+        access_log=False,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=int(settings.upstream_timeout_s) + 5,
+        server_header=False,
+    )
+    return 0
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _metrics_dir(settings: Settings, stack: contextlib.ExitStack) -> dict[str, str]:
+    """One multiprocess directory per gateway instance, removed when it stops.
+
+    A fixed shared directory wiped at start would corrupt the numbers of any other gateway
+    started from the same folder. One worker needs none.
+    """
+    if settings.workers == 1:
+        return {}
+    directory = (settings.state_dir / "metrics" / f"{os.getpid()}-{secrets.token_hex(4)}").resolve()
+    directory.mkdir(parents=True)
+    stack.callback(shutil.rmtree, directory, True)
+    return {"PROMETHEUS_MULTIPROC_DIR": str(directory)}
