@@ -12,14 +12,22 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway.simulator.answers import success_body
+from gateway.simulator.answers import plan_answer, success_body
 from gateway.simulator.errors import InvalidRequest, error_envelope
-from gateway.simulator.faults import NO_FAULT, fault_spec, parse_fault
+from gateway.simulator.faults import NO_FAULT, Fault, fault_spec, parse_fault
+from gateway.simulator.images import CONTENT_TYPES, image_file
 from gateway.simulator.jobs import parse_job
-from gateway.simulator.limits import FAULT_FIELD, MAX_IMAGE_BYTES, MAX_PIXELS, MAX_REQUEST_BODY, MAX_SIDE
-from gateway.simulator.png import padded_png
+from gateway.simulator.limits import (
+    DEFAULT_STREAM_GAP,
+    FAULT_FIELD,
+    MAX_IMAGE_BYTES,
+    MAX_PIXELS,
+    MAX_REQUEST_BODY,
+    MAX_SIDE,
+)
 from gateway.simulator.recorder import Recorder
 from gateway.simulator.responses import drop, garbage_response, invalid_response, json_response, send
+from gateway.simulator.stream import events, send_stream
 
 _IMAGE_ID_RE = re.compile(r"^([0-9]+)x([0-9]+)-([0-9]+)-[0-9a-f]+$")
 
@@ -30,6 +38,7 @@ class SimulatorState:
 
     api_key: str | None
     latency: float
+    stream_gap: float
     recorder: Recorder = field(default_factory=Recorder)
 
     def authorized(self, headers: Mapping[str, str]) -> bool:
@@ -75,17 +84,30 @@ async def generations(request: web.Request) -> web.StreamResponse:
     if status is not None:
         return json_response(status, error_envelope(status, fault.code))
 
+    return await _answer(request, payload, fault)
+
+
+async def _answer(request: web.Request, payload: Any, fault: Fault) -> web.StreamResponse:
+    """The 200 answer, as JSON or as a stream, or the 400 of a request that cannot be run."""
     try:
         job = parse_job(payload)
     except InvalidRequest as exc:
         return invalid_response(str(exc), exc.param)
-    count = job.count if fault.images is None else fault.images
+    try:
+        plan = plan_answer(job, fault)
+    except ValueError as exc:
+        return invalid_response(str(exc), FAULT_FIELD)
     base_url = f"{request.scheme}://{request.host}"
-    return await send(request, success_body(base_url, job, count, fault.image_bytes or 0))
+    image_bytes = fault.image_bytes or 0
+    if not job.stream:
+        return await send(request, success_body(base_url, job, plan, image_bytes))
+    gap = request.app[STATE].stream_gap if fault.stream_gap is None else fault.stream_gap
+    answer = events(base_url, job, plan, image_bytes)
+    return await send_stream(request, answer, len(plan.entries), gap, fault)
 
 
 async def image(request: web.Request) -> web.StreamResponse:
-    """``GET /images/{id}.png``: redraw the image the id describes (size and padding)."""
+    """``GET /images/{id}.png`` or ``.jpeg``: redraw the image the id describes (size, padding)."""
     match = _IMAGE_ID_RE.match(request.match_info["image_id"])
     if match is not None:
         width, height, image_bytes = int(match[1]), int(match[2]), int(match[3])
@@ -95,8 +117,9 @@ async def image(request: web.Request) -> web.StreamResponse:
             and width * height <= MAX_PIXELS
             and image_bytes <= MAX_IMAGE_BYTES
         ):
-            png = padded_png(width, height, image_bytes)
-            return await send(request, [png], content_type="image/png")
+            output_format = request.match_info["format"]
+            picture = image_file(output_format, width, height, image_bytes)
+            return await send(request, [picture], content_type=CONTENT_TYPES[output_format])
     not_found = {"message": "image not found", "type": "invalid_request_error", "code": "not_found"}
     return json_response(404, {"error": not_found})
 
@@ -116,18 +139,22 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response(200, {"status": "ok"})
 
 
-def create_app(api_key: str | None = None, latency: float = 0.0) -> web.Application:
+def create_app(
+    api_key: str | None = None, latency: float = 0.0, stream_gap: float = DEFAULT_STREAM_GAP
+) -> web.Application:
     """The simulator as an aiohttp application.
 
     ``api_key`` None accepts any caller; ``latency`` is the wait, in seconds, before every
-    generation call answers.
+    generation call answers (a stream: before its first event); ``stream_gap`` the wait between
+    a stream's image events.
     """
-    if latency < 0 or not math.isfinite(latency):
-        raise ValueError("latency must be a non-negative number of seconds")
+    for name, value in (("latency", latency), ("stream_gap", stream_gap)):
+        if value < 0 or not math.isfinite(value):
+            raise ValueError(f"{name} must be a non-negative number of seconds")
     app = web.Application(client_max_size=MAX_REQUEST_BODY)
-    app[STATE] = SimulatorState(api_key=api_key or None, latency=latency)
+    app[STATE] = SimulatorState(api_key=api_key or None, latency=latency, stream_gap=stream_gap)
     app.router.add_post("/v1/images/generations", generations)
-    app.router.add_get("/images/{image_id}.png", image)
+    app.router.add_get("/images/{image_id}.{format:png|jpeg}", image)
     app.router.add_get("/_simulator/requests", recorded_requests)
     app.router.add_post("/_simulator/reset", reset)
     app.router.add_get("/healthz", healthz)

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from gateway.simulator.app import create_app
 from gateway.simulator.faults import int_in, seconds
-from gateway.simulator.limits import DEFAULT_HOST, DEFAULT_PORT
+from gateway.simulator.limits import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_STREAM_GAP
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -28,11 +28,16 @@ def _display_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-async def _serve(host: str, port: int, api_key: str | None, latency: float) -> None:
+async def _serve(host: str, port: int, api_key: str | None, latency: float, stream_gap: float) -> None:
     # Access logs off: at 1,000 concurrent requests, formatting log lines costs more than
-    # answering. A short shutdown timeout: in-flight calls are only simulated work.
+    # answering. A short shutdown timeout: in-flight calls are only simulated work. Handlers
+    # are cancelled when their client leaves, so a stalled stream does not wait out its stall.
     runner = web.AppRunner(
-        create_app(api_key, latency), access_log=None, handle_signals=False, shutdown_timeout=1.0
+        create_app(api_key, latency, stream_gap),
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=1.0,
+        handler_cancellation=True,
     )
     await runner.setup()
     try:
@@ -61,13 +66,14 @@ def run(
     port: int = DEFAULT_PORT,
     api_key: str | None = None,
     latency: float = 0.0,
+    stream_gap: float = DEFAULT_STREAM_GAP,
 ) -> None:
     """Serve until SIGTERM or SIGINT. Prints ``simulator listening on http://host:port`` to
     stderr once the port is bound, so scripts can wait for that line (port 0 picks a free port
     and the line shows which)."""
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         try:
-            runner.run(_serve(host, port, api_key, latency))
+            runner.run(_serve(host, port, api_key, latency, stream_gap))
         except KeyboardInterrupt:
             # A second Ctrl-C, or one before the handlers are installed.
             pass
@@ -91,7 +97,8 @@ def _port(value: str) -> int:
 
 _HELP_DESCRIPTION = """\
 Run a local stand-in for the upstream image API (POST /v1/images/generations):
-same request and response shapes, real PNG images, and failures on request.
+same request and response shapes, real PNG or JPEG images, server-sent events
+for "stream": true, and failures on request.
 Recorded calls: GET /_simulator/requests; forget them: POST /_simulator/reset."""
 
 _HELP_EPILOG = """\
@@ -105,6 +112,13 @@ JSON body field "simulator_fault" (the one that passes through the gateway):
   garbage=1        answer an HTML page; garbage=truncated: cut-off JSON
   images=K         return exactly K images
   image_bytes=B    make each image about B bytes of base64
+  fail_images=I,J  entries I, J (from 0) are failed entries; fail_images=all
+  fail_code=CODE   their error code (default OutputImageSensitiveContentDetected)
+  usage_images=N   usage.generated_images says N; usage_images=none: no usage
+  stream_gap=S     seconds between a stream's image events, instead of --stream-gap
+  break_after=K    a stream's connection drops after K events
+  stall_after=K    a stream goes quiet after K events, for stall=S seconds
+                   (default: an hour), then goes on
 example: x-simulator-fault: status=500,delay=1"""
 
 
@@ -136,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="wait this long before answering each generation call, as a real image model would (default 0)",
     )
+    parser.add_argument(
+        "--stream-gap",
+        type=_non_negative_seconds,
+        default=DEFAULT_STREAM_GAP,
+        metavar="SECONDS",
+        help='wait this long between the image events of a "stream": true answer '
+        f"(default {DEFAULT_STREAM_GAP:g})",
+    )
     return parser
 
 
@@ -143,7 +165,13 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     args = build_parser().parse_args(argv)
     try:
-        run(host=args.host, port=args.port, api_key=args.api_key, latency=args.latency)
+        run(
+            host=args.host,
+            port=args.port,
+            api_key=args.api_key,
+            latency=args.latency,
+            stream_gap=args.stream_gap,
+        )
     except OSError as exc:
         print(f"simulator: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1

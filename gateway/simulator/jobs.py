@@ -23,10 +23,17 @@ _SIZE_RE = re.compile(r"^([1-9][0-9]{0,4})x([1-9][0-9]{0,4})$")
 class Job:
     """A validated generation request: what to draw and how to return it."""
 
+    model: str
     width: int
     height: int
     count: int
-    response_format: str
+    response_format: str  # "url" or "b64_json"
+    output_format: str  # "png" or "jpeg"
+    stream: bool
+
+    @property
+    def size(self) -> str:
+        return f"{self.width}x{self.height}"
 
 
 def parse_size(size: Any) -> tuple[int, int]:
@@ -79,5 +86,12 @@ def parse_job(payload: Any) -> Job:
     response_format = payload.get("response_format") or "url"
     if response_format not in ("url", "b64_json"):
         raise InvalidRequest("response_format must be url or b64_json", "response_format")
+    output_format = payload.get("output_format") or "png"
+    if output_format not in ("png", "jpeg"):
+        raise InvalidRequest("output_format must be png or jpeg", "output_format")
+    stream = payload.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidRequest("stream must be a boolean", "stream")
     width, height = parse_size(payload.get("size"))
-    return Job(width, height, _image_count(payload), response_format)
+    count = _image_count(payload)
+    return Job(payload["model"], width, height, count, response_format, output_format, bool(stream))

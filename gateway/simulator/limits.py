@@ -9,6 +9,9 @@ from __future__ import annotations
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9001
 DEFAULT_SIZE = (1024, 1024)
+# Seconds between a stream's image events unless told otherwise: long enough that `make run`
+# visibly streams a set, short enough not to bore anyone (the real upstream takes tens of seconds).
+DEFAULT_STREAM_GAP = 0.5
 SIZE_PRESETS = {"1K": 1024, "2K": 2048, "3K": 3072, "4K": 4096}
 
 FAULT_HEADER = "x-simulator-fault"
