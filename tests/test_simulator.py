@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import socket
 import struct
@@ -23,6 +24,7 @@ from pathlib import Path
 import aiohttp
 import httpx
 import pytest
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "sk-simulator-test"
@@ -171,6 +173,16 @@ def png_size(data: bytes) -> tuple[int, int]:
     assert len(pixels) == height * row_bytes
     assert all(pixels[row * row_bytes] <= 4 for row in range(height))  # valid filter types
     return width, height
+
+
+def jpeg_size(data: bytes) -> tuple[int, int]:
+    """Check ``data`` is a JPEG that a real decoder (Pillow's libjpeg) reads to the end, and
+    return (width, height)."""
+    assert data[:3] == b"\xff\xd8\xff" and data[-2:] == b"\xff\xd9"
+    with Image.open(io.BytesIO(data)) as picture:
+        assert picture.format == "JPEG"
+        picture.load()  # decodes every block: a broken scan raises here
+        return picture.size
 
 
 def b64_pngs(response: httpx.Response) -> list[bytes]:
@@ -412,7 +424,25 @@ def test_fault_precedence_is_header_then_query_then_body(client: httpx.Client) -
 
 
 @pytest.mark.parametrize(
-    "fault", ["bogus=1", "status=200", "status=abc", "delay=-1", "images", "garbage=maybe", "drop=2"]
+    "fault",
+    [
+        "bogus=1",
+        "status=200",
+        "status=abc",
+        "delay=-1",
+        "images",
+        "garbage=maybe",
+        "drop=2",
+        "fail_images=x",
+        "fail_images=1,x",
+        "fail_images=-1",
+        "status=500,3",
+        "fail_code=",
+        "usage_images=-1",
+        "stream_gap=-1",
+        "break_after=abc",
+        "stall=forever",
+    ],
 )
 def test_malformed_faults_fail_loudly(client: httpx.Client, fault: str) -> None:
     response = generate(client, fault)
@@ -675,3 +705,139 @@ def test_help_describes_the_options() -> None:
     assert result.returncode == 0
     for option in ("--host", "--port", "--api-key", "--latency", "9001", "x-simulator-fault", "image_bytes"):
         assert option in result.stdout
+    for option in ("--stream-gap", "fail_images", "fail_code", "usage_images", "break_after", "stall_after"):
+        assert option in result.stdout
+
+
+# --- Sets with failed entries, and usage --------------------------------------------------------
+
+
+@pytest.mark.parametrize("response_format", ["url", "b64_json"])
+def test_failed_entries_stand_in_their_place_and_are_not_counted(
+    client: httpx.Client, response_format: str
+) -> None:
+    response = generate(client, "fail_images=1,3", n=4, size="64x32", response_format=response_format)
+    assert response.status_code == 200
+    data = response.json()["data"]
+    assert [("error" in item) for item in data] == [False, True, False, True]
+    for index in (1, 3):
+        assert data[index] == {
+            "error": {
+                "code": "OutputImageSensitiveContentDetected",
+                "message": "The request failed because the output image may contain sensitive information.",
+            }
+        }
+    for index in (0, 2):
+        assert data[index]["size"] == "64x32"
+        assert ("url" if response_format == "url" else "b64_json") in data[index]
+    assert response.json()["usage"] == {
+        "generated_images": 2,
+        "output_tokens": 2 * 64 * 32 // 256,
+        "total_tokens": 2 * 64 * 32 // 256,
+    }
+
+
+def test_a_set_whose_entries_all_failed_made_nothing(client: httpx.Client) -> None:
+    response = generate(
+        client,
+        "fail_images=all,fail_code=OutputImageRiskDetection",
+        sequential_image_generation="auto",
+        sequential_image_generation_options={"max_images": 3},
+    )
+    document = response.json()
+    assert response.status_code == 200
+    assert [item["error"]["code"] for item in document["data"]] == ["OutputImageRiskDetection"] * 3
+    assert "risky" in document["data"][0]["error"]["message"]
+    assert document["usage"] == {"generated_images": 0, "output_tokens": 0, "total_tokens": 0}
+
+
+def test_an_unknown_fail_code_gets_a_generic_message(client: httpx.Client) -> None:
+    response = generate(client, "fail_images=0,fail_code=SomethingNew", n=2)
+    assert response.json()["data"][0]["error"] == {
+        "code": "SomethingNew",
+        "message": "The image could not be generated.",
+    }
+
+
+def test_the_answer_names_its_model(client: httpx.Client) -> None:
+    document = generate(client, model="doubao-seedream-4-5-251128").json()
+    assert list(document) == ["model", "created", "data", "usage"]
+    assert document["model"] == "doubao-seedream-4-5-251128"
+
+
+def test_usage_images_fault_makes_usage_disagree_with_the_entries(client: httpx.Client) -> None:
+    response = generate(client, "usage_images=5,fail_images=0", n=3, size="16x16")
+    assert sum("url" in item for item in response.json()["data"]) == 2
+    assert response.json()["usage"] == {"generated_images": 5, "output_tokens": 5, "total_tokens": 5}
+
+
+def test_usage_images_none_leaves_usage_out(client: httpx.Client) -> None:
+    for response_format in ("url", "b64_json"):
+        document = generate(client, "usage_images=none", n=2, response_format=response_format).json()
+        assert "usage" not in document and len(document["data"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("fault", "fields"),
+    [
+        ("fail_images=2", {"n": 2}),
+        ("fail_images=1,images=1", {"n": 3}),
+        ("break_after=1", {"n": 2}),
+        ("stall_after=0", {}),
+        ("break_after=3", {"n": 1, "stream": True}),
+    ],
+)
+def test_a_fault_that_cannot_apply_to_the_call_fails_loudly(
+    client: httpx.Client, fault: str, fields: dict
+) -> None:
+    response = generate(client, fault, **fields)
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "simulator_fault"
+
+
+# --- JPEG ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", ["1x1", "7x3", "640x480", "4K", "1664x2496"])
+def test_output_format_jpeg_gives_real_jpegs_in_b64(client: httpx.Client, size: str) -> None:
+    response = generate(client, n=2, size=size, response_format="b64_json", output_format="jpeg")
+    assert response.status_code == 200
+    width, height = (4096, 4096) if size == "4K" else map(int, size.split("x"))
+    for item in response.json()["data"]:
+        assert item["size"] == f"{width}x{height}"
+        assert jpeg_size(base64.b64decode(item["b64_json"], validate=True)) == (width, height)
+
+
+def test_output_format_jpeg_urls_serve_jpegs(client: httpx.Client, sim: Simulator) -> None:
+    (item,) = generate(client, size="320x200", output_format="jpeg").json()["data"]
+    assert item["url"].startswith(f"{sim.base_url}/images/") and item["url"].endswith(".jpeg")
+    image = httpx.get(item["url"])
+    assert image.status_code == 200
+    assert image.headers["content-type"] == "image/jpeg"
+    assert jpeg_size(image.content) == (320, 200)
+
+
+def test_jpeg_is_one_colour_a_decoder_agrees_on(client: httpx.Client) -> None:
+    (item,) = generate(client, size="33x17", response_format="b64_json", output_format="jpeg").json()["data"]
+    with Image.open(io.BytesIO(base64.b64decode(item["b64_json"]))) as picture:
+        colours = picture.convert("RGB").getcolors()
+    assert colours is not None and len(colours) == 1
+    ((count, (red, green, blue)),) = colours
+    assert count == 33 * 17 and abs(red - 0x1F) <= 2 and abs(green - 0x4E) <= 2 and abs(blue - 0x79) <= 2
+
+
+def test_image_bytes_pads_jpegs_and_keeps_them_valid(client: httpx.Client) -> None:
+    response = generate(
+        client, "image_bytes=1000000", size="64x64", response_format="b64_json", output_format="jpeg"
+    )
+    (item,) = response.json()["data"]
+    assert abs(len(item["b64_json"]) - 1_000_000) <= 10_000
+    assert jpeg_size(base64.b64decode(item["b64_json"])) == (64, 64)
+
+
+def test_output_format_png_is_the_default_and_other_formats_are_refused(client: httpx.Client) -> None:
+    (png,) = b64_pngs(generate(client, size="8x8", response_format="b64_json", output_format="png"))
+    assert png_size(png) == (8, 8)
+    response = generate(client, output_format="webp")
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "output_format"
