@@ -66,7 +66,10 @@ def test_ten_wrong_tokens_block_the_address_whatever_it_sends(gateway: Gateway) 
     assert ADMIN_TOKEN not in log and not any(guess in log for guess in guesses)
     after = gateway.metrics()
     name = "gateway_admin_auth_failures_total"
-    assert metric_value(after, name, reason="invalid_token") - metric_value(before, name, reason="invalid_token") == 10
+    assert (
+        metric_value(after, name, reason="invalid_token") - metric_value(before, name, reason="invalid_token")
+        == 10
+    )
     assert metric_value(after, name, reason="blocked") - metric_value(before, name, reason="blocked") == 2
 
 
@@ -112,11 +115,15 @@ def test_every_admin_action_writes_one_audit_line_without_secrets(gateway: Gatew
     model = f"audit-model-{secrets.token_hex(3)}"
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}", "X-Forwarded-For": address}
     with httpx.Client(base_url=gateway.url, headers=headers, timeout=10) as admin:
-        created = admin.post("/admin/v1/keys", json={"team": "audit", "name": "audited", "budget_usd": "1"}).json()
+        created = admin.post(
+            "/admin/v1/keys", json={"team": "audit", "name": "audited", "budget_usd": "1"}
+        ).json()
         key_id = created["key_id"]
         secrets_seen = [created["key"]]
         assert admin.patch(f"/admin/v1/keys/{key_id}", json={"rpm": 5}).status_code == 200
-        secrets_seen.append(admin.post(f"/admin/v1/keys/{key_id}/rotate", json={"grace_seconds": 0}).json()["key"])
+        secrets_seen.append(
+            admin.post(f"/admin/v1/keys/{key_id}/rotate", json={"grace_seconds": 0}).json()["key"]
+        )
         assert admin.delete(f"/admin/v1/keys/{key_id}").status_code == 200
         assert admin.put(f"/admin/v1/prices/{model}", json={"price_usd": "0.25"}).status_code == 200
         assert admin.delete(f"/admin/v1/prices/{model}").status_code == 200

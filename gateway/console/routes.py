@@ -139,7 +139,7 @@ async def sign_in(request: Request) -> Response:
     try:
         body = SignIn.model_validate(await _json_body(request))
     except ValidationError:
-        raise bad_request("Send {\"token\": \"...\"}.", "token") from None
+        raise bad_request('Send {"token": "..."}.', "token") from None
     expected = state.settings.admin_token.get_secret_value().encode()  # type: ignore[union-attr]
     if not hmac.compare_digest(body.token.strip().encode(), expected):
         await admin_auth.record_failure(request, via="console")
