@@ -68,7 +68,7 @@ def month_bounds(month: str) -> tuple[str, str]:
 def generate(gw: Gateway, key: str, model: str, n: int) -> None:
     client = OpenAI(base_url=f"{gw.url}/v1", api_key=key, max_retries=0)
     result = client.images.generate(model=model, prompt="a console test", n=n)
-    assert len(result.data) == n
+    assert result.data is not None and len(result.data) == n
 
 
 @pytest.fixture(scope="module")
