@@ -25,7 +25,10 @@ run: $(STAMP)
 tools: $(STAMP)
 	@bash scripts/fetch-prometheus.sh
 
+# The console's tests drive Debian's chromium (Playwright's own browser download needs internet
+# access): without it, stop at once with the command that installs it rather than skip them.
 test: $(STAMP) tools
+	@command -v chromium >/dev/null 2>&1 || { echo "make test: the console's browser tests need chromium; install it with: sudo apt-get install -y chromium" >&2; exit 1; }
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

@@ -22,7 +22,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import __version__, pricing, redis_client
+from gateway import __version__, console, pricing, redis_client
 from gateway.call.admission import Admission
 from gateway.call.observe import Observer
 from gateway.call.settle import Settler
@@ -127,6 +127,7 @@ def build_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(admin.router)
     app.include_router(reports.router)
+    app.include_router(console.router)
     return app
 
 

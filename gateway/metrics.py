@@ -135,6 +135,13 @@ BUDGET_USED = Gauge(
     multiprocess_mode="mostrecent",
     registry=REGISTRY,
 )
+ADMIN_AUTH_FAILURES = Counter(
+    "gateway_admin_auth_failures",
+    "Admin authentications refused (admin API and console sign-in): a wrong token (invalid_token) "
+    "or any token from an address cooling off after too many wrong ones (blocked).",
+    ["reason"],
+    registry=REGISTRY,
+)
 BUILD_INFO = Gauge(
     "gateway_build_info",
     "Always 1; the labels say what is running.",

@@ -94,6 +94,22 @@ class Settings(BaseSettings):
         description="With no GATEWAY_UPSTREAM_API_KEY, start the built-in simulator (true) or "
         "refuse to start (false: production, where a missing secret must not serve fake images).",
     )
+    admin_auth_max_failures: int = Field(
+        default=10,
+        ge=1,
+        le=10_000,
+        description="Wrong admin tokens (API or console sign-in) one client address may send within "
+        "a minute; past it that address gets 429 for GATEWAY_ADMIN_AUTH_BLOCK_S, whatever it sends.",
+    )
+    admin_auth_block_s: int = Field(
+        default=300, ge=1, le=86_400, description="How long an address that guessed too often is refused."
+    )
+    console_session_ttl_s: int = Field(
+        default=8 * 3600,
+        ge=60,
+        le=7 * 86_400,
+        description="How long a console sign-in lasts (from sign-in, not from the last click).",
+    )
     log_prompts: bool = Field(default=False, description="Put prompts in the access log.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info")
 

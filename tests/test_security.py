@@ -100,7 +100,15 @@ def secure_gateway(
     secure_redis: PasswordRedis, simulator: Simulator, transcript: Transcript, tmp_path_factory
 ) -> Iterator[Gateway]:
     directory = tmp_path_factory.mktemp("secure-gateway")
-    env = gateway_env(secure_redis.url, simulator.url, directory / "state", GATEWAY_LOG_LEVEL="debug")
+    # Every admin route x eight wrong credentials from one address: far past the guessing limit,
+    # which tests/test_admin_auth.py tests; here each wrong credential must get its own 401.
+    env = gateway_env(
+        secure_redis.url,
+        simulator.url,
+        directory / "state",
+        GATEWAY_LOG_LEVEL="debug",
+        GATEWAY_ADMIN_AUTH_MAX_FAILURES="10000",
+    )
     gateway = Gateway(env, directory / "gateway.log").start()
     transcript.gateways.append(gateway)
     yield gateway

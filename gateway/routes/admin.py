@@ -2,7 +2,8 @@
 
 Guarded by ``Authorization: Bearer $GATEWAY_ADMIN_TOKEN`` compared in constant time; with no
 token configured every admin route answers 503 rather than being open. A team key is never an
-admin token: they are different secrets with different prefixes.
+admin token: they are different secrets with different prefixes. Wrong tokens are rate-limited
+per client address and every change is audited (gateway/admin_auth.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 
-from gateway import pricing
+from gateway import admin_auth, pricing
 from gateway.errors import GatewayError, not_found, redis_unavailable
 from gateway.keys import DEFAULT_ROTATE_GRACE_S, KeyCreate, KeyLimits
 from gateway.money import micros_to_usd, usd_to_micros
@@ -38,9 +39,14 @@ async def require_admin(request: Request) -> GatewayState:
             "admin_disabled",
             retry=False,
         )
-    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    # Before the token is even compared: an address cooling off learns nothing from its guesses.
+    await admin_auth.limiter_of(request).check(admin_auth.client_address(request))
+    header = request.headers.get("authorization")
+    scheme, _, presented = (header or "").partition(" ")
     expected = token.get_secret_value().encode()
     if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), expected):
+        if header is not None:  # a credential was presented and was wrong: a guess (no header: none)
+            await admin_auth.record_failure(request, via="api")
         raise GatewayError(
             401,
             "A valid admin token is required.",
@@ -72,6 +78,7 @@ def _found(value: Any, key_id: str) -> Any:
 @router.post("/keys", status_code=201, summary="Issue a key (its secret is shown only here)")
 async def create_key(spec: KeyCreate, request: Request) -> Response:
     token, record = await guard_redis(state_of(request).keys.create(spec))
+    admin_auth.audit(request, "key.create", via="api", key_id=record["key_id"], team=record["team"])
     return json_response({**record, "key": token}, status_code=201)
 
 
@@ -87,12 +94,16 @@ async def show_key(key_id: str, request: Request) -> Response:
 
 @router.patch("/keys/{key_id}", summary="Change a key's limits (only the fields given)")
 async def update_key(key_id: str, limits: KeyLimits, request: Request) -> Response:
-    return json_response(_found(await guard_redis(state_of(request).keys.update(key_id, limits)), key_id))
+    record = _found(await guard_redis(state_of(request).keys.update(key_id, limits)), key_id)
+    admin_auth.audit(request, "key.update", via="api", key_id=key_id, fields=sorted(limits.model_fields_set))
+    return json_response(record)
 
 
 @router.delete("/keys/{key_id}", summary="Revoke a key, at once, on every replica")
 async def revoke_key(key_id: str, request: Request) -> Response:
-    return json_response(_found(await guard_redis(state_of(request).keys.revoke(key_id)), key_id))
+    record = _found(await guard_redis(state_of(request).keys.revoke(key_id)), key_id)
+    admin_auth.audit(request, "key.revoke", via="api", key_id=key_id)
+    return json_response(record)
 
 
 class RotateRequest(BaseModel):
@@ -108,6 +119,7 @@ class RotateRequest(BaseModel):
 async def rotate_key(key_id: str, request: Request, body: RotateRequest | None = None) -> Response:
     grace = (body or RotateRequest()).grace_seconds
     token, record = _found(await guard_redis(state_of(request).keys.rotate(key_id, grace)), key_id)
+    admin_auth.audit(request, "key.rotate", via="api", key_id=key_id, grace_seconds=grace)
     return json_response({**record, "key": token, "previous_key_valid_for_s": grace})
 
 
@@ -149,6 +161,7 @@ async def set_price(model: str, update: PriceUpdate, request: Request) -> Respon
         ) from None
     state = state_of(request)
     change = await guard_redis(pricing.set_price(state.redis, model, micros, "admin-api"))
+    admin_auth.audit(request, "price.set", via="api", model=model, price_usd=micros_to_usd(micros))
     await guard_redis(state.prices.refresh(state.redis))
     return json_response(change.as_json())
 
@@ -157,5 +170,6 @@ async def set_price(model: str, update: PriceUpdate, request: Request) -> Respon
 async def delete_price(model: str, request: Request) -> Response:
     state = state_of(request)
     change = await guard_redis(pricing.set_price(state.redis, model, None, "admin-api"))
+    admin_auth.audit(request, "price.delete", via="api", model=model)
     await guard_redis(state.prices.refresh(state.redis))
     return json_response(change.as_json())

@@ -1,0 +1,243 @@
+"""The console at ``/console``: static pages from the package, and the JSON calls they make.
+
+Pages are plain files (HTML, one stylesheet, one script per page) shipped inside the package and
+served from here: no build step, no CDN, nothing fetched from elsewhere; a Content-Security-Policy
+of ``'self'`` makes the browser enforce that. The pages call ``/console/api/*`` with the session
+cookie (gateway/console/session.py); those calls reuse what the admin API uses (the key store,
+the ledger's spend report) and audit what changes, like the admin API.
+"""
+
+from __future__ import annotations
+
+import hmac
+from importlib import resources
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+from pydantic import BaseModel, Field, ValidationError
+
+from gateway import admin_auth, ledger
+from gateway.console import data, session
+from gateway.errors import GatewayError, bad_request, not_found
+from gateway.keys import DEFAULT_ROTATE_GRACE_S, KeyCreate, KeyStore
+from gateway.responses import json_response
+from gateway.routes.admin import guard_redis
+from gateway.state import GatewayState, state_of
+
+STATIC = resources.files("gateway.console").joinpath("static")
+MEDIA = {
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css",
+    ".js": "text/javascript",
+    ".svg": "image/svg+xml",
+}
+SECURITY_HEADERS = {
+    "content-security-policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",
+    "cache-control": "no-store",
+}
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+
+
+def _secured(response: Response) -> Response:
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def _file(name: str) -> Response:
+    suffix = name[name.rfind(".") :]
+    entry = STATIC.joinpath(name)
+    if suffix not in MEDIA or "/" in name or name.startswith(".") or not entry.is_file():
+        raise not_found("No such console file.")
+    return _secured(Response(entry.read_bytes(), media_type=MEDIA[suffix]))
+
+
+def _admin_state(request: Request) -> GatewayState:
+    state = state_of(request)
+    if state.settings.admin_token is None:
+        raise GatewayError(
+            503,
+            "The console is disabled: set GATEWAY_ADMIN_TOKEN to enable it.",
+            "server_error",
+            "admin_disabled",
+            retry=False,
+        )
+    return state
+
+
+async def _session(request: Request, mutating: bool = False) -> session.Session:
+    """The caller's session (401 without one); for a mutating call, its CSRF token too (403)."""
+    found = await session.load(_admin_state(request).redis, request)
+    if found is None:
+        raise session.no_session()
+    if mutating:
+        session.check_csrf(request, found)
+    return found
+
+
+def _api(payload: Any, status_code: int = 200) -> Response:
+    return _secured(json_response(payload, status_code=status_code))
+
+
+# -- pages -----------------------------------------------------------------------------------------
+
+
+@router.get("")
+async def console_root() -> Response:
+    return RedirectResponse("/console/", status_code=303)
+
+
+@router.get("/")
+async def console_page(request: Request) -> Response:
+    """The console itself; without a session, the sign-in page instead."""
+    if await session.load(_admin_state(request).redis, request) is None:
+        return _secured(RedirectResponse("/console/login", status_code=303))
+    return _file("index.html")
+
+
+@router.get("/login")
+async def login_page() -> Response:
+    return _file("login.html")
+
+
+@router.get("/static/{name}")
+async def static_file(name: str) -> Response:
+    return _file(name)
+
+
+# -- session ---------------------------------------------------------------------------------------
+
+
+class SignIn(BaseModel):
+    token: str = Field(max_length=4096)
+
+
+async def _json_body(request: Request) -> Any:
+    """A JSON body: a cross-site form cannot send one without the browser asking first (CORS)."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        raise bad_request("Send JSON (Content-Type: application/json).")
+    try:
+        return orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        raise bad_request("The body is not valid JSON.") from None
+
+
+@router.post("/api/session")
+async def sign_in(request: Request) -> Response:
+    """Exchange the admin token for a session cookie; wrong tokens count towards the 11.7 block."""
+    state = _admin_state(request)
+    limiter = admin_auth.limiter_of(request)
+    await limiter.check(admin_auth.client_address(request))
+    if not session.same_origin(request):
+        raise session.no_session()
+    try:
+        body = SignIn.model_validate(await _json_body(request))
+    except ValidationError:
+        raise bad_request('Send {"token": "..."}.', "token") from None
+    expected = state.settings.admin_token.get_secret_value().encode()  # type: ignore[union-attr]
+    if not hmac.compare_digest(body.token.strip().encode(), expected):
+        await admin_auth.record_failure(request, via="console")
+        raise GatewayError(
+            401, "Wrong admin token.", "invalid_request_error", "invalid_admin_token", retry=False
+        )
+    ttl = state.settings.console_session_ttl_s
+    session_id, created = await session.create(state.redis, ttl, admin_auth.client_address(request))
+    admin_auth.audit(request, "console.sign_in", via="console")
+    response = _api(created.as_json())
+    session.set_cookie(response, request, session_id, ttl)
+    return response
+
+
+@router.get("/api/session")
+async def show_session(request: Request) -> Response:
+    return _api((await _session(request)).as_json())
+
+
+@router.delete("/api/session")
+async def sign_out(request: Request) -> Response:
+    await _session(request, mutating=True)
+    await session.end(state_of(request).redis, request)
+    admin_auth.audit(request, "console.sign_out", via="console")
+    response = _api({"signed_out": True})
+    session.clear_cookie(response, request)
+    return response
+
+
+# -- data ------------------------------------------------------------------------------------------
+
+
+def _month(month: str | None) -> ledger.DateRange:
+    try:
+        return data.month_range(month)
+    except data.MonthError as exc:
+        raise bad_request(str(exc), "month") from None
+
+
+@router.get("/api/overview")
+async def overview(request: Request, month: str | None = None) -> Response:
+    await _session(request)
+    return _api(await guard_redis(data.overview(state_of(request).redis, _month(month))))
+
+
+@router.get("/api/spend.csv")
+async def spend_csv(request: Request, month: str | None = None) -> Response:
+    await _session(request)
+    days = _month(month)
+    text = await guard_redis(data.spend_csv(state_of(request).redis, days))
+    disposition = f'attachment; filename="spend-{days.start}-{days.end}.csv"'
+    headers = {"content-disposition": disposition}
+    return _secured(Response(text, media_type=ledger.MEDIA_TYPES["csv"], headers=headers))
+
+
+@router.get("/api/keys")
+async def keys(request: Request, team: str | None = None) -> Response:
+    await _session(request)
+    return _api(await guard_redis(data.keys_page(state_of(request).redis, team or None)))
+
+
+@router.post("/api/keys")
+async def create_key(request: Request) -> Response:
+    await _session(request, mutating=True)
+    try:
+        spec = KeyCreate.model_validate(await _json_body(request))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise bad_request(str(first["msg"]), ".".join(str(p) for p in first["loc"]) or None) from None
+    token, record = await guard_redis(KeyStore(state_of(request).redis).create(spec))
+    admin_auth.audit(request, "key.create", via="console", key_id=record["key_id"], team=record["team"])
+    return _api({**record, "key": token}, status_code=201)
+
+
+@router.post("/api/keys/{key_id}/revoke")
+async def revoke_key(key_id: str, request: Request) -> Response:
+    await _session(request, mutating=True)
+    record = await guard_redis(KeyStore(state_of(request).redis).revoke(key_id))
+    if record is None:
+        raise not_found(f"No key with key_id '{key_id}'.")
+    admin_auth.audit(request, "key.revoke", via="console", key_id=key_id)
+    return _api(record)
+
+
+class Rotate(BaseModel):
+    grace_seconds: int = Field(default=DEFAULT_ROTATE_GRACE_S, ge=0, le=30 * 86400)
+
+
+@router.post("/api/keys/{key_id}/rotate")
+async def rotate_key(key_id: str, request: Request) -> Response:
+    await _session(request, mutating=True)
+    try:
+        grace = Rotate.model_validate(await _json_body(request)).grace_seconds
+    except ValidationError:
+        raise bad_request("grace_seconds must be 0 to 2592000.", "grace_seconds") from None
+    rotated = await guard_redis(KeyStore(state_of(request).redis).rotate(key_id, grace))
+    if rotated is None:
+        raise not_found(f"No key with key_id '{key_id}'.")
+    token, record = rotated
+    admin_auth.audit(request, "key.rotate", via="console", key_id=key_id, grace_seconds=grace)
+    return _api({**record, "key": token, "previous_key_valid_for_s": grace})

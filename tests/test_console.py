@@ -1,0 +1,369 @@
+"""The console (issue 15) in a real browser: Debian's chromium driven by Playwright.
+
+A gateway of its own (own Redis: the overview's "every team" is what this module put there), some
+traffic through the official SDK, then the pages are read and every number is compared with the
+admin API. Nothing is skipped: without chromium the module fails with the command that installs it.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from openai import AuthenticationError, OpenAI
+
+from tests.support import ADMIN_TOKEN, Gateway, RedisServer, Simulator, gateway_env, run_cli
+
+CHROMIUM = shutil.which("chromium")
+if CHROMIUM is None:
+    pytest.fail(
+        "The console tests need Debian's chromium. Install it with: sudo apt-get install -y chromium",
+        pytrace=False,
+    )
+
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright  # noqa: E402
+
+SEEDREAM_40 = "doubao-seedream-4-0-250828"  # 0.162 a image: three make 0.486
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "var" / "screenshots"
+
+
+@dataclass
+class Console:
+    gateway: Gateway
+    redis: RedisServer
+    month: str
+    errors: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
+
+    def admin(self) -> httpx.Client:
+        return self.gateway.admin()
+
+    def report(self, group_by: str) -> dict[str, Any]:
+        start, end = month_bounds(self.month)
+        with self.admin() as admin:
+            response = admin.get(
+                "/admin/v1/reports/spend", params={"start": start, "end": end, "group_by": group_by}
+            )
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+
+def month_bounds(month: str) -> tuple[str, str]:
+    import calendar
+
+    year, number = int(month[:4]), int(month[5:])
+    return f"{month}-01", f"{month}-{calendar.monthrange(year, number)[1]:02d}"
+
+
+def generate(gw: Gateway, key: str, model: str, n: int) -> None:
+    client = OpenAI(base_url=f"{gw.url}/v1", api_key=key, max_retries=0)
+    result = client.images.generate(model=model, prompt="a console test", n=n)
+    assert result.data is not None and len(result.data) == n
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory: pytest.TempPathFactory, simulator: Simulator) -> Iterator[Console]:
+    base = tmp_path_factory.mktemp("console")
+    redis = RedisServer(base / "redis").start()
+    gw = Gateway(gateway_env(redis.url, simulator.url, base / "state"), base / "gateway.log").start()
+    design, _ = gw.create_key(team="design", name="poster-bot", budget_usd="5", budget_period="month")
+    design2, _ = gw.create_key(team="design", name="banner-bot", budget_usd="2.5", budget_period="month")
+    finance, _ = gw.create_key(team="finance", name="report-art")
+    for _ in range(3):
+        generate(gw, design, SEEDREAM_40, 1)  # 3 x 0.162 = 0.486
+    generate(gw, design2, "doubao-seedream-4-5-251128", 2)
+    generate(gw, finance, "doubao-seedream-4-5-251128", 1)
+    month = datetime.now(UTC).strftime("%Y-%m")
+    yield Console(gw, redis, month)
+    gw.stop()
+    redis.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser, console: Console) -> Iterator[Page]:
+    """A fresh browser context; every request it makes and every error it sees is recorded."""
+    context: BrowserContext = browser.new_context(viewport={"width": 1366, "height": 900})
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=console.gateway.url)
+    tab = context.new_page()
+    tab.on("request", lambda request: console.requests.append(request.url))
+    tab.on("pageerror", lambda error: console.errors.append(f"pageerror: {error}"))
+    tab.on(
+        "console", lambda msg: console.errors.append(f"console: {msg.text}") if msg.type == "error" else None
+    )
+    yield tab
+    context.close()
+    leaving = [url for url in console.requests if not url.startswith(console.gateway.url + "/")]
+    assert not leaving, f"requests left the gateway's origin: {leaving}"
+    assert not console.errors, console.errors
+    console.requests.clear()
+
+
+def sign_in(page: Page, console: Console) -> None:
+    page.goto(console.gateway.url + "/console/")
+    expect(page).to_have_url(console.gateway.url + "/console/login")
+    page.get_by_label("Admin token").fill(ADMIN_TOKEN)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(console.gateway.url + "/console/")
+    expect(page.locator("#team-table tbody tr").first).to_be_visible()
+
+
+def screenshot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
+
+
+def cell(page: Page, row: str, name: str) -> str:
+    return page.locator(f"{row} [data-field='{name}']").inner_text().strip()
+
+
+# -- sign-in ---------------------------------------------------------------------------------------
+
+
+def test_wrong_token_shows_an_error_and_sets_nothing(page: Page, console: Console) -> None:
+    page.goto(console.gateway.url + "/console/login")
+    page.get_by_label("Admin token").fill("not-the-token")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_have_text("Wrong admin token.")
+    assert page.context.cookies() == []
+    assert page.url == console.gateway.url + "/console/login"
+    console.errors[:] = [e for e in console.errors if "401" not in e]  # the refused sign-in itself
+
+
+def test_sign_in_sets_a_session_cookie_that_is_not_the_token(page: Page, console: Console) -> None:
+    signed_in_at = time.time()
+    sign_in(page, console)
+    (cookie,) = page.context.cookies()
+    assert cookie["name"] == "gw_console" and ADMIN_TOKEN not in cookie["value"]
+    assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict"
+    assert cookie["secure"] is False  # plain http here; https is checked below
+    assert cookie["path"] == "/console"
+    assert abs(cookie["expires"] - (signed_in_at + 8 * 3600)) < 60
+    assert page.evaluate("document.cookie") == ""  # not readable by scripts
+
+
+# -- overview --------------------------------------------------------------------------------------
+
+
+def test_overview_shows_exactly_what_the_admin_api_reports(page: Page, console: Console) -> None:
+    sign_in(page, console)
+    expect(page.locator("#month")).to_have_value(console.month)
+    report = console.report("team")
+    with console.admin() as admin:
+        keys = admin.get("/admin/v1/keys").json()["data"]
+    assert [r["team"] for r in report["data"]] == ["design", "finance"]
+    for row in report["data"]:
+        selector = f"#team-table tr[data-team='{row['team']}']"
+        assert cell(page, selector, "calls") == str(row["calls"])
+        assert cell(page, selector, "images") == str(row["images"])
+        assert cell(page, selector, "spend_usd") == row["spend_usd"]
+        budget = sum(
+            (Decimal(k["budget_usd"]) for k in keys if k["team"] == row["team"] and k["budget_usd"]),
+            Decimal(0),
+        )
+        assert cell(page, selector, "budget_usd") == (f"{budget:.6f}" if budget else "—")
+    totals = "#team-table tr[data-team='TOTAL']"
+    assert cell(page, totals, "spend_usd") == report["totals"]["spend_usd"] == "0.891000"
+    assert cell(page, totals, "images") == str(report["totals"]["images"]) == "6"
+    assert cell(page, "#team-table tr[data-team='design']", "budget_use") == "10.1%"  # 0.756 of 7.5
+    # The chart: one bar per team and day, each labelled with the exact amount of the report.
+    daily = console.report("team,day")["data"]
+    titles = sorted(page.locator("#chart svg rect title").all_text_contents())
+    assert titles == sorted(f"{r['day']} · {r['team']}: ${r['spend_usd']}" for r in daily)
+    expect(page.locator("#chart figcaption")).to_contain_text("design")
+    screenshot(page, "console-overview.png")
+
+
+def test_design_spent_exactly_0_486_on_seedream_4_0(console: Console) -> None:
+    """The amount the issue names, as the ledger holds it (not rounded to cents anywhere)."""
+    rows = console.report("team,model")["data"]
+    assert {"team": "design", "model": SEEDREAM_40, "spend_usd": "0.486000"}.items() <= next(
+        r for r in rows if r["model"] == SEEDREAM_40
+    ).items()
+
+
+def test_download_csv_is_the_cli_report(page: Page, console: Console) -> None:
+    sign_in(page, console)
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download CSV").click()
+    downloaded = Path(download.value.path()).read_text()
+    start, end = month_bounds(console.month)
+    cli = run_cli(console.redis.url, "report", "spend", "--start", start, "--end", end, "--format", "csv")
+    assert cli.returncode == 0, cli.stderr
+    assert downloaded == cli.stdout
+    assert "0.891000" in downloaded
+    assert download.value.suggested_filename == f"spend-{start}-{end}.csv"
+
+
+def test_another_month_is_another_report(page: Page, console: Console) -> None:
+    sign_in(page, console)
+    page.locator("#month").fill("2020-02")
+    page.locator("#month").dispatch_event("change")
+    # Nothing was spent then; design's monthly key budgets are still shown, finance has neither.
+    design = "#team-table tr[data-team='design']"
+    expect(page.locator(f"{design} [data-field='spend_usd']")).to_have_text("0.000000")
+    assert cell(page, design, "budget_usd") == "7.500000" and cell(page, design, "budget_use") == "0.0%"
+    expect(page.locator("#team-table tr[data-team='finance']")).to_have_count(0)
+    assert cell(page, "#team-table tr[data-team='TOTAL']", "spend_usd") == "0.000000"
+    assert page.locator("#download-csv").get_attribute("href") == "/console/api/spend.csv?month=2020-02"
+
+
+# -- keys ------------------------------------------------------------------------------------------
+
+
+def test_create_use_rotate_and_revoke_a_key_from_the_page(page: Page, console: Console) -> None:
+    sign_in(page, console)
+    page.get_by_role("link", name="Keys").click()
+    team = f"web-{secrets.token_hex(2)}"
+    page.get_by_label("Team", exact=True).fill(team)
+    page.get_by_label("Name", exact=True).fill("made in the console")
+    page.get_by_label("Budget (USD)").fill("1.5")
+    page.get_by_label("Requests per minute").fill("30")
+    page.get_by_role("button", name="Create key").click()
+    secret_box = page.locator("#secret-value")
+    expect(secret_box).to_contain_text("sk-gw-")
+    secret = secret_box.inner_text().strip()
+    page.get_by_role("button", name="Copy").click()
+    assert page.evaluate("navigator.clipboard.readText()") == secret
+    key_id = secret[len("sk-gw-") :].split("_")[0]
+    row = f"#keys-table tr[data-key-id='{key_id}']"
+    expect(page.locator(row)).to_contain_text(team)
+    screenshot(page, "console-keys.png")
+
+    with console.admin() as admin:
+        record = admin.get(f"/admin/v1/keys/{key_id}").json()
+    assert (record["team"], record["name"], record["budget_usd"], record["budget_period"], record["rpm"]) == (
+        team,
+        "made in the console",
+        "1.500000",
+        "month",
+        30,
+    )
+    generate(console.gateway, secret, SEEDREAM_40, 1)  # the key works, through the official SDK
+    page.reload()
+    assert cell(page, row, "spent_usd") == console.gateway.usage(key_id)["spent_usd"] + " / month"
+    assert cell(page, row, "budget_usd") == "1.500000 / month"
+    assert secret not in page.content()  # shown once, never again
+
+    page.locator("#team-filter").select_option(team)
+    expect(page.locator("#keys-table tbody tr")).to_have_count(1)
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator(row).get_by_role("button", name="Rotate").click()
+    expect(secret_box).to_contain_text(f"sk-gw-{key_id}_")
+    rotated = secret_box.inner_text().strip()
+    assert rotated != secret
+    generate(console.gateway, rotated, SEEDREAM_40, 1)
+
+    page.once("dialog", lambda dialog: dialog.dismiss())  # a change of mind revokes nothing
+    page.locator(row).get_by_role("button", name="Revoke").click()
+    expect(page.locator(f"{row} [data-field='status']")).to_have_text("active")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator(row).get_by_role("button", name="Revoke").click()
+    expect(page.locator(f"{row} [data-field='status']")).to_have_text("revoked")
+    for key in (secret, rotated):
+        with pytest.raises(AuthenticationError):
+            generate(console.gateway, key, SEEDREAM_40, 1)
+    log = console.gateway.log().splitlines()
+    audited = [json.loads(line) for line in log if '"audit"' in line and f'"key_id":"{key_id}"' in line]
+    assert [a["audit"] for a in audited] == ["key.create", "key.rotate", "key.revoke"]
+    assert all(a["via"] == "console" and a["client"] == "127.0.0.1" for a in audited)
+    audited_text = "\n".join(line for line in log if '"audit"' in line)
+    assert secret not in audited_text and rotated not in audited_text and ADMIN_TOKEN not in audited_text
+
+
+# -- sign-out, sessions, cross-site requests -------------------------------------------------------
+
+
+def test_sign_out_ends_the_session_everywhere(page: Page, console: Console) -> None:
+    sign_in(page, console)
+    (cookie,) = page.context.cookies()
+    stolen = {"gw_console": cookie["value"]}
+    url = console.gateway.url + "/console/api/overview"
+    assert httpx.get(url, cookies=stolen).status_code == 200
+    page.get_by_role("button", name="Sign out").click()
+    expect(page).to_have_url(console.gateway.url + "/console/login")
+    assert page.context.cookies() == []
+    refused = httpx.get(url, cookies=stolen)  # the old cookie is dead on the server too
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"] == "console_session_required"
+
+
+def _cookie_of(response: httpx.Response) -> dict[str, str]:
+    return {"gw_console": response.cookies["gw_console"]}
+
+
+def test_data_calls_need_a_session_and_changes_a_csrf_token(console: Console) -> None:
+    base = console.gateway.url + "/console/api"
+    for method, path in [
+        ("GET", "/overview"),
+        ("GET", "/spend.csv"),
+        ("GET", "/keys"),
+        ("GET", "/session"),
+        ("POST", "/keys"),
+        ("POST", "/keys/abcdefghijkl/revoke"),
+        ("POST", "/keys/abcdefghijkl/rotate"),
+        ("DELETE", "/session"),
+    ]:
+        response = httpx.request(method, base + path, json={})
+        assert response.status_code == 401, (method, path)
+        assert response.json()["error"]["code"] == "console_session_required"
+
+    signed = httpx.post(base + "/session", json={"token": ADMIN_TOKEN})
+    assert signed.status_code == 200
+    cookies, csrf = _cookie_of(signed), signed.json()["csrf_token"]
+    spec = {"team": "csrf", "name": "should-not-exist"}
+    for headers in ({}, {"X-CSRF-Token": "forged"}, {"X-CSRF-Token": csrf, "Origin": "https://evil.example"}):
+        refused = httpx.post(base + "/keys", json=spec, cookies=cookies, headers=headers)
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "csrf_failed"
+    with console.admin() as admin:
+        assert not admin.get("/admin/v1/keys", params={"team": "csrf"}).json()["data"]
+    made = httpx.post(base + "/keys", json=spec, cookies=cookies, headers={"X-CSRF-Token": csrf})
+    assert made.status_code == 201 and made.json()["key"].startswith("sk-gw-")
+    form = httpx.post(base + "/session", data={"token": ADMIN_TOKEN})  # a cross-site form's body
+    assert form.status_code == 400 and "gw_console" not in form.cookies
+
+
+def test_cookie_is_secure_over_https(console: Console) -> None:
+    """Behind a TLS-terminating proxy (trusted, here 127.0.0.1) the cookie gets ``Secure``."""
+    response = httpx.post(
+        console.gateway.url + "/console/api/session",
+        json={"token": ADMIN_TOKEN},
+        headers={"X-Forwarded-Proto": "https"},
+    )
+    assert response.status_code == 200
+    set_cookie = response.headers["set-cookie"].lower()
+    assert "secure" in set_cookie and "httponly" in set_cookie and "samesite=strict" in set_cookie
+    assert "max-age=28800" in set_cookie
+
+
+def test_wrong_sign_in_tokens_are_slowed_like_admin_tokens(console: Console) -> None:
+    address = f"203.0.113.{secrets.randbelow(250) + 1}"
+    url = console.gateway.url + "/console/api/session"
+    headers = {"X-Forwarded-For": address}
+    for _ in range(10):
+        assert httpx.post(url, json={"token": "guess"}, headers=headers).status_code == 401
+    blocked = httpx.post(url, json={"token": ADMIN_TOKEN}, headers=headers)
+    assert blocked.status_code == 429 and int(blocked.headers["retry-after"]) > 0
+    assert "gw_console" not in blocked.cookies
+    admin = httpx.get(
+        console.gateway.url + "/admin/v1/keys", headers={**headers, "Authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
+    assert admin.status_code == 429  # one limiter for the API and the console
