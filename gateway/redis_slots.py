@@ -30,10 +30,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 DEFAULT_MAX_CONNECTIONS = 64
-# How long a command waits for a slot while Redis is healthy. 10,000 reservations through 64
-# connections take well under a second (bench: burst row); the rest is margin for a worker
-# whose event loop is busy accepting a burst. Past it the command fails as if Redis were down.
-SLOT_WAIT_S = 10.0
+# How long a command waits for a slot while Redis answers. Long on purpose: a healthy Redis
+# must never look like an outage. 10,000 commands at once through 64 connections took 5 to 15 s
+# on this 2-CPU machine while other jobs loaded it to a load average of 9 (bench/redis_pool.py);
+# with Redis down, waiting ends at once (``unreachable``), not after this.
+SLOT_WAIT_S = 30.0
 
 OUTAGE_ERRORS: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
 
