@@ -78,6 +78,7 @@ async def _detect(url: str, max_connections: int) -> Any:
         raise
     if not info.get("cluster_enabled"):
         log.info("Redis: single server at %s", _where(url))
+        await _open_all(single.connection_pool)
         return single
     await single.aclose()
     cluster = await _cluster_client(url, max_connections)
@@ -96,6 +97,25 @@ def _single_client(url: str, max_connections: int) -> aioredis.Redis:
         health_check_interval=10,
     )
     return aioredis.Redis.from_pool(pool)
+
+
+async def _open_all(pool: Any) -> None:
+    """Open every connection of the bound now, while the worker is idle.
+
+    Measured in the burst (bench, 10,000 calls at once): the 64 connects made while the worker
+    accepted 10,000 connections all missed the 2 s connect timeout, the event loop being that
+    far behind, and those 64 calls got 503 with Redis healthy. Opened at start-up, a burst finds
+    them ready. Best effort: a failure here is only a connection opened later.
+    """
+    taken = []
+    try:
+        for _ in range(pool.max_connections):
+            taken.append(await pool.get_connection())
+    except REDIS_ERRORS as exc:
+        log.warning("Redis: opened %d of %d connections at start (%s)", len(taken), pool.max_connections, exc)
+    finally:
+        for connection in taken:
+            await pool.release(connection)
 
 
 async def _cluster_client(url: str, max_connections: int) -> GatewayCluster:
