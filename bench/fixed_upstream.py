@@ -25,6 +25,9 @@ RESPONSE = (
 ) + BODY
 
 
+DELAY_S = 0.0  # --delay: answer this long after the request (the burst scenario's 20 s upstream)
+
+
 class FixedAnswer(asyncio.Protocol):
     __slots__ = ("transport", "parser")
 
@@ -40,12 +43,19 @@ class FixedAnswer(asyncio.Protocol):
 
     # httptools callback: one full request read (body included), answer it.
     def on_message_complete(self) -> None:
-        self.transport.write(RESPONSE)  # type: ignore[attr-defined]
+        if DELAY_S:
+            asyncio.get_running_loop().call_later(DELAY_S, self._answer)
+        else:
+            self.transport.write(RESPONSE)  # type: ignore[attr-defined]
+
+    def _answer(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(RESPONSE)  # type: ignore[attr-defined]
 
 
 async def serve(host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(FixedAnswer, host, port, backlog=4096, reuse_address=True)
+    server = await loop.create_server(FixedAnswer, host, port, backlog=16384, reuse_address=True)
     print(f"fixed upstream listening on http://{host}:{port}", file=sys.stderr, flush=True)
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -58,7 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
     args = parser.parse_args(argv)
+    global DELAY_S
+    DELAY_S = args.delay
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # one socket per connection
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     import uvloop
 
     uvloop.run(serve(args.host, args.port))

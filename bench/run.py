@@ -327,6 +327,12 @@ def run_all(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
             **kw,
         )
 
+    if args.only_capacity:  # the issue-13 scenarios alone (the LiteLLM row then has no ratio)
+        from bench import capacity
+
+        capacity.run(b, stack, gateway, lambda port: create_key(port, admin), upstream_key, 0.0)
+        return report(b.rows, [], pinned, floating, args, started)
+
     # ---- cost: one worker, 32 connections and 1 connection, against the fixed answer.
     # The passthrough and the gateway run side by side (the idle one costs nothing), measured in
     # turns, so that a disturbance of the machine hits both alike.
@@ -521,8 +527,23 @@ def run_all(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     for row in (d_big, d_big1):
         ratio(row, None, "", f"{row.mean_response_bytes / 1e6:.1f} MB per answer")
 
-    rows = b.rows + wrk_rows
+    # ---- issue 13: the burst, 20 large answers at once, and the LiteLLM proxy
+    from bench import capacity
+
+    capacity.run(b, stack, gateway, lambda port: create_key(port, admin), upstream_key, gw32.rps or 0.0)
+
     targets = check_targets(gw32, gw1, g_in, g_big, d_big)
+    return report(b.rows + wrk_rows, targets, pinned, floating, args, started)
+
+
+def report(
+    rows: list[Row],
+    targets: list[dict[str, Any]],
+    pinned: Arrangement,
+    floating: Arrangement,
+    args: argparse.Namespace,
+    started: float,
+) -> dict[str, Any]:
     return {
         "machine": machine(),
         "arrangement": {"cost, in flight, large images": pinned.text, "workers": floating.text},
@@ -829,6 +850,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=RESULTS, help="where latest.json and latest.md go")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
+    parser.add_argument(
+        "--only-capacity", action="store_true", help="only the burst, large-answer and LiteLLM rows"
+    )
     args = parser.parse_args(argv)
     if args.wrk is None:
         args.wrk = shutil.which("wrk") is not None

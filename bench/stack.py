@@ -227,10 +227,10 @@ class Stack:
         wait_until(lambda: _redis_ping(port), proc, 15, "redis-server")
         return proc
 
-    def fixed_upstream(self, cpus: frozenset[int] | None) -> Proc:
+    def fixed_upstream(self, cpus: frozenset[int] | None, delay: float = 0.0) -> Proc:
         port = free_port()
-        argv = [PYTHON, "-m", "bench.fixed_upstream", "--port", str(port)]
-        proc = self.spawn("fixed-upstream", argv, port, cpus, {"PYTHONPATH": str(ROOT)})
+        argv = [PYTHON, "-m", "bench.fixed_upstream", "--port", str(port), "--delay", str(delay)]
+        proc = self.spawn(f"fixed-upstream-{delay:g}s", argv, port, cpus, {"PYTHONPATH": str(ROOT)})
         wait_until(lambda: _port_open(port), proc, 15, "fixed upstream")
         return proc
 

@@ -10,6 +10,7 @@ import asyncio
 import gc
 import logging
 import os
+import resource
 import secrets
 import signal
 from collections.abc import AsyncIterator
@@ -134,7 +135,8 @@ def build_app(settings: Settings) -> FastAPI:
 async def _start(settings: Settings) -> GatewayState:
     if settings.redis_url is None:
         raise RuntimeError("GATEWAY_REDIS_URL is not set (gateway serve starts an embedded Redis)")
-    redis = await redis_client.connect(settings.redis_url)
+    _raise_open_files_limit(settings.max_inflight)
+    redis = await redis_client.connect(settings.redis_url, settings.redis_max_connections)
     prices = await _price_book(redis, settings)
     api_key = settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else ""
     upstream = UpstreamClient(
@@ -177,6 +179,33 @@ async def _price_book(redis: Redis, settings: Settings) -> pricing.PriceBook:
         prices.prices = pricing.configured_prices(settings.prices_file)
     prices.start(redis)
     return prices
+
+
+def _raise_open_files_limit(max_inflight: int) -> None:
+    """Raise this process's open-file limit: a call in flight holds two sockets.
+
+    One to the caller, one to the upstream; the common default soft limit of 1,024 turns a burst
+    of a few hundred calls into failed accepts. The soft limit goes up to the hard one; where that
+    is below what GATEWAY_MAX_INFLIGHT needs, the hard limit too if allowed (root), else a warning.
+    """
+    need = 2 * max_inflight + 1024  # + Redis, the spool, metrics files, the listening socket
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard == resource.RLIM_INFINITY else max(hard, need)
+    for new_hard in (target, hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new_hard, new_hard))
+            break
+        except (ValueError, OSError):
+            continue
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY and soft < need:
+        log.warning(
+            "open-file limit %d is below the %d that GATEWAY_MAX_INFLIGHT=%d needs; "
+            "raise it (ulimit -n, LimitNOFILE, the container's nofile) or expect failed accepts",
+            soft,
+            need,
+            max_inflight,
+        )
 
 
 def _tune_gc() -> None:

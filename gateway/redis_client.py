@@ -9,6 +9,10 @@ with MOVED for every key that lives on another node while its pings succeed.
 Sentinel is addressed as ``redis+sentinel://[:password@]host1:26379,host2:26379/service[/db]``
 (``?sentinel_password=...`` when the sentinels' password differs from the master's).
 
+Each worker opens at most ``max_connections`` (``GATEWAY_REDIS_MAX_CONNECTIONS``, 64) connections
+to a single server or to the master of a Sentinel setup, and per node of a Cluster: commands share
+them, waiting their turn in a burst (``gateway.redis_slots`` says why and what was measured).
+
 Every failure leaves the clients made here as a ``RedisError``: the cluster client raises some
 outage errors (no reachable node, slot not covered) as ``RedisClusterException``, which is not
 one, and callers catching ``REDIS_ERRORS`` would miss them and lose a settlement meant for the
@@ -19,24 +23,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Coroutine
+from contextvars import ContextVar
+from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis import asyncio as aioredis
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
-from redis.asyncio.connection import ConnectionPool
 from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
+from gateway.redis_slots import DEFAULT_MAX_CONNECTIONS, BoundedPool, BoundedSentinelPool, CommandSlots
+
 log = logging.getLogger("gateway.redis")
 
 SOCKET_TIMEOUT_S = 2.0
-# Each in-flight request runs at most one Redis command at a time, so this many commands at once
-# covers 1,000 in-flight requests. Beyond it commands wait (up to SOCKET_TIMEOUT_S for a single
-# server) instead of failing: redis-py's pools raise when full, which would turn a burst into 503s.
-MAX_COMMANDS = 1000
-SINGLE_SERVER_CONNECTIONS = 20_000
 READY_TIMEOUT_S = 2.5
 
 REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError)
@@ -47,22 +49,25 @@ class ClusterClientError(RedisError):
     """A ``RedisClusterException`` (no reachable node, slot not covered, keys in two slots)."""
 
 
-async def connect(url: str) -> Any:
-    """An async client for ``url``. Never raises because Redis is down: commands will."""
+async def connect(url: str, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> Any:
+    """An async client for ``url``. Never raises because Redis is down: commands will.
+
+    ``max_connections`` bounds the connections this process opens (per node of a Cluster).
+    """
     if url.startswith("redis+sentinel://"):
-        client = sentinel_client(url)
+        client = sentinel_client(url, max_connections)
         client.follow_sentinels()
         return client
     try:
-        return await _detect(url)
+        return await _detect(url, max_connections)
     except REDIS_ERRORS as exc:
         log.warning("Redis at %s does not answer yet (%s); connecting when it does", _where(url), exc)
-        return DeferredClient(url)
+        return DeferredClient(url, max_connections)
 
 
-async def _detect(url: str) -> Any:
+async def _detect(url: str, max_connections: int) -> Any:
     """A cluster client if the server is a cluster node, else a single-server client."""
-    single = _single_client(url)
+    single = _single_client(url, max_connections)
     try:
         info = await single.info("cluster")
     except ResponseError as exc:  # INFO refused (an ACL): not a cluster node we could use anyway
@@ -73,21 +78,20 @@ async def _detect(url: str) -> Any:
         raise
     if not info.get("cluster_enabled"):
         log.info("Redis: single server at %s", _where(url))
+        await _open_all(single.connection_pool)
         return single
     await single.aclose()
-    cluster = await _cluster_client(url)
+    cluster = await _cluster_client(url, max_connections)
     log.info("Redis: cluster of %d primaries, found through %s", len(cluster.get_primaries()), _where(url))
     return cluster
 
 
-def _single_client(url: str) -> aioredis.Redis:
-    # A plain pool, not redis-py's BlockingConnectionPool: that one's lock, timeout and pid check
-    # per command cost a quarter of Redis throughput here (26.7k vs 33.4k EVALSHA/s at 32 at
-    # once). It never fills: a request runs one command at a time and each worker caps its
-    # requests in flight (GATEWAY_MAX_INFLIGHT) far below SINGLE_SERVER_CONNECTIONS.
-    pool = ConnectionPool.from_url(
+def _single_client(url: str, max_connections: int) -> aioredis.Redis:
+    # Not redis-py's BlockingConnectionPool: its condition, timeout and lock per command cost a
+    # quarter of Redis throughput here (26.7k vs 33.4k EVALSHA/s at 32 at once); see redis_slots.
+    pool = BoundedPool.from_url(
         url,
-        max_connections=SINGLE_SERVER_CONNECTIONS,
+        max_connections=max_connections,
         socket_timeout=SOCKET_TIMEOUT_S,
         socket_connect_timeout=SOCKET_TIMEOUT_S,
         health_check_interval=10,
@@ -95,18 +99,41 @@ def _single_client(url: str) -> aioredis.Redis:
     return aioredis.Redis.from_pool(pool)
 
 
-async def _cluster_client(url: str) -> GatewayCluster:
+async def _open_all(pool: Any) -> None:
+    """Open every connection of the bound now, while the worker is idle.
+
+    Measured in the burst (bench, 10,000 calls at once): the 64 connects made while the worker
+    accepted 10,000 connections all missed the 2 s connect timeout, the event loop being that
+    far behind, and those 64 calls got 503 with Redis healthy. Opened at start-up, a burst finds
+    them ready. Best effort: a failure here is only a connection opened later.
+    """
+    taken = []
     try:
-        cluster = GatewayCluster.from_url(
-            url,
-            socket_timeout=SOCKET_TIMEOUT_S,
-            socket_connect_timeout=SOCKET_TIMEOUT_S,
-            # The semaphore keeps commands under MAX_COMMANDS; pipelines and connections being
-            # replaced after an error need the headroom.
-            max_connections=2 * MAX_COMMANDS,
+        for _ in range(pool.max_connections):
+            taken.append(await pool.get_connection())
+    except REDIS_ERRORS as exc:
+        log.warning("Redis: opened %d of %d connections at start (%s)", len(taken), pool.max_connections, exc)
+    finally:
+        for connection in taken:
+            await pool.release(connection)
+
+
+async def _cluster_client(url: str, max_connections: int) -> GatewayCluster:
+    try:
+        cluster = cast(
+            GatewayCluster,
+            GatewayCluster.from_url(
+                url,
+                socket_timeout=SOCKET_TIMEOUT_S,
+                socket_connect_timeout=SOCKET_TIMEOUT_S,
+                # Per node. The slots keep commands in flight under max_connections, so a node
+                # reuses that many; connections being replaced after an error need the headroom.
+                max_connections=2 * max_connections,
+            ),
         )
     except RedisClusterException as exc:  # e.g. a database number other than 0
         raise ValueError(f"GATEWAY_REDIS_URL names a Redis Cluster node: {exc}") from None
+    cluster.command_slots = CommandSlots(max_connections)
     try:
         await cluster.initialize()
     except RedisClusterException as exc:
@@ -118,33 +145,64 @@ async def _cluster_client(url: str) -> GatewayCluster:
 class GatewayCluster(RedisCluster):
     """redis-py's async cluster client, made to wait for a connection and raise only RedisErrors.
 
-    Each node's pool raises ``MaxConnectionsError`` when full instead of waiting, so a semaphore
-    bounds the commands in flight below the per-node cap.
+    Each node's pool raises ``MaxConnectionsError`` when full instead of waiting, so command
+    slots bound the commands (and pipelines) in flight below the per-node cap; redis-py's
+    retries on timeouts and MOVED happen inside one slot.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._command_slots = asyncio.Semaphore(MAX_COMMANDS)
+    command_slots: CommandSlots  # set by _cluster_client
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        async with self._command_slots:
-            try:
-                return await super().execute_command(*args, **kwargs)
-            except RedisClusterException as exc:
-                raise ClusterClientError(f"{exc.__class__.__name__}: {exc}") from exc
+        return await _in_slot(self.command_slots, super().execute_command(*args, **kwargs))
 
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
         if shard_hint:
             raise ClusterClientError("shard_hint is not supported in cluster mode")
-        return _GatewayClusterPipeline(self, transaction)
+        return _GatewayClusterPipeline(self, transaction)  # type: ignore[abstract]
 
 
 class _GatewayClusterPipeline(ClusterPipeline):
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
-        try:
-            return await super().execute(raise_on_error, allow_redirections)
-        except RedisClusterException as exc:
-            raise ClusterClientError(f"{exc.__class__.__name__}: {exc}") from exc
+        slots: CommandSlots = self.cluster_client.command_slots  # type: ignore[attr-defined]
+        result: list[Any] = await _in_slot(slots, super().execute(raise_on_error, allow_redirections))
+        return result
+
+
+_HOLDING_SLOT: ContextVar[bool] = ContextVar("holding_redis_slot", default=False)
+
+
+async def _in_slot(slots: CommandSlots, operation: Coroutine[Any, Any, Any]) -> Any:
+    """Run a cluster command or pipeline in one of the slots, its outage errors as RedisErrors.
+
+    A pipeline resends commands answered MOVED one by one through ``execute_command``: those
+    run in the pipeline's slot, or pipelines holding every slot would wait for each other.
+    """
+    if _HOLDING_SLOT.get():
+        return await _as_redis_error(operation)
+    try:
+        await slots.acquire()
+    except BaseException:
+        operation.close()  # never awaited: close it, or Python warns
+        raise
+    token = _HOLDING_SLOT.set(True)
+    try:
+        result = await _as_redis_error(operation)
+    except BaseException as exc:
+        # No reachable node or slot not covered: an outage as far as waiting is concerned.
+        slots.outcome(RedisConnectionError() if isinstance(exc, ClusterClientError) else exc)
+        raise
+    finally:
+        _HOLDING_SLOT.reset(token)
+        slots.release()
+    slots.outcome(None)
+    return result
+
+
+async def _as_redis_error(operation: Coroutine[Any, Any, Any]) -> Any:
+    try:
+        return await operation
+    except RedisClusterException as exc:
+        raise ClusterClientError(f"{exc.__class__.__name__}: {exc}") from exc
 
 
 class DeferredClient:
@@ -154,8 +212,9 @@ class DeferredClient:
     failing like any command would); after that every attribute is the real client's.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
         self._url = url
+        self._max_connections = max_connections
         self._client: Any = None
         self._lock = asyncio.Lock()
 
@@ -163,7 +222,7 @@ class DeferredClient:
         if self._client is None:
             async with self._lock:
                 if self._client is None:
-                    self._client = await _detect(self._url)
+                    self._client = await _detect(self._url, self._max_connections)
         return self._client
 
     def __getattr__(self, name: str) -> Any:
@@ -186,7 +245,7 @@ class DeferredClient:
             await self._client.aclose()
 
 
-def sentinel_client(url: str) -> SentinelMaster:
+def sentinel_client(url: str, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> SentinelMaster:
     """A client for the master that the sentinels name; see ``SentinelMaster``."""
     parts = urlsplit(url)
     hosts = []
@@ -200,7 +259,7 @@ def sentinel_client(url: str) -> SentinelMaster:
     password = unquote(parts.password) if parts.password else None
     query = parse_qs(parts.query)
     sentinel_password = query["sentinel_password"][0] if "sentinel_password" in query else password
-    sentinel = Sentinel(
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
         hosts,
         socket_timeout=SOCKET_TIMEOUT_S,
         socket_connect_timeout=SOCKET_TIMEOUT_S,
@@ -209,7 +268,12 @@ def sentinel_client(url: str) -> SentinelMaster:
     )
     log.info("Redis: master %r as named by the sentinels at %s", service, hosts)
     client: SentinelMaster = sentinel.master_for(
-        service, redis_class=SentinelMaster, db=db, socket_timeout=SOCKET_TIMEOUT_S
+        service,
+        redis_class=SentinelMaster,
+        connection_pool_class=BoundedSentinelPool,
+        db=db,
+        socket_timeout=SOCKET_TIMEOUT_S,
+        max_connections=max_connections,
     )
     return client
 

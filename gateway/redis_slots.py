@@ -1,0 +1,133 @@
+"""A bound on the Redis connections one worker opens: commands share a few connections.
+
+redis-py's plain pool opens one connection per concurrent command, so a burst of 10,000 calls on
+one worker opened thousands of connections at once: connects plus AUTH/HELLO on 2 cores missed
+the 2 s timeout and 8,365 of the 10,000 calls got 503 while Redis was healthy (see
+docs in the README, "Bursts"). Here every connection taken from a pool first takes one of
+``size`` slots; a command that finds all slots busy waits its turn (FIFO) instead of opening
+another connection. Connections are reused, so a burst costs ``size`` connects, not thousands.
+
+Why a slot in front of redis-py's plain pool rather than its ``BlockingConnectionPool`` or an
+auto-pipelining multiplexer (bench/redis_pool.py measures all three shapes it could take): the
+uncontended path here is one ``Semaphore.acquire`` that does not suspend, while the blocking pool
+adds an ``asyncio.Condition``, a timeout context and a lock per command. A multiplexer would
+save Redis round trips, but Redis is not what limits a worker: 64 connections carry far more than
+the ~5,000 commands/s one worker issues at its peak (two per request).
+
+Redis really down must stay a fast 503, not a queue that holds requests for seconds: once a
+connect has failed and none has succeeded since, a command that finds every slot busy fails at
+once instead of waiting (a free slot still lets it try, which is how recovery is noticed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from redis.asyncio.connection import ConnectionPool
+from redis.asyncio.sentinel import SentinelConnectionPool
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+DEFAULT_MAX_CONNECTIONS = 64
+# How long a command waits for a slot while Redis answers. Long on purpose: a healthy Redis
+# must never look like an outage. 10,000 commands at once through 64 connections took 5 to 15 s
+# on this 2-CPU machine while other jobs loaded it to a load average of 9 (bench/redis_pool.py);
+# with Redis down, waiting ends at once (``unreachable``), not after this.
+SLOT_WAIT_S = 30.0
+
+OUTAGE_ERRORS: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+class CommandSlots:
+    """At most ``size`` commands (or pipelines) hold a Redis connection at once; others queue."""
+
+    def __init__(self, size: int, wait_s: float = SLOT_WAIT_S) -> None:
+        if size < 1:
+            raise ValueError("the Redis connection bound must be at least 1")
+        self.size = size
+        self.wait_s = wait_s
+        self.unreachable = False  # the last connect failed and none has succeeded since
+        self._free = asyncio.Semaphore(size)
+
+    async def acquire(self) -> None:
+        """Take a slot: at once if one is free, else wait up to ``wait_s`` (not when Redis is down)."""
+        if not self._free.locked():
+            await self._free.acquire()  # a free slot: returns without suspending
+            return
+        if self.unreachable:
+            raise RedisConnectionError(
+                "Redis is unreachable and all connections are busy trying it; not queueing"
+            )
+        try:
+            async with asyncio.timeout(self.wait_s):
+                await self._free.acquire()
+        except TimeoutError:
+            raise RedisConnectionError(
+                f"no Redis connection became free within {self.wait_s:g} s ({self.size} in use)"
+            ) from None
+
+    def release(self) -> None:
+        self._free.release()
+
+    def outcome(self, error: BaseException | None) -> None:
+        """Record whether reaching Redis worked, for the fail-fast rule of ``acquire``."""
+        if error is None:
+            self.unreachable = False
+        elif isinstance(error, OUTAGE_ERRORS):
+            self.unreachable = True
+
+    @property
+    def in_use(self) -> int:
+        return self.size - self._free._value
+
+
+class _SlotMixin:
+    """Puts a ``CommandSlots`` in front of a redis-py pool's get_connection / release.
+
+    get_connection is redis-py's own, less its observability counters (not used here): taking
+    it whole keeps the slot accounting exact, one ``release`` per successful ``get_connection``,
+    including when connecting fails and the connection goes back to the pool.
+    """
+
+    slots: CommandSlots
+    _lock: asyncio.Lock
+
+    async def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
+        await self.slots.acquire()
+        try:
+            async with self._lock:
+                connection = self.get_available_connection()  # type: ignore[attr-defined]
+        except BaseException:
+            self.slots.release()
+            raise
+        try:
+            await self.ensure_connection(connection)  # type: ignore[attr-defined]
+        except BaseException as exc:
+            self.slots.outcome(exc)
+            await self.release(connection)  # gives the slot back too
+            raise
+        self.slots.outcome(None)
+        return connection
+
+    async def release(self, connection: Any) -> None:
+        try:
+            await super().release(connection)  # type: ignore[misc]
+        finally:
+            self.slots.release()
+
+
+class BoundedPool(_SlotMixin, ConnectionPool):
+    """redis-py's plain pool, never more than ``max_connections`` open, callers waiting their turn."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.slots = CommandSlots(self.max_connections)
+
+
+class BoundedSentinelPool(_SlotMixin, SentinelConnectionPool):
+    """The same bound for the connections to the master the sentinels name."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self.slots = CommandSlots(self.max_connections)

@@ -1,0 +1,124 @@
+"""Bursts: thousands of calls arriving at once on one worker never look like a Redis outage.
+
+Before, every concurrent Redis command took its own connection: a burst opened thousands at once,
+connects missed their timeout and healthy Redis answered as 503s. Now a worker opens at most
+GATEWAY_REDIS_MAX_CONNECTIONS and commands wait their turn; with Redis really down they still
+fail at once. The load comes from bench/loadgen.py (one process, raw asyncio), which can hold
+thousands of connections without becoming the bottleneck of the test.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from typing import Any
+
+import redis
+
+from gateway.redis_slots import SLOT_WAIT_S
+from tests.support import MODEL, ROOT, Gateway, RedisServer, wait_until
+
+BURST = 3000
+BOUND = 16  # small, so that the burst really has to share connections
+
+
+def burst(gateway: Gateway, key: str, calls: int, timeout_s: float = 60) -> dict[str, Any]:
+    """``calls`` new connections each send one image call in the same instant; the loadgen's result."""
+    body = json.dumps({"model": MODEL, "prompt": "burst", "n": 1})
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.loadgen",
+        "--port",
+        str(gateway.port),
+        "--connections",
+        str(calls),
+        "--rounds",
+        "1",
+        "--body",
+        body,
+        "--header",
+        f"Authorization: Bearer {key}",
+        "--timeout",
+        str(timeout_s),
+        "--deadline",
+        str(timeout_s + 30),
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=timeout_s + 60)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("result ")]
+    assert lines, f"load generator failed: {done.stderr[-2000:]}"
+    return dict(json.loads(lines[-1][len("result ") :]))
+
+
+class ClientCounter:
+    """Samples Redis' own count of connected clients until stopped; keeps the highest."""
+
+    def __init__(self, server: RedisServer) -> None:
+        self.client = redis.Redis.from_url(server.url)
+        self.peak = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> ClientCounter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.client.close()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            connected = int(self.client.info("clients")["connected_clients"]) - 1  # less this one
+            self.peak = max(self.peak, connected)
+            self.samples += 1
+
+
+def test_burst_of_thousands_gets_no_503_and_a_bounded_number_of_redis_connections(
+    redis_factory, simulator_factory, gateway_factory
+) -> None:
+    server = redis_factory()
+    upstream = simulator_factory(latency_s=2.0)  # every call is in flight at the same time
+    gateway = gateway_factory(
+        server.url,
+        upstream.url,
+        GATEWAY_MAX_INFLIGHT=str(BURST + 100),
+        GATEWAY_REDIS_MAX_CONNECTIONS=str(BOUND),
+        GATEWAY_LOG_LEVEL="warning",
+    )
+    key, key_id = gateway.create_key(budget_usd="100000", budget_period="total")
+
+    with ClientCounter(server) as clients:
+        result = burst(gateway, key, BURST)
+        wait_until(lambda: clients.samples > 0, what="a sample of Redis' clients")
+
+    assert result["statuses"] == {"200": BURST}, result["error_kinds"]
+    assert 1 <= clients.peak <= BOUND, clients.peak
+    assert upstream.count() == BURST
+    usage = gateway.usage(key_id)
+    assert usage["inflight"] == 0 and usage["images_today"] == BURST
+
+
+def test_burst_with_redis_down_is_answered_503_at_once_not_queued(
+    redis_factory, simulator_factory, gateway_factory
+) -> None:
+    server = redis_factory()
+    upstream = simulator_factory()
+    gateway = gateway_factory(
+        server.url, upstream.url, GATEWAY_REDIS_MAX_CONNECTIONS="4", GATEWAY_LOG_LEVEL="warning"
+    )
+    key, _ = gateway.create_key(budget_usd="100", budget_period="total")
+    assert burst(gateway, key, 20)["statuses"] == {"200": 20}
+
+    server.kill()
+    result = burst(gateway, key, 500)
+
+    assert result["statuses"] == {"503": 500}, result["error_kinds"]
+    # Far more calls than connections, yet none waited for a connection: with Redis down a
+    # command that finds every connection busy fails at once instead of queueing.
+    assert result["slowest_answer_ms"] < 1000 * SLOT_WAIT_S, result["slowest_answer_ms"]
+    assert upstream.count() == 20, "nothing may reach the upstream without a reservation"
