@@ -83,8 +83,11 @@ async def attack_and_call(gateway: Gateway, key: str) -> tuple[list[SlowClient],
     deadline = time.monotonic() + 30
     while sum(client.status == 429 for client in slow) < len(ADDRESSES):  # every address at its cap
         assert time.monotonic() < deadline, Counter(c.status for c in slow if c.done.is_set())
-        await asyncio.wait([asyncio.ensure_future(c.done.wait()) for c in slow if not c.done.is_set()],
-                           timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(
+            [asyncio.ensure_future(c.done.wait()) for c in slow if not c.done.is_set()],
+            timeout=0.5,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
     pending_before = sum(not client.done.is_set() for client in slow)
 
     statuses: list[int] = []
