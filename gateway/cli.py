@@ -130,6 +130,8 @@ def _run_uvicorn(settings: Settings) -> int:
     """
     import uvicorn
 
+    from gateway.http_limits import BoundedHttpToolsProtocol  # httptools + a header size bound
+
     signal.signal(signal.SIGTERM, _exit_cleanly)
     signal.signal(signal.SIGINT, _exit_cleanly)
 
@@ -140,7 +142,7 @@ def _run_uvicorn(settings: Settings) -> int:
         port=settings.port,
         workers=settings.workers,
         loop="uvloop" if _has_uvloop() else "asyncio",
-        http="httptools",
+        http=BoundedHttpToolsProtocol,
         access_log=False,
         log_level=settings.log_level,
         timeout_graceful_shutdown=int(settings.upstream_timeout_s) + 5,

@@ -72,7 +72,11 @@ def test_a_head_just_over_the_bound_in_one_read_is_refused(gateway: Gateway) -> 
 def test_ordinary_and_large_but_allowed_headers_work(gateway: Gateway) -> None:
     answer = send_raw(gateway.port, request_with_header(LIMIT - 1024))
     assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
-    response = httpx.get(f"{gateway.url}/healthz", headers={"X-Trace": "t" * 4000, "Cookie": "c=1"}, timeout=5)
+    response = httpx.get(
+        f"{gateway.url}/healthz", headers={"X-Trace": "t" * 4000, "Cookie": "c=1"}, timeout=5
+    )
     assert response.status_code == 200
     with httpx.Client(base_url=gateway.url, timeout=5) as client:  # keep-alive: the count restarts
-        assert [client.get("/healthz", headers={"X-Pad": "p" * 40_000}).status_code for _ in range(5)] == [200] * 5
+        assert [client.get("/healthz", headers={"X-Pad": "p" * 40_000}).status_code for _ in range(5)] == [
+            200
+        ] * 5
