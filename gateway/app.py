@@ -156,7 +156,7 @@ async def _start(settings: Settings) -> GatewayState:
         keys=KeyStore(redis),
         settler=Settler(redis, spool, settings.ledger_retention_days),
         observer=Observer(prices.model_label, _access_log(settings), settings.log_prompts),
-        admission=Admission(settings.max_inflight),
+        admission=Admission(settings.max_inflight, settings.max_pending_per_client),
     )
     state.settler.start_replay()
     if settings.drain_s > 0:

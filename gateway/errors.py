@@ -179,3 +179,47 @@ def overloaded(limit: int) -> GatewayError:
         1,
         reason="overloaded",
     )
+
+
+def body_timeout(limit_s: float) -> GatewayError:
+    """The body did not arrive within GATEWAY_BODY_TIMEOUT_S; the connection is closed after it."""
+    return GatewayError(
+        408,
+        f"The request body did not arrive within {limit_s:g} seconds.",
+        "invalid_request_error",
+        "request_timeout",
+        None,
+        True,
+        reason="body_timeout",
+        headers={"connection": "close"},
+    )
+
+
+def client_closed() -> GatewayError:
+    """The caller hung up before its body was read: nobody reads this answer (nginx's 499)."""
+    return GatewayError(
+        499,
+        "The client closed the connection before sending its whole body.",
+        "invalid_request_error",
+        "client_closed",
+        None,
+        False,
+        reason="client_closed",
+        headers={"connection": "close"},
+    )
+
+
+def too_many_pending(limit: int) -> GatewayError:
+    """One client address already has ``limit`` calls not yet authenticated (body still coming)."""
+    return GatewayError(
+        429,
+        f"This client address already has {limit} requests whose body or key check is not "
+        "finished; wait for them to complete.",
+        "rate_limit_error",
+        "rate_limit_exceeded",
+        None,
+        True,
+        1,
+        reason="too_many_pending",
+        headers={"connection": "close"},
+    )

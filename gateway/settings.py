@@ -93,6 +93,27 @@ class Settings(BaseSettings):
         description="Image requests one worker holds at once; more get 503 (memory is bounded by "
         "in-flight requests x response size).",
     )
+    body_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        le=600,
+        description="Time allowed to receive a request's whole body, else 408 and the connection "
+        "is closed: a stranger trickling a body cannot hold a connection longer.",
+    )
+    max_pending_per_client: int = Field(
+        default=32,
+        ge=1,
+        le=10_000,
+        description="Image requests one client address may have whose body is still arriving or "
+        "whose key is not yet checked; more get 429. Behind a proxy, the proxy's address unless "
+        "FORWARDED_ALLOW_IPS trusts its X-Forwarded-For.",
+    )
+    max_header_bytes: int = Field(
+        default=64 * 1024,
+        ge=4096,
+        le=16 * 1024 * 1024,
+        description="Largest request line plus headers accepted, else 431 and the connection is closed.",
+    )
     drain_s: float = Field(
         default=0.0,
         ge=0,

@@ -65,6 +65,7 @@ def order_for(
     unit_price_micros: int,
     periods: Periods,
     reconcile: bool,
+    outcome: str | None = None,
 ) -> SettleOrder:
     """The settlement of a finished call; sets the call's charge, the one the ledger will show."""
     call.charge_micros = charge_micros(call.images, unit_price_micros)
@@ -83,7 +84,7 @@ def order_for(
         charge_micros=call.charge_micros,
         upstream_status=call.upstream_status or 0,
         upstream_latency_ms=int((call.upstream_latency_s or 0) * 1000),
-        outcome=call.upstream_outcome or "unknown",
+        outcome=outcome or call.upstream_outcome or "unknown",
         client_left=int(call.client_left),
         reconcile=int(reconcile),
     )

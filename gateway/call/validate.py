@@ -10,13 +10,14 @@ schema /docs shows.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from gateway import errors
 from gateway.errors import bad_request
@@ -24,14 +25,33 @@ from gateway.errors import bad_request
 JSON_TYPES = ("application/json", "text/json")
 
 
-async def read_json_body(request: Request, limit: int) -> tuple[bytes, Any]:
-    """The raw body (at most ``limit`` bytes, else 413) and its parsed JSON (else 400/415)."""
+async def read_json_body(request: Request, limit: int, timeout_s: float) -> tuple[bytes, Any]:
+    """The raw body (at most ``limit`` bytes, else 413) and its parsed JSON (else 400/415).
+
+    The whole body must arrive within ``timeout_s`` (else 408): without a deadline a client that
+    trickles a byte now and then holds its connection and memory for as long as it likes.
+    A client that hangs up mid-body gets :func:`errors.client_closed` (logged in one line).
+    """
     content_type = request.headers.get("content-type", "")
     if content_type.split(";", 1)[0].strip().lower() not in JSON_TYPES:
         raise errors.unsupported_media_type()
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise errors.payload_too_large(limit)
+    try:
+        async with asyncio.timeout(timeout_s):
+            body = await _read_limited(request, limit)
+    except TimeoutError:
+        raise errors.body_timeout(timeout_s) from None
+    except ClientDisconnect:
+        raise errors.client_closed() from None
+    try:
+        return body, orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise errors.bad_request("The request body is not valid JSON.") from None
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -39,16 +59,14 @@ async def read_json_body(request: Request, limit: int) -> tuple[bytes, Any]:
         if size > limit:
             raise errors.payload_too_large(limit)
         chunks.append(chunk)
-    body = b"".join(chunks)
-    try:
-        return body, orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise errors.bad_request("The request body is not valid JSON.") from None
+    return b"".join(chunks)
 
 
-async def read_call(request: Request, max_body_bytes: int, max_prompt_chars: int) -> tuple[ImageCall, bytes]:
+async def read_call(
+    request: Request, max_body_bytes: int, max_prompt_chars: int, timeout_s: float
+) -> tuple[ImageCall, bytes]:
     """The validated call and the caller's bytes, which are forwarded as they are."""
-    body, payload = await read_json_body(request, max_body_bytes)
+    body, payload = await read_json_body(request, max_body_bytes, timeout_s)
     return validate_image_request(payload, max_prompt_chars), body
 
 

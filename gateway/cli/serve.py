@@ -107,6 +107,8 @@ def _run_uvicorn(settings: Settings) -> int:
     """
     import uvicorn
 
+    from gateway.http_limits import BoundedHttpToolsProtocol
+
     signal.signal(signal.SIGTERM, _exit_cleanly)
     signal.signal(signal.SIGINT, _exit_cleanly)
 
@@ -117,7 +119,7 @@ def _run_uvicorn(settings: Settings) -> int:
         port=settings.port,
         workers=settings.workers,
         loop="uvloop" if _has_uvloop() else "asyncio",
-        http="httptools",
+        http=BoundedHttpToolsProtocol,  # httptools with a bound on the request head
         access_log=False,
         log_level=settings.log_level,
         timeout_graceful_shutdown=int(settings.upstream_timeout_s) + 5,

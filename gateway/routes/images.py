@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 from gateway import errors
 from gateway.budget import Reservation, Settlement
 from gateway.call import authenticate, forward, idempotent, reserve, settle, validate
+from gateway.call.admission import Gate
 from gateway.call.log import CallLog
 from gateway.errors import ErrorResponse, GatewayError
 from gateway.money import micros_to_usd
@@ -39,10 +40,12 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         401: "Missing, unknown, revoked or expired key.",
         403: "The key may not use this model.",
         404: "Unknown model.",
+        408: "The body did not arrive within GATEWAY_BODY_TIMEOUT_S (the connection is closed).",
         409: "Idempotency-Key reused with a different body.",
         413: "Body too large.",
         415: "Not JSON.",
-        429: "Budget exhausted (insufficient_quota) or rate limited (rate_limit_exceeded).",
+        429: "Budget exhausted (insufficient_quota) or rate limited (rate_limit_exceeded; also when "
+        "one client address has too many requests not yet authenticated).",
         502: "The upstream failed.",
         503: "Redis unavailable.",
         504: "The upstream timed out.",
@@ -64,31 +67,42 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 async def create_image(request: Request) -> Response:
     state = state_of(request)
     call = CallLog(request_id=request.scope["request_id"], started=time.perf_counter())
+    gate = Gate(state.admission, request.client.host if request.client else "unknown")
     try:
-        state.admission.enter()
-        response = await _generate(request, state, call)
+        response = await _generate(request, state, call, gate)
     except GatewayError as error:
         if call.upstream_outcome is None:
             call.rejection = error.reason
         response = error.response()
     finally:
-        state.admission.leave()
+        gate.release()
     call.status = response.status_code
     state.observer.observe(call)
     return response
 
 
-async def _generate(request: Request, state: GatewayState, call: CallLog) -> Response:
-    """Authenticate and validate; then generate, or replay an Idempotency-Key's first result."""
+# Answers about the connection, not the body's content: given without checking the key first
+# (a slow or vanished client learns nothing it did not know, and costs no Redis round trip).
+TRANSPORT_ERRORS = frozenset({"body_timeout", "client_closed"})
+
+
+async def _generate(request: Request, state: GatewayState, call: CallLog, gate: Gate) -> Response:
+    """Authenticate and validate; then generate, or replay an Idempotency-Key's first result.
+
+    The call counts as pending for its client address until the reserve step has authenticated
+    its key, and only then against the in-flight cap (see gateway/call/admission.py).
+    """
     token = authenticate.bearer_token(request)
+    gate.arrive()
     settings = state.settings
     try:
         image_call, body = await validate.read_call(
-            request, settings.max_body_bytes, settings.max_prompt_chars
+            request, settings.max_body_bytes, settings.max_prompt_chars, settings.body_timeout_s
         )
-    except GatewayError:
-        # The key is checked first: a caller with a bad key learns nothing about its body.
-        call.team = (await authenticate.known_key(state.keys, token))["team"]
+    except GatewayError as error:
+        if error.reason not in TRANSPORT_ERRORS:
+            # The key is checked first: a caller with a bad key learns nothing about its body.
+            call.team = (await authenticate.known_key(state.keys, token))["team"]
         raise
     call.model, call.n = image_call.model, image_call.n
     if settings.log_prompts:  # off by default: prompts can hold personal data
@@ -97,7 +111,7 @@ async def _generate(request: Request, state: GatewayState, call: CallLog) -> Res
     if unit_price is None:
         call.team = (await authenticate.known_key(state.keys, token))["team"]
         raise errors.model_not_found(image_call.model)
-    attempt = Attempt(request, state, call, token, image_call, body, unit_price)
+    attempt = Attempt(request, state, call, token, image_call, body, unit_price, gate)
     idempotency_key = request.headers.get("idempotency-key")
     if idempotency_key is None:
         return await attempt.run()
@@ -126,9 +140,11 @@ class Attempt:
         image_call: validate.ImageCall,
         body: bytes,
         unit_price: int,
+        gate: Gate,
     ) -> None:
         self.request, self.state, self.call, self.token = request, state, call, token
         self.image_call, self.body, self.unit_price = image_call, body, unit_price
+        self.gate = gate
 
     async def run(self) -> Response:
         state, call = self.state, self.call
@@ -142,22 +158,32 @@ class Attempt:
             lifetime_ms=state.settings.reservation_ttl_s * 1000,
             periods=periods,
         )
+        try:
+            self.gate.admit()
+        except GatewayError:  # over the in-flight cap: free the reservation, record no charge
+            await state.settler.settle(self._order(held, periods, reconcile=False, outcome="overloaded"))
+            raise
         forwarded = await forward.forward(state.upstream, self.body, call)
         if forwarded.error is None:
             call.client_left = client_has_left(self.request.receive)
-        order = settle.order_for(
-            call,
-            key_id=self.token.key_id,
-            held=held,
-            unit_price_micros=self.unit_price,
-            periods=periods,
-            reconcile=forwarded.reconcile,
-        )
-        settled = await state.settler.settle(order)
+        settled = await state.settler.settle(self._order(held, periods, reconcile=forwarded.reconcile))
         if forwarded.error is not None or forwarded.body is None:
             raise forwarded.error or errors.internal_error()
         return Response(
             forwarded.body, 200, success_headers(call, held, settled), media_type="application/json"
+        )
+
+    def _order(
+        self, held: Reservation, periods: Periods, *, reconcile: bool, outcome: str | None = None
+    ) -> settle.SettleOrder:
+        return settle.order_for(
+            self.call,
+            key_id=self.token.key_id,
+            held=held,
+            unit_price_micros=self.unit_price,
+            periods=periods,
+            reconcile=reconcile,
+            outcome=outcome,
         )
 
 
