@@ -53,3 +53,7 @@ def configure_logging(level: str = "info") -> None:
     root.setLevel(level.upper())
     for noisy in ("uvicorn.access",):
         logging.getLogger(noisy).disabled = True
+    # The README promises one line per call: httpx logs every upstream request at INFO, which
+    # the access line already says. Its warnings and errors still come through.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -115,3 +116,36 @@ def test_prompts_are_logged_only_when_asked(
     assert the_line(gw, refused)["prompt"] is None, "an invalid body is not echoed into the log"
     for secret in (key, UPSTREAM_KEY, ADMIN_TOKEN):
         assert secret not in gw.log()
+
+
+def test_upstream_calls_add_no_log_lines_of_their_own(gateway: Gateway) -> None:
+    """One line per call: the HTTP client's own INFO line per upstream request is not logged."""
+    key, _ = gateway.create_key()
+    response = post(gateway, key, {"model": MODEL, "prompt": PROMPT})
+    assert response.status_code == 200
+    the_line(gateway, response)
+    loggers = {json.loads(line).get("logger") for line in gateway.log().splitlines() if line.startswith("{")}
+    assert not loggers & {"httpx", "httpcore"}, loggers
+
+
+def test_replayed_and_concurrency_refused_lines_name_the_key(gateway: Gateway) -> None:
+    key, key_id = gateway.create_key(max_concurrent=1)
+    url = f"{gateway.url}/v1/images/generations"
+    headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": f"log-{secrets.token_hex(3)}"}
+    first = httpx.post(url, headers=headers, json={"model": MODEL, "prompt": "x"}, timeout=30)
+    replay = httpx.post(url, headers=headers, json={"model": MODEL, "prompt": "x"}, timeout=30)
+    assert replay.headers["x-idempotent-replayed"] == "true"
+    line = the_line(gateway, replay)
+    assert (line["key_id"], line["idempotent_replay"], line["cost_usd"]) == (key_id, True, "0.000000")
+    assert the_line(gateway, first)["key_id"] == key_id
+
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(post, gateway, key, {"model": MODEL, "prompt": "x", "simulator_fault": "delay=3"})
+        wait_until(
+            lambda: gateway.usage(key_id)["inflight"] == 1, timeout_s=10, what="the slow call in flight"
+        )
+        refused = post(gateway, key, {"model": MODEL, "prompt": "x"})
+        assert slow.result().status_code == 200
+    assert refused.status_code == 429
+    line = the_line(gateway, refused)
+    assert (line["key_id"], line["rejection"]) == (key_id, "concurrency_exceeded")

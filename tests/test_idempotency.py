@@ -78,3 +78,19 @@ def test_replay_requires_a_valid_key(gateway: Gateway) -> None:
     assert httpx.post(f"{gateway.url}/v1/images/generations", headers=headers, json=body).status_code == 200
     forged = {"Authorization": f"Bearer {key[:-4]}AAAA", "Idempotency-Key": "job-4"}
     assert httpx.post(f"{gateway.url}/v1/images/generations", headers=forged, json=body).status_code == 401
+
+
+def test_a_replay_says_it_cost_nothing_and_was_replayed(gateway: Gateway) -> None:
+    """The finance reader sums x-gateway-cost-usd per response: a replay charged nothing."""
+    key, key_id = gateway.create_key(budget_usd="10", budget_period="total")
+    headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "job-cost"}
+    body = {"model": MODEL, "prompt": "x", "n": 2}
+    url = f"{gateway.url}/v1/images/generations"
+    first = httpx.post(url, headers=headers, json=body, timeout=30)
+    replay = httpx.post(url, headers=headers, json=body, timeout=30)
+    assert first.headers["x-gateway-cost-usd"] == str(2 * PRICE) + "000"
+    assert "x-idempotent-replayed" not in first.headers
+    assert replay.headers["x-gateway-cost-usd"] == "0.000000"
+    assert replay.headers["x-idempotent-replayed"] == "true"
+    assert replay.content == first.content
+    assert Decimal(gateway.usage(key_id)["spent_usd"]) == 2 * PRICE

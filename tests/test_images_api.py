@@ -229,3 +229,32 @@ def test_upstream_auth_failure_does_not_look_like_callers_key(gateway: Gateway, 
     assert caught.value.status_code == 502
     assert caught.value.response.headers["x-should-retry"] == "false"
     assert caught.value.body["code"] == "upstream_auth_failed"
+
+
+def test_sdk_retrieves_a_model_like_the_list_and_404s_an_unknown_one(gateway: Gateway, openai_client) -> None:
+    key, _ = gateway.create_key(models=[MODEL])
+    client = openai_client(key, max_retries=0)
+    model = client.models.retrieve(MODEL)
+    assert model == next(m for m in client.models.list() if m.id == MODEL)
+    other = next(m for m in ("doubao-seedream-4-0-250828", "doubao-seedream-5-0-260128") if m != MODEL)
+    for missing in ("dall-e-9", other):  # unknown; known but not this key's
+        with pytest.raises(openai.NotFoundError) as raised:
+            client.models.retrieve(missing)
+        assert raised.value.code == "model_not_found" and missing in raised.value.message
+
+
+def test_sdk_edits_and_variations_point_to_image_to_image(gateway: Gateway, openai_client) -> None:
+    key, _ = gateway.create_key()
+    client = openai_client(key, max_retries=0)
+    png = base64.b64decode(
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+    )
+    calls = [
+        lambda: client.images.edit(image=("a.png", png), prompt="add a hat", model=MODEL),
+        lambda: client.images.create_variation(image=("a.png", png), model=MODEL),
+    ]
+    for call in calls:
+        with pytest.raises(openai.NotFoundError) as raised:
+            call()
+        assert raised.value.code == "unsupported_endpoint"
+        assert "'image' field" in raised.value.message and "/v1/images/generations" in raised.value.message

@@ -17,6 +17,7 @@ from gateway.call.authenticate import Token, known_key
 from gateway.call.log import CallLog
 from gateway.call.outage import note_store_failure, store_unavailable
 from gateway.keys import KeyStore
+from gateway.money import micros_to_usd
 from gateway.redis_protocol import Redis
 
 
@@ -49,7 +50,8 @@ async def run_once(
         raise store_unavailable(exc) from None
     if replay is not None:
         call.extra["idempotent_replay"] = True
-        headers = {**replay.headers, "x-idempotent-replayed": "true"}
+        # Nothing was charged for the replay: the first call's cost header would count it twice.
+        headers = {**replay.headers, "x-gateway-cost-usd": micros_to_usd(0), "x-idempotent-replayed": "true"}
         return Response(replay.body, replay.status, headers, media_type="application/json")
     response: Response | None = None
     try:

@@ -42,6 +42,8 @@ async def reserve(
         raise store_unavailable(exc) from None
     if isinstance(held, Refusal):
         call.team = held.team or "unknown"
+        if held.team is not None:  # a known key refused by a limit: ops want to know which
+            call.key_id = token.key_id
         raise refusal_error(held, image_call.model)
     call.team, call.key_id = held.team, token.key_id
     return held

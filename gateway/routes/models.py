@@ -1,34 +1,79 @@
-"""``GET /v1/models``: the models the caller's key may use, in OpenAI's list format."""
+"""``GET /v1/models`` and ``GET /v1/models/{id}``: the models the caller's key may use, in OpenAI's
+format; and the OpenAI image routes the gateway does not serve, answered with where to go instead.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from gateway import errors
 from gateway.call.authenticate import bearer_token, known_key
+from gateway.errors import GatewayError
 from gateway.money import micros_to_usd
 from gateway.responses import json_response
-from gateway.state import state_of
+from gateway.state import GatewayState, state_of
 
 router = APIRouter()
 
 CREATED = 1_730_000_000  # the upstream does not say when a model appeared; a fixed, valid time
 
 
-@router.get("/v1/models", summary="List the models this key may use")
-async def list_models(request: Request) -> Response:
+def _model(model: str, price: int) -> dict[str, Any]:
+    return {
+        "id": model,
+        "object": "model",
+        "created": CREATED,
+        "owned_by": "bytedance-seedream",
+        "price_usd_per_image": micros_to_usd(price),
+    }
+
+
+async def _visible(request: Request) -> tuple[GatewayState, dict[str, int]]:
+    """The models this key may use, with their prices: an empty allow-list means all of them."""
     state = state_of(request)
     record = await known_key(state.keys, bearer_token(request))
     allowed = {m for m in record.get("models", "").split(",") if m}
-    data = [
-        {
-            "id": model,
-            "object": "model",
-            "created": CREATED,
-            "owned_by": "bytedance-seedream",
-            "price_usd_per_image": micros_to_usd(price),
-        }
-        for model, price in sorted(state.prices.prices.items())
-        if not allowed or model in allowed
-    ]
-    return json_response({"object": "list", "data": data})
+    prices = state.prices.prices
+    return state, {m: p for m, p in sorted(prices.items()) if not allowed or m in allowed}
+
+
+@router.get("/v1/models", summary="List the models this key may use")
+async def list_models(request: Request) -> Response:
+    _, visible = await _visible(request)
+    return json_response({"object": "list", "data": [_model(m, p) for m, p in visible.items()]})
+
+
+@router.get("/v1/models/{model_id:path}", summary="Retrieve one model this key may use")
+async def retrieve_model(model_id: str, request: Request) -> Response:
+    """Like the list: a model the key may not use is not found, as OpenAI answers for them."""
+    _, visible = await _visible(request)
+    if model_id not in visible:
+        raise errors.model_not_found(model_id)
+    return json_response(_model(model_id, visible[model_id]))
+
+
+def _image_to_image(route: str) -> GatewayError:
+    """OpenAI SDK users reach for edits/variations; the upstream does image-to-image differently."""
+    return GatewayError(
+        404,
+        f"{route} is not served by this gateway. For image-to-image, call POST "
+        "/v1/images/generations with the source image (a URL or a data: URI) in the 'image' field.",
+        "invalid_request_error",
+        "unsupported_endpoint",
+        None,
+        False,
+        reason="not_found",
+    )
+
+
+@router.post("/v1/images/edits", summary="Not served: use image-to-image in /v1/images/generations")
+async def edits() -> Response:
+    raise _image_to_image("/v1/images/edits")
+
+
+@router.post("/v1/images/variations", summary="Not served: use image-to-image in /v1/images/generations")
+async def variations() -> Response:
+    raise _image_to_image("/v1/images/variations")
