@@ -101,7 +101,7 @@ class Settings(BaseSettings):
         "is closed: a stranger trickling a body cannot hold a connection longer.",
     )
     max_pending_per_client: int = Field(
-        default=32,
+        default=4096,  # a batch job on one host fires thousands at once; 32 refused ordinary bursts
         ge=1,
         le=10_000,
         description="Image requests one client address may have whose body is still arriving or "
