@@ -35,7 +35,7 @@ def add_simulate_command(commands: Commands) -> None:
 def _simulate(args: argparse.Namespace) -> int:
     from gateway import simulator
 
-    simulator.run(args.host, args.port, args.api_key, args.latency)
+    simulator.run(args.host, args.port, args.api_key, args.latency, stream_gap=args.stream_gap)
     return 0
 
 
