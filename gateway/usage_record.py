@@ -46,6 +46,8 @@ def _export_fields() -> tuple[str, ...]:
         names.append(name)
         if name == "charge_micros":
             names.append("charge_usd")
+        if name == "ts_ms":
+            names.append("time")  # ts_ms as ISO-8601 UTC, computed by the export
     return (*names, *SCRIPT_FIELDS)
 
 
