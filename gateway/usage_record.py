@@ -52,6 +52,8 @@ def _export_fields() -> tuple[str, ...]:
 
 
 EXPORT_FIELDS = _export_fields()
+# Export columns computed by the export, never stored: the stream id, the charge in USD, ts_ms in ISO.
+DERIVED_FIELDS = ("ledger_id", "charge_usd", "time")
 INT_FIELDS = frozenset(
     name for name, spec in UsageRecord.__dataclass_fields__.items() if spec.type == "int"
 ) | frozenset(SCRIPT_FIELDS)
