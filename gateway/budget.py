@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from redis.exceptions import RedisError
 
 from gateway import scripts
 from gateway.periods import DAY_S, Periods
+from gateway.redis_client import SOCKET_TIMEOUT_S
 from gateway.redis_keys import KeySpace
 from gateway.redis_protocol import Redis, RedisValue
 from gateway.scripts import named, text
@@ -26,6 +28,19 @@ from gateway.scripts import named, text
 # (from the spool, or resent by the cluster client) is recognised and changes nothing; settle.py
 # keeps spool replay well inside it. Past it a replay would be charged again.
 SETTLED_MEMORY_MS = 2 * DAY_S * 1000
+
+
+# A reserve that Redis runs later than this after it was sent holds nothing (reserve.lua answers
+# 'late'). Without it a reserve queued behind a Redis stall runs after its caller was told 503
+# and holds money and a concurrency slot until the reservation's lifetime ends. The caller's
+# command times out SOCKET_TIMEOUT_S after it was sent; the deadline is a margin earlier, so a
+# reserve that makes it in time also has its answer back before the timeout. The margin covers
+# the reply's way back and the skew between the gateway's and Redis' wall clocks (compared via
+# Redis TIME): clocks must agree to well within it, as NTP keeps them (a few ms). A gateway
+# clock further ahead than the margin could let a late reserve hold; one behind refuses more
+# reserves of a slow Redis as 503, which is the safe side.
+RESERVE_DEADLINE_MARGIN_MS = 250
+RESERVE_DEADLINE_MS = int(SOCKET_TIMEOUT_S * 1000) - RESERVE_DEADLINE_MARGIN_MS
 
 
 def _counter_keys(space: KeySpace, periods: Periods) -> list[str]:
@@ -132,9 +147,17 @@ def _refusal(kind: str, fields: dict[str, Any]) -> Refusal:
     )
 
 
+class ReserveTooLate(RedisError):
+    """Redis ran the reserve after its deadline, so it held nothing: the caller gets the 503 that
+    any other Redis failure gets (a RedisError, so the request path needs no case of its own)."""
+
+
 def decode_reserve(reply: list[Any]) -> Reservation | Refusal:
+    """The reservation or the refusal; raises :class:`ReserveTooLate` for a reserve run too late."""
     fields = named(reply)
     kind = text(fields.pop("kind"))
+    if kind == "late":
+        raise ReserveTooLate(f"reserve ran {int(fields['late_ms'])} ms after its deadline")
     if kind != "ok":
         return _refusal(kind, fields)
     return Reservation(
@@ -161,7 +184,16 @@ async def reserve(
     """Authenticate and hold ``max_images`` at ``unit_price_micros`` until settled or ``lifetime_ms``."""
     space = KeySpace(key_id)
     keys = _budget_keys(space) + _counter_keys(space, periods)
-    args: list[RedisValue] = [secret_hash, model, request_id, max_images, unit_price_micros, lifetime_ms]
+    deadline_ms = int(time.time() * 1000) + RESERVE_DEADLINE_MS
+    args: list[RedisValue] = [
+        secret_hash,
+        model,
+        request_id,
+        max_images,
+        unit_price_micros,
+        lifetime_ms,
+        deadline_ms,
+    ]
     return decode_reserve(await scripts.RESERVE(redis, keys, args))
 
 

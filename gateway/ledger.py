@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from gateway.csv_cells import csv_safe, iso_time
 from gateway.money import micros_to_usd
 from gateway.redis_keys import KEY_REGISTRY, KeySpace
 from gateway.usage_record import EXPORT_FIELDS, INT_FIELDS
@@ -147,14 +148,24 @@ def group_columns(group_by: Sequence[str]) -> list[str]:
 
 @dataclass
 class Amounts:
+    """What a group of settled calls came to. ``failed``: calls that delivered no image (an
+    upstream error, a timeout, an empty answer), so were charged nothing; the rest succeeded.
+    Rollups written before ``failed`` was counted read as 0 failed."""
+
     calls: int = 0
     images: int = 0
     spend_micros: int = 0
+    failed: int = 0
+
+    @property
+    def succeeded(self) -> int:
+        return self.calls - self.failed
 
     def add(self, other: Amounts) -> None:
         self.calls += other.calls
         self.images += other.images
         self.spend_micros += other.spend_micros
+        self.failed += other.failed
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -162,10 +173,17 @@ class Amounts:
             "images": self.images,
             "spend_usd": micros_to_usd(self.spend_micros),
             "spend_micros": self.spend_micros,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
         }
 
     def cells(self) -> list[str]:
-        return [str(self.calls), str(self.images), micros_to_usd(self.spend_micros)]
+        """In :data:`AMOUNT_COLUMNS` order: the new counts last, so positional readers still work."""
+        amounts = [self.calls, self.images, micros_to_usd(self.spend_micros), self.succeeded, self.failed]
+        return [str(a) for a in amounts]
+
+
+AMOUNT_COLUMNS = ("calls", "images", "spend_usd", "succeeded", "failed")
 
 
 @dataclass
@@ -179,7 +197,7 @@ class SpendReport:
 
     @property
     def columns(self) -> list[str]:
-        return [*group_columns(self.group_by), "calls", "images", "spend_usd"]
+        return [*group_columns(self.group_by), *AMOUNT_COLUMNS]
 
     def add(self, group: tuple[str, ...], amounts: Amounts) -> None:
         if self.group_by:  # grouped by nothing: the totals alone
@@ -214,7 +232,7 @@ class SpendReport:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\r\n")
         writer.writerow(self.columns)
-        writer.writerows(self.table())
+        writer.writerows([csv_safe(cell) for cell in row] for row in self.table())
         return out.getvalue()
 
 
@@ -247,6 +265,8 @@ def parse_rollup(raw: dict[bytes, bytes]) -> dict[str, Amounts]:
             amounts.images = int(value)
         elif what == "spend":
             amounts.spend_micros = int(value)
+        elif what == "failed":
+            amounts.failed = int(value)
     return {model: a for model, a in per_model.items() if a.calls or a.images or a.spend_micros}
 
 
@@ -395,6 +415,9 @@ def export_record(ledger_id: str, fields: dict[bytes, bytes]) -> dict[str, Any]:
     charge = found.get("charge_micros")
     if isinstance(charge, int):
         found["charge_usd"] = micros_to_usd(charge)
+    ts_ms = found.get("ts_ms")
+    if isinstance(ts_ms, int):
+        found["time"] = iso_time(ts_ms)
     record = {name: found[name] for name in EXPORT_FIELDS if name in found}
     record.update(extra)
     return record
@@ -409,7 +432,7 @@ def _encode(records: list[dict[str, Any]], fmt: str) -> bytes:
         return b"".join(orjson.dumps(r) + b"\n" for r in records)
     out = io.StringIO()
     csv.writer(out, lineterminator="\r\n").writerows(
-        [r.get(name, "") for name in EXPORT_FIELDS] for r in records
+        [csv_safe(r.get(name, "")) for name in EXPORT_FIELDS] for r in records
     )
     return out.getvalue().encode()
 

@@ -49,10 +49,14 @@ def _export_fields() -> tuple[str, ...]:
         names.append(name)
         if name == "charge_micros":
             names.append("charge_usd")
+        if name == "ts_ms":
+            names.append("time")  # ts_ms as ISO-8601 UTC, computed by the export
     return (*names, *SCRIPT_FIELDS)
 
 
 EXPORT_FIELDS = _export_fields()
+# Export columns computed by the export, never stored: the stream id, the charge in USD, ts_ms in ISO.
+DERIVED_FIELDS = ("ledger_id", "charge_usd", "time")
 INT_FIELDS = frozenset(
     name for name, spec in UsageRecord.__dataclass_fields__.items() if spec.type == "int"
 ) | frozenset(SCRIPT_FIELDS)

@@ -284,3 +284,51 @@ def test_redis_down_during_replay_keeps_the_rest_for_later(tmp_path: Path) -> No
     assert spool.pending() == 2  # b and c wait; a is done
     assert asyncio.run(spool.replay(settle)) == 2
     assert settled == ["a", "b-failed", "b", "c"] and spool.pending() == 0
+
+
+def _scripts_run(redis: RedisServer) -> int:
+    """How many scripts Redis has run: read from INFO, which runs none itself."""
+    client = redis.client()
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("eval", "evalsha"))
+
+
+def test_a_reserve_answered_503_during_a_redis_stall_holds_nothing_once_redis_resumes(
+    redis_factory, simulator: Simulator, gateway_factory
+) -> None:
+    """Redis paused (SIGSTOP): the caller is told 503 after the command timeout. When Redis
+    resumes it runs the queued reserve; that must not hold money or the key's only slot."""
+    redis = redis_factory()
+    gateway = gateway_factory(redis.url, simulator.url)
+    key, key_id = gateway.create_key(budget_usd="10", budget_period="total", max_concurrent=1)
+    assert generate(gateway, key).status_code == 200
+    assert redis.process is not None
+    scripts_before = _scripts_run(redis)
+
+    redis.process.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        stalled = generate(gateway, key)
+        assert time.monotonic() - started >= SOCKET_TIMEOUT_S - 0.1
+        assert_envelope(stalled, 503, "service_unavailable", retry=True)
+    finally:
+        redis.process.send_signal(signal.SIGCONT)
+    # Redis serves the sockets that became readable while it was paused before it accepts and
+    # reads a connection made after it resumed: once a fresh connection's command is answered,
+    # the queued reserve has run (if it was sent at all: the gateway may have timed out still
+    # setting up a new connection, and then nothing was queued).
+    wait_until(redis.ping, what="redis answering again")
+    assert _scripts_run(redis) >= scripts_before
+
+    state = redis.client()
+    try:
+        held = {k.decode(): v.decode() for k, v in state.hgetall(f"gw:{{{key_id}}}:state").items()}
+        assert int(held.get("inflight", 0)) == 0 and int(held.get("reserved_micros", 0)) == 0, held
+        assert state.hlen(f"gw:{{{key_id}}}:res") == 0
+    finally:
+        state.close()
+    assert generate(gateway, key).status_code == 200, "the key's one concurrency slot is free"
+    assert spent(gateway, key_id) == PRICE * 2 and reserved(gateway, key_id) == 0

@@ -17,10 +17,12 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -329,3 +331,66 @@ def test_a_killed_worker_leaves_no_phantom_inflight_and_counters_never_go_back(
         timeout=30,
     )
     assert response.status_code == 200
+
+
+def test_budget_gauge_is_there_after_a_restart_for_every_key_with_a_budget(
+    redis_factory, simulator: Simulator, gateway_factory
+) -> None:
+    """Ops restart the gateway: the near-budget alert and the budget panel must not go blind
+    until each key is used again."""
+    redis = redis_factory()
+    gw = gateway_factory(redis.url, simulator.url)
+    used_key, used_id = gw.create_key(team="gauge", name="used", budget_usd="1", budget_period="month")
+    gw.create_key(team="gauge", name="idle", budget_usd="5", budget_period="day")
+    gw.create_key(team="gauge", name="unlimited")
+    for _ in range(3):
+        response = httpx.post(
+            f"{gw.url}/v1/images/generations",
+            headers={"Authorization": f"Bearer {used_key}"},
+            json={"model": MODEL, "prompt": "x"},
+            timeout=30,
+        )
+        assert response.status_code == 200
+    spent = Decimal(gw.usage(used_id)["spent_usd"])
+    gw.stop()
+    gw.start()
+
+    samples = {
+        sample.labels["key_name"]: sample.value
+        for family in text_string_to_metric_families(gw.metrics())
+        for sample in family.samples
+        if sample.name == "gateway_budget_used_ratio" and sample.labels.get("team") == "gauge"
+    }
+    assert samples == {"used": pytest.approx(float(spent / 1)), "idle": 0.0}
+
+
+def test_budget_gauge_reads_the_current_period_so_a_reset_shows_zero(gateway: Gateway, redis_server) -> None:
+    """Yesterday's spend of a daily budget is not today's: the gauge reads today's counter."""
+    from gateway.budget_gauge import used_ratios
+    from gateway.periods import Periods
+    from gateway.redis_keys import KeySpace
+
+    team = f"reset-{secrets.token_hex(3)}"
+    _, daily = gateway.create_key(team=team, name="daily", budget_usd="2", budget_period="day")
+    _, total = gateway.create_key(team=team, name="total", budget_usd="4", budget_period="total")
+    yesterday = Periods.at(datetime.now(UTC).timestamp() - 86400).day
+    today = Periods.now().day
+    client = redis_server.client()
+    try:
+        client.set(KeySpace(daily).spent(f"d{yesterday}"), 1_500_000)
+        client.set(KeySpace(total).spent("total"), 1_000_000)
+        client.set(KeySpace(total).spent(f"d{today}"), 3_000_000)  # not the period it reads
+    finally:
+        client.close()
+
+    async def read() -> dict[tuple[str, str], float]:
+        import redis.asyncio
+
+        aio = redis.asyncio.Redis.from_url(redis_server.url)
+        try:
+            return await used_ratios(aio, 100_000)
+        finally:
+            await aio.aclose()
+
+    ratios = asyncio.run(read())
+    assert (ratios[(team, "daily")], ratios[(team, "total")]) == (0.0, 0.25)

@@ -198,15 +198,13 @@ def test_csv_and_json_reports_say_the_same(world: World) -> None:
         assert "attachment" in response.headers["content-disposition"]
         table = list(csv.reader(io.StringIO(response.text)))
         columns = [c for g in filter(None, group_by.split(",")) for c in _columns(g)]
-        assert table[0] == [*columns, "calls", "images", "spend_usd"]
-        as_json = [
-            [*(row[c] for c in columns), str(row["calls"]), str(row["images"]), row["spend_usd"]]
-            for row in body["data"]
-        ]
+        amounts = ["calls", "images", "spend_usd", "succeeded", "failed"]
+        assert table[0] == [*columns, *amounts]
+        as_json = [[*(row[c] for c in columns), *(str(row[a]) for a in amounts)] for row in body["data"]]
         assert table[1:-1] == as_json, group_by
         totals = body["totals"]
         label = ["TOTAL", *[""] * (len(columns) - 1)] if columns else []
-        assert table[-1] == [*label, str(totals["calls"]), str(totals["images"]), totals["spend_usd"]]
+        assert table[-1] == [*label, *(str(totals[a]) for a in amounts)]
 
 
 def test_cli_report_agrees_with_the_admin_api(world: World) -> None:
@@ -223,9 +221,9 @@ def test_cli_report_agrees_with_the_admin_api(world: World) -> None:
     assert csv_out.stdout.replace("\r\n", "\n") == api_csv.text.replace("\r\n", "\n")
     table = run_cli(world.redis.url, "report", "spend", "--start", first, "--end", last, "--group-by", "team")
     lines = table.stdout.splitlines()
-    assert lines[0].split() == ["team", "calls", "images", "spend_usd"]
+    assert lines[0].split() == ["team", "calls", "images", "spend_usd", "succeeded", "failed"]
     assert lines[-1].split()[0] == "TOTAL"
-    assert lines[-1].split()[-1] == report(world.gateway, "team")["totals"]["spend_usd"]
+    assert lines[-1].split()[3] == report(world.gateway, "team")["totals"]["spend_usd"]
 
 
 def test_exports_in_csv_and_jsonl_hold_the_same_records_with_every_field(world: World) -> None:
@@ -239,7 +237,7 @@ def test_exports_in_csv_and_jsonl_hold_the_same_records_with_every_field(world: 
     fields = {
         "request_id", "ts_ms", "day", "team", "key_id", "key_name", "model", "n", "images",
         "upstream_status", "upstream_latency_ms", "outcome", "client_left", "reconcile",
-        "unit_price_micros", "charge_micros", "reserved", "ledger_id", "charge_usd",
+        "unit_price_micros", "charge_micros", "reserved", "ledger_id", "charge_usd", "time",
     }  # fmt: skip
     assert set(rows[0]) == fields
     assert all(set(rec) == fields for rec in records)
@@ -264,7 +262,9 @@ def test_cli_export_streams_the_same_records_as_the_admin_api(world: World) -> N
 def test_a_day_without_calls_is_an_empty_report_and_export(world: World) -> None:
     body = report(world.gateway, "team", "2020-02-29", "2020-02-29")
     assert body["data"] == []
-    assert body["totals"] == {"calls": 0, "images": 0, "spend_usd": "0.000000", "spend_micros": 0}
+    assert body["totals"] == {
+        "calls": 0, "images": 0, "spend_usd": "0.000000", "spend_micros": 0, "succeeded": 0, "failed": 0
+    }  # fmt: skip
     assert export(world.gateway, "jsonl", "2020-02-29", "2020-02-29").text == ""
     assert export(world.gateway, "csv", "2020-02-29", "2020-02-29").text.startswith("ledger_id,request_id,")
 
@@ -460,3 +460,52 @@ def test_a_month_of_a_million_calls_reports_in_seconds(
     assert len(body["data"]) == 500 * 31 * 3
     assert elapsed < 10, f"a month's report took {elapsed:.1f} s"
     print(f"month report, 500 keys, 46,500 rows: {elapsed:.2f} s")
+
+
+def test_reports_split_calls_into_succeeded_and_failed_and_exports_say_when_in_utc(world: World) -> None:
+    """Failed: a settled call that delivered no image (so charged nothing)."""
+    records = jsonl(export(world.gateway))
+    failed = sum(1 for rec in records if rec["images"] == 0)
+    assert 0 < failed < len(records)
+    for group_by in ("", "team,model"):
+        body = report(world.gateway, group_by)
+        totals = body["totals"]
+        assert (totals["calls"], totals["failed"], totals["succeeded"]) == (
+            len(records),
+            failed,
+            len(records) - failed,
+        )
+        assert all(row["succeeded"] + row["failed"] == row["calls"] for row in body["data"])
+    for rec in records:
+        when = datetime.fromisoformat(rec["time"].replace("Z", "+00:00"))
+        assert rec["time"].endswith("Z") and when.utcoffset() == timedelta(0)
+        assert int(when.timestamp() * 1000) == rec["ts_ms"]
+
+
+def test_a_name_that_looks_like_a_formula_reaches_the_spreadsheet_as_text(gateway: Gateway) -> None:
+    """OWASP CSV injection: a cell starting with = + - @ is prefixed with a single quote."""
+    suffix = secrets.token_hex(3)
+    team = f"csv-{suffix}"  # a team name must start with a letter or digit; a key name may not
+    names = ['=HYPERLINK("http://evil/")', "+1+cmd", "-2+3", "@SUM(A1)"]
+    key_ids = []
+    for name in names:
+        key, key_id = gateway.create_key(team=team, name=name)
+        key_ids.append(key_id)
+        response = httpx.post(
+            f"{gateway.url}/v1/images/generations",
+            headers={"Authorization": f"Bearer {key}"},
+            json={"model": sorted(PRICES)[0], "prompt": "x"},
+            timeout=30,
+        )
+        assert response.status_code == 200
+    first, last = around_today()
+    spend = admin_get(
+        gateway, "/admin/v1/reports/spend", start=first, end=last, group_by="team,key", format="csv"
+    )
+    rows = [r for r in csv.DictReader(io.StringIO(spend.text)) if r["key_id"] in key_ids]
+    assert {(r["team"], r["key_name"]) for r in rows} == {(team, "'" + name) for name in names}
+    usage = export(gateway, "csv")
+    rows = [r for r in csv.DictReader(io.StringIO(usage.text)) if r["key_id"] in key_ids]
+    assert {(r["team"], r["key_name"]) for r in rows} == {(team, "'" + name) for name in names}
+    as_json = [r for r in jsonl(export(gateway)) if r["key_id"] in key_ids]
+    assert {r["key_name"] for r in as_json} == set(names), "JSON lines carry the names unchanged"

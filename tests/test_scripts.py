@@ -31,7 +31,7 @@ def test_a_script_error_names_the_line_of_the_script_file(redis_server: RedisSer
             keys += [space.spent("d"), space.spent("m"), space.spent("total"), space.images("d")]
             with pytest.raises(ResponseError) as failure:
                 # max_images is not a number: the script fails where it first does arithmetic on it
-                await scripts.RESERVE(client, keys, ["h", "m", "req", "not-a-number", 1, 1000])
+                await scripts.RESERVE(client, keys, ["h", "m", "req", "not-a-number", 1, 1000, 2**53])
             return str(failure.value)
         finally:
             await client.aclose()

@@ -1,7 +1,8 @@
 -- Authenticate a team key and reserve what one call may cost, in one atomic step.
 -- Checks, in the order callers get them: key (unknown, revoked, expired), model allowed, then
 -- limits with the one that retrying cannot fix first: budget, images per day, rate, concurrency.
--- Nothing is written unless every check passes. Answers a flat list of name, value pairs whose
+-- Nothing is written unless every check passes, nor when Redis runs it after the gateway's deadline
+-- (kind 'late'). Answers a flat list of name, value pairs whose
 -- first pair is 'kind'; budget.py decodes it by name.
 local record_key, state_key, reservations_key, deadlines_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local spent_day_key, spent_month_key, spent_total_key = KEYS[5], KEYS[6], KEYS[7]
@@ -9,12 +10,22 @@ local images_day_key = KEYS[8]  -- all under one hash tag: the key_id
 local presented_hash, model, request_id = ARGV[1], ARGV[2], ARGV[3]
 local max_images, unit_price = tonumber(ARGV[4]), tonumber(ARGV[5])
 local lifetime_ms = tonumber(ARGV[6])  -- how long until the reservation is presumed orphaned
+local deadline_ms = tonumber(ARGV[7])  -- gateway's clock: past it the caller was told 503
+
+local now = now_ms()
+if now > deadline_ms then
+  -- Queued behind a stall (a paused or overloaded Redis): the gateway gave up on this command and
+  -- answered 503, so hold nothing. A reservation this request id got from an earlier send (a
+  -- cluster client's resend) goes too: its caller hears 'late' as well.
+  local value = redis.call('HGET', reservations_key, request_id)
+  if value then release(state_key, reservations_key, deadlines_key, request_id, value) end
+  return {'kind', 'late', 'late_ms', int(now - deadline_ms)}
+end
 
 local key = hmget_named(record_key, {'secret_hash', 'prev_secret_hash', 'prev_valid_until',
   'revoked_at', 'expires_at', 'models', 'budget_micros', 'budget_period', 'images_per_day', 'rpm',
   'max_concurrent', 'team', 'name'})
 if not key.secret_hash then return {'kind', 'invalid_key'} end
-local now = now_ms()
 if presented_hash ~= key.secret_hash then
   local in_grace = number_or(key.prev_valid_until, 0) > now
   if not (key.prev_secret_hash and presented_hash == key.prev_secret_hash and in_grace) then

@@ -31,6 +31,8 @@ end
 redis.call('HINCRBY', rollup_key, model .. '|calls', 1)
 redis.call('HINCRBY', rollup_key, model .. '|images', images)
 redis.call('HINCRBY', rollup_key, model .. '|spend', int(charge))
+-- A failed call delivered no image (and was charged nothing); reports show calls - failed as succeeded.
+if images == 0 then redis.call('HINCRBY', rollup_key, model .. '|failed', 1) end
 redis.call('ZADD', settled_key, now, request_id)
 redis.call('ZREMRANGEBYSCORE', settled_key, '-inf', now - settled_memory_ms)
 

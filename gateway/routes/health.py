@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway import metrics, redis_client
+from gateway import budget_gauge, metrics, redis_client
 from gateway.responses import json_response
 from gateway.state import state_of
 
@@ -33,5 +33,6 @@ async def readyz(request: Request) -> Response:
 
 
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
-async def prometheus_metrics() -> Response:
+async def prometheus_metrics(request: Request) -> Response:
+    await budget_gauge.GAUGE.refresh(state_of(request).redis)
     return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)

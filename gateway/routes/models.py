@@ -11,7 +11,7 @@ from fastapi.responses import Response
 
 from gateway import errors
 from gateway.call.authenticate import bearer_token, known_key
-from gateway.errors import GatewayError
+from gateway.errors import ErrorResponse, GatewayError
 from gateway.money import micros_to_usd
 from gateway.responses import json_response
 from gateway.state import GatewayState, state_of
@@ -46,7 +46,11 @@ async def list_models(request: Request) -> Response:
     return json_response({"object": "list", "data": [_model(m, p) for m, p in visible.items()]})
 
 
-@router.get("/v1/models/{model_id:path}", summary="Retrieve one model this key may use")
+@router.get(
+    "/v1/models/{model_id:path}",
+    summary="Retrieve one model this key may use",
+    responses={404: {"description": "Unknown model, or one this key may not use.", "model": ErrorResponse}},
+)
 async def retrieve_model(model_id: str, request: Request) -> Response:
     """Like the list: a model the key may not use is not found, as OpenAI answers for them."""
     _, visible = await _visible(request)
@@ -69,11 +73,12 @@ def _image_to_image(route: str) -> GatewayError:
     )
 
 
-@router.post("/v1/images/edits", summary="Not served: use image-to-image in /v1/images/generations")
+# Not in the OpenAPI document: they are not part of the API, only a signpost for SDK users.
+@router.post("/v1/images/edits", include_in_schema=False)
 async def edits() -> Response:
     raise _image_to_image("/v1/images/edits")
 
 
-@router.post("/v1/images/variations", summary="Not served: use image-to-image in /v1/images/generations")
+@router.post("/v1/images/variations", include_in_schema=False)
 async def variations() -> Response:
     raise _image_to_image("/v1/images/variations")
