@@ -254,7 +254,7 @@ def test_sigterm_fails_readiness_first_then_drains(redis_server, simulator, gate
 
 def test_inflight_cap_answers_503_in_the_openai_envelope(redis_server, simulator, gateway_factory) -> None:
     gateway = gateway_factory(redis_server.url, simulator.url, GATEWAY_MAX_INFLIGHT="2")
-    key, _ = gateway.create_key()
+    key, key_id = gateway.create_key()
 
     async def fire() -> list[httpx.Response]:
         async with httpx.AsyncClient(timeout=30) as client:
@@ -278,6 +278,9 @@ def test_inflight_cap_answers_503_in_the_openai_envelope(redis_server, simulator
     assert statuses.count(200) == 2 and statuses.count(503) == 4, statuses
     refused = next(r for r in responses if r.status_code == 503)
     assert refused.json()["error"]["code"] == "overloaded" and refused.headers["x-should-retry"] == "true"
+    # The cap is checked after the reservation (the key must be known): a refused call frees it.
+    usage = gateway.usage(key_id)
+    assert usage["inflight"] == 0 and float(usage["reserved_usd"]) == 0, usage
 
 
 def test_killed_gateway_takes_its_embedded_redis_and_simulator_along(tmp_path: Path) -> None:
