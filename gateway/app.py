@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway import __version__, console, pricing, redis_client
 from gateway.call.admission import Admission
 from gateway.call.observe import Observer
+from gateway.call.reserve import ReserveCancels
 from gateway.call.settle import Settler
 from gateway.errors import GatewayError, internal_error
 from gateway.keys import KeyStore
@@ -156,6 +157,7 @@ async def _start(settings: Settings) -> GatewayState:
         keys=KeyStore(redis),
         settler=Settler(redis, spool, settings.ledger_retention_days),
         observer=Observer(prices.model_label, _access_log(settings), settings.log_prompts),
+        cancels=ReserveCancels(redis),
         admission=Admission(settings.max_inflight, settings.max_pending_per_client),
     )
     state.settler.start_replay()
@@ -245,6 +247,7 @@ def _drain_before_exit(admission: Admission, drain_s: float) -> None:
 
 async def _stop(state: GatewayState) -> None:
     await state.settler.stop_replay()
+    await state.cancels.aclose()
     await state.prices.stop()
     await state.upstream.aclose()
     await state.redis.aclose()

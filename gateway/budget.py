@@ -22,6 +22,7 @@ from gateway.periods import DAY_S, Periods
 from gateway.redis_client import SOCKET_TIMEOUT_S
 from gateway.redis_keys import KeySpace
 from gateway.redis_protocol import Redis, RedisValue
+from gateway.redis_slots import SLOT_WAIT_S
 from gateway.scripts import named, text
 
 # How long settle.lua remembers a settled request id. A settlement replayed within this window
@@ -30,17 +31,19 @@ from gateway.scripts import named, text
 SETTLED_MEMORY_MS = 2 * DAY_S * 1000
 
 
-# A reserve that Redis runs later than this after it was sent holds nothing (reserve.lua answers
-# 'late'). Without it a reserve queued behind a Redis stall runs after its caller was told 503
-# and holds money and a concurrency slot until the reservation's lifetime ends. The caller's
-# command times out SOCKET_TIMEOUT_S after it was sent; the deadline is a margin earlier, so a
-# reserve that makes it in time also has its answer back before the timeout. The margin covers
-# the reply's way back and the skew between the gateway's and Redis' wall clocks (compared via
-# Redis TIME): clocks must agree to well within it, as NTP keeps them (a few ms). A gateway
-# clock further ahead than the margin could let a late reserve hold; one behind refuses more
-# reserves of a slow Redis as 503, which is the safe side.
-RESERVE_DEADLINE_MARGIN_MS = 250
-RESERVE_DEADLINE_MS = int(SOCKET_TIMEOUT_S * 1000) - RESERVE_DEADLINE_MARGIN_MS
+# A reserve whose caller was told 503 (its command timed out: a Redis stall) must hold nothing,
+# or it keeps money and a concurrency slot until the reservation's lifetime ends. Two guards:
+# - the caller's reserve step cancels it (:func:`cancel`, retried in the background until Redis
+#   answers): released if it ran, refused by a mark if it is still queued;
+# - a backstop deadline for a gateway that dies before it can cancel: Redis refuses a reserve it
+#   runs later than the longest a caller can wait for it (a free connection, SLOT_WAIT_S, then
+#   the command's own timeout). The deadline is the gateway's wall clock compared with Redis
+#   TIME: clocks must agree to within seconds, as NTP keeps them.
+# The deadline cannot be tighter: the command's arguments are built before it waits for a
+# connection, so "sent at" is unknown here; a tighter one refused healthy reserves in a burst.
+RESERVE_DEADLINE_MS = int((SLOT_WAIT_S + SOCKET_TIMEOUT_S) * 1000)
+# How long a cancelled request id is remembered: longer than any reserve can wait in a queue.
+CANCEL_MEMORY_MS = 10 * 60 * 1000
 
 
 def _counter_keys(space: KeySpace, periods: Periods) -> list[str]:
@@ -183,7 +186,7 @@ async def reserve(
 ) -> Reservation | Refusal:
     """Authenticate and hold ``max_images`` at ``unit_price_micros`` until settled or ``lifetime_ms``."""
     space = KeySpace(key_id)
-    keys = _budget_keys(space) + _counter_keys(space, periods)
+    keys = [*_budget_keys(space), *_counter_keys(space, periods), space.cancelled]
     deadline_ms = int(time.time() * 1000) + RESERVE_DEADLINE_MS
     args: list[RedisValue] = [
         secret_hash,
@@ -195,6 +198,14 @@ async def reserve(
         deadline_ms,
     ]
     return decode_reserve(await scripts.RESERVE(redis, keys, args))
+
+
+async def cancel(redis: Redis, *, key_id: str, request_id: str) -> bool:
+    """Cancel a reserve whose caller was told 503; True if it had run and was released."""
+    space = KeySpace(key_id)
+    keys = [space.state, space.reservations, space.reservation_deadlines, space.cancelled]
+    fields = named(await scripts.CANCEL(redis, keys, [request_id, CANCEL_MEMORY_MS]))
+    return int(fields["released"]) == 1
 
 
 # -- settle -------------------------------------------------------------------------------------

@@ -47,6 +47,11 @@ class KeySpace:
         return f"{self.tag}:resx"
 
     @property
+    def cancelled(self) -> str:
+        """Sorted set of request ids whose reserve timed out (their caller was told 503), by time."""
+        return f"{self.tag}:cancelled"
+
+    @property
     def settled(self) -> str:
         """Sorted set of recently settled request ids, so a replayed settlement counts once."""
         return f"{self.tag}:settled"

@@ -12,6 +12,7 @@ from starlette.requests import Request
 
 from gateway.call.admission import Admission
 from gateway.call.observe import Observer
+from gateway.call.reserve import ReserveCancels
 from gateway.call.settle import Settler
 from gateway.keys import KeyStore
 from gateway.pricing import PriceBook
@@ -30,6 +31,7 @@ class GatewayState:
     settler: Settler
     observer: Observer
     admission: Admission
+    cancels: ReserveCancels
 
 
 def state_of(request: Request) -> GatewayState:

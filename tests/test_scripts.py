@@ -28,10 +28,16 @@ def test_a_script_error_names_the_line_of_the_script_file(redis_server: RedisSer
         try:
             await client.hset(space.record, mapping={"secret_hash": "h", "team": "t", "name": "n"})
             keys = [space.record, space.state, space.reservations, space.reservation_deadlines]
-            keys += [space.spent("d"), space.spent("m"), space.spent("total"), space.images("d")]
+            keys += [
+                space.spent("d"),
+                space.spent("m"),
+                space.spent("total"),
+                space.images("d"),
+                space.cancelled,
+            ]
             with pytest.raises(ResponseError) as failure:
                 # max_images is not a number: the script fails where it first does arithmetic on it
-                await scripts.RESERVE(client, keys, ["h", "m", "req", "not-a-number", 1, 1000, 2**53])
+                await scripts.RESERVE(client, keys, ["h", "m", "req", "not-a-number", 1, 1000, 2**50])
             return str(failure.value)
         finally:
             await client.aclose()
@@ -108,3 +114,47 @@ def test_a_late_settlement_past_the_budget_is_flagged_not_hidden(redis_server: R
     assert flags == [False, True]
     assert (last[b"request_id"], last[b"reserved"], last[b"over_budget"]) == (b"req_cut_off", b"0", b"1")
     assert metrics.LATE_OVERSPENDS.labels("late", "partitioned")._value.get() == before + 1
+
+
+def test_a_cancelled_reserve_holds_nothing_whichever_runs_first(redis_server: RedisServer) -> None:
+    """A reserve whose caller was told 503 is cancelled: released if it ran, refused if it runs after."""
+    from gateway import budget
+    from gateway.keys import KeyCreate, KeyStore, parse_token
+    from gateway.periods import Periods
+
+    async def run() -> tuple[bool, bool, bool, budget.KeyUsage]:
+        client = Redis.from_url(redis_server.url)
+        try:
+            secret, record = await KeyStore(client).create(KeyCreate(team="t", name="cancel", budget_usd="5"))
+            token = parse_token(secret)
+            assert token is not None
+            key_id = record["key_id"]
+
+            async def reserve(request_id: str) -> object:
+                return await budget.reserve(
+                    client,
+                    key_id=key_id,
+                    secret_hash=token[1],
+                    model="m",
+                    request_id=request_id,
+                    max_images=1,
+                    unit_price_micros=1_000_000,
+                    lifetime_ms=60_000,
+                    periods=Periods.now(),
+                )
+
+            assert isinstance(await reserve("req_ran_first"), budget.Reservation)
+            released = await budget.cancel(client, key_id=key_id, request_id="req_ran_first")
+            not_released = await budget.cancel(client, key_id=key_id, request_id="req_still_queued")
+            try:
+                await reserve("req_still_queued")
+                refused = False
+            except budget.ReserveTooLate:
+                refused = True
+            return released, not_released, refused, await budget.usage(client, key_id, Periods.now())
+        finally:
+            await client.aclose()
+
+    released, not_released, refused, usage = asyncio.run(run())
+    assert (released, not_released, refused) == (True, False, True)
+    assert (usage.reserved_micros, usage.inflight) == (0, 0)

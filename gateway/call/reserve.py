@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+
 from redis.exceptions import RedisError
 
 from gateway import budget
@@ -14,6 +18,46 @@ from gateway.call.validate import ImageCall
 from gateway.periods import Periods
 from gateway.redis_protocol import Redis
 
+log = logging.getLogger("gateway")
+SHUTDOWN_WAIT_S = 2.0
+
+
+class ReserveCancels:
+    """Cancels, in the background, reserves whose caller was told 503 (see budget.cancel).
+
+    The reserve may still sit queued in a stalled Redis, so the cancel is retried until Redis
+    answers it, for as long as a queued reserve could still run (after that the reserve's own
+    deadline refuses it).
+    """
+
+    def __init__(self, redis: Redis, retry_every_s: float = 0.5) -> None:
+        self.redis = redis
+        self.retry_every_s = retry_every_s
+        self.give_up_after_s = budget.RESERVE_DEADLINE_MS / 1000
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def cancel(self, key_id: str, request_id: str) -> None:
+        task = asyncio.create_task(self._until_done(key_id, request_id), name=f"cancel-{request_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _until_done(self, key_id: str, request_id: str) -> None:
+        deadline = time.monotonic() + self.give_up_after_s
+        while True:
+            try:
+                await budget.cancel(self.redis, key_id=key_id, request_id=request_id)
+                return
+            except (RedisError, OSError):
+                if time.monotonic() > deadline:
+                    log.warning("could not cancel the reserve of %s; its deadline refuses it", request_id)
+                    return
+                await asyncio.sleep(self.retry_every_s)
+
+    async def aclose(self) -> None:
+        """Let pending cancels finish briefly at shutdown (bounded: Redis may be gone)."""
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=SHUTDOWN_WAIT_S)
+
 
 async def reserve(
     redis: Redis,
@@ -24,6 +68,7 @@ async def reserve(
     unit_price_micros: int,
     lifetime_ms: int,
     periods: Periods,
+    cancels: ReserveCancels,
 ) -> Reservation:
     """The reservation, or the error that refuses the call (401, 403, 429, or 503 without Redis)."""
     try:
@@ -39,6 +84,7 @@ async def reserve(
             periods=periods,
         )
     except (RedisError, OSError) as exc:
+        cancels.cancel(token.key_id, call.request_id)
         raise store_unavailable(exc) from None
     if isinstance(held, Refusal):
         call.team = held.team or "unknown"

@@ -2,17 +2,21 @@
 -- Checks, in the order callers get them: key (unknown, revoked, expired), model allowed, then
 -- limits with the one that retrying cannot fix first: budget, images per day, rate, concurrency.
 -- Nothing is written unless every check passes, nor when Redis runs it after the gateway's deadline
--- (kind 'late'). Answers a flat list of name, value pairs whose
+-- or after cancel.lua cancelled it (kind 'late'). Answers a flat list of name, value pairs whose
 -- first pair is 'kind'; budget.py decodes it by name.
 local record_key, state_key, reservations_key, deadlines_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local spent_day_key, spent_month_key, spent_total_key = KEYS[5], KEYS[6], KEYS[7]
-local images_day_key = KEYS[8]  -- all under one hash tag: the key_id
+local images_day_key, cancelled_key = KEYS[8], KEYS[9]  -- all under one hash tag: the key_id
 local presented_hash, model, request_id = ARGV[1], ARGV[2], ARGV[3]
 local max_images, unit_price = tonumber(ARGV[4]), tonumber(ARGV[5])
 local lifetime_ms = tonumber(ARGV[6])  -- how long until the reservation is presumed orphaned
 local deadline_ms = tonumber(ARGV[7])  -- gateway's clock: past it the caller was told 503
 
 local now = now_ms()
+if redis.call('ZSCORE', cancelled_key, request_id) then
+  -- Its caller was told 503 and the gateway cancelled it before Redis got to run it.
+  return {'kind', 'late', 'late_ms', 0}
+end
 if now > deadline_ms then
   -- Queued behind a stall (a paused or overloaded Redis): the gateway gave up on this command and
   -- answered 503, so hold nothing. A reservation this request id got from an earlier send (a

@@ -157,6 +157,7 @@ class Attempt:
             unit_price_micros=self.unit_price,
             lifetime_ms=state.settings.reservation_ttl_s * 1000,
             periods=periods,
+            cancels=state.cancels,
         )
         try:
             self.gate.admit()
