@@ -44,6 +44,13 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address to listen on.")
     port: int = Field(default=8080, ge=0, le=65535, description="Port to listen on.")
     workers: int = Field(default=1, ge=1, le=64, description="uvicorn worker processes.")
+    listen_backlog: int = Field(
+        default=16384,
+        ge=64,
+        le=1_000_000,
+        description="Connections the kernel queues before they are accepted (capped by "
+        "net.core.somaxconn): a burst of calls arriving at once must not be dropped.",
+    )
     upstream_timeout_s: float = Field(
         default=120.0, gt=0, le=3600, description="Total time allowed for one upstream call."
     )
