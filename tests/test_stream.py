@@ -259,7 +259,9 @@ def test_a_stalled_stream_ends_after_the_idle_timeout(
     record = record_of(redis_server.url, key_id, response.headers["x-request-id"])
     assert (record["images"], record["reconcile"], record["outcome"]) == ("1", "1", "stream_stalled")
     assert spent(gateway, key_id) == PRICE
-    assert metric_value(gateway.metrics(), "gateway_upstream_errors_total", reason="stream_stalled") >= 0
+    text = gateway.metrics()
+    assert metric_value(text, "gateway_upstream_errors_total", reason="stream_stalled") == 1
+    assert metric_value(text, "gateway_requests_total", status="200") == 1  # counted like any call
 
 
 # --- A caller who hangs up -----------------------------------------------------------------------------
