@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -21,7 +23,16 @@ import openai
 import pytest
 
 from tests.fault_tools import PRICE, assert_envelope, ledger, reserved, spent
-from tests.support import MODEL, Gateway, RedisServer, Simulator, metric_value, wait_until
+from tests.support import (
+    MODEL,
+    UPSTREAM_KEY,
+    Gateway,
+    RedisServer,
+    Simulator,
+    free_port,
+    metric_value,
+    wait_until,
+)
 
 GENERATIONS = "/v1/images/generations"
 SUCCEEDED = "image_generation.partial_succeeded"
@@ -387,3 +398,57 @@ def test_the_openai_sdk_raises_on_a_failed_image_and_on_a_broken_stream(
         sdk(gateway, poor).images.generate(
             model=MODEL, prompt="x", stream=True, extra_body={"sequential_image_generation": "auto"}
         )
+
+
+# --- Byte for byte, from an upstream whose bytes are fixed -------------------------------------------------
+
+ODD_EVENTS = [  # spacing, key order, non-ASCII and an echoed master key, as no encoder would redo them
+    b'event: image_generation.partial_succeeded\ndata: {"type":"image_generation.partial_succeeded",'
+    b'  "image_index": 0, "url": "https://img.example/0.png?sig=' + UPSTREAM_KEY.encode() + b'",'
+    b' "note": "\xe9\x9b\xaa"}\n\n',
+    b'event: image_generation.completed\ndata: {"usage": {"generated_images": 1},'
+    b' "type": "image_generation.completed"}\n\n',
+    b"data: [DONE]\n\n",
+]
+
+
+class FixedStream(BaseHTTPRequestHandler):
+    """An upstream that answers every POST with ODD_EVENTS, one chunk per event."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        self.rfile.read(int(self.headers.get("content-length", "0")))
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        for event in ODD_EVENTS:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_events_reach_the_caller_byte_for_byte_with_the_master_key_masked(
+    redis_server: RedisServer, gateway_factory
+) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), FixedStream)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        upstream = f"http://127.0.0.1:{server.server_address[1]}"
+        gateway = gateway_factory(redis_server.url, upstream)
+        key, key_id = gateway.create_key(budget_usd="10", budget_period="total")
+        response, events = stream(gateway, key, set_of(1))
+    finally:
+        server.shutdown()
+        server.server_close()
+    expected = b"".join(ODD_EVENTS).replace(UPSTREAM_KEY.encode(), b"***")
+    assert events.raw == expected
+    assert UPSTREAM_KEY.encode() not in events.raw
+    record = record_of(redis_server.url, key_id, response.headers["x-request-id"])
+    assert (record["images"], record["upstream_images"], record["reconcile"]) == ("1", "1", "0")

@@ -26,6 +26,7 @@ reconciliation.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -45,6 +46,8 @@ from gateway.upstream import (
     bad_response_error,
     map_error_reply,
 )
+
+log = logging.getLogger("gateway")
 
 SUCCEEDED = "image_generation.partial_succeeded"
 FAILED = "image_generation.partial_failed"
@@ -164,9 +167,11 @@ class Relay(Response):
     # -- the reader ----------------------------------------------------------------------------
 
     async def _read(self) -> None:
-        call, failure = self.call, None
+        call, failure, cancelled = self.call, None, False
         try:
             failure = await self._relay_upstream()
+        except asyncio.CancelledError:  # the loop is closing: settle (or spool) all the same
+            failure, cancelled = "stream_broken", True
         except Exception:  # never let a reader die unsettled
             failure = "stream_broken"
         finally:
@@ -183,7 +188,12 @@ class Relay(Response):
             self._queue.put_nowait(None)
             self._done = True
             for callback in self._callbacks:
-                callback()
+                try:
+                    callback()
+                except Exception:
+                    log.exception("after the stream %s settled", call.request_id)
+        if cancelled:
+            raise asyncio.CancelledError
 
     async def _relay_upstream(self) -> str | None:
         """Queue every event as it arrives; None if the stream ended whole, else what went wrong."""
