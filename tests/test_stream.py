@@ -327,10 +327,11 @@ def test_twenty_streams_at_once_never_spend_past_the_budget(
 # --- SIGTERM ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("drain_s", ["0", "1"])
 def test_sigterm_lets_a_stream_in_flight_finish(
-    redis_server: RedisServer, simulator: Simulator, gateway_factory
+    redis_server: RedisServer, simulator: Simulator, gateway_factory, drain_s: str
 ) -> None:
-    gateway = gateway_factory(redis_server.url, simulator.url)
+    gateway = gateway_factory(redis_server.url, simulator.url, GATEWAY_DRAIN_S=drain_s)
     key, key_id = gateway.create_key(budget_usd="10", budget_period="total")
     assert gateway.process is not None
     events = Events()
@@ -347,6 +348,27 @@ def test_sigterm_lets_a_stream_in_flight_finish(
     records = ledger(redis_server.url, key_id)
     assert [(r["images"], r["stream"]) for r in records] == [("4", "1")]
     assert sum(Decimal(r["charge_micros"]) for r in records) == 4 * PRICE * 1_000_000
+
+
+def test_sigterm_after_the_caller_left_still_reads_the_stream_to_its_end_and_charges_it(
+    redis_server: RedisServer, simulator: Simulator, gateway_factory
+) -> None:
+    gateway = gateway_factory(redis_server.url, simulator.url)
+    key, key_id = gateway.create_key(budget_usd="10", budget_period="total")
+    assert gateway.process is not None
+    events = Events()
+    with httpx.Client(timeout=60) as client:
+        with client.stream(
+            "POST",
+            gateway.url + GENERATIONS,
+            json=set_of(4, "stream_gap=0.4"),
+            headers={"Authorization": f"Bearer {key}"},
+        ) as response:
+            read_stream(response, events, stop_after=1)
+    gateway.process.send_signal(signal.SIGTERM)
+    assert gateway.process.wait(30) == 0
+    records = ledger(redis_server.url, key_id)
+    assert [(r["images"], r["client_left"], r["outcome"]) for r in records] == [("4", "1", "ok")]
 
 
 # --- The official SDK ---------------------------------------------------------------------------------------
