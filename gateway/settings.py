@@ -54,6 +54,14 @@ class Settings(BaseSettings):
     upstream_timeout_s: float = Field(
         default=120.0, gt=0, le=3600, description="Total time allowed for one upstream call."
     )
+    upstream_stream_idle_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description='With "stream": true, the longest wait for the upstream\'s headers and between '
+        "two pieces of its stream; a stream quiet longer has stalled and ends with an error event. "
+        "GATEWAY_UPSTREAM_TIMEOUT_S still bounds the whole stream (the reservation lives that long).",
+    )
     upstream_connect_timeout_s: float = Field(
         default=5.0, gt=0, le=120, description="Time allowed to open a connection upstream."
     )

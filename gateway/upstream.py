@@ -115,6 +115,24 @@ class UpstreamClient:
             raise self._dropped(started) from None
         return UpstreamReply(response.status_code, response.content, response.headers, _since(started))
 
+    # -- "stream": true (the relay is gateway/call/stream.py) ------------------------------------
+
+    async def open_stream(self, body: bytes, headers_timeout_s: float) -> httpx.Response:
+        """POST the caller's body and return once the upstream's status and headers are in, the
+        body still unread (the caller closes it); :class:`UpstreamFailure` if they did not come."""
+        started = time.perf_counter()
+        headers = {**self._headers, "accept": "text/event-stream", "accept-encoding": "identity"}
+        request = self._client.build_request("POST", self.url, content=body, headers=headers)
+        try:
+            async with asyncio.timeout(headers_timeout_s):
+                return await self._client.send(request, stream=True)
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            if _is_dropped(exc):
+                raise self._dropped(started) from None
+            raise UpstreamFailure("timeout", _timeout_error(headers_timeout_s), _since(started)) from None
+        except (httpx.TransportError, aiohttp.ClientError, OSError):
+            raise self._dropped(started) from None
+
     def _dropped(self, started: float) -> UpstreamFailure:
         error = GatewayError(
             502,

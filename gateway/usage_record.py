@@ -29,6 +29,7 @@ class UsageRecord:
     outcome: str  # ok, timeout, connect, 5xx, 4xx, bad_response, ...
     client_left: int  # 1: the caller hung up before the answer; charged all the same
     reconcile: int  # 1: the upstream may have billed what the gateway could not count
+    stream: int = 0  # 1: "stream": true, relayed as server-sent events
 
     def stream_fields(self) -> list[str]:
         """Name, value strings, as settle.lua appends them to the stream."""

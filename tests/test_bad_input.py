@@ -131,7 +131,6 @@ BAD_FIELDS = {
     },
     "response_format xml": (body(response_format="xml"), "response_format"),
     "response_format a number": (body(response_format=1), "response_format"),
-    "stream true": (body(stream=True), "stream"),
     "stream a string": (body(stream="yes"), "stream"),
     "sequential mode unknown": (body(sequential_image_generation="yes"), "sequential_image_generation"),
     **{

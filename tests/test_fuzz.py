@@ -111,7 +111,7 @@ valid_requests = st.fixed_dictionaries(
         | st.sampled_from(["1K", "2K", "3K", "4K", "1k", "4k"])
         | st.builds(lambda w, h: f"{w}x{h}", sides, sides),
         "response_format": st.sampled_from([None, "url", "b64_json"]),
-        "stream": st.sampled_from([None, False]),
+        "stream": st.sampled_from([None, False, True]),
         "sequential_image_generation": st.sampled_from([None, "disabled", "auto"]),
         "sequential_image_generation_options": st.none()
         | st.fixed_dictionaries({}, optional={"max_images": st.integers(1, MAX_SEQUENTIAL_IMAGES)}),

@@ -126,17 +126,18 @@ def test_models_lists_only_what_the_key_may_use(gateway: Gateway, openai_client)
     assert len(list(openai_client(everything).models.list())) >= 3
 
 
-def test_stream_is_refused_clearly(gateway: Gateway) -> None:
+def test_stream_is_no_longer_refused(gateway: Gateway) -> None:
+    """``"stream": true`` answers server-sent events (tests/test_stream.py has the rest)."""
     key, _ = gateway.create_key()
     response = httpx.post(
         f"{gateway.url}/v1/images/generations",
         headers={"Authorization": f"Bearer {key}"},
-        json={"model": MODEL, "prompt": "x", "stream": True},
+        json={"model": MODEL, "prompt": "x", "stream": True, "simulator_fault": "stream_gap=0"},
         timeout=10,
     )
-    assert response.status_code == 400
-    assert response.json()["error"]["param"] == "stream"
-    assert response.headers["x-should-retry"] == "false"
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.content.endswith(b"data: [DONE]\n\n")
 
 
 def test_caller_key_never_reaches_upstream_and_master_key_is_used(

@@ -24,5 +24,6 @@ class CallLog:
     upstream_outcome: str | None = None  # ok, timeout, connect, 5xx, ...: set once it was called
     rejection: str | None = None  # why the gateway refused it before the upstream
     client_left: bool = False
+    stream: bool = False  # "stream": true, relayed as server-sent events (call/stream.py)
     prompt: str | None = None  # only with GATEWAY_LOG_PROMPTS=true
     extra: dict[str, Any] = field(default_factory=dict)

@@ -22,6 +22,8 @@ UPSTREAM_ERROR_REASONS = frozenset(
         "content_safety",
         "rate_limited",
         "bad_response",
+        "stream_broken",  # a stream that broke off, or stalled, mid-way (call/stream.py)
+        "stream_stalled",
     }
 )
 
@@ -82,6 +84,7 @@ class Observer:
             "latency_ms": round(elapsed * 1000, 2),
             "upstream_latency_ms": upstream_ms,
             "client_left": call.client_left,
+            **({"stream": True} if call.stream else {}),
             **({"prompt": call.prompt} if self.log_prompts else {}),
             **call.extra,
         }

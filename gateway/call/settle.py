@@ -86,6 +86,7 @@ def order_for(
         upstream_latency_ms=int((call.upstream_latency_s or 0) * 1000),
         outcome=outcome or call.upstream_outcome or "unknown",
         client_left=int(call.client_left),
+        stream=int(call.stream),
         reconcile=int(reconcile),
     )
     return SettleOrder(

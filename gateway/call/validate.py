@@ -84,6 +84,7 @@ class ImageCall:
     model: str
     n: int
     max_images: int  # the most images the call can return: what is reserved
+    stream: bool = False  # server-sent events, one per image (gateway/call/stream.py)
 
 
 def validate_image_request(payload: Any, max_prompt_chars: int) -> ImageCall:
@@ -103,13 +104,10 @@ def validate_image_request(payload: Any, max_prompt_chars: int) -> ImageCall:
     response_format = payload.get("response_format")
     if response_format is not None and response_format not in ("url", "b64_json"):
         raise bad_request("'response_format' must be 'url' or 'b64_json'.", "response_format")
-    if payload.get("stream") not in (None, False):
-        raise bad_request(
-            "Streaming ('stream': true) is not supported by this gateway; omit 'stream' to get "
-            "all images in one response.",
-            "stream",
-        )
-    return ImageCall(model, n, max(n, _sequential_max_images(payload)))
+    stream = payload.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise bad_request("'stream' must be true or false.", "stream")
+    return ImageCall(model, n, max(n, _sequential_max_images(payload)), stream=stream is True)
 
 
 def _check_n(n: Any) -> int:
@@ -186,7 +184,10 @@ class ImageGenerationRequest(BaseModel):
         examples=["1024x1024", "2K"],
     )
     response_format: Literal["url", "b64_json"] | None = None
-    stream: Literal[False] | None = Field(default=None, description="Not supported: false or absent.")
+    stream: bool | None = Field(
+        default=None,
+        description="true: server-sent events, one per image as it is made (Seedream 4.0 and 4.5).",
+    )
     sequential_image_generation: Literal["auto", "disabled"] | None = None
     # A plain dict with its properties spelled out: a nested model would put a "$defs" reference
     # in the schema that does not resolve once embedded in the OpenAPI document.

@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway import errors
 from gateway.budget import Reservation, Settlement
-from gateway.call import authenticate, forward, idempotent, reserve, settle, validate
+from gateway.call import authenticate, forward, idempotent, reserve, settle, stream, validate
 from gateway.call.admission import Gate
 from gateway.call.log import CallLog
 from gateway.errors import ErrorResponse, GatewayError
@@ -62,12 +62,20 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
             "content": {"application/json": {"schema": validate.ImageGenerationRequest.model_json_schema()}},
         }
     },
-    responses={200: {"description": "The upstream's ImagesResponse, unchanged."}, **ERROR_RESPONSES},
+    responses={
+        200: {
+            "description": 'The upstream\'s ImagesResponse, unchanged; with "stream": true, its '
+            "server-sent events, relayed as they come.",
+            "content": {"application/json": {}, "text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **ERROR_RESPONSES,
+    },
 )
 async def create_image(request: Request) -> Response:
     state = state_of(request)
     call = CallLog(request_id=request.scope["request_id"], started=time.perf_counter())
     gate = Gate(state.admission, request.client.host if request.client else "unknown")
+    response: Response | None = None
     try:
         response = await _generate(request, state, call, gate)
     except GatewayError as error:
@@ -75,9 +83,14 @@ async def create_image(request: Request) -> Response:
             call.rejection = error.reason
         response = error.response()
     finally:
-        gate.release()
+        if not isinstance(response, stream.Relay):
+            gate.release()
     call.status = response.status_code
-    state.observer.observe(call)
+    if isinstance(response, stream.Relay):  # a stream is in flight, and observed, until it settles
+        response.when_done(gate.release)
+        response.when_done(lambda: state.observer.observe(call))
+    else:
+        state.observer.observe(call)
     return response
 
 
@@ -115,6 +128,9 @@ async def _generate(request: Request, state: GatewayState, call: CallLog, gate: 
     idempotency_key = request.headers.get("idempotency-key")
     if idempotency_key is None:
         return await attempt.run()
+    if image_call.stream:  # a stream cannot be replayed: refused, the key checked first
+        call.team = (await authenticate.known_key(state.keys, token))["team"]
+        raise errors.bad_request("'Idempotency-Key' cannot be used with 'stream': true.", "stream")
     return await idempotent.run_once(
         attempt.run,
         redis=state.redis,
@@ -164,6 +180,8 @@ class Attempt:
         except GatewayError:  # over the in-flight cap: free the reservation, record no charge
             await state.settler.settle(self._order(held, periods, reconcile=False, outcome="overloaded"))
             raise
+        if self.image_call.stream:
+            return await self._stream(held, periods)
         forwarded = await forward.forward(state.upstream, self.body, call)
         if forwarded.error is None:
             call.client_left = client_has_left(self.request.receive)
@@ -172,6 +190,24 @@ class Attempt:
             raise forwarded.error or errors.internal_error()
         return Response(
             forwarded.body, 200, success_headers(call, held, settled), media_type="application/json"
+        )
+
+    async def _stream(self, held: Reservation, periods: Periods) -> Response:
+        """``"stream": true``: the events relayed as they come, settled when the upstream's ends."""
+
+        async def settle_stream(reconcile: bool) -> None:
+            await self.state.settler.settle(self._order(held, periods, reconcile=reconcile))
+
+        settings = self.state.settings
+        return await stream.open_relay(
+            self.state.upstream,
+            self.body,
+            self.call,
+            settle=settle_stream,
+            headers=rate_limit_headers(held),
+            idle_timeout_s=settings.upstream_stream_idle_timeout_s,
+            total_timeout_s=settings.upstream_timeout_s,
+            receive=self.request.receive,
         )
 
     def _order(
