@@ -64,6 +64,10 @@ async def run_once(
 async def _finish(
     redis: Redis, key_id: str, idempotency_key: str, response: Response | None, keep_s: int
 ) -> None:
+    if getattr(response, "streamed", False):
+        # A streamed answer (hundreds of MB) is not kept for replay: the key stays pending until
+        # its reservation's lifetime lapses, so a quick retry is refused rather than billed twice.
+        return
     try:
         if response is not None and response.status_code == 200:
             headers = {k: v for k, v in response.headers.items() if k.startswith("x-gateway-")}

@@ -22,6 +22,7 @@ UPSTREAM_ERROR_REASONS = frozenset(
         "content_safety",
         "rate_limited",
         "bad_response",
+        "too_large",
     }
 )
 
