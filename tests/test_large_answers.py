@@ -215,3 +215,20 @@ def test_an_answer_that_breaks_mid_way_cuts_the_connection_and_is_flagged(
     record = record_when_written(gw, response.headers["x-request-id"])
     assert (record["outcome"], record["reconcile"], record["charge_micros"]) == ("bad_response", 1, 0)
     assert gw.usage(key_id)["spent_usd"] == "0.000000"
+
+
+def test_a_streamed_answer_under_an_idempotency_key_is_charged_once(
+    gw: Gateway, upstream: ScriptedUpstream
+) -> None:
+    raw = orjson.dumps({"created": 1, "data": [{"b64_json": b64_image(2, 2 * MiB)}]})
+    upstream.answer = lambda request, body: web.Response(body=raw, content_type="application/json")
+    key, key_id = gw.create_key(budget_usd="10")
+    headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "large-1"}
+    call = {"model": MODEL, "prompt": "a lighthouse", "response_format": "b64_json"}
+    url = f"{gw.url}/v1/images/generations"
+    first = httpx.post(url, headers=headers, json=call, timeout=60)
+    assert first.status_code == 200 and first.content == raw
+    again = httpx.post(url, headers=headers, json=call, timeout=60)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "idempotency_result_not_replayable"
+    assert len(upstream.seen_authorization) == 1
+    assert gw.usage(key_id)["spent_usd"] == "0.135000"

@@ -74,13 +74,20 @@ class StreamedAnswer(Response):
         self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
         self.reply, self.call, self.settle = reply, call, settle
         self.masker = Masker(secret)
+        self.finished = False  # the whole answer reached the caller (or would have: it left)
+        # Run once it has ended, with this response if it finished, else None (idempotency).
+        self.after: list[Callable[[Response | None], Awaitable[None]]] = []
         self.on_done: Callable[[], None] = lambda: None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await self._relay(send)
         finally:
-            self.on_done()
+            try:
+                for then in self.after:
+                    await then(self if self.finished else None)
+            finally:
+                self.on_done()
 
     async def _relay(self, send: Send) -> None:
         call, reply = self.call, self.reply
@@ -105,6 +112,7 @@ class StreamedAnswer(Response):
         await self.settle(disagrees)
         await sender.send(self.masker.flush())
         await sender.send(b"", more_body=False)
+        self.finished = True
 
     async def _cut(self, outcome: str, why: str, received: int) -> None:
         """No charge, a record for reconciliation, and the caller's body left unfinished."""
