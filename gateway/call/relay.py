@@ -34,26 +34,40 @@ Settle = Callable[[bool], Awaitable[object]]  # reconcile -> (settles the call a
 class Masker:
     """Masks the master key in a stream, including a key split across two chunks.
 
-    The last ``len(key) - 1`` bytes are held back until the next chunk (or the end): any key
-    that starts in what is sent therefore ends inside what was scanned, and has been replaced.
+    A piece is held back only from where its end could begin the key (a suffix that is a prefix
+    of it), until the next piece shows whether it does: any key that starts in what is sent
+    therefore ends inside what was scanned, and has been replaced. Usually nothing is held and
+    the piece goes on as it came, uncopied (copies of every 256 KB piece cost more than the scan).
     """
 
     def __init__(self, secret: bytes) -> None:
-        self._secret, self._keep, self._carry = secret, max(0, len(secret) - 1), b""
+        self._secret, self._carry = secret, b""
 
     def feed(self, piece: bytes) -> bytes:
-        if not self._secret:
+        secret = self._secret
+        if not secret:
             return piece
         data = self._carry + piece if self._carry else piece
-        data = data.replace(self._secret, b"***") if self._secret in data else data
-        if self._keep == 0:
-            return data
-        self._carry = data[-self._keep :]
-        return data[: -self._keep]
+        if secret in data:
+            data = data.replace(secret, b"***")
+        held = _held_suffix(data, secret)
+        self._carry = data[len(data) - held :] if held else b""
+        return data[: len(data) - held] if held else data
 
     def flush(self) -> bytes:
         carry, self._carry = self._carry, b""
         return carry
+
+
+def _held_suffix(data: bytes, secret: bytes) -> int:
+    """Length of the longest end of ``data`` that is the beginning of ``secret`` (not all of it)."""
+    first, size = secret[:1], len(data)
+    at = data.find(first, max(0, size - len(secret) + 1))
+    while at != -1:
+        if secret.startswith(data[at:]):
+            return size - at
+        at = data.find(first, at + 1)
+    return 0
 
 
 class StreamedAnswer(Response):
