@@ -42,13 +42,17 @@ class Masker:
 
     def __init__(self, secret: bytes) -> None:
         self._secret, self._carry = secret, b""
+        # A byte of the key that base64 never uses ('-' of "sk-..."): one memchr that finds no
+        # such byte proves the piece holds no key, at several times the speed of the full search.
+        rare = [b for b in secret if not (chr(b).isalnum() or b in b"+/=")]
+        self._probe = bytes(rare[:1])
 
     def feed(self, piece: bytes) -> bytes:
         secret = self._secret
         if not secret:
             return piece
         data = self._carry + piece if self._carry else piece
-        if secret in data:
+        if (not self._probe or self._probe in data) and secret in data:
             data = data.replace(secret, b"***")
         held = _held_suffix(data, secret)
         self._carry = data[len(data) - held :] if held else b""
