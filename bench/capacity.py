@@ -102,7 +102,7 @@ def run(b: Any, stack: Stack, gateway: Any, make_key: Any, upstream_key: str, gw
     ``gateway(cpus, label, upstream=..., extra_env=...)`` starts a gateway, ``make_key(port)``
     creates the bench key on it, ``gw32_rps`` is the gateway's 32-connection figure of this run.
     """
-    from bench.run import BODY, LARGE_BODY, ratio, say
+    from bench.run import BODY, ratio, say
 
     pinned = b.pinned
     say(f"burst ({BURST_CALLS:,} calls at once, upstream {BURST_UPSTREAM_S:g} s)")
@@ -128,6 +128,34 @@ def run(b: Any, stack: Stack, gateway: Any, make_key: Any, upstream_key: str, gw
         ratio(row, row.p99_ms / direct.p99_ms, "direct", f"p99 {row.p99_ms / direct.p99_ms:.2f}x direct")
     ratio(direct, None, "", f"{BURST_CALLS:,} calls at once")
 
+    large(b, stack, gateway, make_key, upstream_key)
+
+    say("LiteLLM 1.80.0 proxy (32 connections, fixed-answer upstream)")
+    fixed = stack.fixed_upstream(pinned.rest)
+    b.watch = {**b.watch, "upstream": fixed}
+    try:
+        proxy, master = start_litellm(stack, pinned.sut, fixed.port, upstream_key)
+    except Exception as exc:  # noqa: BLE001 - the rest of the report stands without this row
+        say(f"  LiteLLM could not be started, row left out: {exc}")
+        stack.stop(fixed)
+        return
+    body = {**BODY, "model": LITELLM_MODEL}
+    spec = dict(connections=32, body=body, headers=[f"Authorization: Bearer {master}"], cpus=pinned.rest)
+    lite = b.add("LiteLLM 1.80.0 proxy", "cost", b.load(proxy.port, sut=proxy, **spec))
+    stack.stop(proxy)
+    stack.stop(fixed)
+    if lite.rps:
+        ratio(lite, gw32_rps / lite.rps, "gateway", f"the gateway does {gw32_rps / lite.rps:.1f}x this")
+
+
+def large(b: Any, stack: Stack, gateway: Any, make_key: Any, upstream_key: str) -> None:
+    """The large-answer row: 20 answers of 32 MB base64 at once, beside the same burst direct.
+
+    Runs alone with ``python -m bench --only-large`` (a minute, not the whole capacity run).
+    """
+    from bench.run import LARGE_BODY, ratio, say
+
+    pinned = b.pinned
     say(f"large answers ({LARGE_CALLS} x 32 MB base64 at once)")
     sim0 = stack.simulator(pinned.rest, 0.0, upstream_key)
     b.watch = {**b.watch, "upstream": sim0}
@@ -154,20 +182,3 @@ def run(b: Any, stack: Stack, gateway: Any, make_key: Any, upstream_key: str, gw
         ratio(
             g_big, wall_ratio, "direct", f"wall {g_big.requests / g_big.rps:.2f} s = {wall_ratio:.2f}x direct"
         )
-
-    say("LiteLLM 1.80.0 proxy (32 connections, fixed-answer upstream)")
-    fixed = stack.fixed_upstream(pinned.rest)
-    b.watch = {**b.watch, "upstream": fixed}
-    try:
-        proxy, master = start_litellm(stack, pinned.sut, fixed.port, upstream_key)
-    except Exception as exc:  # noqa: BLE001 - the rest of the report stands without this row
-        say(f"  LiteLLM could not be started, row left out: {exc}")
-        stack.stop(fixed)
-        return
-    body = {**BODY, "model": LITELLM_MODEL}
-    spec = dict(connections=32, body=body, headers=[f"Authorization: Bearer {master}"], cpus=pinned.rest)
-    lite = b.add("LiteLLM 1.80.0 proxy", "cost", b.load(proxy.port, sut=proxy, **spec))
-    stack.stop(proxy)
-    stack.stop(fixed)
-    if lite.rps:
-        ratio(lite, gw32_rps / lite.rps, "gateway", f"the gateway does {gw32_rps / lite.rps:.1f}x this")

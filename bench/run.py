@@ -327,6 +327,12 @@ def run_all(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
             **kw,
         )
 
+    if args.only_large:  # the 20 x 32 MB row alone, beside its direct baseline
+        from bench import capacity
+
+        capacity.large(b, stack, gateway, lambda port: create_key(port, admin), upstream_key)
+        return report(b.rows, [], pinned, floating, args, started)
+
     if args.only_capacity:  # the issue-13 scenarios alone (the LiteLLM row then has no ratio)
         from bench import capacity
 
@@ -852,6 +858,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
     parser.add_argument(
         "--only-capacity", action="store_true", help="only the burst, large-answer and LiteLLM rows"
+    )
+    parser.add_argument(
+        "--only-large", action="store_true", help="only the 20 x 32 MB large-answer row and its direct"
     )
     args = parser.parse_args(argv)
     if args.wrk is None:

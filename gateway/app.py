@@ -147,6 +147,7 @@ async def _start(settings: Settings) -> GatewayState:
         settings.upstream_connect_timeout_s,
         settings.upstream_max_connections,
         os.environ.get("GATEWAY_UPSTREAM_TRANSPORT", "aiohttp"),
+        max_response_bytes=settings.max_upstream_response_bytes,
     )
     spool = Spool(settings.state_dir / "spool", instance_name())
     state = GatewayState(

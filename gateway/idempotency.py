@@ -108,12 +108,12 @@ async def complete(
     idempotency_key: str,
     status: int,
     headers: dict[str, str],
-    body: bytes,
+    body: bytes | None,
     ttl_s: int,
 ) -> None:
-    """Keep a successful result for replays."""
+    """Keep a successful result for replays; ``None``: a streamed answer, never kept whole."""
     record = _record_key(key_id, idempotency_key)
-    if len(body) > MAX_REPLAY_BYTES:
+    if body is None or len(body) > MAX_REPLAY_BYTES:
         fields: dict[str, RedisValue] = {"state": "too_large", "status": status}
     else:
         fields = {"state": "done", "status": status, "headers": orjson.dumps(headers), "body": body}

@@ -18,7 +18,7 @@ _REQUIRED_INT = ("input_tokens", "output_tokens", "total_tokens")
 def conform_images_body(body: bytes, payload: dict[str, Any]) -> bytes:
     """The body to send to the caller: unchanged unless its ``usage`` must be completed."""
     usage = payload.get("usage")
-    if usage is None or _usage_conforms(usage):
+    if usage is None or usage_conforms(usage):
         return body
     span = top_level_value_span(body, b"usage")
     if span is None:  # cannot happen for a body orjson parsed; keep the upstream's bytes
@@ -27,7 +27,7 @@ def conform_images_body(body: bytes, payload: dict[str, Any]) -> bytes:
     return body[:start] + orjson.dumps(complete_usage(usage)) + body[end:]
 
 
-def _usage_conforms(usage: Any) -> bool:
+def usage_conforms(usage: Any) -> bool:
     if not isinstance(usage, dict):
         return False
     if not all(type(usage.get(name)) is int for name in _REQUIRED_INT):

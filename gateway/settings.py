@@ -72,6 +72,17 @@ class Settings(BaseSettings):
         "the whole upstream call, so below GATEWAY_MAX_INFLIGHT calls queue behind it: 10,000 "
         "calls over 2,000 connections to a 20 s upstream took 100 s.",
     )
+    max_upstream_response_bytes: int = Field(
+        default=1536 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Largest upstream answer accepted; past it the call is refused (502 "
+        "upstream_response_too_large, or the caller's connection cut if the answer was already "
+        "being streamed), charged nothing and recorded for reconciliation. Default 1.5 GiB: "
+        "Seedream's largest honest answer is 15 images of 4K (4096x4096, 16.8 MP) as base64; a "
+        "PNG that does not compress at all is 16.8 MP x 3 bytes = 50 MB, 67 MB in base64, so 15 "
+        "of them are 1.01 GB (1.34 GB even with an alpha channel). Memory does not depend on "
+        "this bound: answers over 1 MiB are streamed, never buffered.",
+    )
     redis_max_connections: int = Field(
         default=64,
         ge=1,

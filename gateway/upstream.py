@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,14 +38,75 @@ CONTENT_SAFETY_CODES = frozenset(
 )
 
 
+# An answer up to this size is read whole and answered with the cost headers; a larger 200 is
+# streamed to the caller as it arrives. 1 MiB holds any URL answer (15 signed URLs are ~10 KB)
+# and a 1K base64 image, while 2,000 calls in flight x ~3 copies stays within a few GB only in
+# the worst case of all of them being just under it.
+BUFFERED_ANSWER_BYTES = 1024 * 1024
+READ_CHUNK_BYTES = 256 * 1024  # the largest piece of an answer read at once (and per connection)
+
+
 @dataclass(frozen=True)
 class UpstreamReply:
-    """A complete answer from the upstream (any status), body unparsed."""
+    """An answer from the upstream (any status), body unparsed.
+
+    ``body`` is all of it, unless ``rest`` is set: then a 200 was larger than
+    :data:`BUFFERED_ANSWER_BYTES`, ``body`` is its beginning and ``rest`` reads the remainder.
+    """
 
     status: int
     body: bytes
     headers: httpx.Headers
     latency_s: float
+    rest: UpstreamBody | None = None
+
+
+class BodyFailure(Exception):
+    """The remainder of a streamed answer could not be read whole: ``reason`` is the outcome."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason  # "too_large" or "bad_response" (dropped, timed out)
+
+
+class UpstreamBody:
+    """The rest of a large 200 answer, chunk by chunk, within the size cap and the call's deadline.
+
+    Nothing is kept: each chunk is handed on and forgotten, which is what bounds memory.
+    """
+
+    def __init__(
+        self,
+        response: httpx.Response,
+        chunks: AsyncIterator[bytes],
+        received: int,
+        limit: int,
+        deadline: float,
+    ) -> None:
+        self._response, self._chunks = response, chunks
+        self.received, self._limit, self._deadline = received, limit, deadline
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Raise :class:`BodyFailure` past the cap, on a dropped connection or at the deadline."""
+        while True:
+            try:
+                async with asyncio.timeout_at(self._deadline):
+                    chunk = await anext(self._chunks)
+            except StopAsyncIteration:
+                return
+            except (TimeoutError, httpx.HTTPError, aiohttp.ClientError, OSError):
+                raise BodyFailure("bad_response") from None
+            self.received += len(chunk)
+            if self.received > self._limit:
+                raise BodyFailure("too_large")
+            yield chunk
+
+    async def aclose(self) -> None:
+        """Give the connection back, or drop it if the answer was not read to its end."""
+        try:
+            await self._response.aclose()
+        except Exception:  # noqa: BLE001 - closing a broken connection may fail; it is gone anyway
+            pass
 
 
 class UpstreamFailure(Exception):
@@ -63,11 +124,18 @@ def _transport(kind: str, max_connections: int) -> httpx.AsyncBaseTransport:
     if kind == "httpx":
         return httpx.AsyncHTTPTransport(limits=limits)
     from httpx_aiohttp import AiohttpTransport
+    from httpx_aiohttp.transport import AiohttpResponseStream
+
+    # A streamed 32 MB answer in httpx-aiohttp's 16 KB pieces is 2,000 trips through the scanner
+    # and the server per answer; 256 KB pieces are 128 (what the 20 x 32 MB bench row measures).
+    AiohttpResponseStream.CHUNK_SIZE = READ_CHUNK_BYTES
 
     def session() -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=30)
         # auto_decompress off: the body goes back to the caller byte for byte.
-        return aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        return aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, read_bufsize=READ_CHUNK_BYTES
+        )
 
     return AiohttpTransport(client=session)
 
@@ -83,9 +151,11 @@ class UpstreamClient:
         connect_timeout_s: float = 5.0,
         max_connections: int = 2000,
         transport: str = "aiohttp",
+        max_response_bytes: int = 1536 * 1024 * 1024,
     ) -> None:
         self.url = url
         self.timeout_s = timeout_s
+        self.max_response_bytes = max_response_bytes
         self._api_key = api_key
         self._headers = {
             "authorization": f"Bearer {api_key}",
@@ -102,18 +172,49 @@ class UpstreamClient:
         await self._client.aclose()
 
     async def generate(self, body: bytes) -> UpstreamReply:
-        """POST the caller's body unchanged; raise :class:`UpstreamFailure` if no answer came."""
+        """POST the caller's body unchanged; raise :class:`UpstreamFailure` if no answer came.
+
+        The answer is read in chunks, never past :attr:`max_response_bytes` (a declared
+        Content-Length over it is refused before reading). A 200 larger than
+        :data:`BUFFERED_ANSWER_BYTES` comes back with ``rest`` to stream; the caller must
+        ``aclose`` it. Other statuses keep only their first MiB: an error envelope is small.
+        """
         started = time.perf_counter()
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
         try:
-            async with asyncio.timeout(self.timeout_s):
-                response = await self._client.post(self.url, content=body, headers=self._headers)
+            async with asyncio.timeout_at(deadline):
+                request = self._client.build_request("POST", self.url, content=body, headers=self._headers)
+                response = await self._client.send(request, stream=True)
+                try:
+                    return await self._read(response, started, deadline)
+                except BaseException:
+                    await response.aclose()
+                    raise
         except (TimeoutError, httpx.TimeoutException) as exc:
             if _is_dropped(exc):
                 raise self._dropped(started) from None
             raise UpstreamFailure("timeout", _timeout_error(self.timeout_s), _since(started)) from None
         except (httpx.TransportError, aiohttp.ClientError, OSError):
             raise self._dropped(started) from None
-        return UpstreamReply(response.status_code, response.content, response.headers, _since(started))
+
+    async def _read(self, response: httpx.Response, started: float, deadline: float) -> UpstreamReply:
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_response_bytes:
+            raise UpstreamFailure("too_large", too_large_error(self.max_response_bytes), _since(started))
+        chunks = response.aiter_bytes().__aiter__()
+        head, size = bytearray(), 0
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > self.max_response_bytes:
+                raise UpstreamFailure("too_large", too_large_error(self.max_response_bytes), _since(started))
+            head += chunk
+            if len(head) > BUFFERED_ANSWER_BYTES:
+                if response.status_code != 200:
+                    break  # an error body this long is not an envelope worth reading further
+                rest = UpstreamBody(response, chunks, size, self.max_response_bytes, deadline)
+                return UpstreamReply(200, bytes(head), response.headers, _since(started), rest)
+        await response.aclose()
+        return UpstreamReply(response.status_code, bytes(head), response.headers, _since(started))
 
     # -- "stream": true (the relay is gateway/call/stream.py) ------------------------------------
 
@@ -144,6 +245,11 @@ class UpstreamClient:
             reason="upstream_error",
         )
         return UpstreamFailure("connect", error, _since(started))
+
+    @property
+    def secret(self) -> bytes:
+        """The master key as bytes, for masking a streamed answer (gateway/call/relay.py)."""
+        return self._api_key.encode()
 
     def redact(self, text: str) -> str:
         """Remove the master key from text that came from the upstream, just in case it echoes."""
@@ -273,6 +379,17 @@ def _retry_after(headers: httpx.Headers) -> int:
         return max(1, min(60, int(float(headers.get("retry-after", "5")))))
     except ValueError:
         return 5
+
+
+def too_large_error(limit: int) -> GatewayError:
+    return GatewayError(
+        502,
+        f"The image service's answer was larger than the gateway accepts ({limit:,} bytes). You "
+        "were not charged; the call is recorded for reconciliation.",
+        "server_error",
+        "upstream_response_too_large",
+        retry=False,
+    )
 
 
 def bad_response_error() -> GatewayError:

@@ -9,15 +9,18 @@ upstream would see it.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from tests.support import free_port
 
-Answer = Callable[[web.Request, bytes], web.StreamResponse]
+# An answer is a response, or a coroutine that writes one as it goes (a streamed, endless or
+# broken body).
+Answer = Callable[[web.Request, bytes], web.StreamResponse | Awaitable[web.StreamResponse]]
 
 
 @dataclass
@@ -36,7 +39,8 @@ class ScriptedUpstream:
         body = await request.read()
         self.seen_authorization.append(request.headers.get("Authorization", ""))
         assert self.answer is not None, "the test did not script an answer"
-        return self.answer(request, body)
+        answer = self.answer(request, body)
+        return await answer if inspect.isawaitable(answer) else answer
 
     def start(self) -> ScriptedUpstream:
         ready = threading.Event()

@@ -14,16 +14,27 @@ import orjson
 from gateway.call.log import CallLog
 from gateway.errors import GatewayError
 from gateway.openai_compat import conform_images_body
-from gateway.upstream import UpstreamClient, UpstreamFailure, bad_response_error, map_error_reply
+from gateway.upstream import (
+    UpstreamClient,
+    UpstreamFailure,
+    UpstreamReply,
+    bad_response_error,
+    map_error_reply,
+)
 
 
 @dataclass
 class Forwarded:
-    """The upstream's verdict: a body for the caller, or the error to answer with instead."""
+    """The upstream's verdict: a body for the caller, or the error to answer with instead.
+
+    Or, for a 200 too large to buffer, ``streamed``: its beginning and the rest to read, which
+    gateway/call/relay.py sends on as it arrives, counting the images as they go by.
+    """
 
     body: bytes | None = None
     error: GatewayError | None = None
     reconcile: bool = False  # the upstream may have billed what the gateway could not count
+    streamed: UpstreamReply | None = None
 
 
 async def forward(upstream: UpstreamClient, body: bytes, call: CallLog) -> Forwarded:
@@ -32,12 +43,15 @@ async def forward(upstream: UpstreamClient, body: bytes, call: CallLog) -> Forwa
         reply = await upstream.generate(body)
     except UpstreamFailure as failure:
         call.upstream_latency_s, call.upstream_outcome = failure.latency_s, failure.reason
-        return Forwarded(error=failure.error)
+        # An answer refused for its size was made (and maybe billed) upstream: finance must see it.
+        return Forwarded(error=failure.error, reconcile=failure.reason == "too_large")
 
     call.upstream_status, call.upstream_latency_s = reply.status, reply.latency_s
     if reply.status != 200:
         call.upstream_outcome, error = map_error_reply(reply, upstream.redact)
         return Forwarded(error=error)
+    if reply.rest is not None:  # the outcome and the images are known once it has been read
+        return Forwarded(streamed=reply)
 
     answer = deliverable(upstream.redact_bytes(reply.body), call)
     del reply  # with multi-MB images, keep one copy of the answer in memory, not two

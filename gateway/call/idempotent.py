@@ -16,6 +16,7 @@ from gateway import idempotency
 from gateway.call.authenticate import Token, known_key
 from gateway.call.log import CallLog
 from gateway.call.outage import note_store_failure, store_unavailable
+from gateway.call.relay import StreamedAnswer
 from gateway.keys import KeyStore
 from gateway.money import micros_to_usd
 from gateway.redis_protocol import Redis
@@ -64,6 +65,11 @@ async def run_once(
 async def _finish(
     redis: Redis, key_id: str, idempotency_key: str, response: Response | None, keep_s: int
 ) -> None:
+    if isinstance(response, StreamedAnswer) and not response.finished:
+        # Known only once its body has been read: settled then, as a result too large to replay
+        # (a repeat gets 409, charged once), or abandoned if it broke off (a retry may go ahead).
+        response.after.append(lambda done: _finish(redis, key_id, idempotency_key, done, keep_s))
+        return
     try:
         if response is not None and response.status_code == 200:
             headers = {k: v for k, v in response.headers.items() if k.startswith("x-gateway-")}
@@ -73,7 +79,7 @@ async def _finish(
                 idempotency_key=idempotency_key,
                 status=200,
                 headers=headers,
-                body=bytes(response.body),
+                body=None if isinstance(response, StreamedAnswer) else bytes(response.body),
                 ttl_s=keep_s,
             )
         else:

@@ -24,6 +24,7 @@ UPSTREAM_ERROR_REASONS = frozenset(
         "bad_response",
         "stream_broken",  # a stream that broke off, or stalled, mid-way (call/stream.py)
         "stream_stalled",
+        "too_large",
     }
 )
 

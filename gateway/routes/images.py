@@ -23,6 +23,7 @@ from gateway.budget import Reservation, Settlement
 from gateway.call import authenticate, forward, idempotent, reserve, settle, stream, validate
 from gateway.call.admission import Gate
 from gateway.call.log import CallLog
+from gateway.call.relay import StreamedAnswer
 from gateway.errors import ErrorResponse, GatewayError
 from gateway.money import micros_to_usd
 from gateway.periods import Periods
@@ -82,16 +83,24 @@ async def create_image(request: Request) -> Response:
         if call.upstream_outcome is None:
             call.rejection = error.reason
         response = error.response()
-    finally:
-        if not isinstance(response, stream.Relay):
-            gate.release()
-    call.status = response.status_code
-    if isinstance(response, stream.Relay):  # a stream is in flight, and observed, until it settles
-        response.when_done(gate.release)
-        response.when_done(lambda: state.observer.observe(call))
-    else:
-        state.observer.observe(call)
+    except BaseException:
+        gate.release()
+        raise
+    # A streamed response is in flight, and observed, until its body has ended and it settled.
+    if isinstance(response, stream.Relay):
+        response.when_done(lambda: _done(state, call, gate, 200))
+        return response
+    if isinstance(response, StreamedAnswer):
+        response.on_done = lambda: _done(state, call, gate, 200)
+        return response
+    _done(state, call, gate, response.status_code)
     return response
+
+
+def _done(state: GatewayState, call: CallLog, gate: Gate, status: int) -> None:
+    gate.release()
+    call.status = status
+    state.observer.observe(call)
 
 
 # Answers about the connection, not the body's content: given without checking the key first
@@ -183,6 +192,18 @@ class Attempt:
         if self.image_call.stream:
             return await self._stream(held, periods)
         forwarded = await forward.forward(state.upstream, self.body, call)
+        if forwarded.streamed is not None:  # settled once its body has been read and counted
+
+            async def settle_streamed(reconcile: bool) -> object:
+                return await state.settler.settle(self._order(held, periods, reconcile=reconcile))
+
+            return StreamedAnswer(
+                forwarded.streamed,
+                call,
+                state.upstream.secret,
+                settle_streamed,
+                rate_limit_headers(held),
+            )
         if forwarded.error is None:
             call.client_left = client_has_left(self.request.receive)
         settled = await state.settler.settle(self._order(held, periods, reconcile=forwarded.reconcile))

@@ -1,0 +1,163 @@
+"""Steps 4-6 for a large answer: send it on as it arrives, count its images, then settle.
+
+A 200 answer larger than ``upstream.BUFFERED_ANSWER_BYTES`` (base64 images) is not buffered:
+each chunk goes through the incremental scanner (gateway/answer_scan.py), has the master key
+masked, and is sent to the caller, so memory per call stays at a few chunks whatever the size.
+The cost headers cannot precede the count, so this answer carries none: the charge is settled
+when the upstream's body has ended, before the caller's body is completed, and the ledger and
+``GET /admin/v1/keys/{id}/usage`` show it.
+
+An answer that breaks mid-way (dropped, timed out, malformed JSON, past
+``GATEWAY_MAX_UPSTREAM_RESPONSE_BYTES``) is charged nothing, recorded for reconciliation like an
+unreadable buffered 200, and the caller's connection is cut: its body is never finished with a
+made-up tail, so its client sees a transfer error, never a truncated document that parses.
+Nothing is charged for the images that did arrive: a caller whose JSON never ends cannot use them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from gateway.answer_scan import ImagesScanner, Malformed
+from gateway.call.log import CallLog
+from gateway.upstream import BodyFailure, UpstreamReply
+
+log = logging.getLogger("gateway")
+
+Settle = Callable[[bool], Awaitable[object]]  # reconcile -> (settles the call as it now stands)
+
+
+class Masker:
+    """Masks the master key in a stream, including a key split across two chunks.
+
+    A piece is held back only from where its end could begin the key (a suffix that is a prefix
+    of it), until the next piece shows whether it does: any key that starts in what is sent
+    therefore ends inside what was scanned, and has been replaced. Usually nothing is held and
+    the piece goes on as it came, uncopied (copies of every 256 KB piece cost more than the scan).
+    """
+
+    def __init__(self, secret: bytes) -> None:
+        self._secret, self._carry = secret, b""
+        # A byte of the key that base64 never uses ('-' of "sk-..."): one memchr that finds no
+        # such byte proves the piece holds no key, at several times the speed of the full search.
+        rare = [b for b in secret if not (chr(b).isalnum() or b in b"+/=")]
+        self._probe = bytes(rare[:1])
+
+    def feed(self, piece: bytes) -> bytes:
+        secret = self._secret
+        if not secret:
+            return piece
+        data = self._carry + piece if self._carry else piece
+        if (not self._probe or self._probe in data) and secret in data:
+            data = data.replace(secret, b"***")
+        held = _held_suffix(data, secret)
+        self._carry = data[len(data) - held :] if held else b""
+        return data[: len(data) - held] if held else data
+
+    def flush(self) -> bytes:
+        carry, self._carry = self._carry, b""
+        return carry
+
+
+def _held_suffix(data: bytes, secret: bytes) -> int:
+    """Length of the longest end of ``data`` that is the beginning of ``secret`` (not all of it)."""
+    first, size = secret[:1], len(data)
+    at = data.find(first, max(0, size - len(secret) + 1))
+    while at != -1:
+        if secret.startswith(data[at:]):
+            return size - at
+        at = data.find(first, at + 1)
+    return 0
+
+
+class StreamedAnswer(Response):
+    """The ASGI response of a streamed answer; ``on_done`` runs once it has ended, however."""
+
+    streamed = True  # an Idempotency-Key cannot keep this answer for a replay (see idempotent.py)
+
+    def __init__(
+        self,
+        reply: UpstreamReply,
+        call: CallLog,
+        secret: bytes,
+        settle: Settle,
+        headers: dict[str, str],
+    ) -> None:
+        super().__init__(None, 200, headers, media_type="application/json")
+        # The length is not known before the end: the body goes out chunked.
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
+        self.reply, self.call, self.settle = reply, call, settle
+        self.masker = Masker(secret)
+        self.finished = False  # the whole answer reached the caller (or would have: it left)
+        # Run once it has ended, with this response if it finished, else None (idempotency).
+        self.after: list[Callable[[Response | None], Awaitable[None]]] = []
+        self.on_done: Callable[[], None] = lambda: None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._relay(send)
+        finally:
+            try:
+                for then in self.after:
+                    await then(self if self.finished else None)
+            finally:
+                self.on_done()
+
+    async def _relay(self, send: Send) -> None:
+        call, reply = self.call, self.reply
+        assert reply.rest is not None
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        scanner, sender = ImagesScanner(), _Sender(send, call)
+        try:
+            await sender.send(self.masker.feed(b"".join(scanner.feed(reply.body))))
+            async for chunk in reply.rest.chunks():
+                for piece in scanner.feed(chunk):
+                    await sender.send(self.masker.feed(piece))
+            scanner.finish()
+        except (BodyFailure, Malformed) as failure:
+            outcome = failure.reason if isinstance(failure, BodyFailure) else "bad_response"
+            await self._cut(outcome, str(failure), reply.rest.received)
+            return
+        finally:
+            await reply.rest.aclose()
+        call.upstream_outcome, call.images = "ok", scanner.images
+        call.failed_images, call.upstream_images = scanner.failed_images, scanner.upstream_images
+        disagrees = call.upstream_images is not None and call.upstream_images != call.images
+        await self.settle(disagrees)
+        await sender.send(self.masker.flush())
+        await sender.send(b"", more_body=False)
+        self.finished = True
+
+    async def _cut(self, outcome: str, why: str, received: int) -> None:
+        """No charge, a record for reconciliation, and the caller's body left unfinished."""
+        call = self.call
+        call.upstream_outcome, call.images, call.failed_images = outcome, 0, {}
+        await self.settle(True)
+        log.warning(
+            "request %s: the upstream's answer broke off after %d bytes (%s, %s): the caller's "
+            "connection is cut, nothing charged, recorded for reconciliation",
+            call.request_id,
+            received,
+            outcome,
+            why,
+        )
+        # Returning without the final body message makes the server close the connection.
+
+
+class _Sender:
+    """Sends body pieces; once the caller has gone, keeps quiet so the answer can still be counted."""
+
+    def __init__(self, send: Send, call: CallLog) -> None:
+        self._send, self._call = send, call
+
+    async def send(self, piece: bytes, *, more_body: bool = True) -> None:
+        if self._call.client_left or (not piece and more_body):
+            return
+        try:
+            await self._send({"type": "http.response.body", "body": piece, "more_body": more_body})
+        except OSError:  # the caller hung up: its images are still made and billed, count them
+            self._call.client_left = True
