@@ -63,6 +63,8 @@ class SlowClient:
                 writer.write(b" ")
                 await asyncio.wait({answer}, timeout=1.0)
             head = answer.result() if answer.done() else b""
+            if head:  # the head and the body may come in two reads: read to the close
+                head += await asyncio.wait_for(reader.read(), timeout=10)
         except (ConnectionError, OSError):
             head = b""
         finally:
