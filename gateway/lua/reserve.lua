@@ -6,11 +6,12 @@
 -- first pair is 'kind'; budget.py decodes it by name.
 local record_key, state_key, reservations_key, deadlines_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local spent_day_key, spent_month_key, spent_total_key = KEYS[5], KEYS[6], KEYS[7]
-local images_day_key = KEYS[8]  -- all under one hash tag: the key_id
+local images_day_key, ledger_key = KEYS[8], KEYS[9]  -- all under one hash tag: the key_id
 local presented_hash, model, request_id = ARGV[1], ARGV[2], ARGV[3]
 local max_images, unit_price = tonumber(ARGV[4]), tonumber(ARGV[5])
 local lifetime_ms = tonumber(ARGV[6])  -- how long until the reservation is presumed orphaned
 local deadline_ms = tonumber(ARGV[7])  -- gateway's clock: past it the caller was told 503
+local today, orphan_template = ARGV[8], ARGV[9]  -- the UTC day; orphan_record.TEMPLATE
 
 local now = now_ms()
 if now > deadline_ms then
@@ -58,7 +59,8 @@ if redis.call('HEXISTS', reservations_key, request_id) == 1 then
   return {'kind', 'ok', 'team', key.team, 'key_name', key.name}
 end
 
-release_orphans(state_key, reservations_key, deadlines_key, now)
+release_orphans(state_key, reservations_key, deadlines_key, now,
+  {record_key = record_key, ledger_key = ledger_key, today = today, template = orphan_template})
 local held = hmget_named(state_key, {'reserved_micros', 'reserved_images', 'inflight', 'tat_us'})
 local reserved = number_or(held.reserved_micros, 0)
 local reserved_images = number_or(held.reserved_images, 0)
@@ -107,7 +109,8 @@ if new_tat then redis.call('HSET', state_key, 'tat_us', int(new_tat)) end
 hincr(state_key, 'reserved_micros', amount)
 hincr(state_key, 'reserved_images', max_images)
 hincr(state_key, 'inflight', 1)
-redis.call('HSET', reservations_key, request_id, int(amount) .. ':' .. max_images .. ':' .. int(unit_price))
+redis.call('HSET', reservations_key, request_id,
+  reservation_value(amount, max_images, unit_price, today, model))
 redis.call('ZADD', deadlines_key, int(now + lifetime_ms), request_id)
 return {'kind', 'ok', 'team', key.team, 'key_name', key.name, 'rpm', rpm, 'rpm_remaining', remaining,
   'rpm_reset_ms', reset_ms}
