@@ -32,7 +32,7 @@ async def forward(upstream: UpstreamClient, body: bytes, call: CallLog) -> Forwa
         reply = await upstream.generate(body)
     except UpstreamFailure as failure:
         call.upstream_latency_s, call.upstream_outcome = failure.latency_s, failure.reason
-        return Forwarded(error=failure.error)
+        return Forwarded(error=failure.error, reconcile=failure.reconcile)
 
     call.upstream_status, call.upstream_latency_s = reply.status, reply.latency_s
     if reply.status != 200:

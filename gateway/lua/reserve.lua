@@ -23,15 +23,23 @@ if now > deadline_ms then
   return {'kind', 'late', 'late_ms', int(now - deadline_ms)}
 end
 
+-- A previous secret still in its own grace (previous_secrets.py: the format, the other reader).
+local function previous_secret_ok(key, presented, now)
+  if key.prev_secret_hash == presented and number_or(key.prev_valid_until, 0) > now then
+    return true  -- rotated by the release before: one previous secret
+  end
+  for secret_hash, valid_until in string.gmatch(key.prev_secrets or '', '(%x+):(%d+)') do
+    if secret_hash == presented and tonumber(valid_until) > now then return true end
+  end
+  return false
+end
+
 local key = hmget_named(record_key, {'secret_hash', 'prev_secret_hash', 'prev_valid_until',
-  'revoked_at', 'expires_at', 'models', 'budget_micros', 'budget_period', 'images_per_day', 'rpm',
+  'prev_secrets', 'revoked_at', 'expires_at', 'models', 'budget_micros', 'budget_period', 'images_per_day', 'rpm',
   'max_concurrent', 'team', 'name'})
 if not key.secret_hash then return {'kind', 'invalid_key'} end
-if presented_hash ~= key.secret_hash then
-  local in_grace = number_or(key.prev_valid_until, 0) > now
-  if not (key.prev_secret_hash and presented_hash == key.prev_secret_hash and in_grace) then
-    return {'kind', 'invalid_key'}
-  end
+if presented_hash ~= key.secret_hash and not previous_secret_ok(key, presented_hash, now) then
+  return {'kind', 'invalid_key'}
 end
 local who = {'team', key.team, 'key_name', key.name}
 local function denied(kind, fields)
@@ -45,7 +53,9 @@ if expires_at > 0 and now >= expires_at then
   return denied('expired', {'at_ms', key.expires_at})
 end
 local models = key.models or ''
-if models ~= '' and not string.find(models, ',' .. model .. ',', 1, true) then
+-- A name with a comma could match two listed names (model_names.py forbids it everywhere).
+local listed = string.find(models, ',' .. model .. ',', 1, true)
+if models ~= '' and (string.find(model, ',', 1, true) or not listed) then
   return denied('model_not_allowed')
 end
 
