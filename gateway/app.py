@@ -161,6 +161,7 @@ async def _start(settings: Settings) -> GatewayState:
         cancels=ReserveCancels(redis),
         admission=Admission(settings.max_inflight, settings.max_pending_per_client),
     )
+    await state.settler.learn_store_id()
     state.settler.start_replay()
     if settings.drain_s > 0:
         _drain_before_exit(state.admission, settings.drain_s)

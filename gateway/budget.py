@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from redis.exceptions import RedisError
 
-from gateway import scripts
+from gateway import orphan_record, scripts
 from gateway.periods import DAY_S, Periods
 from gateway.redis_client import SOCKET_TIMEOUT_S
 from gateway.redis_keys import KeySpace
@@ -186,7 +186,7 @@ async def reserve(
 ) -> Reservation | Refusal:
     """Authenticate and hold ``max_images`` at ``unit_price_micros`` until settled or ``lifetime_ms``."""
     space = KeySpace(key_id)
-    keys = [*_budget_keys(space), *_counter_keys(space, periods), space.cancelled]
+    keys = [*_budget_keys(space), *_counter_keys(space, periods), space.ledger, space.cancelled]
     deadline_ms = int(time.time() * 1000) + RESERVE_DEADLINE_MS
     args: list[RedisValue] = [
         secret_hash,
@@ -196,6 +196,8 @@ async def reserve(
         unit_price_micros,
         lifetime_ms,
         deadline_ms,
+        periods.day,
+        orphan_record.TEMPLATE,
     ]
     return decode_reserve(await scripts.RESERVE(redis, keys, args))
 
@@ -284,6 +286,7 @@ class KeyUsage:
 
 async def usage(redis: Redis, key_id: str, periods: Periods) -> KeyUsage:
     space = KeySpace(key_id)
-    fields = named(await scripts.USAGE(redis, _budget_keys(space) + _counter_keys(space, periods), []))
+    keys = [*_budget_keys(space), *_counter_keys(space, periods), space.ledger]
+    fields = named(await scripts.USAGE(redis, keys, [periods.day, orphan_record.TEMPLATE]))
     period = text(fields.pop("period"))
     return KeyUsage(period=period, **{name: int(value) for name, value in fields.items()})

@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from gateway import previous_secrets
+from gateway.model_names import check_model_name
 from gateway.money import micros_to_usd, usd_to_micros
 from gateway.redis_keys import KEY_REGISTRY, KeySpace
 from gateway.redis_protocol import Redis
@@ -85,8 +87,8 @@ class KeyLimits(BaseModel):
     @field_validator("models")
     @classmethod
     def _model_names(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None and any(not m or "," in m for m in value):
-            raise ValueError("model names must be non-empty and contain no comma")
+        for name in value or []:
+            check_model_name(name)
         return value
 
 
@@ -253,11 +255,11 @@ class KeyStore:
             mapping={
                 "secret_hash": hash_token(token),
                 "last4": token[-4:],
-                "prev_secret_hash": record["secret_hash"],
-                "prev_valid_until": now + max(0, grace_s) * 1000,
+                "prev_secrets": previous_secrets.after_rotation(record, now, max(0, grace_s) * 1000),
                 "rotated_at": now,
             },
         )
+        await self.redis.hdel(KeySpace(key_id).record, *previous_secrets.LEGACY_FIELDS)  # folded in
         return token, record_to_json(await self.get_record(key_id) or record)
 
     async def authenticate(self, token: str) -> dict[str, str] | None:
@@ -282,7 +284,5 @@ class KeyStore:
             return None
         now = int(time.time() * 1000)
         current = hmac.compare_digest(presented, record.get("secret_hash", ""))
-        previous = hmac.compare_digest(presented, record.get("prev_secret_hash", "")) and now < int(
-            record.get("prev_valid_until", "0")
-        )
+        previous = previous_secrets.accepts(record, presented, now)
         return record if current or previous else None

@@ -14,6 +14,8 @@ counters and rollup count it under. A call reserved at 23:59:59 and recorded jus
 therefore belongs to the first day in both, and a report and an export of the same dates always
 agree. Money is summed as integer micro-USD and printed with :func:`micros_to_usd`.
 
+What may be asked (dates, their bounds) is parsed in :mod:`gateway.ledger_query`.
+
 Keys are listed from the registry set ``gw:keys`` (SCAN would reach one node of a Cluster only).
 """
 
@@ -25,19 +27,21 @@ import io
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 import orjson
 
 from gateway.csv_cells import csv_safe, iso_time
+from gateway.ledger_query import MAX_RANGE_DAYS as MAX_RANGE_DAYS
+from gateway.ledger_query import DateRange as DateRange
+from gateway.ledger_query import LedgerQueryError as LedgerQueryError
+from gateway.ledger_query import parse_range as parse_range
 from gateway.money import micros_to_usd
 from gateway.redis_keys import KEY_REGISTRY, KeySpace
 from gateway.usage_record import EXPORT_FIELDS, INT_FIELDS
 
 T = TypeVar("T")
 
-MAX_RANGE_DAYS = 400
 GROUP_FIELDS = ("team", "key", "model", "day")
 DEFAULT_GROUP_BY = ("team",)
 PIPELINE_CHUNK = 1000  # commands per pipeline round trip: bounded memory, few round trips
@@ -54,68 +58,6 @@ LOOKAHEAD_MS = 24 * 3600 * 1000
 
 EXPORT_FORMATS = ("jsonl", "csv")
 MEDIA_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-8", "json": "application/json"}
-
-
-class LedgerQueryError(ValueError):
-    """A report or export asked for something malformed; ``param`` names the bad input."""
-
-    def __init__(self, message: str, param: str) -> None:
-        super().__init__(message)
-        self.param = param
-
-
-# -- what is asked ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DateRange:
-    """UTC days from ``start`` to ``end``, both included."""
-
-    start: date
-    end: date
-
-    def days(self) -> list[str]:
-        count = (self.end - self.start).days + 1
-        return [(self.start + timedelta(days=i)).isoformat() for i in range(count)]
-
-    @property
-    def start_ms(self) -> int:
-        return _midnight_ms(self.start)
-
-    @property
-    def end_ms(self) -> int:
-        """The last millisecond of ``end``."""
-        return _midnight_ms(self.end + timedelta(days=1)) - 1
-
-    def as_json(self) -> dict[str, str]:
-        return {"start": self.start.isoformat(), "end": self.end.isoformat()}
-
-
-def _midnight_ms(day: date) -> int:
-    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
-
-
-def parse_range(start: str | None, end: str | None, max_days: int = MAX_RANGE_DAYS) -> DateRange:
-    """Two ``YYYY-MM-DD`` UTC dates, both included; at most ``max_days`` days."""
-    first, last = _parse_day(start, "start"), _parse_day(end, "end")
-    if first > last:
-        raise LedgerQueryError(f"'start' ({first}) is after 'end' ({last}).", "start")
-    if (last - first).days + 1 > max_days:
-        raise LedgerQueryError(
-            f"The range {first} to {last} is longer than {max_days} days; ask for it in parts.", "end"
-        )
-    return DateRange(first, last)
-
-
-def _parse_day(text: str | None, param: str) -> date:
-    if not text:
-        raise LedgerQueryError(f"'{param}' is required: a UTC date like 2026-11-01.", param)
-    try:
-        if len(text) != 10:
-            raise ValueError
-        return date.fromisoformat(text)
-    except ValueError:
-        raise LedgerQueryError(f"'{param}' must be a date like 2026-11-01, not {text!r}.", param) from None
 
 
 def parse_group_by(text: str | None) -> tuple[str, ...]:

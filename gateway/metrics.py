@@ -128,6 +128,12 @@ SPOOL_PENDING = Gauge(
     multiprocess_mode="livemax",  # every worker reports the whole shared spool directory
     registry=REGISTRY,
 )
+SPOOL_FOREIGN = Gauge(
+    "gateway_spool_foreign_records",
+    "Spooled usage records that belong to another Redis store: kept, not replayed here.",
+    multiprocess_mode="livemax",
+    registry=REGISTRY,
+)
 BUDGET_USED = Gauge(
     "gateway_budget_used_ratio",
     "Spent / budget of a key in its current period (keys with a budget only).",

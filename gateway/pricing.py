@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import yaml
 
+from gateway.model_names import check_model_name
 from gateway.money import micros_to_usd, usd_to_micros
 from gateway.redis_keys import PRICE_FILE_APPLIED, PRICE_HISTORY, PRICES
 
@@ -40,6 +41,10 @@ def load_prices_file(path: Path) -> dict[str, int]:
         raw = spec.get("price_usd") if isinstance(spec, dict) else spec
         if raw is None:
             raise ValueError(f"{path}: model {name!r} has no price_usd")
+        try:
+            check_model_name(str(name))
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
         prices[str(name)] = usd_to_micros(raw)
     return prices
 
@@ -74,6 +79,8 @@ def _iso(ms: int) -> str:
 
 async def set_price(redis: Any, model: str, price_micros: int | None, source: str) -> PriceChange:
     """Change (or, with None, withdraw) one model's price and record when it took effect."""
+    if price_micros is not None:
+        check_model_name(model)  # a withdrawal takes any name: a bad one stored earlier can go
     change = PriceChange(model, price_micros, int(time.time() * 1000), source)
     async with redis.pipeline(transaction=False) as pipe:
         if price_micros is None:

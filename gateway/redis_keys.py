@@ -15,6 +15,7 @@ PRICES = f"{PREFIX}:prices"  # hash model -> unit price in micro-USD per image
 PRICE_HISTORY = f"{PREFIX}:prices:history"  # list of JSON price changes, oldest first
 PRICE_FILE_APPLIED = f"{PREFIX}:prices:applied"  # hash model -> price last applied from config
 DEMO_KEY = f"{PREFIX}:demo-key"  # key_id of the key `make run` issued last
+STORE_ID = f"{PREFIX}:store-id"  # a random id naming this store; spooled settlements carry it
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,14 @@ class RecordRefused(Exception):
     """
 
 
+class RecordForeign(Exception):
+    """Raised by a replayer for a record that belongs to another store (see store_id.py).
+
+    The record is kept, silently: the replayer counts them (:attr:`Spool.foreign`) and reports
+    them once, instead of a log line per record every round.
+    """
+
+
 @contextlib.contextmanager
 def _locked(handle: IO[bytes], flags: int = fcntl.LOCK_EX) -> Iterator[None]:
     fcntl.flock(handle, flags)
@@ -64,6 +72,8 @@ class Spool:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / f"{name}.jsonl"
         self._counted: dict[Path, tuple[int, int, int]] = {}  # path -> (inode, size, records)
+        self._foreign_seen = 0
+        self.foreign = 0  # records of another store kept by the last complete replay round
 
     def append(self, entry: dict[str, Any]) -> None:
         """Write one record durably (fsync) before the caller is answered."""
@@ -115,9 +125,10 @@ class Spool:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return 0  # another process is replaying the directory now; next round
-            replayed = 0
+            replayed, self._foreign_seen = 0, 0
             for path in sorted(self.directory.glob("*.jsonl")):
                 replayed += await self._replay_file(path, settle)
+            self.foreign = self._foreign_seen
             return replayed  # closing the file releases the lock, on errors too
 
     async def _replay_file(self, path: Path, settle: Replayer) -> int:
@@ -141,6 +152,9 @@ class Spool:
                 replayed += 1
             except RecordRefused as exc:
                 log.error("spooled settlement %s refused, kept: %s", entry.get("request_id"), exc)
+                kept.append(_terminated(line))
+            except RecordForeign:
+                self._foreign_seen += 1
                 kept.append(_terminated(line))
             except Exception as exc:  # an outage: keep this record and the rest for later
                 kept.extend(_terminated(rest) for rest in lines[index:])

@@ -112,11 +112,12 @@ class UpstreamBody:
 class UpstreamFailure(Exception):
     """No answer at all: timeout or connection failure. ``reason`` is the metric label."""
 
-    def __init__(self, reason: str, error: GatewayError, latency_s: float) -> None:
+    def __init__(self, reason: str, error: GatewayError, latency_s: float, reconcile: bool = False) -> None:
         super().__init__(error.message)
         self.reason = reason
         self.error = error
         self.latency_s = latency_s
+        self.reconcile = reconcile  # the upstream got the call and may have billed it
 
 
 def _transport(kind: str, max_connections: int) -> httpx.AsyncBaseTransport:
@@ -194,7 +195,9 @@ class UpstreamClient:
             if _is_dropped(exc):
                 raise self._dropped(started) from None
             raise UpstreamFailure("timeout", _timeout_error(self.timeout_s), _since(started)) from None
-        except (httpx.TransportError, aiohttp.ClientError, OSError):
+        except (httpx.TransportError, aiohttp.ClientError, OSError) as exc:
+            if _unreadable_answer(exc):  # it answered, in a way we cannot read: it may bill
+                raise UpstreamFailure("bad_response", bad_response_error(), _since(started), True) from None
             raise self._dropped(started) from None
 
     async def _read(self, response: httpx.Response, started: float, deadline: float) -> UpstreamReply:
@@ -273,6 +276,17 @@ def _is_dropped(exc: BaseException) -> bool:
     return isinstance(cause, aiohttp.ClientConnectionError) and not isinstance(
         cause, aiohttp.ServerTimeoutError
     )
+
+
+def _unreadable_answer(exc: BaseException) -> bool:
+    """An answer aiohttp could not parse (a header over its 8 KB limit, a malformed status line):
+    the upstream got the call, so it is a bad response to reconcile, not a connection failure."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, aiohttp.http_exceptions.HttpProcessingError | aiohttp.ClientResponseError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _timeout_error(timeout_s: float) -> GatewayError:

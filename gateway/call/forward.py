@@ -43,8 +43,8 @@ async def forward(upstream: UpstreamClient, body: bytes, call: CallLog) -> Forwa
         reply = await upstream.generate(body)
     except UpstreamFailure as failure:
         call.upstream_latency_s, call.upstream_outcome = failure.latency_s, failure.reason
-        # An answer refused for its size was made (and maybe billed) upstream: finance must see it.
-        return Forwarded(error=failure.error, reconcile=failure.reason == "too_large")
+        # An answer refused for its size, or unreadable, was made (and maybe billed) upstream.
+        return Forwarded(error=failure.error, reconcile=failure.reconcile or failure.reason == "too_large")
 
     call.upstream_status, call.upstream_latency_s = reply.status, reply.latency_s
     if reply.status != 200:

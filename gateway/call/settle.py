@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import orjson
@@ -23,7 +23,8 @@ from gateway.call.outage import note_store_failure
 from gateway.money import charge_micros
 from gateway.periods import Periods
 from gateway.redis_protocol import Redis
-from gateway.spool import RecordRefused, Spool
+from gateway.spool import RecordForeign, RecordRefused, Spool
+from gateway.store_id import read_store_id
 from gateway.usage_record import UsageRecord
 
 log = logging.getLogger("gateway")
@@ -41,6 +42,10 @@ class SettleOrder:
     day: str  # the periods the call was reserved in
     month: str
     record: UsageRecord
+    # The id of the store this settlement belongs to (store_id.py), set when it is spooled.
+    # None: spooled before the process could read it; such an entry, and one of the release
+    # before (no "store" at all), is replayed into whichever store the replayer is connected to.
+    store: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,7 +59,12 @@ class SettleOrder:
             record["charge_micros"] = charge_micros(entry["images"], entry["unit_price_micros"])
         record.setdefault("upstream_images", -1)
         fields = {k: entry[k] for k in ("key_id", "request_id", "model", "images", "day", "month")}
-        return cls(**fields, charge_micros=record["charge_micros"], record=UsageRecord(**record))
+        return cls(
+            **fields,
+            charge_micros=record["charge_micros"],
+            record=UsageRecord(**record),
+            store=entry.get("store"),
+        )
 
 
 def order_for(
@@ -108,7 +118,18 @@ class Settler:
         self.redis = redis
         self.spool = spool
         self.retention_days = retention_days
+        self.store_id: str | None = None  # learnt at start-up, or by a replay round
+        self._reported_foreign = 0  # foreign records last logged: a log line per change only
         self._replay_task: asyncio.Task[None] | None = None
+
+    async def learn_store_id(self) -> str | None:
+        """This process's store id; None while Redis cannot be asked (a later round asks again)."""
+        if self.store_id is None:
+            try:
+                self.store_id = await read_store_id(self.redis)
+            except Exception as exc:  # an outage at start-up: the replay rounds ask again
+                log.debug("store id not known yet: %s", exc.__class__.__name__)
+        return self.store_id
 
     async def settle(self, order: SettleOrder) -> Settlement | None:
         """The key's budget after the charge; None if spooled (the caller gets its images anyway)."""
@@ -146,7 +167,7 @@ class Settler:
 
     def _spool(self, order: SettleOrder) -> None:
         try:
-            self.spool.append(order.to_json())
+            self.spool.append(replace(order, store=self.store_id).to_json())
         except OSError:  # disk full, read-only: the log line is the record of last resort
             log.exception("could not spool settlement %s", orjson.dumps(order.to_json()).decode())
             return
@@ -176,11 +197,30 @@ class Settler:
         process that replays another one's records would otherwise go negative.
         """
         try:
+            if await self.learn_store_id() is None:
+                return 0  # cannot tell whose records are whose: Redis is unreachable anyway
             return await self.spool.replay(self._replay_entry)
         finally:
             metrics.SPOOL_PENDING.set(self.spool.pending())
+            self._report_foreign()
+
+    def _report_foreign(self) -> None:
+        foreign = self.spool.foreign
+        metrics.SPOOL_FOREIGN.set(foreign)
+        if foreign != self._reported_foreign:
+            self._reported_foreign = foreign
+            if foreign:
+                log.error(
+                    "%d spooled settlements belong to another Redis store than this one (%s): kept,"
+                    " not replayed; a gateway connected to their store replays them",
+                    foreign,
+                    self.store_id,
+                )
 
     async def _replay_entry(self, entry: dict[str, Any]) -> None:
+        store = entry.get("store")
+        if store is not None and store != self.store_id:
+            raise RecordForeign(store)
         try:
             await self._apply(SettleOrder.from_json(entry))
         except ResponseError as exc:  # Redis answered and refused this one: not an outage

@@ -8,6 +8,7 @@ from typing import Any
 from gateway import pricing
 from gateway.cli.common import CommandError, Commands, add_json_option, print_json, print_table
 from gateway.cli.store import Access, run_with_redis
+from gateway.model_names import check_model_name
 from gateway.money import micros_to_usd, usd_to_micros
 from gateway.settings import load_settings
 
@@ -55,6 +56,7 @@ def _list(args: argparse.Namespace) -> int:
 def _set(args: argparse.Namespace) -> int:
     try:
         micros = usd_to_micros(args.price_usd)
+        check_model_name(args.model)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     change = run_with_redis(lambda redis: pricing.set_price(redis, args.model, micros, "cli"), Access.WRITE)

@@ -22,10 +22,17 @@ local function number_or(value, default)
   return default
 end
 
--- A reservation is stored as "amount:images:unit_price".
+-- A reservation is stored as "amount:images:unit_price:day:model" (the model last: it may hold a
+-- colon). One written by the release before (still in Redis at an upgrade) is
+-- "amount:images:unit_price" and parses with day and model nil.
 local function parse_reservation(value)
-  local amount, images, price = string.match(value, '^(%d+):(%d+):(%d+)$')
-  return tonumber(amount), tonumber(images), tonumber(price)
+  local amount, images, price, day, model = string.match(value, '^(%d+):(%d+):(%d+):([^:]*):(.*)$')
+  if not amount then amount, images, price = string.match(value, '^(%d+):(%d+):(%d+)$') end
+  return tonumber(amount), tonumber(images), tonumber(price), day, model
+end
+
+local function reservation_value(amount, images, price, day, model)
+  return int(amount) .. ':' .. int(images) .. ':' .. int(price) .. ':' .. day .. ':' .. model
 end
 
 -- HINCRBY by a Lua number, skipping zero: Redis refuses the increment "-0", which string.format
@@ -44,12 +51,34 @@ local function release(state_key, reservations_key, deadlines_key, request_id, v
   redis.call('ZREM', deadlines_key, request_id)
 end
 
--- Release reservations whose deadline passed: their process died before it could settle.
-local function release_orphans(state_key, reservations_key, deadlines_key, now)
+-- The ledger record of a call whose holder died. sweep.template (orphan_record.TEMPLATE) is every
+-- UsageRecord field, in order, with its orphan value; this fills in by name what only the
+-- reservation and the key record know. orphan_record.FILLED_BY_SCRIPT lists these names.
+local function write_orphan_record(sweep, request_id, value, now)
+  local _, images, price, day, model = parse_reservation(value)
+  local who = hmget_named(sweep.record_key, {'team', 'name'})
+  local filled = {request_id = request_id, ts_ms = int(now), day = day or sweep.today,
+    team = who.team or '', key_id = string.match(sweep.record_key, '{(.-)}') or '',
+    key_name = who.name or '', model = model or 'unknown', n = int(images),
+    unit_price_micros = int(price)}
+  local fields = cjson.decode(sweep.template)
+  for i = 1, #fields, 2 do
+    if filled[fields[i]] ~= nil then fields[i + 1] = filled[fields[i]] end
+  end
+  redis.call('XADD', sweep.ledger_key, '*', unpack(fields))
+end
+
+-- Release reservations whose deadline passed: their process died before it could settle. Each
+-- gets a ledger record (outcome orphaned, no charge, reconcile 1): the upstream may bill it. The
+-- request id is not marked settled, so a late settlement of a process that was only cut off
+-- still charges (finance then sees both records; the later one is authoritative).
+-- sweep: {record_key, ledger_key, today, template}.
+local function release_orphans(state_key, reservations_key, deadlines_key, now, sweep)
   local orphans = redis.call('ZRANGEBYSCORE', deadlines_key, '-inf', now, 'LIMIT', 0, 100)
   for _, request_id in ipairs(orphans) do
     local value = redis.call('HGET', reservations_key, request_id)
     if value then
+      write_orphan_record(sweep, request_id, value, now)
       release(state_key, reservations_key, deadlines_key, request_id, value)
     else
       redis.call('ZREM', deadlines_key, request_id)

@@ -6,11 +6,12 @@
 -- first pair is 'kind'; budget.py decodes it by name.
 local record_key, state_key, reservations_key, deadlines_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local spent_day_key, spent_month_key, spent_total_key = KEYS[5], KEYS[6], KEYS[7]
-local images_day_key, cancelled_key = KEYS[8], KEYS[9]  -- all under one hash tag: the key_id
+local images_day_key, ledger_key, cancelled_key = KEYS[8], KEYS[9], KEYS[10]  -- one hash tag: key_id
 local presented_hash, model, request_id = ARGV[1], ARGV[2], ARGV[3]
 local max_images, unit_price = tonumber(ARGV[4]), tonumber(ARGV[5])
 local lifetime_ms = tonumber(ARGV[6])  -- how long until the reservation is presumed orphaned
 local deadline_ms = tonumber(ARGV[7])  -- gateway's clock: past it the caller was told 503
+local today, orphan_template = ARGV[8], ARGV[9]  -- the UTC day; orphan_record.TEMPLATE
 
 local now = now_ms()
 if redis.call('ZSCORE', cancelled_key, request_id) then
@@ -26,15 +27,23 @@ if now > deadline_ms then
   return {'kind', 'late', 'late_ms', int(now - deadline_ms)}
 end
 
+-- A previous secret still in its own grace (previous_secrets.py: the format, the other reader).
+local function previous_secret_ok(key, presented, now)
+  if key.prev_secret_hash == presented and number_or(key.prev_valid_until, 0) > now then
+    return true  -- rotated by the release before: one previous secret
+  end
+  for secret_hash, valid_until in string.gmatch(key.prev_secrets or '', '(%x+):(%d+)') do
+    if secret_hash == presented and tonumber(valid_until) > now then return true end
+  end
+  return false
+end
+
 local key = hmget_named(record_key, {'secret_hash', 'prev_secret_hash', 'prev_valid_until',
-  'revoked_at', 'expires_at', 'models', 'budget_micros', 'budget_period', 'images_per_day', 'rpm',
+  'prev_secrets', 'revoked_at', 'expires_at', 'models', 'budget_micros', 'budget_period', 'images_per_day', 'rpm',
   'max_concurrent', 'team', 'name'})
 if not key.secret_hash then return {'kind', 'invalid_key'} end
-if presented_hash ~= key.secret_hash then
-  local in_grace = number_or(key.prev_valid_until, 0) > now
-  if not (key.prev_secret_hash and presented_hash == key.prev_secret_hash and in_grace) then
-    return {'kind', 'invalid_key'}
-  end
+if presented_hash ~= key.secret_hash and not previous_secret_ok(key, presented_hash, now) then
+  return {'kind', 'invalid_key'}
 end
 local who = {'team', key.team, 'key_name', key.name}
 local function denied(kind, fields)
@@ -48,7 +57,9 @@ if expires_at > 0 and now >= expires_at then
   return denied('expired', {'at_ms', key.expires_at})
 end
 local models = key.models or ''
-if models ~= '' and not string.find(models, ',' .. model .. ',', 1, true) then
+-- A name with a comma could match two listed names (model_names.py forbids it everywhere).
+local listed = string.find(models, ',' .. model .. ',', 1, true)
+if models ~= '' and (string.find(model, ',', 1, true) or not listed) then
   return denied('model_not_allowed')
 end
 
@@ -62,7 +73,8 @@ if redis.call('HEXISTS', reservations_key, request_id) == 1 then
   return {'kind', 'ok', 'team', key.team, 'key_name', key.name}
 end
 
-release_orphans(state_key, reservations_key, deadlines_key, now)
+release_orphans(state_key, reservations_key, deadlines_key, now,
+  {record_key = record_key, ledger_key = ledger_key, today = today, template = orphan_template})
 local held = hmget_named(state_key, {'reserved_micros', 'reserved_images', 'inflight', 'tat_us'})
 local reserved = number_or(held.reserved_micros, 0)
 local reserved_images = number_or(held.reserved_images, 0)
@@ -111,7 +123,8 @@ if new_tat then redis.call('HSET', state_key, 'tat_us', int(new_tat)) end
 hincr(state_key, 'reserved_micros', amount)
 hincr(state_key, 'reserved_images', max_images)
 hincr(state_key, 'inflight', 1)
-redis.call('HSET', reservations_key, request_id, int(amount) .. ':' .. max_images .. ':' .. int(unit_price))
+redis.call('HSET', reservations_key, request_id,
+  reservation_value(amount, max_images, unit_price, today, model))
 redis.call('ZADD', deadlines_key, int(now + lifetime_ms), request_id)
 return {'kind', 'ok', 'team', key.team, 'key_name', key.name, 'rpm', rpm, 'rpm_remaining', remaining,
   'rpm_reset_ms', reset_ms}

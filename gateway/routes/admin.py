@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from gateway import admin_auth, pricing
 from gateway.errors import GatewayError, not_found, redis_unavailable
 from gateway.keys import DEFAULT_ROTATE_GRACE_S, KeyCreate, KeyLimits
+from gateway.model_names import check_model_name
 from gateway.money import micros_to_usd, usd_to_micros
 from gateway.responses import json_response
 from gateway.state import GatewayState, state_of
@@ -159,6 +160,10 @@ async def set_price(model: str, update: PriceUpdate, request: Request) -> Respon
         raise GatewayError(
             400, str(exc), "invalid_request_error", "invalid_price", "price_usd", False
         ) from None
+    try:
+        check_model_name(model)
+    except ValueError as exc:
+        raise GatewayError(400, str(exc), "invalid_request_error", "invalid_model", "model", False) from None
     state = state_of(request)
     change = await guard_redis(pricing.set_price(state.redis, model, micros, "admin-api"))
     admin_auth.audit(request, "price.set", via="api", model=model, price_usd=micros_to_usd(micros))
