@@ -33,6 +33,7 @@ def test_a_script_error_names_the_line_of_the_script_file(redis_server: RedisSer
                 space.spent("m"),
                 space.spent("total"),
                 space.images("d"),
+                space.ledger,
                 space.cancelled,
             ]
             with pytest.raises(ResponseError) as failure:
