@@ -26,7 +26,16 @@ import pytest
 
 from gateway.money import usd_to_micros
 from gateway.pricing import DEFAULT_PRICES_USD
-from tests.support import ADMIN_TOKEN, Gateway, RedisServer, Simulator, gateway_env, run_cli
+from tests.support import (
+    ADMIN_TOKEN,
+    Gateway,
+    RedisServer,
+    Simulator,
+    agenerate,
+    gateway_env,
+    generate,
+    run_cli,
+)
 
 PRICES = {model: usd_to_micros(usd) for model, usd in DEFAULT_PRICES_USD.items()}
 FAULTS = ["", "", "", "", "images=K", "images=K", "status=500", "drop=1", "garbage=1"]
@@ -94,9 +103,7 @@ async def _random_traffic(gw: Gateway, secrets_: list[str], rng: random.Random, 
 
         async def one(key: str, body: dict[str, Any]) -> None:
             async with limit:
-                response = await client.post(
-                    "/v1/images/generations", headers={"Authorization": f"Bearer {key}"}, json=body
-                )
+                response = await agenerate(client, key, **body)
             sent.request_ids.add(response.headers["x-request-id"])
             sent.statuses[response.status_code] += 1
             if response.status_code == 200:
@@ -491,12 +498,7 @@ def test_a_name_that_looks_like_a_formula_reaches_the_spreadsheet_as_text(gatewa
     for name in names:
         key, key_id = gateway.create_key(team=team, name=name)
         key_ids.append(key_id)
-        response = httpx.post(
-            f"{gateway.url}/v1/images/generations",
-            headers={"Authorization": f"Bearer {key}"},
-            json={"model": sorted(PRICES)[0], "prompt": "x"},
-            timeout=30,
-        )
+        response = generate(gateway, key, model=sorted(PRICES)[0])
         assert response.status_code == 200
     first, last = around_today()
     spend = admin_get(
