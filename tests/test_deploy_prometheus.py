@@ -234,7 +234,7 @@ def test_promtool_accepts_every_dashboard_query(promtool, tmp_path):
     assert f"SUCCESS: {len(rules)} rules found" in res.stdout
 
 
-def test_prometheus_scrapes_the_gateway_in_compose():
+def test_prometheus_config_targets_the_compose_gateway_and_loads_the_alert_rules():
     config = yaml.safe_load(PROM_CONFIG.read_text())
     jobs = {j["job_name"]: j for j in config["scrape_configs"]}
     job = jobs["image-gateway"]
