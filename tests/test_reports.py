@@ -432,7 +432,7 @@ def test_redis_down_is_a_503_not_a_cut_off_export(
 # -- a busy month --------------------------------------------------------------------------------------
 
 
-def test_a_month_of_a_million_calls_reports_in_seconds(
+def test_a_month_of_rollups_standing_for_a_million_calls_reports_in_seconds(
     redis_factory: Any, simulator: Simulator, gateway_factory: Any
 ) -> None:
     """500 keys x 31 days x 3 models of rollups standing for 1,023,000 calls: a few seconds at most."""
