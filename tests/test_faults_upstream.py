@@ -196,7 +196,7 @@ def test_unreadable_200_is_recorded_for_reconciliation(
     ("mode", "status", "code", "reason"),
     [("hang", 504, "upstream_timeout", "timeout"), ("close", 502, "upstream_unavailable", "connect")],
 )
-def test_hung_or_closing_upstream(
+def test_hung_or_closing_upstream_is_a_timely_retryable_error_free_and_recorded(
     odd_gateway: Gateway, redis_server: RedisServer, mode: str, status: int, code: str, reason: str
 ) -> None:
     key, key_id = odd_gateway.create_key(budget_usd="10", budget_period="total")
@@ -209,7 +209,9 @@ def test_hung_or_closing_upstream(
     _assert_failed_call_is_free_and_recorded(odd_gateway, redis_server, key_id, reason, False)
 
 
-def test_upstream_unreachable(redis_server: RedisServer, gateway_factory) -> None:
+def test_unreachable_upstream_is_a_prompt_retryable_502_free_and_recorded(
+    redis_server: RedisServer, gateway_factory
+) -> None:
     nothing_listens = f"http://127.0.0.1:{free_port()}"
     gateway = gateway_factory(redis_server.url, nothing_listens)
     key, key_id = gateway.create_key(budget_usd="10", budget_period="total")
