@@ -16,8 +16,8 @@ import httpx
 import pytest
 import yaml
 
+from tests.prometheus_tools import ALERTS, find_tool
 from tests.support import MODEL, Gateway, free_port, generate, wait_until
-from tests.test_deploy_prometheus import ALERTS, find_tool
 
 
 @pytest.fixture(scope="module")
