@@ -417,7 +417,7 @@ def test_cli_says_what_is_wrong_with_the_dates(world: World) -> None:
     assert "'start' must be a date like 2026-11-01" in done.stderr
 
 
-def test_redis_down_is_a_503_not_a_cut_off_export(
+def test_report_and_export_asked_while_redis_is_down_are_503_envelopes(
     redis_factory: Any, simulator: Simulator, gateway_factory: Any
 ) -> None:
     redis = redis_factory()
