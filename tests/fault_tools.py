@@ -10,35 +10,15 @@ from typing import Any
 import httpx
 import redis
 
-from tests.support import MODEL, MODEL_PRICE_MICROS, Gateway
+from tests.support import MODEL_PRICE_MICROS, Gateway, agenerate
 
 PRICE = Decimal(MODEL_PRICE_MICROS) / 1_000_000
-GENERATIONS = "/v1/images/generations"
-
-
-def generate(gateway: Gateway, key: str, fault: str | None = None, **kwargs: Any) -> httpx.Response:
-    """One image call through the gateway, the simulator fault (if any) in the body."""
-    body: dict[str, Any] = {"model": MODEL, "prompt": "a fault test"}
-    if fault:
-        body["simulator_fault"] = fault
-    return httpx.post(
-        gateway.url + GENERATIONS,
-        headers={"Authorization": f"Bearer {key}"},
-        json=body,
-        timeout=kwargs.pop("timeout", 30),
-        **kwargs,
-    )
 
 
 async def generate_many(gateway: Gateway, key: str, count: int, fault: str | None) -> list[httpx.Response]:
-    body: dict[str, Any] = {"model": MODEL, "prompt": "many", **({"simulator_fault": fault} if fault else {})}
+    body: dict[str, Any] = {"prompt": "many", **({"simulator_fault": fault} if fault else {})}
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=count)) as client:
-        return await asyncio.gather(
-            *(
-                client.post(gateway.url + GENERATIONS, headers={"Authorization": f"Bearer {key}"}, json=body)
-                for _ in range(count)
-            )
-        )
+        return await asyncio.gather(*(agenerate(client, key, gateway, **body) for _ in range(count)))
 
 
 def assert_envelope(response: httpx.Response, status: int, code: str | None, retry: bool) -> dict[str, Any]:

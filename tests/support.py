@@ -285,3 +285,44 @@ def metric_value(text: str, name: str, **labels: str) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 total += sample.value
     return total
+
+
+GENERATIONS = "/v1/images/generations"
+
+
+def generate(
+    gateway: Gateway | str,
+    key: str,
+    *,
+    headers: dict[str, str] | None = None,
+    timeout: float | None = None,
+    client: httpx.Client | None = None,
+    **body: Any,
+) -> httpx.Response:
+    """One ``POST /v1/images/generations`` as key ``key``: the default model and prompt, overridden by
+    ``body``; ``headers`` add to (or replace) the Authorization header. ``gateway`` is a Gateway or a
+    base URL; with ``client`` the call goes through it, with the client's timeout unless ``timeout`` is
+    given (30 s without a client)."""
+    url = (gateway.url if isinstance(gateway, Gateway) else gateway) + GENERATIONS
+    sent = {"Authorization": f"Bearer {key}", **(headers or {})}
+    payload = {"model": MODEL, "prompt": "x", **body}
+    if client is not None:
+        if timeout is None:
+            return client.post(url, headers=sent, json=payload)
+        return client.post(url, headers=sent, json=payload, timeout=timeout)
+    return httpx.post(url, headers=sent, json=payload, timeout=30 if timeout is None else timeout)
+
+
+async def agenerate(
+    client: httpx.AsyncClient,
+    key: str,
+    gateway: Gateway | str = "",
+    *,
+    headers: dict[str, str] | None = None,
+    **body: Any,
+) -> httpx.Response:
+    """``generate`` through an async client (its own timeout applies); ``gateway`` may be left out
+    when the client has the gateway as its base_url."""
+    url = (gateway.url if isinstance(gateway, Gateway) else gateway) + GENERATIONS
+    sent = {"Authorization": f"Bearer {key}", **(headers or {})}
+    return await client.post(url, headers=sent, json={"model": MODEL, "prompt": "x", **body})

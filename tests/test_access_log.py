@@ -10,7 +10,16 @@ from typing import Any
 
 import httpx
 
-from tests.support import ADMIN_TOKEN, MODEL, UPSTREAM_KEY, Gateway, RedisServer, Simulator, wait_until
+from tests.support import (
+    ADMIN_TOKEN,
+    MODEL,
+    UPSTREAM_KEY,
+    Gateway,
+    RedisServer,
+    Simulator,
+    generate,
+    wait_until,
+)
 
 PROMPT = "一只在雪地里奔跑的柴犬, private detail "
 
@@ -34,17 +43,11 @@ def the_line(gw: Gateway, response: httpx.Response) -> dict[str, Any]:
     return lines[0]
 
 
-def post(gw: Gateway, token: str, body: dict[str, Any]) -> httpx.Response:
-    return httpx.post(
-        f"{gw.url}/v1/images/generations", headers={"Authorization": f"Bearer {token}"}, json=body, timeout=30
-    )
-
-
 def test_a_call_logs_one_line_with_what_ops_needs(gateway: Gateway) -> None:
     team = f"log-{secrets.token_hex(3)}"
     key, key_id = gateway.create_key(team=team)
     prompt = PROMPT + secrets.token_hex(4)
-    response = post(gateway, key, {"model": MODEL, "prompt": prompt, "n": 2})
+    response = generate(gateway, key, prompt=prompt, n=2)
     assert response.status_code == 200
     line = the_line(gateway, response)
     assert line["request_id"] == response.headers["x-request-id"]
@@ -76,7 +79,7 @@ def test_failures_and_refusals_log_one_line_each_saying_why(gateway: Gateway) ->
         ("sk-gw-aaaaaaaaaaaa_" + "z" * 43, {}, 401, {"rejection": "invalid_key", "team": "unknown"}),
     ]
     for token, extra, status, expected in cases:
-        response = post(gateway, token, {"model": MODEL, "prompt": PROMPT, **extra})
+        response = generate(gateway, token, prompt=PROMPT, **extra)
         assert response.status_code == status, response.text
         line = the_line(gateway, response)
         assert line["status"] == status
@@ -89,11 +92,11 @@ def test_failures_and_refusals_log_one_line_each_saying_why(gateway: Gateway) ->
 def test_no_secret_ever_reaches_the_log(gateway: Gateway) -> None:
     key, _ = gateway.create_key(team="log-secrets")
     responses = [
-        post(gateway, key, {"model": MODEL, "prompt": PROMPT}),
-        post(gateway, key, {"model": MODEL, "prompt": PROMPT, "simulator_fault": "status=401"}),
-        post(gateway, UPSTREAM_KEY, {"model": MODEL, "prompt": PROMPT}),  # the master key, misused
-        post(gateway, ADMIN_TOKEN, {"model": MODEL, "prompt": PROMPT}),
-        post(gateway, key + "x", {"model": MODEL, "prompt": PROMPT}),  # a typo in a real key
+        generate(gateway, key, prompt=PROMPT),
+        generate(gateway, key, prompt=PROMPT, simulator_fault="status=401"),
+        generate(gateway, UPSTREAM_KEY, prompt=PROMPT),  # the master key, misused
+        generate(gateway, ADMIN_TOKEN, prompt=PROMPT),
+        generate(gateway, key + "x", prompt=PROMPT),  # a typo in a real key
     ]
     assert [r.status_code for r in responses] == [200, 502, 401, 401, 401]
     for response in responses:
@@ -110,8 +113,8 @@ def test_prompts_are_logged_only_when_asked(
     gw = gateway_factory(redis_server.url, simulator.url, GATEWAY_LOG_PROMPTS="true")
     key, _ = gw.create_key(team="log-prompts")
     prompt = PROMPT + secrets.token_hex(4)
-    ok = post(gw, key, {"model": MODEL, "prompt": prompt})
-    refused = post(gw, key, {"model": MODEL, "prompt": prompt, "n": 11})
+    ok = generate(gw, key, prompt=prompt)
+    refused = generate(gw, key, prompt=prompt, n=11)
     assert the_line(gw, ok)["prompt"] == prompt
     assert the_line(gw, refused)["prompt"] is None, "an invalid body is not echoed into the log"
     for secret in (key, UPSTREAM_KEY, ADMIN_TOKEN):
@@ -121,7 +124,7 @@ def test_prompts_are_logged_only_when_asked(
 def test_upstream_calls_add_no_log_lines_of_their_own(gateway: Gateway) -> None:
     """One line per call: the HTTP client's own INFO line per upstream request is not logged."""
     key, _ = gateway.create_key()
-    response = post(gateway, key, {"model": MODEL, "prompt": PROMPT})
+    response = generate(gateway, key, prompt=PROMPT)
     assert response.status_code == 200
     the_line(gateway, response)
     loggers = {json.loads(line).get("logger") for line in gateway.log().splitlines() if line.startswith("{")}
@@ -130,21 +133,20 @@ def test_upstream_calls_add_no_log_lines_of_their_own(gateway: Gateway) -> None:
 
 def test_replayed_and_concurrency_refused_lines_name_the_key(gateway: Gateway) -> None:
     key, key_id = gateway.create_key(max_concurrent=1)
-    url = f"{gateway.url}/v1/images/generations"
-    headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": f"log-{secrets.token_hex(3)}"}
-    first = httpx.post(url, headers=headers, json={"model": MODEL, "prompt": "x"}, timeout=30)
-    replay = httpx.post(url, headers=headers, json={"model": MODEL, "prompt": "x"}, timeout=30)
+    headers = {"Idempotency-Key": f"log-{secrets.token_hex(3)}"}
+    first = generate(gateway, key, headers=headers)
+    replay = generate(gateway, key, headers=headers)
     assert replay.headers["x-idempotent-replayed"] == "true"
     line = the_line(gateway, replay)
     assert (line["key_id"], line["idempotent_replay"], line["cost_usd"]) == (key_id, True, "0.000000")
     assert the_line(gateway, first)["key_id"] == key_id
 
     with ThreadPoolExecutor(1) as pool:
-        slow = pool.submit(post, gateway, key, {"model": MODEL, "prompt": "x", "simulator_fault": "delay=3"})
+        slow = pool.submit(generate, gateway, key, simulator_fault="delay=3")
         wait_until(
             lambda: gateway.usage(key_id)["inflight"] == 1, timeout_s=10, what="the slow call in flight"
         )
-        refused = post(gateway, key, {"model": MODEL, "prompt": "x"})
+        refused = generate(gateway, key, prompt="x")
         assert slow.result().status_code == 200
     assert refused.status_code == 429
     line = the_line(gateway, refused)

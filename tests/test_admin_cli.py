@@ -7,9 +7,7 @@ import subprocess
 import sys
 from decimal import Decimal
 
-import httpx
-
-from tests.support import MODEL, ROOT, Gateway
+from tests.support import MODEL, ROOT, Gateway, generate
 from tests.support import run_cli as cli
 
 
@@ -67,11 +65,7 @@ def test_price_change_applies_to_the_next_call_and_is_recorded(gateway: Gateway)
     key, key_id = gateway.create_key(budget_usd="10", budget_period="total")
     with gateway.admin() as admin:
         assert admin.put(f"/admin/v1/prices/{model}", json={"price_usd": "0.25"}).status_code == 200
-        response = httpx.post(
-            f"{gateway.url}/v1/images/generations",
-            headers={"Authorization": f"Bearer {key}"},
-            json={"model": model, "prompt": "x", "n": 2},
-        )
+        response = generate(gateway, key, model=model, n=2)
         assert response.status_code == 200
         assert Decimal(response.headers["x-gateway-cost-usd"]) == Decimal("0.5")
         prices = admin.get("/admin/v1/prices").json()

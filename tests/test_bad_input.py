@@ -15,7 +15,6 @@ import httpx
 import pytest
 
 from tests.fault_tools import (
-    GENERATIONS,
     PRICE,
     assert_envelope,
     parse_raw_response,
@@ -23,7 +22,7 @@ from tests.fault_tools import (
     reserved,
     spent,
 )
-from tests.support import ADMIN_TOKEN, MODEL, UPSTREAM_KEY, Gateway, Simulator, metric_value
+from tests.support import ADMIN_TOKEN, GENERATIONS, MODEL, UPSTREAM_KEY, Gateway, Simulator, metric_value
 
 TEAM = "bad-input"
 VALID = {"model": MODEL, "prompt": "a valid prompt"}

@@ -11,25 +11,18 @@ import httpx
 import openai
 import pytest
 
-from tests.support import MODEL, MODEL_PRICE_MICROS, Gateway, Simulator, wait_until
+from tests.support import MODEL, MODEL_PRICE_MICROS, Gateway, Simulator, agenerate, generate, wait_until
 
 PRICE_USD = Decimal(MODEL_PRICE_MICROS) / 1_000_000
 
 
 async def _fire(urls: list[str], key: str, count: int, body: dict | None = None) -> list[httpx.Response]:
     """``count`` requests at once, spread round-robin over ``urls``."""
-    payload = body or {"model": MODEL, "prompt": "budget race"}
+    payload = body or {"prompt": "budget race"}
     limits = httpx.Limits(max_connections=count)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
         return await asyncio.gather(
-            *(
-                client.post(
-                    f"{urls[i % len(urls)]}/v1/images/generations",
-                    headers={"Authorization": f"Bearer {key}"},
-                    json=payload,
-                )
-                for i in range(count)
-            )
+            *(agenerate(client, key, urls[i % len(urls)], **payload) for i in range(count))
         )
 
 
@@ -65,11 +58,7 @@ def test_same_race_across_two_gateway_processes(redis_server, simulator: Simulat
 
 def test_budget_error_says_which_limit_and_when_it_resets(gateway: Gateway) -> None:
     key, _ = gateway.create_key(budget_usd="0.1", budget_period="month")
-    response = httpx.post(
-        f"{gateway.url}/v1/images/generations",
-        headers={"Authorization": f"Bearer {key}"},
-        json={"model": MODEL, "prompt": "x"},
-    )
+    response = generate(gateway, key)
     assert response.status_code == 429
     error = response.json()["error"]
     assert error["type"] == error["code"] == "insufficient_quota"
@@ -101,12 +90,7 @@ def test_failed_upstream_call_costs_nothing(gateway: Gateway) -> None:
         "status=429",
         "drop=1",
     ):
-        response = httpx.post(
-            f"{gateway.url}/v1/images/generations",
-            headers={"Authorization": f"Bearer {key}"},
-            json={"model": MODEL, "prompt": "x", "simulator_fault": fault},
-            timeout=30,
-        )
+        response = generate(gateway, key, simulator_fault=fault)
         assert response.status_code >= 400, fault
     usage = gateway.usage(key_id)
     assert Decimal(usage["spent_usd"]) == 0
@@ -115,11 +99,7 @@ def test_failed_upstream_call_costs_nothing(gateway: Gateway) -> None:
 
 def test_charge_counts_images_returned_not_requested(gateway: Gateway) -> None:
     key, key_id = gateway.create_key(budget_usd="10", budget_period="total")
-    response = httpx.post(
-        f"{gateway.url}/v1/images/generations",
-        headers={"Authorization": f"Bearer {key}"},
-        json={"model": MODEL, "prompt": "x", "n": 4, "simulator_fault": "images=3"},
-    )
+    response = generate(gateway, key, n=4, simulator_fault="images=3")
     assert response.status_code == 200
     assert len(response.json()["data"]) == 3
     assert Decimal(response.headers["x-gateway-cost-usd"]) == 3 * PRICE_USD
@@ -131,22 +111,14 @@ def test_charge_counts_images_returned_not_requested(gateway: Gateway) -> None:
 def test_sequential_generation_reserves_max_images(gateway: Gateway) -> None:
     """With sequential generation one call may return up to max_images: that is reserved."""
     key, key_id = gateway.create_key(budget_usd=str(4 * PRICE_USD), budget_period="total")
-    headers = {"Authorization": f"Bearer {key}"}
     too_many = {
-        "model": MODEL,
-        "prompt": "x",
         "sequential_image_generation": "auto",
         "sequential_image_generation_options": {"max_images": 5},
     }
-    assert (
-        httpx.post(f"{gateway.url}/v1/images/generations", headers=headers, json=too_many).status_code == 429
-    )
-    default = {"model": MODEL, "prompt": "x", "sequential_image_generation": "auto"}
-    assert (
-        httpx.post(f"{gateway.url}/v1/images/generations", headers=headers, json=default).status_code == 429
-    )
+    assert generate(gateway, key, **too_many).status_code == 429
+    assert generate(gateway, key, sequential_image_generation="auto").status_code == 429
     fits = {**too_many, "sequential_image_generation_options": {"max_images": 4}}
-    response = httpx.post(f"{gateway.url}/v1/images/generations", headers=headers, json=fits)
+    response = generate(gateway, key, **fits)
     assert response.status_code == 200
     assert len(response.json()["data"]) == 4
     assert Decimal(gateway.usage(key_id)["spent_usd"]) == 4 * PRICE_USD
@@ -154,11 +126,7 @@ def test_sequential_generation_reserves_max_images(gateway: Gateway) -> None:
 
 def test_images_beyond_the_reservation_are_still_charged(gateway: Gateway) -> None:
     key, key_id = gateway.create_key(budget_usd="10", budget_period="total")
-    response = httpx.post(
-        f"{gateway.url}/v1/images/generations",
-        headers={"Authorization": f"Bearer {key}"},
-        json={"model": MODEL, "prompt": "x", "n": 1, "simulator_fault": "images=2"},
-    )
+    response = generate(gateway, key, n=1, simulator_fault="images=2")
     assert response.status_code == 200
     assert Decimal(gateway.usage(key_id)["spent_usd"]) == 2 * PRICE_USD
 
@@ -183,45 +151,26 @@ def test_expired_key_says_so(gateway: Gateway, openai_client) -> None:
 
 def test_rotation_keeps_key_id_and_spend_and_honours_grace(gateway: Gateway) -> None:
     old, key_id = gateway.create_key(budget_usd="10", budget_period="total")
-    headers = lambda k: {"Authorization": f"Bearer {k}"}  # noqa: E731
-    body = {"model": MODEL, "prompt": "x"}
-    assert (
-        httpx.post(f"{gateway.url}/v1/images/generations", headers=headers(old), json=body).status_code == 200
-    )
+    assert generate(gateway, old).status_code == 200
     with gateway.admin() as admin:
         rotated = admin.post(f"/admin/v1/keys/{key_id}/rotate", json={"grace_seconds": 0}).json()
     new = rotated["key"]
     assert rotated["key_id"] == key_id and new != old
-    assert (
-        httpx.post(f"{gateway.url}/v1/images/generations", headers=headers(old), json=body).status_code == 401
-    )
-    assert (
-        httpx.post(f"{gateway.url}/v1/images/generations", headers=headers(new), json=body).status_code == 200
-    )
+    assert generate(gateway, old).status_code == 401
+    assert generate(gateway, new).status_code == 200
     assert Decimal(gateway.usage(key_id)["spent_usd"]) == 2 * PRICE_USD
     with gateway.admin() as admin:
         graceful = admin.post(f"/admin/v1/keys/{key_id}/rotate", json={"grace_seconds": 600}).json()
-    assert (
-        httpx.post(f"{gateway.url}/v1/images/generations", headers=headers(new), json=body).status_code == 200
-    )
-    assert (
-        httpx.post(
-            f"{gateway.url}/v1/images/generations", headers=headers(graceful["key"]), json=body
-        ).status_code
-        == 200
-    )
+    assert generate(gateway, new).status_code == 200
+    assert generate(gateway, graceful["key"]).status_code == 200
 
 
 def test_rpm_limit_is_a_sliding_limit_with_openai_headers(gateway: Gateway) -> None:
     key, _ = gateway.create_key(rpm=3)
-    headers = {"Authorization": f"Bearer {key}"}
-    body = {"model": MODEL, "prompt": "x"}
-    first = httpx.post(f"{gateway.url}/v1/images/generations", headers=headers, json=body)
+    first = generate(gateway, key)
     assert first.headers["x-ratelimit-limit-requests"] == "3"
     assert first.headers["x-ratelimit-remaining-requests"] == "2"
-    statuses = [
-        httpx.post(f"{gateway.url}/v1/images/generations", headers=headers, json=body) for _ in range(3)
-    ]
+    statuses = [generate(gateway, key) for _ in range(3)]
     assert [r.status_code for r in statuses] == [200, 200, 429]
     limited = statuses[-1]
     assert limited.json()["error"]["code"] == "rate_limit_exceeded"
@@ -231,32 +180,17 @@ def test_rpm_limit_is_a_sliding_limit_with_openai_headers(gateway: Gateway) -> N
 
 def test_images_per_day_cap(gateway: Gateway) -> None:
     key, key_id = gateway.create_key(images_per_day=3)
-    headers = {"Authorization": f"Bearer {key}"}
-    assert (
-        httpx.post(
-            f"{gateway.url}/v1/images/generations",
-            headers=headers,
-            json={"model": MODEL, "prompt": "x", "n": 2},
-        ).status_code
-        == 200
-    )
-    refused = httpx.post(
-        f"{gateway.url}/v1/images/generations", headers=headers, json={"model": MODEL, "prompt": "x", "n": 2}
-    )
+    assert generate(gateway, key, n=2).status_code == 200
+    refused = generate(gateway, key, n=2)
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "insufficient_quota"
     assert "images per day" in refused.json()["error"]["message"]
-    assert (
-        httpx.post(
-            f"{gateway.url}/v1/images/generations", headers=headers, json={"model": MODEL, "prompt": "x"}
-        ).status_code
-        == 200
-    )
+    assert generate(gateway, key).status_code == 200
     assert gateway.usage(key_id)["images_today"] == 3
 
 
 def test_concurrency_limit(gateway: Gateway) -> None:
     key, _ = gateway.create_key(max_concurrent=2)
-    body = {"model": MODEL, "prompt": "slow", "simulator_fault": "delay=1"}
+    body = {"prompt": "slow", "simulator_fault": "delay=1"}
     responses = asyncio.run(_fire([gateway.url], key, 5, body))
     statuses = Counter(r.status_code for r in responses)
     assert statuses == {200: 2, 429: 3}
@@ -275,11 +209,7 @@ def test_killed_process_reservation_comes_back(redis_server, simulator: Simulato
     async def start_call() -> None:
         async with httpx.AsyncClient(timeout=30) as client:
             try:
-                await client.post(
-                    f"{victim.url}/v1/images/generations",
-                    headers={"Authorization": f"Bearer {key}"},
-                    json={"model": MODEL, "prompt": "x", "simulator_fault": "delay=30"},
-                )
+                await agenerate(client, key, victim, simulator_fault="delay=30")
             except httpx.HTTPError:
                 pass
 
@@ -298,9 +228,5 @@ def test_killed_process_reservation_comes_back(redis_server, simulator: Simulato
         timeout_s=15,
         what="reservation released",
     )
-    response = httpx.post(
-        f"{survivor.url}/v1/images/generations",
-        headers={"Authorization": f"Bearer {key}"},
-        json={"model": MODEL, "prompt": "x"},
-    )
+    response = generate(survivor, key)
     assert response.status_code == 200

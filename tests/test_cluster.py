@@ -38,7 +38,9 @@ from tests.support import (
     Gateway,
     RedisServer,
     Simulator,
+    agenerate,
     gateway_env,
+    generate,
     wait_until,
 )
 
@@ -172,12 +174,7 @@ def keys_on_every_node(
 async def _fire(url: str, requests: list[tuple[str, dict[str, Any]]]) -> list[httpx.Response]:
     limits = httpx.Limits(max_connections=len(requests))
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
-        return await asyncio.gather(
-            *(
-                client.post("/v1/images/generations", headers={"Authorization": f"Bearer {key}"}, json=body)
-                for key, body in requests
-            )
-        )
+        return await asyncio.gather(*(agenerate(client, key, **body) for key, body in requests))
 
 
 def _assert_no_crossslot(gateway: Gateway) -> None:
@@ -257,10 +254,9 @@ def test_every_kind_of_operation_works_on_the_cluster(cluster: Cluster, cluster_
     """Idempotency (scripts), prices (a pipeline over two slots), revocation, on several nodes."""
     keys = keys_on_every_node(cluster_gateway, cluster, budget_usd="10", budget_period="day")
     for secret, key_id, _ in keys:
-        headers = {"Authorization": f"Bearer {secret}", "Idempotency-Key": f"retry-{key_id}"}
-        body = {"model": MODEL, "prompt": "same call twice"}
-        first = httpx.post(f"{cluster_gateway.url}/v1/images/generations", headers=headers, json=body)
-        again = httpx.post(f"{cluster_gateway.url}/v1/images/generations", headers=headers, json=body)
+        headers = {"Idempotency-Key": f"retry-{key_id}"}
+        first = generate(cluster_gateway, secret, headers=headers, prompt="same call twice")
+        again = generate(cluster_gateway, secret, headers=headers, prompt="same call twice")
         assert first.status_code == again.status_code == 200, first.text
         assert again.headers["x-idempotent-replayed"] == "true" and again.content == first.content
         assert Decimal(cluster_gateway.usage(key_id)["spent_usd"]) == PRICE_USD
@@ -274,11 +270,7 @@ def test_every_kind_of_operation_works_on_the_cluster(cluster: Cluster, cluster_
         assert admin.delete("/admin/v1/prices/cluster-test-model").status_code == 200
         secret, key_id, _ = keys[-1]
         assert admin.delete(f"/admin/v1/keys/{key_id}").status_code == 200
-    refused = httpx.post(
-        f"{cluster_gateway.url}/v1/images/generations",
-        headers={"Authorization": f"Bearer {secret}"},
-        json={"model": MODEL, "prompt": "x"},
-    )
+    refused = generate(cluster_gateway, secret)
     assert refused.status_code == 401 and refused.json()["error"]["code"] == "key_revoked"
     _assert_no_crossslot(cluster_gateway)
 
@@ -366,11 +358,7 @@ def test_gateway_started_while_its_node_is_away_still_finds_the_cluster(
         frozen.process.send_signal(signal.SIGCONT)
     wait_until(gateway.ready, 30, 0.2, "/readyz once the node answers")
     for secret, _, _ in keys_on_every_node(gateway, cluster):
-        served = httpx.post(
-            f"{gateway.url}/v1/images/generations",
-            headers={"Authorization": f"Bearer {secret}"},
-            json={"model": MODEL, "prompt": "late cluster"},
-        )
+        served = generate(gateway, secret, prompt="late cluster")
         assert served.status_code == 200, served.text
     assert "cluster of 3 primaries" in gateway.log()
     _assert_no_crossslot(gateway)
@@ -382,13 +370,11 @@ def test_settlement_survives_the_whole_cluster_going_away(
     """With no node reachable the cluster client raises RedisClusterException, not a RedisError:
     the call in flight must still be spooled and settled later, new calls get a clean 503."""
     secret, key_id = cluster_gateway.create_key(budget_usd=str(10 * PRICE_USD), budget_period="total")
-    url = f"{cluster_gateway.url}/v1/images/generations"
-    headers = {"Authorization": f"Bearer {secret}"}
     before = simulator.count()
     answer: list[httpx.Response] = []
-    slow = {"model": MODEL, "prompt": "in flight", "simulator_fault": "delay=1.5"}
+    slow = {"prompt": "in flight", "simulator_fault": "delay=1.5"}
     caller = threading.Thread(
-        target=lambda: answer.append(httpx.post(url, headers=headers, json=slow, timeout=60))
+        target=lambda: answer.append(generate(cluster_gateway, secret, timeout=60, **slow))
     )
     caller.start()
     wait_until(lambda: simulator.count() > before, 10, what="the call to reach the upstream")
@@ -396,7 +382,7 @@ def test_settlement_survives_the_whole_cluster_going_away(
     try:
         caller.join(60)
         assert answer and answer[0].status_code == 200, answer and answer[0].text
-        refused = httpx.post(url, headers=headers, json={"model": MODEL, "prompt": "x"}, timeout=60)
+        refused = generate(cluster_gateway, secret, timeout=60)
         assert refused.status_code == 503, refused.text
         assert refused.json()["error"]["code"] == "service_unavailable"
         assert httpx.get(f"{cluster_gateway.url}/readyz", timeout=10).status_code == 503
@@ -407,7 +393,7 @@ def test_settlement_survives_the_whole_cluster_going_away(
         lambda: Decimal(cluster_gateway.usage(key_id)["spent_usd"]) == PRICE_USD, 30, 0.2, "the spool replay"
     )
     assert "unhandled error" not in cluster_gateway.log()
-    again = httpx.post(url, headers=headers, json={"model": MODEL, "prompt": "after"}, timeout=60)
+    again = generate(cluster_gateway, secret, timeout=60, prompt="after")
     assert again.status_code == 200, again.text
     assert Decimal(cluster_gateway.usage(key_id)["spent_usd"]) == 2 * PRICE_USD
 
@@ -470,10 +456,7 @@ def test_gateway_through_sentinel_follows_a_failover(
         url = f"redis+sentinel://:{password}@127.0.0.1:{sentinel.port}/mymaster/0"
         gateway = gateway_factory(url, simulator.url)
         secret, key_id = gateway.create_key(budget_usd=str(3 * PRICE_USD), budget_period="total")
-        call = {"model": MODEL, "prompt": "through sentinel"}
-        post = lambda: httpx.post(  # noqa: E731
-            f"{gateway.url}/v1/images/generations", headers={"Authorization": f"Bearer {secret}"}, json=call
-        )
+        post = lambda: generate(gateway, secret, prompt="through sentinel")  # noqa: E731
         assert [post().status_code for _ in range(2)] == [200, 200]
         with redis.Redis(port=master.port, password=password) as direct:
             assert direct.execute_command("WAIT", 1, 5000) == 1, "the replica must have the spend"

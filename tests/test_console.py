@@ -341,7 +341,7 @@ def test_data_calls_need_a_session_and_changes_a_csrf_token(console: Console) ->
     assert form.status_code == 400 and "gw_console" not in form.cookies
 
 
-def test_cookie_is_secure_over_https(console: Console) -> None:
+def test_cookie_is_secure_when_a_trusted_proxy_says_https(console: Console) -> None:
     """Behind a TLS-terminating proxy (trusted, here 127.0.0.1) the cookie gets ``Secure``."""
     response = httpx.post(
         console.gateway.url + "/console/api/session",

@@ -140,7 +140,7 @@ def test_gateway_accepts_the_compose_environment(monkeypatch):
     )
 
 
-def test_gateway_waits_for_a_healthy_redis_and_has_its_own_healthcheck():
+def test_compose_starts_the_gateway_after_a_healthy_redis_with_a_healthcheck_and_stop_grace():
     gw, redis = service("gateway"), service("redis")
     assert gw["depends_on"]["redis"]["condition"] == "service_healthy"
     assert "redis-cli" in " ".join(redis["healthcheck"]["test"])
@@ -151,7 +151,7 @@ def test_gateway_waits_for_a_healthy_redis_and_has_its_own_healthcheck():
     assert seconds > Settings.model_fields["upstream_timeout_s"].default, "in-flight calls finish on stop"
 
 
-def test_redis_persists_with_aof_every_second_on_a_named_volume():
+def test_compose_runs_redis_7_with_aof_every_second_on_a_named_volume():
     redis = service("redis")
     assert redis["image"].split(":")[0] == "redis" and redis["image"].split(":")[1].startswith("7")
     command = redis["command"] if isinstance(redis["command"], str) else " ".join(redis["command"])

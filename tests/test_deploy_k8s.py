@@ -165,7 +165,7 @@ def test_pod_runs_as_non_root_with_a_read_only_root_filesystem_and_writable_stat
     assert "emptyDir" in volumes[mounts["/var/lib/gateway"]]
 
 
-def test_shutdown_drains_before_in_flight_upstream_calls_are_cut():
+def test_grace_period_outlasts_the_prestop_sleep_plus_the_upstream_timeout():
     pod = one("Deployment")["spec"]["template"]["spec"]
     c = container()
     command = c["lifecycle"]["preStop"]["exec"]["command"]

@@ -24,13 +24,12 @@ from gateway.spool import Spool
 from tests.fault_tools import (
     PRICE,
     assert_envelope,
-    generate,
     generate_many,
     ledger,
     reserved,
     spent,
 )
-from tests.support import Gateway, RedisServer, Simulator, metric_value, wait_until
+from tests.support import Gateway, RedisServer, Simulator, generate, metric_value, wait_until
 
 PENDING = "gateway_spool_pending_records"
 

@@ -19,7 +19,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.fault_tools import PRICE, assert_envelope, generate, ledger, reserved, spent
+from tests.fault_tools import PRICE, assert_envelope, ledger, reserved, spent
 from tests.support import (
     MODEL,
     Gateway,
@@ -27,6 +27,7 @@ from tests.support import (
     Simulator,
     free_port,
     gateway_env,
+    generate,
     metric_value,
     wait_until,
 )
@@ -166,7 +167,7 @@ def test_upstream_fault_maps_to_status_releases_reservation_and_is_counted(
     key, key_id = gateway_1s.create_key(budget_usd="10", budget_period="total")
     before = _errors(gateway_1s, reason)
     started = time.monotonic()
-    response = generate(gateway_1s, key, fault)
+    response = generate(gateway_1s, key, simulator_fault=fault)
     assert time.monotonic() - started < TIMEOUT_S + 3  # a timeout is the gateway's, not the caller's
     assert_envelope(response, status, code, retry)
     if status == 429:
@@ -182,11 +183,7 @@ def test_unreadable_200_is_recorded_for_reconciliation(
 ) -> None:
     key, key_id = odd_gateway.create_key(budget_usd="10", budget_period="total")
     before = _errors(odd_gateway, "bad_response")
-    response = httpx.post(
-        f"{odd_gateway.url}/v1/images/generations",
-        headers={"Authorization": f"Bearer {key}"},
-        json={"model": MODEL, "prompt": "x", "upstream_mode": mode},
-    )
+    response = generate(odd_gateway, key, upstream_mode=mode)
     error = assert_envelope(response, 502, "upstream_bad_response", retry=False)
     assert "reconciliation" in error["message"]
     assert _errors(odd_gateway, "bad_response") == before + 1
@@ -199,25 +196,22 @@ def test_unreadable_200_is_recorded_for_reconciliation(
     ("mode", "status", "code", "reason"),
     [("hang", 504, "upstream_timeout", "timeout"), ("close", 502, "upstream_unavailable", "connect")],
 )
-def test_hung_or_closing_upstream(
+def test_hung_or_closing_upstream_is_a_timely_retryable_error_free_and_recorded(
     odd_gateway: Gateway, redis_server: RedisServer, mode: str, status: int, code: str, reason: str
 ) -> None:
     key, key_id = odd_gateway.create_key(budget_usd="10", budget_period="total")
     before = _errors(odd_gateway, reason)
     started = time.monotonic()
-    response = httpx.post(
-        f"{odd_gateway.url}/v1/images/generations",
-        headers={"Authorization": f"Bearer {key}"},
-        json={"model": MODEL, "prompt": "x", "upstream_mode": mode},
-        timeout=30,
-    )
+    response = generate(odd_gateway, key, upstream_mode=mode)
     assert time.monotonic() - started < TIMEOUT_S + 3
     assert_envelope(response, status, code, retry=True)
     assert _errors(odd_gateway, reason) == before + 1
     _assert_failed_call_is_free_and_recorded(odd_gateway, redis_server, key_id, reason, False)
 
 
-def test_upstream_unreachable(redis_server: RedisServer, gateway_factory) -> None:
+def test_unreachable_upstream_is_a_prompt_retryable_502_free_and_recorded(
+    redis_server: RedisServer, gateway_factory
+) -> None:
     nothing_listens = f"http://127.0.0.1:{free_port()}"
     gateway = gateway_factory(redis_server.url, nothing_listens)
     key, key_id = gateway.create_key(budget_usd="10", budget_period="total")
@@ -235,7 +229,8 @@ def test_caller_who_leaves_is_still_charged_and_recorded(
     key, key_id = gateway_1s.create_key(budget_usd="10", budget_period="total")
     calls_before = simulator.count()
     with pytest.raises(httpx.ReadTimeout):
-        generate(gateway_1s, key, "delay=0.8", timeout=0.2)  # gone long before the upstream answers
+        # Gone long before the upstream answers.
+        generate(gateway_1s, key, simulator_fault="delay=0.8", timeout=0.2)
     wait_until(lambda: spent(gateway_1s, key_id) == PRICE, what="the call charged after the caller left")
     assert simulator.count() - calls_before == 1
     (record,) = ledger(redis_server.url, key_id)
@@ -250,17 +245,16 @@ def test_sdk_retry_while_the_first_call_is_in_flight_is_not_charged_twice(
 ) -> None:
     """A client times out and retries with the same Idempotency-Key while the upstream still works."""
     key, key_id = gateway_1s.create_key(budget_usd="10", budget_period="total")
-    headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "retry-" + key_id}
-    body = {"model": MODEL, "prompt": "x", "simulator_fault": "delay=0.8"}
-    url = gateway_1s.url + "/v1/images/generations"
+    headers = {"Idempotency-Key": "retry-" + key_id}
+    body = {"simulator_fault": "delay=0.8"}
     calls_before = simulator.count()
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(url, headers=headers, json=body, timeout=0.2)
-    retry = httpx.post(url, headers=headers, json=body)
+        generate(gateway_1s, key, headers=headers, timeout=0.2, **body)
+    retry = generate(gateway_1s, key, headers=headers, **body)
     assert_envelope(retry, 409, "idempotency_key_in_progress", retry=True)
 
     def replayed() -> httpx.Response | None:
-        response = httpx.post(url, headers=headers, json=body)
+        response = generate(gateway_1s, key, headers=headers, **body)
         return response if response.status_code == 200 else None
 
     replay = wait_until(replayed, what="the first result replayed")

@@ -6,13 +6,12 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 from aiohttp import web
 
 from tests.scripted_upstream import ScriptedUpstream
-from tests.support import MODEL, UPSTREAM_KEY, Gateway, RedisServer, metric_value, wait_until
+from tests.support import MODEL, UPSTREAM_KEY, Gateway, RedisServer, generate, metric_value, wait_until
 
 PRICE_MICROS = 135_000
 
@@ -34,15 +33,6 @@ def gw(
 def answer_json(status: int, document: Any) -> Callable[[web.Request, bytes], web.Response]:
     return lambda request, body: web.Response(
         status=status, body=orjson.dumps(document), content_type="application/json"
-    )
-
-
-def generate(gw: Gateway, key: str, **body: Any) -> httpx.Response:
-    return httpx.post(
-        f"{gw.url}/v1/images/generations",
-        headers={"Authorization": f"Bearer {key}"},
-        json={"model": MODEL, "prompt": "a lighthouse", **body},
-        timeout=30,
     )
 
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-import httpx
 import openai
 import pytest
 
-from tests.support import MODEL, MODEL_PRICE_MICROS, Gateway, Simulator
+from tests.support import MODEL, MODEL_PRICE_MICROS, Gateway, Simulator, generate
 
 PRICE = Decimal(MODEL_PRICE_MICROS) / 1_000_000
 
@@ -37,19 +36,12 @@ def test_same_key_different_body_is_conflict(gateway: Gateway, openai_client) ->
 
 def test_failed_first_attempt_lets_the_retry_through(gateway: Gateway, simulator: Simulator) -> None:
     key, key_id = gateway.create_key(budget_usd="10", budget_period="total")
-    headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "job-3"}
-    failing = {"model": MODEL, "prompt": "x", "simulator_fault": "status=500"}
-    assert (
-        httpx.post(f"{gateway.url}/v1/images/generations", headers=headers, json=failing).status_code == 502
-    )
+    headers = {"Idempotency-Key": "job-3"}
+    assert generate(gateway, key, headers=headers, simulator_fault="status=500").status_code == 502
     # A different body after a failure is a new attempt, not a conflict: nothing was kept.
-    ok = httpx.post(
-        f"{gateway.url}/v1/images/generations", headers=headers, json={"model": MODEL, "prompt": "x"}
-    )
+    ok = generate(gateway, key, headers=headers)
     assert ok.status_code == 200
-    replay = httpx.post(
-        f"{gateway.url}/v1/images/generations", headers=headers, json={"model": MODEL, "prompt": "x"}
-    )
+    replay = generate(gateway, key, headers=headers)
     assert replay.headers["x-idempotent-replayed"] == "true"
     assert replay.content == ok.content
     assert Decimal(gateway.usage(key_id)["spent_usd"]) == PRICE
@@ -58,14 +50,9 @@ def test_failed_first_attempt_lets_the_retry_through(gateway: Gateway, simulator
 def test_idempotency_keys_are_per_team_key(gateway: Gateway, simulator: Simulator) -> None:
     first, _ = gateway.create_key()
     second, _ = gateway.create_key()
-    body = {"model": MODEL, "prompt": "shared id"}
     before = simulator.count()
     for key in (first, second):
-        response = httpx.post(
-            f"{gateway.url}/v1/images/generations",
-            headers={"Authorization": f"Bearer {key}", "Idempotency-Key": "same"},
-            json=body,
-        )
+        response = generate(gateway, key, headers={"Idempotency-Key": "same"}, prompt="shared id")
         assert response.status_code == 200
         assert "x-idempotent-replayed" not in response.headers
     assert simulator.count() - before == 2
@@ -73,21 +60,17 @@ def test_idempotency_keys_are_per_team_key(gateway: Gateway, simulator: Simulato
 
 def test_replay_requires_a_valid_key(gateway: Gateway) -> None:
     key, _ = gateway.create_key()
-    body = {"model": MODEL, "prompt": "x"}
-    headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "job-4"}
-    assert httpx.post(f"{gateway.url}/v1/images/generations", headers=headers, json=body).status_code == 200
-    forged = {"Authorization": f"Bearer {key[:-4]}AAAA", "Idempotency-Key": "job-4"}
-    assert httpx.post(f"{gateway.url}/v1/images/generations", headers=forged, json=body).status_code == 401
+    headers = {"Idempotency-Key": "job-4"}
+    assert generate(gateway, key, headers=headers).status_code == 200
+    assert generate(gateway, f"{key[:-4]}AAAA", headers=headers).status_code == 401
 
 
 def test_a_replay_says_it_cost_nothing_and_was_replayed(gateway: Gateway) -> None:
     """The finance reader sums x-gateway-cost-usd per response: a replay charged nothing."""
     key, key_id = gateway.create_key(budget_usd="10", budget_period="total")
-    headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "job-cost"}
-    body = {"model": MODEL, "prompt": "x", "n": 2}
-    url = f"{gateway.url}/v1/images/generations"
-    first = httpx.post(url, headers=headers, json=body, timeout=30)
-    replay = httpx.post(url, headers=headers, json=body, timeout=30)
+    headers = {"Idempotency-Key": "job-cost"}
+    first = generate(gateway, key, headers=headers, n=2)
+    replay = generate(gateway, key, headers=headers, n=2)
     assert first.headers["x-gateway-cost-usd"] == str(2 * PRICE) + "000"
     assert "x-idempotent-replayed" not in first.headers
     assert replay.headers["x-gateway-cost-usd"] == "0.000000"

@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from tests import openai_schema
-from tests.support import MODEL, UPSTREAM_KEY, Gateway, Simulator
+from tests.support import MODEL, UPSTREAM_KEY, Gateway, Simulator, generate
 
 
 def test_sdk_generates_images(gateway: Gateway, openai_client) -> None:
@@ -66,12 +66,8 @@ def test_checks_come_in_order_key_body_model_permission(gateway: Gateway) -> Non
     """A bad key beats a bad body; a bad body beats an unknown model; unknown beats forbidden."""
     key, _ = gateway.create_key(models=["doubao-seedream-4-0-250828"])
 
-    def post(token: str, body: object) -> int:
-        return httpx.post(
-            f"{gateway.url}/v1/images/generations",
-            headers={"Authorization": f"Bearer {token}"},
-            json=body,
-        ).status_code
+    def post(token: str, body: dict[str, str]) -> int:
+        return generate(gateway, token, **body).status_code
 
     bad_key = "sk-gw-aaaaaaaaaaaa_" + "y" * 43
     assert post(bad_key, {"model": "nope", "prompt": ""}) == 401
@@ -98,16 +94,12 @@ def test_sdk_sees_request_id(gateway: Gateway, openai_client) -> None:
 def test_success_error_and_models_validate_against_openai_schema(gateway: Gateway) -> None:
     key, _ = gateway.create_key()
     headers = {"Authorization": f"Bearer {key}"}
-    ok = httpx.post(
-        f"{gateway.url}/v1/images/generations", headers=headers, json={"model": MODEL, "prompt": "x"}
-    )
+    ok = generate(gateway, key)
     assert ok.status_code == 200
     openai_schema.validate_images_response(ok.json())
     for status_call in (
         lambda: httpx.post(f"{gateway.url}/v1/images/generations", json={"model": MODEL, "prompt": "x"}),
-        lambda: httpx.post(
-            f"{gateway.url}/v1/images/generations", headers=headers, json={"model": "nope", "prompt": "x"}
-        ),
+        lambda: generate(gateway, key, model="nope"),
         lambda: httpx.get(f"{gateway.url}/v1/nothing-here"),
     ):
         error = status_call()
@@ -129,15 +121,12 @@ def test_models_lists_only_what_the_key_may_use(gateway: Gateway, openai_client)
 def test_stream_is_no_longer_refused(gateway: Gateway) -> None:
     """``"stream": true`` answers server-sent events (tests/test_stream.py has the rest)."""
     key, _ = gateway.create_key()
-    response = httpx.post(
-        f"{gateway.url}/v1/images/generations",
-        headers={"Authorization": f"Bearer {key}"},
-        json={"model": MODEL, "prompt": "x", "stream": True, "simulator_fault": "stream_gap=0"},
-        timeout=10,
-    )
+    response = generate(gateway, key, stream=True, simulator_fault="stream_gap=0", timeout=10)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
-    assert response.content.endswith(b"data: [DONE]\n\n")
+    assert response.content.endswith(b"data: [DONE]
+
+")
 
 
 def test_caller_key_never_reaches_upstream_and_master_key_is_used(
@@ -145,15 +134,11 @@ def test_caller_key_never_reaches_upstream_and_master_key_is_used(
 ) -> None:
     key, _ = gateway.create_key()
     marker = "marker-" + key[-8:]
-    response = httpx.post(
-        f"{gateway.url}/v1/images/generations",
-        headers={
-            "Authorization": f"Bearer {key}",
-            "Cookie": "session=secret-cookie",
-            "X-Custom": "x",
-            "Connection": "keep-alive",
-        },
-        json={"model": MODEL, "prompt": marker},
+    response = generate(
+        gateway,
+        key,
+        headers={"Cookie": "session=secret-cookie", "X-Custom": "x", "Connection": "keep-alive"},
+        prompt=marker,
     )
     assert response.status_code == 200
     seen = [r for r in simulator.requests() if marker.encode() in base64.b64decode(r["body_b64"])]
@@ -185,24 +170,9 @@ def test_chinese_prompt_and_extra_fields_arrive_byte_identical(
 
 def test_large_b64_response_passes_through_unchanged(gateway: Gateway, simulator: Simulator) -> None:
     key, _ = gateway.create_key()
-    request = {
-        "model": MODEL,
-        "prompt": "big",
-        "response_format": "b64_json",
-        "simulator_fault": "image_bytes=20000000",
-    }
-    direct = httpx.post(
-        f"{simulator.url}/v1/images/generations",
-        headers={"Authorization": f"Bearer {UPSTREAM_KEY}"},
-        json=request,
-        timeout=60,
-    )
-    via_gateway = httpx.post(
-        f"{gateway.url}/v1/images/generations",
-        headers={"Authorization": f"Bearer {key}"},
-        json=request,
-        timeout=60,
-    )
+    request = {"prompt": "big", "response_format": "b64_json", "simulator_fault": "image_bytes=20000000"}
+    direct = generate(simulator.url, UPSTREAM_KEY, timeout=60, **request)
+    via_gateway = generate(gateway, key, timeout=60, **request)
     assert via_gateway.status_code == 200
     assert len(via_gateway.content) >= 20_000_000
     assert via_gateway.json()["data"][0]["b64_json"] == direct.json()["data"][0]["b64_json"]

@@ -33,6 +33,8 @@ from tests.support import (
     Gateway,
     RedisServer,
     Simulator,
+    agenerate,
+    generate,
     metric_value,
     wait_until,
 )
@@ -78,10 +80,6 @@ def _calls(mix: Mix, keys: dict[str, str]) -> list[tuple[str, str, dict[str, Any
     ]
 
 
-async def _post(client: httpx.AsyncClient, key: str, body: dict[str, Any]) -> httpx.Response:
-    return await client.post("/v1/images/generations", headers={"Authorization": f"Bearer {key}"}, json=body)
-
-
 def run_mix(gw: Gateway) -> Mix:
     tag = secrets.token_hex(4)
     mix = Mix(f"ops-{tag}-a", f"ops-{tag}-b", f"a prompt nobody else sends {tag}")
@@ -103,8 +101,8 @@ def run_mix(gw: Gateway) -> Mix:
         async with httpx.AsyncClient(
             base_url=gw.url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0)
         ) as client:
-            responses = await asyncio.gather(*(_post(client, key, body) for _, key, body, _ in calls))
-            rpm = [await _post(client, keys["rpm"], {"model": MODEL, "prompt": mix.prompt}) for _ in range(2)]
+            responses = await asyncio.gather(*(agenerate(client, key, **body) for _, key, body, _ in calls))
+            rpm = [await agenerate(client, keys["rpm"], prompt=mix.prompt) for _ in range(2)]
         for (team, _, body, expected), response in zip(calls, responses, strict=True):
             assert response.status_code == expected, (body, response.text)
             mix.statuses[(team, expected)] += 1
@@ -233,8 +231,8 @@ def served_by_both(gw: Gateway, key: str) -> bool:
         async with httpx.AsyncClient(
             base_url=gw.url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0)
         ) as c:
-            body = {"model": MODEL, "prompt": "spread", "simulator_fault": "delay=0.2"}
-            await asyncio.gather(*(_post(c, key, body) for _ in range(8)))
+            body = {"prompt": "spread", "simulator_fault": "delay=0.2"}
+            await asyncio.gather(*(agenerate(c, key, **body) for _ in range(8)))
 
     asyncio.run(more())
     return False
@@ -280,9 +278,9 @@ def test_a_killed_worker_leaves_no_phantom_inflight_and_counters_never_go_back(
         async with httpx.AsyncClient(
             base_url=gw.url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0)
         ) as c:
-            body = {"model": MODEL, "prompt": "in flight", "simulator_fault": "delay=4"}
+            body = {"prompt": "in flight", "simulator_fault": "delay=4"}
             outcome.extend(
-                await asyncio.gather(*(_post(c, key, body) for _ in range(10)), return_exceptions=True)
+                await asyncio.gather(*(agenerate(c, key, **body) for _ in range(10)), return_exceptions=True)
             )
 
     thread = threading.Thread(target=lambda: asyncio.run(slow_calls()))
@@ -324,12 +322,7 @@ def test_a_killed_worker_leaves_no_phantom_inflight_and_counters_never_go_back(
     assert metric_value(after, "gateway_requests_total", team="ops-kill", status="200") >= len(
         ok
     ) + before.get(("gateway_requests_total", (("model", MODEL), ("status", "200"), ("team", "ops-kill"))), 0)
-    response = httpx.post(
-        f"{gw.url}/v1/images/generations",
-        headers={"Authorization": f"Bearer {key}"},
-        json={"model": MODEL, "prompt": "after"},
-        timeout=30,
-    )
+    response = generate(gw, key, prompt="after")
     assert response.status_code == 200
 
 
@@ -344,12 +337,7 @@ def test_budget_gauge_is_there_after_a_restart_for_every_key_with_a_budget(
     gw.create_key(team="gauge", name="idle", budget_usd="5", budget_period="day")
     gw.create_key(team="gauge", name="unlimited")
     for _ in range(3):
-        response = httpx.post(
-            f"{gw.url}/v1/images/generations",
-            headers={"Authorization": f"Bearer {used_key}"},
-            json={"model": MODEL, "prompt": "x"},
-            timeout=30,
-        )
+        response = generate(gw, used_key)
         assert response.status_code == 200
     spent = Decimal(gw.usage(used_id)["spent_usd"])
     gw.stop()

@@ -16,8 +16,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.support import MODEL, Gateway, free_port, wait_until
-from tests.test_deploy_prometheus import ALERTS, find_tool
+from tests.prometheus_tools import ALERTS, find_tool
+from tests.support import MODEL, Gateway, free_port, generate, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -86,12 +86,7 @@ def test_prometheus_scrapes_the_gateway_and_answers_with_the_expected_value(
     team = f"prom-{secrets.token_hex(4)}"
     key, _ = gateway.create_key(team=team)
     for n in (2, 3, 1):
-        response = httpx.post(
-            f"{gateway.url}/v1/images/generations",
-            headers={"Authorization": f"Bearer {key}"},
-            json={"model": MODEL, "prompt": "scraped", "n": n},
-            timeout=30,
-        )
+        response = generate(gateway, key, prompt="scraped", n=n)
         assert response.status_code == 200
 
     images = f'sum(gateway_images_total{{team="{team}"}})'

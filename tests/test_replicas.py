@@ -19,7 +19,9 @@ from tests.support import (
     Gateway,
     RedisServer,
     Simulator,
+    agenerate,
     gateway_env,
+    generate,
     metric_value,
 )
 
@@ -50,14 +52,7 @@ async def _fire(calls: list[tuple[str, str, dict[str, Any]]]) -> list[httpx.Resp
     """``(base_url, key, body)`` calls, all at once."""
     limits = httpx.Limits(max_connections=len(calls))
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-        return await asyncio.gather(
-            *(
-                client.post(
-                    f"{url}/v1/images/generations", headers={"Authorization": f"Bearer {key}"}, json=body
-                )
-                for url, key, body in calls
-            )
-        )
+        return await asyncio.gather(*(agenerate(client, key, url, **body) for url, key, body in calls))
 
 
 def _spread(
@@ -93,12 +88,9 @@ def test_budgets_hold_exactly_across_three_replicas(replicas: list[Gateway], sim
 
 def test_key_revoked_through_one_replica_is_refused_by_the_others(replicas: list[Gateway]) -> None:
     key, key_id = replicas[0].create_key()
-    call = {"model": MODEL, "prompt": "before and after revocation"}
 
     def post(gateway: Gateway) -> httpx.Response:
-        return httpx.post(
-            f"{gateway.url}/v1/images/generations", headers={"Authorization": f"Bearer {key}"}, json=call
-        )
+        return generate(gateway, key, prompt="before and after revocation")
 
     assert [post(g).status_code for g in replicas] == [200, 200, 200]  # every replica knows the key
     with replicas[1].admin() as admin:

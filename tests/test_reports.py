@@ -26,7 +26,16 @@ import pytest
 
 from gateway.money import usd_to_micros
 from gateway.pricing import DEFAULT_PRICES_USD
-from tests.support import ADMIN_TOKEN, Gateway, RedisServer, Simulator, gateway_env, run_cli
+from tests.support import (
+    ADMIN_TOKEN,
+    Gateway,
+    RedisServer,
+    Simulator,
+    agenerate,
+    gateway_env,
+    generate,
+    run_cli,
+)
 
 PRICES = {model: usd_to_micros(usd) for model, usd in DEFAULT_PRICES_USD.items()}
 FAULTS = ["", "", "", "", "images=K", "images=K", "status=500", "drop=1", "garbage=1"]
@@ -94,9 +103,7 @@ async def _random_traffic(gw: Gateway, secrets_: list[str], rng: random.Random, 
 
         async def one(key: str, body: dict[str, Any]) -> None:
             async with limit:
-                response = await client.post(
-                    "/v1/images/generations", headers={"Authorization": f"Bearer {key}"}, json=body
-                )
+                response = await agenerate(client, key, **body)
             sent.request_ids.add(response.headers["x-request-id"])
             sent.statuses[response.status_code] += 1
             if response.status_code == 200:
@@ -411,7 +418,7 @@ def test_cli_says_what_is_wrong_with_the_dates(world: World) -> None:
     assert "'start' must be a date like 2026-11-01" in done.stderr
 
 
-def test_redis_down_is_a_503_not_a_cut_off_export(
+def test_report_and_export_asked_while_redis_is_down_are_503_envelopes(
     redis_factory: Any, simulator: Simulator, gateway_factory: Any
 ) -> None:
     redis = redis_factory()
@@ -426,7 +433,7 @@ def test_redis_down_is_a_503_not_a_cut_off_export(
 # -- a busy month --------------------------------------------------------------------------------------
 
 
-def test_a_month_of_a_million_calls_reports_in_seconds(
+def test_a_month_of_rollups_standing_for_a_million_calls_reports_in_seconds(
     redis_factory: Any, simulator: Simulator, gateway_factory: Any
 ) -> None:
     """500 keys x 31 days x 3 models of rollups standing for 1,023,000 calls: a few seconds at most."""
@@ -492,12 +499,7 @@ def test_a_name_that_looks_like_a_formula_reaches_the_spreadsheet_as_text(gatewa
     for name in names:
         key, key_id = gateway.create_key(team=team, name=name)
         key_ids.append(key_id)
-        response = httpx.post(
-            f"{gateway.url}/v1/images/generations",
-            headers={"Authorization": f"Bearer {key}"},
-            json={"model": sorted(PRICES)[0], "prompt": "x"},
-            timeout=30,
-        )
+        response = generate(gateway, key, model=sorted(PRICES)[0])
         assert response.status_code == 200
     first, last = around_today()
     spend = admin_get(

@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from gateway.keys import KEY_ID_LENGTH
-from tests.fault_tools import GENERATIONS, assert_envelope
+from tests.fault_tools import assert_envelope
 from tests.support import (
     ADMIN_TOKEN,
     MODEL,
@@ -31,6 +31,7 @@ from tests.support import (
     gateway_env,
     wait_until,
 )
+from tests.support import generate as support_generate
 
 REDIS_PASSWORD = "test-redis-pw-" + hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest()[:24]
 
@@ -118,9 +119,7 @@ def secure_gateway(
 def generate(transcript: Transcript, gateway: Gateway, key: str, **extra: Any) -> httpx.Response:
     headers = {"Idempotency-Key": extra.pop("idempotency_key")} if "idempotency_key" in extra else {}
     with transcript.client(key) as client:
-        return client.post(
-            gateway.url + GENERATIONS, json={"model": MODEL, "prompt": "security", **extra}, headers=headers
-        )
+        return support_generate(gateway, key, client=client, headers=headers, prompt="security", **extra)
 
 
 # -- keys at rest --------------------------------------------------------------------------------

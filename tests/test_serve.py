@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import openai
 
-from tests.support import ROOT, free_port, wait_until
+from tests.support import ROOT, agenerate, free_port, generate, wait_until
 
 
 def _serve(tmp_path: Path, name: str, **env: str) -> tuple[subprocess.Popen[bytes], Path, int]:
@@ -242,12 +242,7 @@ def test_sigterm_fails_readiness_first_then_drains(redis_server, simulator, gate
         lambda: httpx.get(f"{gateway.url}/readyz", timeout=1).status_code == 503, 5, what="readiness fails"
     )
     assert httpx.get(f"{gateway.url}/healthz", timeout=1).status_code == 200
-    during = httpx.post(
-        f"{gateway.url}/v1/images/generations",
-        headers={"Authorization": f"Bearer {key}"},
-        json={"model": "doubao-seedream-4-5-251128", "prompt": "still served"},
-        timeout=10,
-    )
+    during = generate(gateway, key, prompt="still served", timeout=10)
     assert during.status_code == 200
     assert gateway.process.wait(30) == 0
 
@@ -259,18 +254,7 @@ def test_inflight_cap_answers_503_in_the_openai_envelope(redis_server, simulator
     async def fire() -> list[httpx.Response]:
         async with httpx.AsyncClient(timeout=30) as client:
             return await asyncio.gather(
-                *(
-                    client.post(
-                        f"{gateway.url}/v1/images/generations",
-                        headers={"Authorization": f"Bearer {key}"},
-                        json={
-                            "model": "doubao-seedream-4-5-251128",
-                            "prompt": "x",
-                            "simulator_fault": "delay=1",
-                        },
-                    )
-                    for _ in range(6)
-                )
+                *(agenerate(client, key, gateway, simulator_fault="delay=1") for _ in range(6))
             )
 
     responses = asyncio.run(fire())

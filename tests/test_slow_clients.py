@@ -16,7 +16,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from tests.support import MODEL, Gateway, RedisServer, Simulator
+from tests.support import Gateway, RedisServer, Simulator, agenerate
 
 ADDRESSES = [f"127.0.0.{i}" for i in range(2, 27)]  # 25 source addresses
 PER_ADDRESS = 8  # GATEWAY_MAX_PENDING_PER_CLIENT in this test
@@ -96,14 +96,7 @@ async def attack_and_call(gateway: Gateway, key: str) -> tuple[list[SlowClient],
     async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
         for _ in range(3):
             replies = await asyncio.gather(
-                *(
-                    client.post(
-                        "/v1/images/generations",
-                        headers={"Authorization": f"Bearer {key}"},
-                        json={"model": MODEL, "prompt": "a fox", "size": "64x64"},
-                    )
-                    for _ in range(3)
-                )
+                *(agenerate(client, key, prompt="a fox", size="64x64") for _ in range(3))
             )
             statuses += [reply.status_code for reply in replies]
     still_pending = sum(not client.done.is_set() for client in slow)
