@@ -124,9 +124,7 @@ def test_stream_is_no_longer_refused(gateway: Gateway) -> None:
     response = generate(gateway, key, stream=True, simulator_fault="stream_gap=0", timeout=10)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
-    assert response.content.endswith(b"data: [DONE]
-
-")
+    assert response.content.endswith(b"data: [DONE]\n\n")
 
 
 def test_caller_key_never_reaches_upstream_and_master_key_is_used(
