@@ -378,6 +378,12 @@ def run_all(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         wrk_rows.append(wrk_row(b, "gateway (wrk)", gw, pinned, auth))
     stack.stop(proxy)
     stack.stop(gw)
+    if args.only_cost:  # the cost rows alone: a quick before/after check of a change
+        ratio(gw32, gw32.rps / pass32.rps, "passthrough", f"{gw32.rps / pass32.rps:.1%} of passthrough")
+        for row in (pass1, gw1):
+            added = row.p50_ms - direct1.p50_ms  # type: ignore[operator]
+            ratio(row, added, "direct", f"p50 +{added:.3f} ms over direct")
+        return report(b.rows, [], pinned, floating, args, started)
 
     gw = gateway(pinned.sut, "gateway-httpx", transport="httpx")
     httpx32 = b.add(
@@ -858,6 +864,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
     parser.add_argument(
         "--only-capacity", action="store_true", help="only the burst, large-answer and LiteLLM rows"
+    )
+    parser.add_argument(
+        "--only-cost",
+        action="store_true",
+        help="only the 32- and 1-connection cost rows (direct, passthrough, gateway)",
     )
     parser.add_argument(
         "--only-large", action="store_true", help="only the 20 x 32 MB large-answer row and its direct"
