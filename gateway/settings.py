@@ -126,13 +126,16 @@ class Settings(BaseSettings):
         description="Time allowed to receive a request's whole body, else 408 and the connection "
         "is closed: a stranger trickling a body cannot hold a connection longer.",
     )
-    max_pending_per_client: int = Field(
-        default=4096,  # a batch job on one host fires thousands at once; 32 refused ordinary bursts
+    max_pending_per_client: int | None = Field(
+        default=None,
         ge=1,
         le=10_000,
         description="Image requests one client address may have whose body is still arriving or "
-        "whose key is not yet checked; more get 429. Behind a proxy, the proxy's address unless "
-        "FORWARDED_ALLOW_IPS trusts its X-Forwarded-For.",
+        "whose key is not yet checked; more get 429. Unset: GATEWAY_MAX_INFLIGHT, so one address "
+        "can never hold more than the worker's whole capacity, while a batch job on one host may "
+        "fire as many calls at once as the worker takes (a fixed 4096 refused 5,904 of a "
+        "10,000-call burst). Behind a proxy, the proxy's address unless FORWARDED_ALLOW_IPS "
+        "trusts its X-Forwarded-For.",
     )
     max_header_bytes: int = Field(
         default=64 * 1024,

@@ -16,7 +16,7 @@ from gateway import errors, metrics
 
 
 class Admission:
-    def __init__(self, max_inflight: int, max_pending_per_client: int = 32) -> None:
+    def __init__(self, max_inflight: int, max_pending_per_client: int) -> None:
         self.max_inflight = max_inflight
         self.inflight = 0
         self.max_pending_per_client = max_pending_per_client
