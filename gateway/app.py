@@ -159,7 +159,7 @@ async def _start(settings: Settings) -> GatewayState:
         settler=Settler(redis, spool, settings.ledger_retention_days),
         observer=Observer(prices.model_label, _access_log(settings), settings.log_prompts),
         cancels=ReserveCancels(redis),
-        admission=Admission(settings.max_inflight, settings.max_pending_per_client or settings.max_inflight),
+        admission=Admission(settings.max_inflight, settings.pending_per_client_cap),
     )
     await state.settler.learn_store_id()
     state.settler.start_replay()

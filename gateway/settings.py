@@ -16,6 +16,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_UPSTREAM = "https://gogogotoken.com"
 
 
+MIN_DEFAULT_PENDING_PER_CLIENT = 1024
+
+
 class Settings(BaseSettings):
     """The gateway's configuration. Field names are the variables without the prefix."""
 
@@ -131,10 +134,10 @@ class Settings(BaseSettings):
         ge=1,
         le=10_000,
         description="Image requests one client address may have whose body is still arriving or "
-        "whose key is not yet checked; more get 429. Unset: GATEWAY_MAX_INFLIGHT, so one address "
-        "can never hold more than the worker's whole capacity, while a batch job on one host may "
-        "fire as many calls at once as the worker takes (a fixed 4096 refused 5,904 of a "
-        "10,000-call burst). Behind a proxy, the proxy's address unless FORWARDED_ALLOW_IPS "
+        "whose key is not yet checked; more get 429. Unset: GATEWAY_MAX_INFLIGHT (at least 1024), "
+        "so a batch job on one host may fire as many calls at once as the worker takes (a fixed "
+        "4096 refused 5,904 of a 10,000-call burst), and a small in-flight cap still answers its "
+        "own 503 rather than this 429. Behind a proxy, the proxy's address unless FORWARDED_ALLOW_IPS "
         "trusts its X-Forwarded-For.",
     )
     max_header_bytes: int = Field(
@@ -190,6 +193,11 @@ class Settings(BaseSettings):
         if value is None or value.get_secret_value().strip() == "":
             return None
         return value
+
+    @property
+    def pending_per_client_cap(self) -> int:
+        """GATEWAY_MAX_PENDING_PER_CLIENT, or by default the in-flight cap (at least 1024)."""
+        return self.max_pending_per_client or max(self.max_inflight, MIN_DEFAULT_PENDING_PER_CLIENT)
 
     @property
     def upstream_url(self) -> str:
