@@ -37,6 +37,7 @@ import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from gateway.call.client import client_has_left
 from gateway.call.log import CallLog
 from gateway.errors import GatewayError
 from gateway.upstream import (
@@ -181,7 +182,7 @@ class Relay(Response):
             call.upstream_outcome = failure or "ok"
             if failure is not None:
                 self._queue.put_nowait(error_event(failure))
-            call.client_left = self.left or client_gone(self._receive)
+            call.client_left = self.left or client_has_left(self._receive)
             disagrees = call.upstream_images is not None and call.upstream_images != call.images
             await self._settle(failure is not None or disagrees)
         finally:
@@ -232,7 +233,7 @@ class Relay(Response):
         start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
         await self._send(send, start)
         while (event := await self._queue.get()) is not None:
-            if not self.left and client_gone(receive):
+            if not self.left and client_has_left(receive):
                 self.left = True
             if not self.left:
                 await self._send(send, {"type": "http.response.body", "body": event, "more_body": True})
@@ -296,15 +297,3 @@ def error_event(failure: str) -> bytes:
         retry=False,
     )
     return b"event: error\ndata: " + error.body() + b"\n\n"
-
-
-def client_gone(receive: Receive) -> bool:
-    """Whether the caller hung up, by one step of ``receive()`` (see routes/images.py
-    ``client_has_left``: the server answers at once when the client is gone)."""
-    step: Any = receive()
-    try:
-        step.send(None)
-    except StopIteration as done:
-        return bool(done.value.get("type") == "http.disconnect")
-    step.close()
-    return False
