@@ -29,17 +29,22 @@ from gateway.call.observe import Observer
 from gateway.call.reserve import ReserveCancels
 from gateway.call.settle import Settler
 from gateway.errors import GatewayError, internal_error
+from gateway.key_directory import KeyDirectory
 from gateway.keys import KeyStore
+from gateway.layout_upgrade import LayoutKeeper
 from gateway.logs import AccessLog, configure_logging
 from gateway.openapi_docs import document_shared_errors
 from gateway.redis_protocol import Redis
-from gateway.routes import admin, health, images, models, reports
+from gateway.routes import admin, health, images, models, reports, teams
 from gateway.settings import Settings, load_settings
 from gateway.spool import Spool
 from gateway.state import GatewayState, instance_name
 from gateway.upstream import UpstreamClient
 
 log = logging.getLogger("gateway")
+# How long start-up waits for the layout check before serving anyway (it goes on in the
+# background: a gateway must start while Redis is down). A move of 10,000 keys takes longer.
+STARTUP_LAYOUT_WAIT_S = 5.0
 
 
 class RequestIdMiddleware:
@@ -128,6 +133,7 @@ def build_app(settings: Settings) -> FastAPI:
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(admin.router)
+    app.include_router(teams.router)
     app.include_router(reports.router)
     app.include_router(console.router)
     return app
@@ -150,18 +156,24 @@ async def _start(settings: Settings) -> GatewayState:
         max_response_bytes=settings.max_upstream_response_bytes,
     )
     spool = Spool(settings.state_dir / "spool", instance_name())
+    directory = KeyDirectory(redis, ready=False)  # until the store's layout is confirmed
     state = GatewayState(
         settings=settings,
         redis=redis,
         upstream=upstream,
         prices=prices,
-        keys=KeyStore(redis),
+        keys=KeyStore(redis, directory),
+        directory=directory,
         settler=Settler(redis, spool, settings.ledger_retention_days),
         observer=Observer(prices.model_label, _access_log(settings), settings.log_prompts),
         cancels=ReserveCancels(redis),
         admission=Admission(settings.max_inflight, settings.pending_per_client_cap),
+        layout=LayoutKeeper(redis, directory),
     )
     await state.settler.learn_store_id()
+    state.layout.start()
+    await state.layout.wait(STARTUP_LAYOUT_WAIT_S)
+    state.settler.replay_gate = lambda: state.layout.ready
     state.settler.start_replay()
     if settings.drain_s > 0:
         _drain_before_exit(state.admission, settings.drain_s)
@@ -248,6 +260,7 @@ def _drain_before_exit(admission: Admission, drain_s: float) -> None:
 
 
 async def _stop(state: GatewayState) -> None:
+    await state.layout.aclose()
     await state.settler.stop_replay()
     await state.cancels.aclose()
     await state.prices.stop()

@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from gateway import orphan_record, scripts
 from gateway.periods import DAY_S, Periods
 from gateway.redis_client import SOCKET_TIMEOUT_S
-from gateway.redis_keys import KeySpace
+from gateway.redis_keys import KeySpace, TeamSpace
 from gateway.redis_protocol import Redis, RedisValue
 from gateway.redis_slots import SLOT_WAIT_S
 from gateway.scripts import named, text
@@ -46,17 +46,24 @@ RESERVE_DEADLINE_MS = int((SLOT_WAIT_S + SOCKET_TIMEOUT_S) * 1000)
 CANCEL_MEMORY_MS = 10 * 60 * 1000
 
 
-def _counter_keys(space: KeySpace, periods: Periods) -> list[str]:
-    return [
-        space.spent(f"d{periods.day}"),
-        space.spent(f"m{periods.month}"),
-        space.spent("total"),
-        space.images(periods.day),
-    ]
+def _period_ids(periods: Periods) -> list[str]:
+    return [f"d{periods.day}", f"m{periods.month}", "total"]
 
 
-def _budget_keys(space: KeySpace) -> list[str]:
-    return [space.record, space.state, space.reservations, space.reservation_deadlines]
+def _key_counters(space: KeySpace, periods: Periods) -> list[str]:
+    return [*(space.spent(p) for p in _period_ids(periods)), space.images(periods.day)]
+
+
+def _team_counters(team: TeamSpace, periods: Periods) -> list[str]:
+    return [*(team.spent(p) for p in _period_ids(periods)), team.images(periods.day)]
+
+
+def _key_state(space: KeySpace) -> list[str]:
+    return [space.record, space.state, space.reservations, space.ledger]
+
+
+def _team_state(team: TeamSpace) -> list[str]:
+    return [team.settings, team.state, team.reservation_deadlines]
 
 
 # -- reserve ------------------------------------------------------------------------------------
@@ -103,6 +110,7 @@ class ModelNotAllowed(Refusal):
 
 @dataclass(frozen=True)
 class BudgetExhausted(Refusal):
+    scope: str  # "key" or "team": whose budget ran out
     budget_micros: int
     spent_micros: int
     reserved_micros: int
@@ -112,6 +120,7 @@ class BudgetExhausted(Refusal):
 
 @dataclass(frozen=True)
 class DailyImagesExhausted(Refusal):
+    scope: str  # "key" or "team": whose cap was reached
     cap: int
     used: int
     reserved_images: int
@@ -141,10 +150,13 @@ _REFUSALS: dict[str, type[Refusal]] = {
 }
 
 
+_TEXT_FIELDS = frozenset({"period", "scope"})
+
+
 def _refusal(kind: str, fields: dict[str, Any]) -> Refusal:
     cls = _REFUSALS[kind]
     team, name = fields.pop("team", None), fields.pop("key_name", None)
-    values = {k: (text(v) if k == "period" else int(v)) for k, v in fields.items()}
+    values = {k: (text(v) if k in _TEXT_FIELDS else int(v)) for k, v in fields.items()}
     return cls(
         team=None if team is None else text(team), key_name=None if name is None else text(name), **values
     )
@@ -175,7 +187,7 @@ def decode_reserve(reply: list[Any]) -> Reservation | Refusal:
 async def reserve(
     redis: Redis,
     *,
-    key_id: str,
+    space: KeySpace,
     secret_hash: str,
     model: str,
     request_id: str,
@@ -185,8 +197,14 @@ async def reserve(
     periods: Periods,
 ) -> Reservation | Refusal:
     """Authenticate and hold ``max_images`` at ``unit_price_micros`` until settled or ``lifetime_ms``."""
-    space = KeySpace(key_id)
-    keys = [*_budget_keys(space), *_counter_keys(space, periods), space.ledger, space.cancelled]
+    team = space.team_space
+    keys = [
+        *_key_state(space),
+        space.cancelled,
+        *_key_counters(space, periods),
+        *_team_state(team),
+        *_team_counters(team, periods),
+    ]
     deadline_ms = int(time.time() * 1000) + RESERVE_DEADLINE_MS
     args: list[RedisValue] = [
         secret_hash,
@@ -198,16 +216,18 @@ async def reserve(
         deadline_ms,
         periods.day,
         orphan_record.TEMPLATE,
+        space.key_id,
+        team.tag,
     ]
     return decode_reserve(await scripts.RESERVE(redis, keys, args))
 
 
-async def cancel(redis: Redis, *, key_id: str, request_id: str) -> bool:
+async def cancel(redis: Redis, *, space: KeySpace, request_id: str) -> bool:
     """Cancel a reserve whose caller was told 503; True if it had run and was released."""
-    space = KeySpace(key_id)
-    keys = [space.state, space.reservations, space.reservation_deadlines, space.cancelled]
-    fields = named(await scripts.CANCEL(redis, keys, [request_id, CANCEL_MEMORY_MS]))
-    return int(fields["released"]) == 1
+    team = space.team_space
+    keys = [space.state, space.reservations, space.cancelled, team.state, team.reservation_deadlines]
+    reply = await scripts.CANCEL(redis, keys, [request_id, CANCEL_MEMORY_MS, space.key_id])
+    return int(named(reply)["released"]) == 1
 
 
 # -- settle -------------------------------------------------------------------------------------
@@ -220,7 +240,8 @@ class Settlement:
     budget_micros: int  # -1: no budget
     spent_micros: int
     reserved_micros: int
-    over_budget: bool  # a late settlement took the budget past its limit
+    over_budget: bool  # a late settlement took the key's or the team's budget past its limit
+    alerts_queued: int = 0  # budget alerts this settlement put in the team's outbox
 
     @property
     def remaining_micros(self) -> int | None:
@@ -232,7 +253,7 @@ class Settlement:
 async def settle(
     redis: Redis,
     *,
-    key_id: str,
+    space: KeySpace,
     request_id: str,
     model: str,
     images: int,
@@ -240,17 +261,24 @@ async def settle(
     periods: Periods,
     retention_days: int,
     record_fields: list[str],
+    user: str = "",
 ) -> Settlement | None:
     """Settle a call; safe to run twice for the same request id (the second answers None)."""
-    space = KeySpace(key_id)
+    team = space.team_space
     keys = [
-        *_budget_keys(space),
+        *_key_state(space),
         space.settled,
-        *_counter_keys(space, periods),
-        space.rollup(periods.day),
-        space.ledger,
+        *_key_counters(space, periods),
+        *_team_state(team),
+        *_team_counters(team, periods),
+        team.rollup(periods.day),
+        team.key_rollup(periods.day),
+        team.users(periods.day),
+        team.outbox,
+        team.outbox_bodies,
     ]
     oldest_kept_ms = int((time.time() - retention_days * DAY_S) * 1000)
+    day_id, month_id, _ = _period_ids(periods)
     args: list[RedisValue] = [
         request_id,
         images,
@@ -259,6 +287,14 @@ async def settle(
         oldest_kept_ms,
         SETTLED_MEMORY_MS,
         orjson.dumps(record_fields),
+        space.key_id,
+        team.tag,
+        space.team,
+        user,
+        day_id,
+        month_id,
+        periods.day,
+        f"{periods.month}-01",
     ]
     fields = named(await scripts.SETTLE(redis, keys, args))
     if text(fields["kind"]) == "duplicate":
@@ -268,6 +304,7 @@ async def settle(
         spent_micros=int(fields["spent_micros"]),
         reserved_micros=int(fields["reserved_micros"]),
         over_budget=int(fields["over_budget"]) == 1,
+        alerts_queued=int(fields["alerts_queued"]),
     )
 
 
@@ -284,9 +321,20 @@ class KeyUsage:
     images_today: int
 
 
-async def usage(redis: Redis, key_id: str, periods: Periods) -> KeyUsage:
-    space = KeySpace(key_id)
-    keys = [*_budget_keys(space), *_counter_keys(space, periods), space.ledger]
-    fields = named(await scripts.USAGE(redis, keys, [periods.day, orphan_record.TEMPLATE]))
+async def usage(redis: Redis, space: KeySpace, periods: Periods) -> KeyUsage:
+    """One key's budget state, after the team's orphaned reservations are released."""
+    team = space.team_space
+    keys = [space.record, space.state, *_key_counters(space, periods), team.state, team.reservation_deadlines]
+    reply = await scripts.USAGE(redis, keys, [periods.day, orphan_record.TEMPLATE, team.tag])
+    fields = named(reply)
+    period = text(fields.pop("period"))
+    return KeyUsage(period=period, **{name: int(value) for name, value in fields.items()})
+
+
+async def team_usage(redis: Redis, team: TeamSpace, periods: Periods) -> KeyUsage:
+    """One team's budget state (``inflight``: its reservations), after orphans are released."""
+    keys = [team.settings, team.state, team.reservation_deadlines, *_team_counters(team, periods)]
+    reply = await scripts.TEAM_USAGE(redis, keys, [periods.day, orphan_record.TEMPLATE, team.tag])
+    fields = named(reply)
     period = text(fields.pop("period"))
     return KeyUsage(period=period, **{name: int(value) for name, value in fields.items()})

@@ -5,9 +5,11 @@ alert and the dashboard) and kept last period's value after a period reset. A sc
 refreshes it from Redis for every key with a budget.
 
 Bounded cost: at most one refresh per ``REFRESH_S`` seconds per worker (scrapes in between show
-the last values), over at most ``MAX_KEYS`` keys (in key_id order), as two pipelined passes:
-one HMGET per key record, then one MGET of its three spent counters per key with a budget. So a
-refresh is at most 2 x MAX_KEYS commands in pipelines of ``ledger.PIPELINE_CHUNK``.
+the last values), over at most ``MAX_KEYS`` keys (in key_id order), as three pipelined passes:
+the directory (the key's team), one HMGET per key record, then one MGET of its three spent
+counters per key with a budget; teams the same way (``gateway_team_budget_used_ratio``). So a
+refresh is at most 3 x MAX_KEYS + 2 x MAX_KEYS commands in pipelines of
+``pipelined.PIPELINE_CHUNK``.
 
 Multiprocess: the gauge's mode is ``mostrecent``, so whichever worker refreshed last is what the
 aggregated page shows; every worker reads the same Redis, so they agree anyway.
@@ -20,9 +22,11 @@ import time
 from typing import Any
 
 from gateway import metrics
-from gateway.ledger import _pipelined, registered_keys
+from gateway.key_directory import spaces_of
+from gateway.ledger import registered_keys, registered_teams
 from gateway.periods import Periods
-from gateway.redis_keys import KeySpace
+from gateway.pipelined import pipelined
+from gateway.redis_keys import TeamSpace
 
 log = logging.getLogger("gateway.metrics")
 
@@ -47,6 +51,8 @@ class BudgetGauge:
         try:
             for (team, name), ratio in (await used_ratios(redis, self.max_keys)).items():
                 metrics.BUDGET_USED.labels(team, name).set(ratio)
+            for team, ratio in (await team_used_ratios(redis, self.max_keys)).items():
+                metrics.TEAM_BUDGET_USED.labels(team).set(ratio)
         except Exception as exc:
             log.warning("budget gauge not refreshed: %s: %s", exc.__class__.__name__, exc)
 
@@ -54,22 +60,39 @@ class BudgetGauge:
 async def used_ratios(redis: Any, max_keys: int) -> dict[tuple[str, str], float]:
     """(team, key name) -> spent / budget in the key's current period, for keys with a budget."""
     periods = Periods.now()
-    key_ids = (await registered_keys(redis))[:max_keys]
+    spaces = await spaces_of(redis, (await registered_keys(redis))[:max_keys])
     fields = ("budget_micros", "budget_period", "team", "name")
-    records = ((k, ("hmget", KeySpace(k).record, *fields)) for k in key_ids)
+    records = ((k, ("hmget", space.record, *fields)) for k, space in spaces.items())
     budgeted: dict[str, tuple[int, str, str, str]] = {}
-    async for key_id, (budget, period, team, name) in _pipelined(redis, records):
+    async for key_id, (budget, period, team, name) in pipelined(redis, records):
         if budget is not None and int(budget) > 0 and team is not None:
             budgeted[key_id] = (int(budget), _text(period or b"total"), _text(team), _text(name or b""))
-    counters = (
-        (k, ("mget", *(KeySpace(k).spent(p) for p in (f"d{periods.day}", f"m{periods.month}", "total"))))
-        for k in budgeted
-    )
+    ids = (f"d{periods.day}", f"m{periods.month}", "total")
+    counters = ((k, ("mget", *(spaces[k].spent(p) for p in ids))) for k in budgeted)
     ratios: dict[tuple[str, str], float] = {}
-    async for key_id, (day, month, total) in _pipelined(redis, counters):
+    async for key_id, (day, month, total) in pipelined(redis, counters):
         budget, period, team, name = budgeted[key_id]
         spent = {"day": day, "month": month}.get(period, total)
         ratios[(team, name)] = int(spent or 0) / budget
+    return ratios
+
+
+async def team_used_ratios(redis: Any, max_teams: int) -> dict[str, float]:
+    """team -> spent / budget in the team's current period, for teams with a budget."""
+    periods = Periods.now()
+    teams = (await registered_teams(redis))[:max_teams]
+    settings = ((t, ("hmget", TeamSpace(t).settings, "budget_micros", "budget_period")) for t in teams)
+    budgeted: dict[str, tuple[int, str]] = {}
+    async for team, (budget, period) in pipelined(redis, settings):
+        if budget is not None and int(budget) > 0:
+            budgeted[team] = (int(budget), _text(period or b"month"))
+    ids = (f"d{periods.day}", f"m{periods.month}", "total")
+    counters = ((t, ("mget", *(TeamSpace(t).spent(p) for p in ids))) for t in budgeted)
+    ratios: dict[str, float] = {}
+    async for team, (day, month, total) in pipelined(redis, counters):
+        budget, period = budgeted[team]
+        spent = {"day": day, "month": month}.get(period, total)
+        ratios[team] = int(spent or 0) / budget
     return ratios
 
 

@@ -34,9 +34,9 @@ class Replay:
     body: bytes
 
 
-def _record_key(key_id: str, idempotency_key: str) -> str:
+def _record_key(space: KeySpace, idempotency_key: str) -> str:
     digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
-    return KeySpace(key_id).idempotency(digest)
+    return space.idempotency(digest)
 
 
 def check_key(idempotency_key: str) -> None:
@@ -53,11 +53,11 @@ def check_key(idempotency_key: str) -> None:
 
 
 async def begin(
-    redis: Redis, *, key_id: str, idempotency_key: str, body: bytes, pending_ms: int, request_id: str
+    redis: Redis, *, space: KeySpace, idempotency_key: str, body: bytes, pending_ms: int, request_id: str
 ) -> Replay | None:
     """None: this request goes ahead (and owns the key). A Replay: answer with it. Else a 409."""
     body_sha = hashlib.sha256(body).hexdigest()
-    record = _record_key(key_id, idempotency_key)
+    record = _record_key(space, idempotency_key)
     found = named(await scripts.IDEMPOTENCY_BEGIN(redis, [record], [body_sha, pending_ms, request_id]))
     state = text(found["state"])
     if state == "new":
@@ -104,7 +104,7 @@ async def begin(
 async def complete(
     redis: Redis,
     *,
-    key_id: str,
+    space: KeySpace,
     idempotency_key: str,
     status: int,
     headers: dict[str, str],
@@ -112,7 +112,7 @@ async def complete(
     ttl_s: int,
 ) -> None:
     """Keep a successful result for replays; ``None``: a streamed answer, never kept whole."""
-    record = _record_key(key_id, idempotency_key)
+    record = _record_key(space, idempotency_key)
     if body is None or len(body) > MAX_REPLAY_BYTES:
         fields: dict[str, RedisValue] = {"state": "too_large", "status": status}
     else:
@@ -123,6 +123,6 @@ async def complete(
     await scripts.IDEMPOTENCY_COMPLETE(redis, [record], args)
 
 
-async def abandon(redis: Redis, key_id: str, idempotency_key: str) -> None:
+async def abandon(redis: Redis, space: KeySpace, idempotency_key: str) -> None:
     """The request failed without a charge: let a retry with the same key go ahead."""
-    await redis.delete(_record_key(key_id, idempotency_key))
+    await redis.delete(_record_key(space, idempotency_key))

@@ -20,11 +20,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from gateway import previous_secrets
+from gateway import previous_secrets, thresholds
+from gateway.key_directory import KeyDirectory, spaces_of
 from gateway.model_names import check_model_name
 from gateway.money import micros_to_usd, usd_to_micros
-from gateway.redis_keys import KEY_REGISTRY, KeySpace
+from gateway.pipelined import pipelined
+from gateway.redis_keys import KEY_REGISTRY, TEAM_REGISTRY, KeySpace, TeamSpace, directory_entry
 from gateway.redis_protocol import Redis
+from gateway.teams import check_team_name
 
 TOKEN_PREFIX = "sk-gw-"
 KEY_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
@@ -32,7 +35,6 @@ KEY_ID_LENGTH = 12
 DEFAULT_ROTATE_GRACE_S = 3600
 MAX_LIMIT = 1_000_000_000
 _TOKEN_RE = re.compile(r"^sk-gw-([a-z2-7]{12})_([A-Za-z0-9_-]{20,128})$")
-_TEAM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 BudgetPeriod = Literal["day", "month", "total"]
 
@@ -68,6 +70,16 @@ class KeyLimits(BaseModel):
     images_per_day: int | None = Field(default=None, ge=0, le=MAX_LIMIT)
     rpm: int | None = Field(default=None, ge=1, le=MAX_LIMIT, description="Requests per minute.")
     max_concurrent: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
+    alert_thresholds: list[Decimal] | None = Field(
+        default=None, description="Fractions of the budget in (0, 1] that send a webhook alert."
+    )
+
+    @field_validator("alert_thresholds")
+    @classmethod
+    def _fractions(cls, value: list[Decimal] | None) -> list[Decimal] | None:
+        if value is not None:
+            thresholds.parse_list(value)
+        return value
 
     @field_validator("expires_at")
     @classmethod
@@ -99,9 +111,7 @@ class KeyCreate(KeyLimits):
     @field_validator("team")
     @classmethod
     def _team_label(cls, value: str) -> str:
-        if not _TEAM_RE.match(value):
-            raise ValueError("team must be 1-64 letters, digits, '_', '.' or '-'")
-        return value
+        return check_team_name(value)
 
 
 def _ms(value: datetime | None) -> int:
@@ -134,6 +144,8 @@ def limits_to_fields(limits: KeyLimits, only_set: bool = False) -> dict[str, str
         if name in given:
             value = getattr(limits, name)
             fields[name] = -1 if value is None else value
+    if "alert_thresholds" in given:
+        fields["alert_thresholds"] = thresholds.stored(thresholds.parse_list(limits.alert_thresholds or []))
     return fields
 
 
@@ -162,6 +174,7 @@ def record_to_json(record: dict[str, str]) -> dict[str, Any]:
         "images_per_day": limit("images_per_day"),
         "rpm": limit("rpm"),
         "max_concurrent": limit("max_concurrent"),
+        "alert_thresholds": thresholds.shown(record.get("alert_thresholds")),
     }
 
 
@@ -182,8 +195,9 @@ def _decode(raw: dict[bytes, bytes]) -> dict[str, str]:
 class KeyStore:
     """Team keys in Redis. Used by the admin API, the CLI and the gateway's non-hot paths."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, directory: KeyDirectory | None = None) -> None:
         self.redis = redis
+        self.directory = directory or KeyDirectory(redis)
 
     async def create(self, spec: KeyCreate) -> tuple[str, dict[str, Any]]:
         """Issue a key; returns the secret (shown once) and the stored record."""
@@ -199,15 +213,26 @@ class KeyStore:
             "revoked_at": 0,
             **limits_to_fields(spec),
         }
-        # Registry first: on a cluster the two live on different nodes, and a registry entry
-        # without a record is skipped by listings, while a record missing from the registry
-        # would be a working key that no list or report shows.
+        # Registries first, the directory entry last: on a cluster they live on different nodes,
+        # and a registry entry without a record is skipped by listings, while a record missing
+        # from the registries would be a working key that no list or report shows. The
+        # directory entry is what makes the key usable.
+        space = KeySpace(key_id, spec.team)
         await self.redis.sadd(KEY_REGISTRY, key_id)
-        await self.redis.hset(KeySpace(key_id).record, mapping=fields)
+        await self.redis.sadd(TEAM_REGISTRY, spec.team)
+        await self.redis.sadd(TeamSpace(spec.team).keys, key_id)
+        await self.redis.hset(space.record, mapping=fields)
+        await self.redis.hset(directory_entry(key_id), "team", spec.team)
         return token, record_to_json({k: str(v) for k, v in fields.items()})
 
+    async def space_of(self, key_id: str) -> KeySpace | None:
+        return await self.directory.space_of(key_id)
+
     async def get_record(self, key_id: str) -> dict[str, str] | None:
-        raw = await self.redis.hgetall(KeySpace(key_id).record)
+        space = await self.space_of(key_id)
+        if space is None:
+            return None
+        raw = await self.redis.hgetall(space.record)
         return _decode(raw) if raw else None
 
     async def get(self, key_id: str) -> dict[str, Any] | None:
@@ -215,30 +240,31 @@ class KeyStore:
         return record_to_json(record) if record else None
 
     async def list(self, team: str | None = None) -> list[dict[str, Any]]:
-        key_ids = sorted(k.decode() for k in await self.redis.smembers(KEY_REGISTRY))
-        keys = []
-        for key_id in key_ids:
-            record = await self.get_record(key_id)
-            if record and (team is None or record["team"] == team):
-                keys.append(record_to_json(record))
-        return keys
+        """Every key (of ``team``), in key_id order: a few pipelined round trips, not one per key."""
+        source = TeamSpace(team).keys if team is not None else KEY_REGISTRY
+        key_ids = sorted(k.decode() for k in await self.redis.smembers(source))
+        spaces = await spaces_of(self.redis, key_ids)
+        commands = ((k, ("hgetall", spaces[k].record)) for k in key_ids if k in spaces)
+        return [record_to_json(_decode(raw)) async for _, raw in pipelined(self.redis, commands) if raw]
 
     async def key_ids(self) -> builtins.list[str]:
         return sorted(k.decode() for k in await self.redis.smembers(KEY_REGISTRY))
 
     async def update(self, key_id: str, limits: KeyLimits) -> dict[str, Any] | None:
-        if await self.get_record(key_id) is None:
+        record = await self.get_record(key_id)
+        if record is None:
             return None
         fields = limits_to_fields(limits, only_set=True)
         if fields:
-            await self.redis.hset(KeySpace(key_id).record, mapping=fields)
+            await self.redis.hset(KeySpace(key_id, record["team"]).record, mapping=fields)
         return await self.get(key_id)
 
     async def revoke(self, key_id: str) -> dict[str, Any] | None:
         """Revoke at once: the reserve script reads ``revoked_at`` on every request."""
-        if await self.get_record(key_id) is None:
+        record = await self.get_record(key_id)
+        if record is None:
             return None
-        await self.redis.hset(KeySpace(key_id).record, "revoked_at", int(time.time() * 1000))
+        await self.redis.hset(KeySpace(key_id, record["team"]).record, "revoked_at", int(time.time() * 1000))
         return await self.get(key_id)
 
     async def rotate(
@@ -250,8 +276,9 @@ class KeyStore:
             return None
         token = new_token(key_id)
         now = int(time.time() * 1000)
+        space = KeySpace(key_id, record["team"])
         await self.redis.hset(
-            KeySpace(key_id).record,
+            space.record,
             mapping={
                 "secret_hash": hash_token(token),
                 "last4": token[-4:],
@@ -259,7 +286,7 @@ class KeyStore:
                 "rotated_at": now,
             },
         )
-        await self.redis.hdel(KeySpace(key_id).record, *previous_secrets.LEGACY_FIELDS)  # folded in
+        await self.redis.hdel(space.record, *previous_secrets.LEGACY_FIELDS)  # folded in
         return token, record_to_json(await self.get_record(key_id) or record)
 
     async def authenticate(self, token: str) -> dict[str, str] | None:

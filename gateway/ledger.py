@@ -1,11 +1,14 @@
 """Finance's view of the ledger: spend reports from the daily rollups, raw records from the streams.
 
 settle.lua writes, in the same atomic step that charges a call, one usage record to the key's
-stream (``gw:{kid}:ledger``) and adds the call to the key's rollup hash for its UTC day
-(``gw:{kid}:rollup:<day>``: ``<model>|calls``, ``<model>|images``, ``<model>|spend``). So:
+stream (``gw:{team:<team>}:key:<kid>:ledger``) and adds the call to its team's rollups for its
+UTC day: per model (``...:rollup:<day>``), per key (``...:keyroll:<day>``) and per end user
+(``...:users:<day>``). So:
 
-- a spend report reads one small hash per key and day, never the records: a month costs
-  keys x 31 HGETALLs (pipelined) however many calls were made, and answers in seconds;
+- a spend report by team, model or day reads one small hash per team and day, never the records
+  nor anything per key: a year is teams x 365 HGETALLs (pipelined), however many keys were ever
+  issued and however many calls were made; by key it reads the per-key rollups of the same days
+  (they grow with the keys that spent those days), by user the per-user ones too;
 - an export reads the records themselves, key by key in pages (XRANGE ... COUNT), merged by time,
   and streams them out: a busy month does not fit in memory.
 
@@ -16,7 +19,8 @@ agree. Money is summed as integer micro-USD and printed with :func:`micros_to_us
 
 What may be asked (dates, their bounds) is parsed in :mod:`gateway.ledger_query`.
 
-Keys are listed from the registry set ``gw:keys`` (SCAN would reach one node of a Cluster only).
+Teams and keys are listed from the registry sets ``gw:teams`` and ``gw:keys`` (SCAN would reach
+one node of a Cluster only).
 """
 
 from __future__ import annotations
@@ -27,24 +31,23 @@ import io
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 
 from gateway.csv_cells import csv_safe, iso_time
+from gateway.key_directory import spaces_of
 from gateway.ledger_query import MAX_RANGE_DAYS as MAX_RANGE_DAYS
 from gateway.ledger_query import DateRange as DateRange
 from gateway.ledger_query import LedgerQueryError as LedgerQueryError
 from gateway.ledger_query import parse_range as parse_range
 from gateway.money import micros_to_usd
-from gateway.redis_keys import KEY_REGISTRY, KeySpace
+from gateway.pipelined import pipelined
+from gateway.redis_keys import KEY_REGISTRY, TEAM_REGISTRY, KeySpace, TeamSpace
 from gateway.usage_record import EXPORT_FIELDS, INT_FIELDS
 
-T = TypeVar("T")
-
-GROUP_FIELDS = ("team", "key", "model", "day")
+GROUP_FIELDS = ("team", "key", "model", "day", "user")
 DEFAULT_GROUP_BY = ("team",)
-PIPELINE_CHUNK = 1000  # commands per pipeline round trip: bounded memory, few round trips
 # Records read per XRANGE: every key's stream holds a page in memory while they are merged, so
 # the page shrinks as keys grow, to keep about EXPORT_BUFFER records in memory at once.
 EXPORT_BUFFER = 20_000
@@ -61,7 +64,7 @@ MEDIA_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-8"
 
 
 def parse_group_by(text: str | None) -> tuple[str, ...]:
-    """``team,key,model,day`` in any order and subset (``""``: totals only); default ``team``."""
+    """``team,key,model,day,user`` in any order and subset (``""``: totals only); default ``team``."""
     if text is None:
         return DEFAULT_GROUP_BY
     fields: list[str] = []
@@ -108,6 +111,19 @@ class Amounts:
         self.images += other.images
         self.spend_micros += other.spend_micros
         self.failed += other.failed
+
+    def subtract(self, other: Amounts) -> None:
+        self.calls -= other.calls
+        self.images -= other.images
+        self.spend_micros -= other.spend_micros
+        self.failed -= other.failed
+
+    def set(self, what: str, value: int) -> None:
+        """One rollup field (``calls``, ``images``, ``spend``, ``failed``); others are ignored."""
+        if what in ("calls", "images", "failed"):
+            setattr(self, what, value)
+        elif what == "spend":
+            self.spend_micros = value
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -181,78 +197,125 @@ class SpendReport:
 async def spend_report(
     redis: Any, days: DateRange, group_by: Sequence[str] = DEFAULT_GROUP_BY
 ) -> SpendReport:
-    """Sum the rollups of every key for every day of ``days``, grouped by ``group_by``."""
+    """Sum the teams' daily rollups for every day of ``days``, grouped by ``group_by``.
+
+    By team, model or day it reads one small hash per team and day (per model), whatever the
+    number of keys ever issued; by key it reads the per-key rollups of the same days and the names
+    of the keys that spent; by user, the per-user rollups as well.
+    """
     report = SpendReport(days, tuple(group_by))
-    key_ids = await registered_keys(redis)
-    names = await _key_names(redis, key_ids)
-    wanted = (((k, d), ("hgetall", KeySpace(k).rollup(d))) for k in key_ids for d in days.days())
-    async for (key_id, day), rollup in _pipelined(redis, wanted):
-        team, key_name = names[key_id]
-        for model, amounts in parse_rollup(rollup).items():
-            values = {"team": (team,), "key": (key_id, key_name), "model": (model,), "day": (day,)}
-            group = tuple(v for name in report.group_by for v in values[name])
-            report.add(group, amounts)
+    teams = await registered_teams(redis)
+    if "user" in report.group_by:
+        rows = _user_rows(redis, teams, days)
+    elif "key" in report.group_by:
+        rows = _key_rows(redis, teams, days)
+    else:
+        rows = _team_rows(redis, teams, days)
+    found = [row async for row in rows]
+    names = await _key_names(redis, {(r.team, r.key_id) for r in found}) if "key" in report.group_by else {}
+    for row in found:
+        values = {
+            "team": (row.team,),
+            "key": (row.key_id, names.get(row.key_id, "")),
+            "model": (row.model,),
+            "day": (row.day,),
+            "user": (row.user,),
+        }
+        report.add(tuple(v for name in report.group_by for v in values[name]), row.amounts)
     return report
 
 
+@dataclass(frozen=True)
+class RollupRow:
+    """One rollup entry: a team's calls of one day, for one model (and key, and user, if read)."""
+
+    team: str
+    day: str
+    model: str
+    amounts: Amounts
+    key_id: str = ""
+    user: str = ""
+
+
+TeamDayCommand = tuple[tuple[str, str], tuple[str, ...]]
+
+
+def _days_of(teams: list[str], days: DateRange, name: str) -> Iterable[TeamDayCommand]:
+    """``HGETALL`` of one of the team's per-day rollups (``rollup``, ``key_rollup``, ``users``)."""
+    for team in teams:
+        space = TeamSpace(team)
+        for day in days.days():
+            yield (team, day), ("hgetall", getattr(space, name)(day))
+
+
+async def _team_rows(redis: Any, teams: list[str], days: DateRange) -> AsyncIterator[RollupRow]:
+    async for (team, day), raw in pipelined(redis, _days_of(teams, days, "rollup")):
+        for model, amounts in parse_rollup(raw).items():
+            yield RollupRow(team, day, model, amounts)
+
+
+async def _key_rows(redis: Any, teams: list[str], days: DateRange) -> AsyncIterator[RollupRow]:
+    async for (team, day), raw in pipelined(redis, _days_of(teams, days, "key_rollup")):
+        for (key_id, model), amounts in parse_keyed_rollup(raw).items():
+            yield RollupRow(team, day, model, amounts, key_id=key_id)
+
+
+async def _user_rows(redis: Any, teams: list[str], days: DateRange) -> AsyncIterator[RollupRow]:
+    """Per key, model and user; calls that named no user are what the key rollup has beyond them."""
+    keyed = {
+        (team, day): parse_keyed_rollup(raw)
+        async for (team, day), raw in pipelined(redis, _days_of(teams, days, "key_rollup"))
+    }
+    async for (team, day), raw in pipelined(redis, _days_of(teams, days, "users")):
+        unnamed = keyed.get((team, day), {})
+        for (key_id, model, user), amounts in parse_user_rollup(raw).items():
+            unnamed.setdefault((key_id, model), Amounts()).subtract(amounts)
+            yield RollupRow(team, day, model, amounts, key_id=key_id, user=user)
+        for (key_id, model), amounts in unnamed.items():
+            if amounts.calls or amounts.images or amounts.spend_micros:
+                yield RollupRow(team, day, model, amounts, key_id=key_id)
+
+
 def parse_rollup(raw: dict[bytes, bytes]) -> dict[str, Amounts]:
-    """``{b"<model>|calls": b"3", ...}`` as amounts per model (a model name may hold a ``|``)."""
+    """``{b"<model>|calls": b"3", ...}`` as amounts per model (a team's, or a legacy key's)."""
     per_model: dict[str, Amounts] = {}
     for name, value in raw.items():
         model, _, what = _text(name).rpartition("|")
-        amounts = per_model.setdefault(model, Amounts())
-        if what == "calls":
-            amounts.calls = int(value)
-        elif what == "images":
-            amounts.images = int(value)
-        elif what == "spend":
-            amounts.spend_micros = int(value)
-        elif what == "failed":
-            amounts.failed = int(value)
+        per_model.setdefault(model, Amounts()).set(what, int(value))
     return {model: a for model, a in per_model.items() if a.calls or a.images or a.spend_micros}
+
+
+def parse_keyed_rollup(raw: dict[bytes, bytes]) -> dict[tuple[str, str], Amounts]:
+    """``{b"<key_id>|calls|<model>": b"3", ...}`` as amounts per (key_id, model)."""
+    found: dict[tuple[str, str], Amounts] = {}
+    for name, value in raw.items():
+        key_id, what, model = _text(name).split("|", 2)
+        found.setdefault((key_id, model), Amounts()).set(what, int(value))
+    return found
+
+
+def parse_user_rollup(raw: dict[bytes, bytes]) -> dict[tuple[str, str, str], Amounts]:
+    """``{b"<key_id>|calls|<model>\x1f<user>": b"3", ...}`` as amounts per (key_id, model, user)."""
+    found: dict[tuple[str, str, str], Amounts] = {}
+    for name, value in raw.items():
+        key_id, what, rest = _text(name).split("|", 2)
+        model, _, user = rest.partition("\x1f")
+        found.setdefault((key_id, model, user), Amounts()).set(what, int(value))
+    return found
 
 
 async def registered_keys(redis: Any) -> list[str]:
     return sorted(_text(k) for k in await redis.smembers(KEY_REGISTRY))
 
 
-async def _key_names(redis: Any, key_ids: list[str]) -> dict[str, tuple[str, str]]:
-    """key_id -> (team, name) from the key records ("unknown" if a record is gone)."""
-    commands = ((k, ("hmget", KeySpace(k).record, "team", "name")) for k in key_ids)
-    return {
-        key_id: (_text(team) if team else "unknown", _text(name) if name else "")
-        async for key_id, (team, name) in _pipelined(redis, commands)
-    }
+async def registered_teams(redis: Any) -> list[str]:
+    return sorted(_text(t) for t in await redis.smembers(TEAM_REGISTRY))
 
 
-async def _pipelined(
-    redis: Any, commands: Iterable[tuple[T, tuple[Any, ...]]], **options: Any
-) -> AsyncIterator[tuple[T, Any]]:
-    """Run ``(tag, (method, *args))`` commands in pipelines of bounded size; yield (tag, result).
-
-    Non-transactional: the keys live in many slots, which a Cluster pipeline allows and a
-    MULTI does not. Results are handed on batch by batch, never all held at once.
-    """
-    batch: list[tuple[T, tuple[Any, ...]]] = []
-    for command in commands:
-        batch.append(command)
-        if len(batch) == PIPELINE_CHUNK:
-            for item in await _run_batch(redis, batch, options):
-                yield item
-            batch = []
-    if batch:
-        for item in await _run_batch(redis, batch, options):
-            yield item
-
-
-async def _run_batch(
-    redis: Any, batch: list[tuple[T, tuple[Any, ...]]], options: dict[str, Any]
-) -> list[tuple[T, Any]]:
-    async with redis.pipeline(transaction=False) as pipe:
-        for _, (method, *args) in batch:
-            getattr(pipe, method)(*args, **options)
-        results = await pipe.execute()
-    return [(tag, result) for (tag, _), result in zip(batch, results, strict=True)]
+async def _key_names(redis: Any, keys: set[tuple[str, str]]) -> dict[str, str]:
+    """key_id -> its name, for the (team, key_id) pairs a report met ("" if a record is gone)."""
+    commands = ((k, ("hget", KeySpace(k, t).record, "name")) for t, k in sorted(keys))
+    return {key_id: _text(name) if name else "" async for key_id, name in pipelined(redis, commands)}
 
 
 # -- usage export ----------------------------------------------------------------------------------
@@ -261,9 +324,9 @@ async def _run_batch(
 class _StreamPages:
     """One key's stream between two ids, read a page at a time."""
 
-    def __init__(self, redis: Any, key_id: str, low: str, high: str, page: int) -> None:
+    def __init__(self, redis: Any, space: KeySpace, low: str, high: str, page: int) -> None:
         self.redis = redis
-        self.stream = KeySpace(key_id).ledger
+        self.stream = space.ledger
         self.next_low = low
         self.high = high
         self.page = page
@@ -297,12 +360,12 @@ class UsageExport:
 
     @classmethod
     async def open(cls, redis: Any, days: DateRange) -> UsageExport:
-        key_ids = await registered_keys(redis)
+        spaces = await spaces_of(redis, await registered_keys(redis))
         low, high = str(max(0, days.start_ms - LOOKBACK_MS)), str(days.end_ms + LOOKAHEAD_MS)
-        page = max(MIN_PAGE, min(MAX_PAGE, EXPORT_BUFFER // max(1, len(key_ids))))
-        pages = [_StreamPages(redis, key_id, low, high, page) for key_id in key_ids]
+        page = max(MIN_PAGE, min(MAX_PAGE, EXPORT_BUFFER // max(1, len(spaces))))
+        pages = [_StreamPages(redis, space, low, high, page) for _, space in sorted(spaces.items())]
         first = ((s, ("xrange", s.stream, low, high)) for s in pages)
-        async for stream, entries in _pipelined(redis, first, count=page):
+        async for stream, entries in pipelined(redis, first, count=page):
             stream.take(entries)
         return cls(days, [p for p in pages if p.buffer])
 

@@ -141,6 +141,13 @@ BUDGET_USED = Gauge(
     multiprocess_mode="mostrecent",
     registry=REGISTRY,
 )
+TEAM_BUDGET_USED = Gauge(
+    "gateway_team_budget_used_ratio",
+    "Spent / budget of a team (all its keys) in its current period (teams with a budget only).",
+    ["team"],
+    multiprocess_mode="mostrecent",
+    registry=REGISTRY,
+)
 ADMIN_AUTH_FAILURES = Counter(
     "gateway_admin_auth_failures",
     "Admin authentications refused (admin API and console sign-in): a wrong token (invalid_token) "

@@ -70,6 +70,7 @@ def named(reply: Sequence[Any]) -> dict[str, Any]:
 RESERVE = LuaScript("reserve.lua")
 SETTLE = LuaScript("settle.lua")
 USAGE = LuaScript("usage.lua")
+TEAM_USAGE = LuaScript("team_usage.lua")
 CANCEL = LuaScript("cancel.lua")
 IDEMPOTENCY_BEGIN = LuaScript("idempotency_begin.lua")
 IDEMPOTENCY_COMPLETE = LuaScript("idempotency_complete.lua")

@@ -14,7 +14,9 @@ from gateway.call.admission import Admission
 from gateway.call.observe import Observer
 from gateway.call.reserve import ReserveCancels
 from gateway.call.settle import Settler
+from gateway.key_directory import KeyDirectory
 from gateway.keys import KeyStore
+from gateway.layout_upgrade import LayoutKeeper
 from gateway.pricing import PriceBook
 from gateway.redis_protocol import Redis
 from gateway.settings import Settings
@@ -28,10 +30,12 @@ class GatewayState:
     upstream: UpstreamClient
     prices: PriceBook
     keys: KeyStore
+    directory: KeyDirectory  # key_id -> team, remembered per process
     settler: Settler
     observer: Observer
     admission: Admission
     cancels: ReserveCancels
+    layout: LayoutKeeper  # the store's layout checked (and moved, once) before keys are used
 
 
 def state_of(request: Request) -> GatewayState:

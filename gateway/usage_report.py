@@ -12,17 +12,22 @@ from typing import Any
 from gateway import budget
 from gateway.money import micros_to_usd
 from gateway.periods import Periods, iso_z, period_resets_at
+from gateway.redis_keys import KeySpace
 from gateway.redis_protocol import Redis
 
 
-async def usage_report(redis: Redis, key_id: str) -> dict[str, Any]:
+async def usage_report(redis: Redis, space: KeySpace) -> dict[str, Any]:
     """The key's period, budget, spent, reserved and remaining USD, images today and in-flight calls."""
-    used = await budget.usage(redis, key_id, Periods.now())
+    used = await budget.usage(redis, space, Periods.now())
+    return {"key_id": space.key_id, **usage_json(used)}
+
+
+def usage_json(used: budget.KeyUsage) -> dict[str, Any]:
+    """A key's or a team's usage, as the API shows both."""
     has_budget = used.budget_micros >= 0
     usd = micros_to_usd
     resets = period_resets_at(used.period) if has_budget else None
     return {
-        "key_id": key_id,
         "period": used.period if has_budget else None,
         "budget_usd": usd(used.budget_micros) if has_budget else None,
         "spent_usd": usd(used.spent_micros),

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import redis
 
-from tests.support import MODEL_PRICE_MICROS, Gateway, agenerate
+from tests.support import MODEL_PRICE_MICROS, Gateway, agenerate, key_space
 
 PRICE = Decimal(MODEL_PRICE_MICROS) / 1_000_000
 
@@ -38,7 +38,7 @@ def ledger(redis_url: str, key_id: str) -> list[dict[str, str]]:
     """The key's ledger stream, each record as a dict of strings."""
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
-        return [fields for _, fields in client.xrange(f"gw:{{{key_id}}}:ledger")]
+        return [fields for _, fields in client.xrange(key_space(client, key_id).ledger)]
     finally:
         client.close()
 

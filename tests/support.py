@@ -241,6 +241,19 @@ class Gateway:
         assert response.status_code == 200, response.text
         return dict(response.json())
 
+    def set_team(self, team: str, **settings: Any) -> dict[str, Any]:
+        """``PUT /admin/v1/teams/{team}`` with ``settings``; returns the team's settings."""
+        with self.admin() as admin:
+            response = admin.put(f"/admin/v1/teams/{team}", json=settings)
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def team_usage(self, team: str) -> dict[str, Any]:
+        with self.admin() as admin:
+            response = admin.get(f"/admin/v1/teams/{team}/usage")
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
     def metrics(self) -> str:
         return httpx.get(f"{self.url}/metrics", timeout=10).text
 
@@ -326,3 +339,41 @@ async def agenerate(
     url = (gateway.url if isinstance(gateway, Gateway) else gateway) + GENERATIONS
     sent = {"Authorization": f"Bearer {key}", **(headers or {})}
     return await client.post(url, headers=sent, json={"model": MODEL, "prompt": "x", **body})
+
+
+async def reserve_one(
+    client: Any,
+    space: Any,
+    secret_hash: str,
+    request_id: str,
+    *,
+    lifetime_ms: int = 60_000,
+    max_images: int = 1,
+    unit_price_micros: int = 1_000_000,
+    model: str = "m",
+) -> Any:
+    """``budget.reserve`` straight against Redis, for the tests of the scripts themselves."""
+    from gateway import budget
+    from gateway.periods import Periods
+
+    return await budget.reserve(
+        client,
+        space=space,
+        secret_hash=secret_hash,
+        model=model,
+        request_id=request_id,
+        max_images=max_images,
+        unit_price_micros=unit_price_micros,
+        lifetime_ms=lifetime_ms,
+        periods=Periods.now(),
+    )
+
+
+def key_space(client: Any, key_id: str) -> Any:
+    """The key's ``KeySpace`` (its state's Redis names), its team read from the key's directory entry
+    with a synchronous redis client."""
+    from gateway.redis_keys import KeySpace, directory_entry
+
+    team = client.hget(directory_entry(key_id), "team")
+    assert team is not None, f"no directory entry for {key_id}"
+    return KeySpace(key_id, team.decode() if isinstance(team, bytes) else team)

@@ -32,6 +32,7 @@ from gateway.embedded_redis import redis_server_binary
 from gateway.errors import GatewayError
 from gateway.keys import parse_token
 from gateway.periods import Periods
+from gateway.redis_keys import KeySpace, TeamSpace
 from tests.support import (
     MODEL,
     MODEL_PRICE_MICROS,
@@ -41,6 +42,7 @@ from tests.support import (
     agenerate,
     gateway_env,
     generate,
+    key_space,
     wait_until,
 )
 
@@ -156,14 +158,20 @@ def cluster_gateway(
     gateway.stop()
 
 
+KEY_TEAMS: dict[str, str] = {}  # key_id -> team, of the keys keys_on_every_node issued
+
+
 def keys_on_every_node(
     gateway: Gateway, cluster: Cluster, **limits: Any
 ) -> list[tuple[str, str, RedisServer]]:
     """Issue keys until there is one whose hash tag lives on each node: (secret, key_id, node)."""
     found: dict[int, tuple[str, str, RedisServer]] = {}
-    for _ in range(60):
-        secret, key_id = gateway.create_key(**limits)
-        node = cluster.node_of(f"gw:{{{key_id}}}:key")
+    for attempt in range(60):
+        # A key's state lives under its team's hash tag: different teams, different slots.
+        team = limits.get("team", f"spread-{attempt}")
+        secret, key_id = gateway.create_key(**{"team": team, **limits})
+        KEY_TEAMS[key_id] = team
+        node = cluster.node_of(KeySpace(key_id, team).record)
         found.setdefault(node.port, (secret, key_id, node))
         if len(found) == len(cluster.nodes):
             break
@@ -198,7 +206,7 @@ def test_gateway_finds_the_whole_cluster_through_one_node(cluster: Cluster, clus
     for _, key_id, node in keys:
         # The record is on the node CLUSTER SLOTS names, asked directly: not through the gateway.
         with node.client() as client:
-            assert client.hget(f"gw:{{{key_id}}}:key", "key_id") == key_id.encode()
+            assert client.hget(KeySpace(key_id, KEY_TEAMS[key_id]).record, "key_id") == key_id.encode()
     with cluster_gateway.admin() as admin:
         listed = {k["key_id"] for k in admin.get("/admin/v1/keys").json()["data"]}
     assert {key_id for _, key_id, _ in keys} <= listed
@@ -228,6 +236,41 @@ def test_budget_race_on_keys_spread_over_the_cluster(
         assert Decimal(usage["reserved_usd"]) == 0 and usage["inflight"] == 0
     _assert_reports_exact(cluster_gateway, {key_id for _, key_id, _ in keys}, images=10)
     _assert_no_crossslot(cluster_gateway)
+
+
+def test_team_budgets_hold_on_every_node_across_keys_and_replicas(
+    cluster: Cluster, cluster_gateway: Gateway, simulator: Simulator, gateway_factory: Any
+) -> None:
+    """A team per primary, each with a budget for 3 images: 20 calls at once from two keys of the
+    team, through two gateways, make and charge exactly 3 images per team."""
+    second = gateway_factory(cluster.nodes[2].url, simulator.url)
+    teams: dict[int, str] = {}
+    for attempt in range(60):
+        team = f"cluster-team-{attempt}"
+        teams.setdefault(cluster.node_of(TeamSpace(team).settings).port, team)
+        if len(teams) == len(cluster.nodes):
+            break
+    assert len(teams) >= 2, "60 teams all hashed to one node"
+    calls: list[tuple[str, str]] = []
+    for team in teams.values():
+        cluster_gateway.set_team(team, budget_usd=str(3 * PRICE_USD), budget_period="total")
+        keys = [cluster_gateway.create_key(team=team)[0] for _ in range(2)]
+        calls += [(gw.url, key) for gw in (cluster_gateway, second) for key in keys for _ in range(5)]
+    before = simulator.count()
+
+    async def fire() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=len(calls))
+        async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+            return await asyncio.gather(*(agenerate(client, key, url) for url, key in calls))
+
+    responses = asyncio.run(fire())
+    assert Counter(r.status_code for r in responses) == {200: 3 * len(teams), 429: 17 * len(teams)}
+    assert simulator.count() - before == 3 * len(teams)
+    for team in teams.values():
+        usage = second.team_usage(team)
+        assert Decimal(usage["spent_usd"]) == 3 * PRICE_USD and Decimal(usage["reserved_usd"]) == 0
+    _assert_no_crossslot(cluster_gateway)
+    _assert_no_crossslot(second)
 
 
 def _assert_reports_exact(gateway: Gateway, key_ids: set[str], images: int) -> None:
@@ -278,7 +321,9 @@ def test_every_kind_of_operation_works_on_the_cluster(cluster: Cluster, cluster_
 def test_every_script_is_safe_to_run_twice(cluster: Cluster, cluster_gateway: Gateway) -> None:
     """The cluster client resends a command after a timeout, and the first copy may have run:
     a resent reserve, settle or idempotency claim must count once and not refuse its own call."""
-    secret, key_id = cluster_gateway.create_key(budget_usd=str(10 * PRICE_USD), budget_period="total")
+    secret, key_id = cluster_gateway.create_key(
+        team="cluster", budget_usd=str(10 * PRICE_USD), budget_period="total"
+    )
     token = parse_token(secret)
     assert token is not None
 
@@ -286,8 +331,9 @@ def test_every_script_is_safe_to_run_twice(cluster: Cluster, cluster_gateway: Ga
         client = await redis_client.connect(cluster.nodes[0].url)
         try:
             periods = Periods.now()
+            space = KeySpace(key_id, "cluster")
             reserve = dict(
-                key_id=key_id,
+                space=space,
                 secret_hash=token[1],
                 model=MODEL,
                 request_id="req_resent",
@@ -300,7 +346,7 @@ def test_every_script_is_safe_to_run_twice(cluster: Cluster, cluster_gateway: Ga
                 assert isinstance(await budget.reserve(client, **reserve), budget.Reservation)
             record = ["request_id", "req_resent", "key_id", key_id, "images", "1", "outcome", "ok"]
             settle = dict(
-                key_id=key_id,
+                space=space,
                 request_id="req_resent",
                 model=MODEL,
                 images=1,
@@ -311,7 +357,7 @@ def test_every_script_is_safe_to_run_twice(cluster: Cluster, cluster_gateway: Ga
             )
             assert await budget.settle(client, **settle) is not None
             assert await budget.settle(client, **settle) is None  # a duplicate changes nothing
-            claim = dict(key_id=key_id, idempotency_key="idem-1", body=b"{}", pending_ms=60_000)
+            claim = dict(space=space, idempotency_key="idem-1", body=b"{}", pending_ms=60_000)
             assert await idempotency.begin(client, **claim, request_id="req_claim") is None
             assert await idempotency.begin(client, **claim, request_id="req_claim") is None  # resent
             with pytest.raises(GatewayError) as other:
@@ -474,6 +520,6 @@ def test_gateway_through_sentinel_follows_a_failover(
         assert statuses == [200, 429], statuses
         assert Decimal(gateway.usage(key_id)["spent_usd"]) == 3 * PRICE_USD
         with redis.Redis(port=replica.port, password=password) as promoted:
-            assert int(promoted.get(f"gw:{{{key_id}}}:spent:total")) == 3 * MODEL_PRICE_MICROS
+            assert int(promoted.get(key_space(promoted, key_id).spent("total"))) == 3 * MODEL_PRICE_MICROS
     finally:
         sentinel.stop()

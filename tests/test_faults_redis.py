@@ -29,7 +29,7 @@ from tests.fault_tools import (
     reserved,
     spent,
 )
-from tests.support import Gateway, RedisServer, Simulator, generate, metric_value, wait_until
+from tests.support import Gateway, RedisServer, Simulator, generate, key_space, metric_value, wait_until
 
 PENDING = "gateway_spool_pending_records"
 
@@ -325,9 +325,10 @@ def test_a_reserve_answered_503_during_a_redis_stall_holds_nothing_once_redis_re
     state = redis.client()
 
     def holds_nothing() -> bool:
-        held = {k.decode(): v.decode() for k, v in state.hgetall(f"gw:{{{key_id}}}:state").items()}
+        space = key_space(state, key_id)
+        held = {k.decode(): v.decode() for k, v in state.hgetall(space.state).items()}
         nothing = int(held.get("inflight", 0)) == 0 and int(held.get("reserved_micros", 0)) == 0
-        return nothing and state.hlen(f"gw:{{{key_id}}}:res") == 0
+        return nothing and state.hlen(space.reservations) == 0
 
     try:  # the gateway's cancel reaches Redis within its retry interval once Redis answers
         wait_until(holds_nothing, timeout_s=10, what="the timed-out reserve to hold nothing")

@@ -365,9 +365,9 @@ def test_budget_gauge_reads_the_current_period_so_a_reset_shows_zero(gateway: Ga
     today = Periods.now().day
     client = redis_server.client()
     try:
-        client.set(KeySpace(daily).spent(f"d{yesterday}"), 1_500_000)
-        client.set(KeySpace(total).spent("total"), 1_000_000)
-        client.set(KeySpace(total).spent(f"d{today}"), 3_000_000)  # not the period it reads
+        client.set(KeySpace(daily, team).spent(f"d{yesterday}"), 1_500_000)
+        client.set(KeySpace(total, team).spent("total"), 1_000_000)
+        client.set(KeySpace(total, team).spent(f"d{today}"), 3_000_000)  # not the period it reads
     finally:
         client.close()
 

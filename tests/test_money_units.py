@@ -83,7 +83,7 @@ def test_a_total_budget_never_resets() -> None:
 
 
 def test_a_budget_refusal_gives_the_numbers_and_the_reset() -> None:
-    refusal = BudgetExhausted("t", "k", 1_000_000, 600_000, 270_000, 270_000, "month")
+    refusal = BudgetExhausted("t", "k", "key", 1_000_000, 600_000, 270_000, 270_000, "month")
     text = budget_message(refusal, epoch("2026-11-30T10:00:00"))
     assert text == (
         "This key's monthly budget of $1.000000 is exhausted: $0.600000 spent and $0.270000 "
@@ -93,18 +93,19 @@ def test_a_budget_refusal_gives_the_numbers_and_the_reset() -> None:
 
 
 def test_a_total_budget_refusal_says_it_does_not_reset() -> None:
-    refusal = BudgetExhausted("t", "k", 0, 0, 0, 135_000, "total")
+    refusal = BudgetExhausted("t", "k", "key", 0, 0, 0, 135_000, "total")
     assert budget_message(refusal).endswith("A total budget does not reset; ask an admin to raise it.")
 
 
 def test_an_images_per_day_refusal_counts_delivered_and_reserved() -> None:
-    text = daily_images_message(DailyImagesExhausted("t", "k", 10, 7, 2, 3), epoch("2026-11-30T10:00:00"))
+    refusal = DailyImagesExhausted("t", "k", "key", 10, 7, 2, 3)
+    text = daily_images_message(refusal, epoch("2026-11-30T10:00:00"))
     assert "cap of 10 images per day" in text and "7 delivered and 2 reserved" in text
     assert text.endswith("It resets at 2026-12-01T00:00:00Z.")
 
 
 def test_each_refusal_has_its_status_code_and_retry_hint() -> None:
-    budget = refusal_error(BudgetExhausted("t", "k", 0, 0, 0, 1, "day"), "m")
+    budget = refusal_error(BudgetExhausted("t", "k", "key", 0, 0, 0, 1, "day"), "m")
     assert (budget.status, budget.type, budget.code, budget.retry) == (
         429,
         "insufficient_quota",

@@ -21,7 +21,7 @@ from gateway.periods import Periods
 from gateway.redis_keys import KeySpace
 from gateway.usage_record import DERIVED_FIELDS, EXPORT_FIELDS
 from tests.fault_tools import ledger
-from tests.support import MODEL, MODEL_PRICE_MICROS, RedisServer, Simulator, wait_until
+from tests.support import MODEL, MODEL_PRICE_MICROS, RedisServer, Simulator, reserve_one, wait_until
 
 IN_FLIGHT = 6
 
@@ -118,26 +118,18 @@ def test_an_orphan_of_the_previous_release_and_a_late_settlement_both_reach_the_
             token = parse_token(secret)
             assert token is not None
             key_id, periods = record["key_id"], Periods.now()
-            space = KeySpace(key_id)
+            space = KeySpace(key_id, "old")
             await client.hset(space.reservations, "req_old", "2000:2:1000")
-            await client.zadd(space.reservation_deadlines, {"req_old": 1})
+            await client.zadd(space.team_space.reservation_deadlines, {f"{key_id}/req_old": 1})
             await client.hset(
                 space.state, mapping={"reserved_micros": 2000, "reserved_images": 2, "inflight": 1}
             )
-            held = await budget.reserve(
-                client,
-                key_id=key_id,
-                secret_hash=token[1],
-                model="m",
-                request_id="req_late",
-                max_images=1,
-                unit_price_micros=1000,
-                lifetime_ms=1,
-                periods=periods,
+            held = await reserve_one(
+                client, space, token[1], "req_late", lifetime_ms=1, unit_price_micros=1000
             )
             assert isinstance(held, budget.Reservation)
             await asyncio.sleep(0.01)
-            used = await budget.usage(client, key_id, periods)  # sweeps req_late
+            used = await budget.usage(client, space, periods)  # sweeps req_late
             assert (used.reserved_micros, used.inflight) == (0, 0)
             call = CallLog(request_id="req_late", started=0.0, model="m", n=1, images=1)
             order = order_for(

@@ -22,6 +22,7 @@ from tests.support import (
     agenerate,
     gateway_env,
     generate,
+    key_space,
     metric_value,
 )
 
@@ -139,7 +140,7 @@ def test_metrics_of_the_replicas_add_up_to_the_ledger(
 
     usage_micros = sum(int(Decimal(replicas[0].usage(key_id)["spent_usd"]) * 1_000_000) for _, key_id in keys)
     with redis_server.client() as client:
-        ledger = [fields for _, key_id in keys for _, fields in client.xrange(f"gw:{{{key_id}}}:ledger")]
+        ledger = [f for _, key_id in keys for _, f in client.xrange(key_space(client, key_id).ledger)]
     ledger_micros = sum(int(f[b"charge_micros"]) for f in ledger)
     ledger_images = sum(int(f[b"images"]) for f in ledger)
     delivered = sum(len(r.json()["data"]) for r in responses if r.status_code == 200)

@@ -26,6 +26,7 @@ import pytest
 
 from gateway.money import usd_to_micros
 from gateway.pricing import DEFAULT_PRICES_USD
+from gateway.redis_keys import KeySpace, TeamSpace, directory_entry
 from tests.support import (
     ADMIN_TOKEN,
     Gateway,
@@ -34,6 +35,7 @@ from tests.support import (
     agenerate,
     gateway_env,
     generate,
+    key_space,
     run_cli,
 )
 
@@ -153,7 +155,7 @@ def test_report_export_counters_and_callers_agree_to_the_micro_dollar(world: Wor
     totals = report(world.gateway, "")["totals"]
     records = jsonl(export(world.gateway))
     with world.redis.client() as r:
-        counters = sum(int(r.get(f"gw:{{{kid}}}:spent:total") or 0) for kid in world.key_ids)
+        counters = sum(int(r.get(key_space(r, kid).spent("total")) or 0) for kid in world.key_ids)
 
     assert micros(totals["spend_usd"]) == totals["spend_micros"]
     assert totals["spend_micros"] == sum(rec["charge_micros"] for rec in records) == counters, why
@@ -282,8 +284,10 @@ def test_a_day_without_calls_is_an_empty_report_and_export(world: World) -> None
 
 def _seed_key(r: Any, team: str, name: str) -> str:
     key_id = secrets.token_hex(6)
-    r.hset(f"gw:{{{key_id}}}:key", mapping={"key_id": key_id, "team": team, "name": name})
+    r.hset(KeySpace(key_id, team).record, mapping={"key_id": key_id, "team": team, "name": name})
+    r.hset(directory_entry(key_id), "team", team)
     r.sadd("gw:keys", key_id)
+    r.sadd("gw:teams", team)
     return key_id
 
 
@@ -292,26 +296,25 @@ def test_report_sums_rollups_without_reading_a_single_record(world: World) -> No
     model = "doubao-seedream-4-0-250828"
     with world.redis.client() as r:
         key_id = _seed_key(r, "seeded", "thirty days")
+        team = TeamSpace("seeded")
         for day in range(1, 31):
+            amounts = {"calls": day, "images": 2 * day, "spend": 2 * day * 162_000}
+            r.hset(team.rollup(f"2025-04-{day:02d}"), mapping={f"{model}|{w}": n for w, n in amounts.items()})
             r.hset(
-                f"gw:{{{key_id}}}:rollup:2025-04-{day:02d}",
-                mapping={
-                    f"{model}|calls": day,
-                    f"{model}|images": 2 * day,
-                    f"{model}|spend": 2 * day * 162_000,
-                },
+                team.key_rollup(f"2025-04-{day:02d}"),
+                mapping={f"{key_id}|{w}|{model}": n for w, n in amounts.items()},
             )
         r.config_resetstat()
         body = report(world.gateway, "key,day", "2025-04-01", "2025-04-30")
         stats = r.info("commandstats")
-        keys = r.scard("gw:keys")
+        teams = r.scard("gw:teams")
     assert [row["day"] for row in body["data"]] == [f"2025-04-{d:02d}" for d in range(1, 31)]
     assert {row["key_id"] for row in body["data"]} == {key_id}
     assert body["totals"]["calls"] == sum(range(1, 31)) == 465
     assert body["totals"]["images"] == 930
     assert body["totals"]["spend_usd"] == "150.660000"  # 930 x $0.162
     assert not {"cmdstat_xrange", "cmdstat_xrevrange", "cmdstat_xread", "cmdstat_scan"} & set(stats)
-    assert stats["cmdstat_hgetall"]["calls"] >= keys * 30
+    assert stats["cmdstat_hgetall"]["calls"] >= teams * 30
 
 
 def test_export_merges_streams_across_pages_by_time_and_selects_by_call_day(world: World) -> None:
@@ -329,11 +332,12 @@ def test_export_merges_streams_across_pages_by_time_and_selects_by_call_day(worl
         for i in range(5000):
             key_id = keys[i % 2]
             ms = start + 1 + i * 17
-            pipe.xadd(f"gw:{{{key_id}}}:ledger", _record(f"req-{i}", key_id, day, 1), id=f"{ms}-0")
+            pipe.xadd(KeySpace(key_id, "paged").ledger, _record(f"req-{i}", key_id, day, 1), id=f"{ms}-0")
         late = midnight + 30_000  # recorded after midnight, reserved before it
-        pipe.xadd(f"gw:{{{keys[0]}}}:ledger", _record("req-late", keys[0], day, 1), id=f"{late}-0")
+        first, second = (KeySpace(k, "paged").ledger for k in keys)
+        pipe.xadd(first, _record("req-late", keys[0], day, 1), id=f"{late}-0")
         next_day = _record("req-next-day", keys[1], day + timedelta(days=1), 1)
-        pipe.xadd(f"gw:{{{keys[1]}}}:ledger", next_day, id=f"{late + 1}-0")
+        pipe.xadd(second, next_day, id=f"{late + 1}-0")
         pipe.execute()
     records = jsonl(export(world.gateway, "jsonl", day.isoformat(), day.isoformat()))
     assert [rec["request_id"] for rec in records] == [f"req-{i}" for i in range(5000)] + ["req-late"]
@@ -442,21 +446,20 @@ def test_a_month_of_rollups_standing_for_a_million_calls_reports_in_seconds(
     with redis.client() as r:
         pipe = r.pipeline(transaction=False)
         for k in range(500):
-            key_id = f"busy{k:08d}"
-            pipe.hset(
-                f"gw:{{{key_id}}}:key", mapping={"key_id": key_id, "team": f"team-{k % 20}", "name": f"k{k}"}
-            )
+            key_id, team = f"busy{k:08d}", f"team-{k % 20}"
+            record = {"key_id": key_id, "team": team, "name": f"k{k}"}
+            pipe.hset(KeySpace(key_id, team).record, mapping=record)
+            pipe.hset(directory_entry(key_id), "team", team)
             pipe.sadd("gw:keys", key_id)
+            pipe.sadd("gw:teams", team)
             for d in range(1, 32):
-                fields = {}
+                day = f"2026-01-{d:02d}"
                 for m, model in enumerate(models):
                     calls = 21 + m  # 66 calls a key a day
-                    fields |= {
-                        f"{model}|calls": calls,
-                        f"{model}|images": calls,
-                        f"{model}|spend": calls * PRICES[model],
-                    }
-                pipe.hset(f"gw:{{{key_id}}}:rollup:2026-01-{d:02d}", mapping=fields)
+                    amounts = {"calls": calls, "images": calls, "spend": calls * PRICES[model]}
+                    for what, n in amounts.items():
+                        pipe.hincrby(TeamSpace(team).rollup(day), f"{model}|{what}", n)
+                        pipe.hset(TeamSpace(team).key_rollup(day), f"{key_id}|{what}|{model}", n)
         pipe.execute()
     gw = gateway_factory(redis.url, simulator.url)
     started = time.perf_counter()

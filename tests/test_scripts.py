@@ -12,7 +12,7 @@ from redis.exceptions import ResponseError
 
 from gateway import scripts
 from gateway.redis_keys import KeySpace
-from tests.support import RedisServer
+from tests.support import RedisServer, reserve_one
 
 
 def line_of(script: str, text: str) -> int:
@@ -21,24 +21,21 @@ def line_of(script: str, text: str) -> int:
 
 
 def test_a_script_error_names_the_line_of_the_script_file(redis_server: RedisServer) -> None:
-    space = KeySpace("linenumbers1")
+    space = KeySpace("linenumbers1", "t")
+    team = space.team_space
 
     async def run() -> str:
         client = Redis.from_url(redis_server.url)
         try:
             await client.hset(space.record, mapping={"secret_hash": "h", "team": "t", "name": "n"})
-            keys = [space.record, space.state, space.reservations, space.reservation_deadlines]
-            keys += [
-                space.spent("d"),
-                space.spent("m"),
-                space.spent("total"),
-                space.images("d"),
-                space.ledger,
-                space.cancelled,
-            ]
+            keys = [space.record, space.state, space.reservations, space.ledger, space.cancelled]
+            keys += [space.spent("d"), space.spent("m"), space.spent("total"), space.images("d")]
+            keys += [team.settings, team.state, team.reservation_deadlines]
+            keys += [team.spent("d"), team.spent("m"), team.spent("total"), team.images("d")]
+            args = ["h", "m", "req", "not-a-number", 1, 1000, 2**50, "d", "[]", space.key_id, team.tag]
             with pytest.raises(ResponseError) as failure:
                 # max_images is not a number: the script fails where it first does arithmetic on it
-                await scripts.RESERVE(client, keys, ["h", "m", "req", "not-a-number", 1, 1000, 2**50])
+                await scripts.RESERVE(client, keys, args)
             return str(failure.value)
         finally:
             await client.aclose()
@@ -76,20 +73,11 @@ def test_a_late_settlement_past_the_budget_is_flagged_not_hidden(redis_server: R
             token = parse_token(secret)
             assert token is not None
             key_id, periods = record["key_id"], Periods.now()
+            space = KeySpace(key_id, "late")
             settler = Settler(client, Spool(tmp_path / "spool", "test"), 400)
             flags = []
             for request_id, lifetime_ms in (("req_cut_off", 1), ("req_meanwhile", 60_000)):
-                held = await budget.reserve(
-                    client,
-                    key_id=key_id,
-                    secret_hash=token[1],
-                    model="m",
-                    request_id=request_id,
-                    max_images=1,
-                    unit_price_micros=1_000_000,
-                    lifetime_ms=lifetime_ms,
-                    periods=periods,
-                )
+                held = await reserve_one(client, space, token[1], request_id, lifetime_ms=lifetime_ms)
                 assert isinstance(held, budget.Reservation), held  # the first lapsed: room again
                 await asyncio.sleep(0.01)
             for request_id in ("req_meanwhile", "req_cut_off"):
@@ -105,7 +93,7 @@ def test_a_late_settlement_past_the_budget_is_flagged_not_hidden(redis_server: R
                 settled = await settler.settle(order)
                 assert settled is not None
                 flags.append(settled.over_budget)
-            entries = await client.xrange(f"gw:{{{key_id}}}:ledger")
+            entries = await client.xrange(space.ledger)
             return flags, entries[-1][1]
         finally:
             await client.aclose()
@@ -129,30 +117,16 @@ def test_a_cancelled_reserve_holds_nothing_whichever_runs_first(redis_server: Re
             secret, record = await KeyStore(client).create(KeyCreate(team="t", name="cancel", budget_usd="5"))
             token = parse_token(secret)
             assert token is not None
-            key_id = record["key_id"]
-
-            async def reserve(request_id: str) -> object:
-                return await budget.reserve(
-                    client,
-                    key_id=key_id,
-                    secret_hash=token[1],
-                    model="m",
-                    request_id=request_id,
-                    max_images=1,
-                    unit_price_micros=1_000_000,
-                    lifetime_ms=60_000,
-                    periods=Periods.now(),
-                )
-
-            assert isinstance(await reserve("req_ran_first"), budget.Reservation)
-            released = await budget.cancel(client, key_id=key_id, request_id="req_ran_first")
-            not_released = await budget.cancel(client, key_id=key_id, request_id="req_still_queued")
+            space = KeySpace(record["key_id"], "t")
+            assert isinstance(await reserve_one(client, space, token[1], "req_ran_first"), budget.Reservation)
+            released = await budget.cancel(client, space=space, request_id="req_ran_first")
+            not_released = await budget.cancel(client, space=space, request_id="req_still_queued")
             try:
-                await reserve("req_still_queued")
+                await reserve_one(client, space, token[1], "req_still_queued")
                 refused = False
             except budget.ReserveTooLate:
                 refused = True
-            return released, not_released, refused, await budget.usage(client, key_id, Periods.now())
+            return released, not_released, refused, await budget.usage(client, space, Periods.now())
         finally:
             await client.aclose()
 

@@ -19,6 +19,7 @@ from gateway.call.outage import note_store_failure, store_unavailable
 from gateway.call.relay import StreamedAnswer
 from gateway.keys import KeyStore
 from gateway.money import micros_to_usd
+from gateway.redis_keys import KeySpace
 from gateway.redis_protocol import Redis
 
 
@@ -38,10 +39,11 @@ async def run_once(
     idempotency.check_key(idempotency_key)
     call.team = (await known_key(keys, token))["team"]
     call.key_id = token.key_id
+    space = KeySpace(token.key_id, call.team)
     try:
         replay = await idempotency.begin(
             redis,
-            key_id=token.key_id,
+            space=space,
             idempotency_key=idempotency_key,
             body=body,
             pending_ms=pending_ms,
@@ -59,23 +61,23 @@ async def run_once(
         response = await generate()
         return response
     finally:
-        await _finish(redis, token.key_id, idempotency_key, response, keep_s)
+        await _finish(redis, space, idempotency_key, response, keep_s)
 
 
 async def _finish(
-    redis: Redis, key_id: str, idempotency_key: str, response: Response | None, keep_s: int
+    redis: Redis, space: KeySpace, idempotency_key: str, response: Response | None, keep_s: int
 ) -> None:
     if isinstance(response, StreamedAnswer) and not response.finished:
         # Known only once its body has been read: settled then, as a result too large to replay
         # (a repeat gets 409, charged once), or abandoned if it broke off (a retry may go ahead).
-        response.after.append(lambda done: _finish(redis, key_id, idempotency_key, done, keep_s))
+        response.after.append(lambda done: _finish(redis, space, idempotency_key, done, keep_s))
         return
     try:
         if response is not None and response.status_code == 200:
             headers = {k: v for k, v in response.headers.items() if k.startswith("x-gateway-")}
             await idempotency.complete(
                 redis,
-                key_id=key_id,
+                space=space,
                 idempotency_key=idempotency_key,
                 status=200,
                 headers=headers,
@@ -83,6 +85,6 @@ async def _finish(
                 ttl_s=keep_s,
             )
         else:
-            await idempotency.abandon(redis, key_id, idempotency_key)
+            await idempotency.abandon(redis, space, idempotency_key)
     except Exception as exc:  # the images are delivered: never turn that into an error
         note_store_failure(exc)

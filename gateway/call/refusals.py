@@ -43,7 +43,7 @@ def expired(at_ms: int) -> GatewayError:
 def budget_message(refusal: BudgetExhausted, now_s: float | None = None) -> str:
     usd = micros_to_usd
     text = (
-        f"This key's {PERIOD_ADJECTIVES.get(refusal.period, refusal.period)} budget of "
+        f"{_whose(refusal)} {PERIOD_ADJECTIVES.get(refusal.period, refusal.period)} budget of "
         f"${usd(refusal.budget_micros)} is exhausted: ${usd(refusal.spent_micros)} spent and "
         f"${usd(refusal.reserved_micros)} reserved by calls in flight, and this call may cost up "
         f"to ${usd(refusal.amount_micros)}."
@@ -56,10 +56,17 @@ def budget_message(refusal: BudgetExhausted, now_s: float | None = None) -> str:
 
 def daily_images_message(refusal: DailyImagesExhausted, now_s: float | None = None) -> str:
     return (
-        f"This key's cap of {refusal.cap} images per day is reached: {refusal.used} delivered and "
+        f"{_whose(refusal)} cap of {refusal.cap} images per day is reached: {refusal.used} delivered and "
         f"{refusal.reserved_images} reserved by calls in flight today, and this call may return up "
         f"to {refusal.wanted}. It resets at {iso_z(day_resets_at(now_s))}."
     )
+
+
+def _whose(refusal: BudgetExhausted | DailyImagesExhausted) -> str:
+    """Whose limit it is: a caller must know whether asking for a bigger key budget would help."""
+    if refusal.scope == "team":
+        return f"Your team's ({refusal.team}, shared by all its keys)"
+    return "This key's"
 
 
 def rate_limited(refusal: RateLimited) -> GatewayError:
@@ -79,10 +86,12 @@ def refusal_error(refusal: Refusal, model: str) -> GatewayError:
             return expired(at_ms)
         case ModelNotAllowed():
             return errors.model_not_allowed(model)
-        case BudgetExhausted():
-            return errors.insufficient_quota(budget_message(refusal), "budget_exceeded")
-        case DailyImagesExhausted():
-            return errors.insufficient_quota(daily_images_message(refusal), "images_per_day_exceeded")
+        case BudgetExhausted(scope=scope):
+            code = "team_budget_exceeded" if scope == "team" else "budget_exceeded"
+            return errors.insufficient_quota(budget_message(refusal), code)
+        case DailyImagesExhausted(scope=scope):
+            code = "team_images_per_day_exceeded" if scope == "team" else "images_per_day_exceeded"
+            return errors.insufficient_quota(daily_images_message(refusal), code)
         case RateLimited():
             return rate_limited(refusal)
         case TooManyInFlight(max_concurrent=limit):

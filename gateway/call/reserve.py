@@ -9,13 +9,15 @@ import time
 from redis.exceptions import RedisError
 
 from gateway import budget
-from gateway.budget import Refusal, Reservation
+from gateway.budget import InvalidKey, Refusal, Reservation
 from gateway.call.authenticate import Token
 from gateway.call.log import CallLog
 from gateway.call.outage import store_unavailable
 from gateway.call.refusals import refusal_error
 from gateway.call.validate import ImageCall
+from gateway.key_directory import KeyDirectory
 from gateway.periods import Periods
+from gateway.redis_keys import KeySpace
 from gateway.redis_protocol import Redis
 
 log = logging.getLogger("gateway")
@@ -36,16 +38,16 @@ class ReserveCancels:
         self.give_up_after_s = budget.RESERVE_DEADLINE_MS / 1000
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def cancel(self, key_id: str, request_id: str) -> None:
-        task = asyncio.create_task(self._until_done(key_id, request_id), name=f"cancel-{request_id}")
+    def cancel(self, space: KeySpace, request_id: str) -> None:
+        task = asyncio.create_task(self._until_done(space, request_id), name=f"cancel-{request_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _until_done(self, key_id: str, request_id: str) -> None:
+    async def _until_done(self, space: KeySpace, request_id: str) -> None:
         deadline = time.monotonic() + self.give_up_after_s
         while True:
             try:
-                await budget.cancel(self.redis, key_id=key_id, request_id=request_id)
+                await budget.cancel(self.redis, space=space, request_id=request_id)
                 return
             except (RedisError, OSError):
                 if time.monotonic() > deadline:
@@ -62,6 +64,7 @@ class ReserveCancels:
 async def reserve(
     redis: Redis,
     *,
+    directory: KeyDirectory,
     call: CallLog,
     token: Token,
     image_call: ImageCall,
@@ -72,9 +75,15 @@ async def reserve(
 ) -> Reservation:
     """The reservation, or the error that refuses the call (401, 403, 429, or 503 without Redis)."""
     try:
+        space = await directory.space_of(token.key_id)
+    except (RedisError, OSError) as exc:
+        raise store_unavailable(exc) from None
+    if space is None:  # a key_id never issued
+        raise refusal_error(InvalidKey(None, None), image_call.model)
+    try:
         held = await budget.reserve(
             redis,
-            key_id=token.key_id,
+            space=space,
             secret_hash=token.secret_hash,
             model=image_call.model,
             request_id=call.request_id,
@@ -84,7 +93,7 @@ async def reserve(
             periods=periods,
         )
     except (RedisError, OSError) as exc:
-        cancels.cancel(token.key_id, call.request_id)
+        cancels.cancel(space, call.request_id)
         raise store_unavailable(exc) from None
     if isinstance(held, Refusal):
         call.team = held.team or "unknown"

@@ -29,8 +29,29 @@ def add_limit_options(parser: argparse.ArgumentParser, updating: bool) -> None:
     parser.add_argument("--images-per-day", type=_count, help=f"cap on images per UTC day{keeps}")
     parser.add_argument("--rpm", type=_count, help=f"requests per minute{keeps}")
     parser.add_argument("--max-concurrent", type=_count, help=f"requests in flight at once{keeps}")
+    add_alert_option(parser, keeps)
     add_json_option(parser)
     parser.epilog = "Give 'none' to a limit to remove it, e.g. --budget-usd none." if updating else None
+
+
+def add_alert_option(parser: argparse.ArgumentParser, keeps: str = "") -> None:
+    parser.add_argument(
+        "--alert-thresholds",
+        help=f"comma-separated fractions of the budget that send a webhook alert, e.g. 0.5,0.8,1{keeps}",
+    )
+
+
+def alerts_from_args(args: argparse.Namespace) -> list[str] | None:
+    """``0.5,0.8,1`` as a list of strings (checked by the model); 'none' clears them."""
+    text = args.alert_thresholds
+    if text.lower() in NONE_WORDS:
+        return None
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def count_option(text: str) -> int | str:
+    """A whole number, or 'none' (no limit): the type of every count option."""
+    return _count(text)
 
 
 def _count(text: str) -> int | str:
@@ -55,6 +76,8 @@ def limits_from_args(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, name)
         if value is not None:
             given[name] = None if value == "none" else value
+    if args.alert_thresholds is not None:
+        given["alert_thresholds"] = alerts_from_args(args)
     return given
 
 

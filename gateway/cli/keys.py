@@ -149,9 +149,10 @@ def _rotate(args: argparse.Namespace) -> int:
 
 def _usage(args: argparse.Namespace) -> int:
     async def report(store: KeyStore) -> dict[str, Any] | None:
-        if await store.get_record(args.key_id) is None:
+        space = await store.space_of(args.key_id)
+        if space is None or await store.get_record(args.key_id) is None:
             return None
-        return await usage_report(store.redis, args.key_id)
+        return await usage_report(store.redis, space)
 
     _print(args, _one(args.key_id, report, Access.READ))
     return 0

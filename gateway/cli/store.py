@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 from gateway import embedded_redis, redis_client
 from gateway.cli.common import CommandError
+from gateway.layout_upgrade import ensure_layout
 from gateway.settings import load_settings
 
 T = TypeVar("T")
@@ -98,6 +99,8 @@ def run_with_redis(action: Callable[[Any], Awaitable[T]], access: Access = Acces
 
     async def go(url: str) -> T:
         async with connected(url) as redis:
+            # Keys are read in today's layout: a store of the release before is moved first.
+            await ensure_layout(redis)
             return await action(redis)
 
     with store_url(access) as url:

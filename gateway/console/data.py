@@ -23,6 +23,7 @@ from typing import Any
 from gateway import ledger
 from gateway.keys import KeyStore
 from gateway.money import micros_to_usd, usd_to_micros
+from gateway.redis_keys import KeySpace
 from gateway.usage_report import usage_report
 
 
@@ -124,7 +125,7 @@ async def keys_page(redis: Any, team: str | None) -> dict[str, Any]:
     store = KeyStore(redis)
     everyone = await store.list()
     keys = [k for k in everyone if team is None or k["team"] == team]
-    usages = await asyncio.gather(*(usage_report(redis, k["key_id"]) for k in keys))
+    usages = await asyncio.gather(*(usage_report(redis, KeySpace(k["key_id"], k["team"])) for k in keys))
     rows = []
     for key, usage in zip(keys, usages, strict=True):
         budget = usd_to_micros(key["budget_usd"]) if key["budget_usd"] is not None else None

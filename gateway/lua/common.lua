@@ -41,50 +41,81 @@ local function hincr(key, field, delta)
   if delta ~= 0 then redis.call('HINCRBY', key, field, int(delta)) end
 end
 
--- Give back what one reservation holds: its money, its images and its concurrency slot.
-local function release(state_key, reservations_key, deadlines_key, request_id, value)
+-- The names of one key's state under its team's tag: redis_keys.KeySpace, mirrored here for the
+-- orphan sweep, which meets other keys of the team (same tag, so the same slot); a test checks
+-- that the two agree. team: {tag, state, deadlines} (redis_keys.TeamSpace).
+local function key_names(team, key_id)
+  local tag = team.tag .. ':key:' .. key_id
+  return {id = key_id, record = tag .. ':record', state = tag .. ':state', res = tag .. ':res',
+    ledger = tag .. ':ledger'}
+end
+
+-- Give back what one reservation holds: its money and images (the key's and the team's) and the
+-- key's concurrency slot. k: key_names(); team: {tag, state, deadlines}.
+local function release(k, team, request_id, value)
   local amount, images = parse_reservation(value)
-  hincr(state_key, 'reserved_micros', -amount)
-  hincr(state_key, 'reserved_images', -images)
-  hincr(state_key, 'inflight', -1)
-  redis.call('HDEL', reservations_key, request_id)
-  redis.call('ZREM', deadlines_key, request_id)
+  hincr(k.state, 'reserved_micros', -amount)
+  hincr(k.state, 'reserved_images', -images)
+  hincr(k.state, 'inflight', -1)
+  hincr(team.state, 'reserved_micros', -amount)
+  hincr(team.state, 'reserved_images', -images)
+  redis.call('HDEL', k.res, request_id)
+  redis.call('ZREM', team.deadlines, k.id .. '/' .. request_id)
 end
 
 -- The ledger record of a call whose holder died. sweep.template (orphan_record.TEMPLATE) is every
 -- UsageRecord field, in order, with its orphan value; this fills in by name what only the
 -- reservation and the key record know. orphan_record.FILLED_BY_SCRIPT lists these names.
-local function write_orphan_record(sweep, request_id, value, now)
+local function write_orphan_record(k, sweep, request_id, value, now)
   local _, images, price, day, model = parse_reservation(value)
-  local who = hmget_named(sweep.record_key, {'team', 'name'})
+  local who = hmget_named(k.record, {'team', 'name'})
   local filled = {request_id = request_id, ts_ms = int(now), day = day or sweep.today,
-    team = who.team or '', key_id = string.match(sweep.record_key, '{(.-)}') or '',
-    key_name = who.name or '', model = model or 'unknown', n = int(images),
-    unit_price_micros = int(price)}
+    team = who.team or '', key_id = k.id, key_name = who.name or '', model = model or 'unknown',
+    n = int(images), unit_price_micros = int(price)}
   local fields = cjson.decode(sweep.template)
   for i = 1, #fields, 2 do
     if filled[fields[i]] ~= nil then fields[i + 1] = filled[fields[i]] end
   end
-  redis.call('XADD', sweep.ledger_key, '*', unpack(fields))
+  redis.call('XADD', k.ledger, '*', unpack(fields))
 end
 
--- Release reservations whose deadline passed: their process died before it could settle. Each
--- gets a ledger record (outcome orphaned, no charge, reconcile 1): the upstream may bill it. The
--- request id is not marked settled, so a late settlement of a process that was only cut off
--- still charges (finance then sees both records; the later one is authoritative).
--- sweep: {record_key, ledger_key, today, template}.
-local function release_orphans(state_key, reservations_key, deadlines_key, now, sweep)
-  local orphans = redis.call('ZRANGEBYSCORE', deadlines_key, '-inf', now, 'LIMIT', 0, 100)
-  for _, request_id in ipairs(orphans) do
-    local value = redis.call('HGET', reservations_key, request_id)
+-- Release the team's reservations whose deadline passed: their process died before it could
+-- settle. The sweep covers every key of the team, so a dead key's orphans cannot hold the team's
+-- budget. Each gets a ledger record (outcome orphaned, no charge, reconcile 1): the upstream may
+-- bill it. The request id is not marked settled, so a late settlement of a process that was only
+-- cut off still charges (finance then sees both records; the later one is authoritative).
+-- sweep: {today, template}.
+local function release_orphans(team, now, sweep)
+  local orphans = redis.call('ZRANGEBYSCORE', team.deadlines, '-inf', now, 'LIMIT', 0, 100)
+  for _, member in ipairs(orphans) do
+    local key_id, request_id = string.match(member, '^([^/]+)/(.*)$')
+    local k = key_names(team, key_id or '')
+    local value = key_id and redis.call('HGET', k.res, request_id)
     if value then
-      write_orphan_record(sweep, request_id, value, now)
-      release(state_key, reservations_key, deadlines_key, request_id, value)
+      write_orphan_record(k, sweep, request_id, value, now)
+      release(k, team, request_id, value)
     else
-      redis.call('ZREM', deadlines_key, request_id)
+      redis.call('ZREM', team.deadlines, member)
     end
   end
   return #orphans
+end
+
+-- Alert thresholds as stored: millionths of the budget, "500000,800000,1000000" (teams.py).
+local function thresholds_of(text)
+  local found = {}
+  for item in string.gmatch(text or '', '%d+') do found[#found + 1] = tonumber(item) end
+  return found
+end
+
+-- Whether spent has reached ppm millionths of budget, in integers: ppm x budget may pass 2^53,
+-- past which a Lua number is not exact. With budget = q x 10^6 + r it is spent - ppm q >= ppm r / 10^6.
+local function reached(spent, ppm, budget)
+  local q, r = math.floor(budget / 1000000), budget % 1000000
+  local ahead = spent - ppm * q
+  if ahead < 0 then return false end
+  if ahead >= 1000000 then return true end
+  return ahead * 1000000 >= ppm * r
 end
 
 -- The spent counter that a budget period reads.

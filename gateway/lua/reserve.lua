@@ -1,17 +1,23 @@
--- Authenticate a team key and reserve what one call may cost, in one atomic step.
+-- Authenticate a team key and reserve what one call may cost, against the key's limits and its
+-- team's, in one atomic step (key and team share a hash tag: one slot).
 -- Checks, in the order callers get them: key (unknown, revoked, expired), model allowed, then
--- limits with the one that retrying cannot fix first: budget, images per day, rate, concurrency.
+-- limits with the one that retrying cannot fix first: the key's budget, the team's budget, the
+-- key's and the team's images per day, rate, concurrency.
 -- Nothing is written unless every check passes, nor when Redis runs it after the gateway's deadline
 -- or after cancel.lua cancelled it (kind 'late'). Answers a flat list of name, value pairs whose
 -- first pair is 'kind'; budget.py decodes it by name.
-local record_key, state_key, reservations_key, deadlines_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local spent_day_key, spent_month_key, spent_total_key = KEYS[5], KEYS[6], KEYS[7]
-local images_day_key, ledger_key, cancelled_key = KEYS[8], KEYS[9], KEYS[10]  -- one hash tag: key_id
+local k = {record = KEYS[1], state = KEYS[2], res = KEYS[3], ledger = KEYS[4]}
+local cancelled_key = KEYS[5]
+local spent_day_key, spent_month_key, spent_total_key, images_day_key = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local team = {settings = KEYS[10], state = KEYS[11], deadlines = KEYS[12]}
+local team_spent_day, team_spent_month, team_spent_total = KEYS[13], KEYS[14], KEYS[15]
+local team_images_day = KEYS[16]
 local presented_hash, model, request_id = ARGV[1], ARGV[2], ARGV[3]
 local max_images, unit_price = tonumber(ARGV[4]), tonumber(ARGV[5])
 local lifetime_ms = tonumber(ARGV[6])  -- how long until the reservation is presumed orphaned
 local deadline_ms = tonumber(ARGV[7])  -- gateway's clock: past it the caller was told 503
 local today, orphan_template = ARGV[8], ARGV[9]  -- the UTC day; orphan_record.TEMPLATE
+k.id, team.tag = ARGV[10], ARGV[11]
 
 local now = now_ms()
 if redis.call('ZSCORE', cancelled_key, request_id) then
@@ -22,8 +28,8 @@ if now > deadline_ms then
   -- Queued behind a stall (a paused or overloaded Redis): the gateway gave up on this command and
   -- answered 503, so hold nothing. A reservation this request id got from an earlier send (a
   -- cluster client's resend) goes too: its caller hears 'late' as well.
-  local value = redis.call('HGET', reservations_key, request_id)
-  if value then release(state_key, reservations_key, deadlines_key, request_id, value) end
+  local value = redis.call('HGET', k.res, request_id)
+  if value then release(k, team, request_id, value) end
   return {'kind', 'late', 'late_ms', int(now - deadline_ms)}
 end
 
@@ -38,7 +44,7 @@ local function previous_secret_ok(key, presented, now)
   return false
 end
 
-local key = hmget_named(record_key, {'secret_hash', 'prev_secret_hash', 'prev_valid_until',
+local key = hmget_named(k.record, {'secret_hash', 'prev_secret_hash', 'prev_valid_until',
   'prev_secrets', 'revoked_at', 'expires_at', 'models', 'budget_micros', 'budget_period', 'images_per_day', 'rpm',
   'max_concurrent', 'team', 'name'})
 if not key.secret_hash then return {'kind', 'invalid_key'} end
@@ -66,36 +72,45 @@ end
 local amount = max_images * unit_price
 local budget = number_or(key.budget_micros, -1)
 local period = key.budget_period or 'total'
-local spent_key = period_key(period, spent_day_key, spent_month_key, spent_total_key)
 
-if redis.call('HEXISTS', reservations_key, request_id) == 1 then
+if redis.call('HEXISTS', k.res, request_id) == 1 then
   -- The same request resent by the cluster client after a timeout: the reservation stands.
   return {'kind', 'ok', 'team', key.team, 'key_name', key.name}
 end
 
-release_orphans(state_key, reservations_key, deadlines_key, now,
-  {record_key = record_key, ledger_key = ledger_key, today = today, template = orphan_template})
-local held = hmget_named(state_key, {'reserved_micros', 'reserved_images', 'inflight', 'tat_us'})
+release_orphans(team, now, {today = today, template = orphan_template})
+local held = hmget_named(k.state, {'reserved_micros', 'reserved_images', 'inflight', 'tat_us'})
 local reserved = number_or(held.reserved_micros, 0)
 local reserved_images = number_or(held.reserved_images, 0)
 local inflight = number_or(held.inflight, 0)
 
-if budget >= 0 then
-  local spent = number_or(redis.call('GET', spent_key), 0)
-  if spent + reserved + amount > budget then
-    return denied('budget', {'budget_micros', int(budget), 'spent_micros', int(spent),
-      'reserved_micros', int(reserved), 'amount_micros', int(amount), 'period', period})
-  end
+local function over_budget(scope, budget_micros, budget_period, spent_keys, reserved_micros)
+  if budget_micros < 0 then return nil end
+  local spent = number_or(redis.call('GET', period_key(budget_period, unpack(spent_keys))), 0)
+  if spent + reserved_micros + amount <= budget_micros then return nil end
+  return denied('budget', {'scope', scope, 'budget_micros', int(budget_micros), 'spent_micros',
+    int(spent), 'reserved_micros', int(reserved_micros), 'amount_micros', int(amount),
+    'period', budget_period})
 end
 
-local images_per_day = number_or(key.images_per_day, -1)
-if images_per_day >= 0 then
-  local used = number_or(redis.call('GET', images_day_key), 0)
-  if used + reserved_images + max_images > images_per_day then
-    return denied('images_per_day', {'cap', images_per_day, 'used', used,
-      'reserved_images', reserved_images, 'wanted', max_images})
-  end
+local function over_images(scope, cap, counter_key, reserved_images_now)
+  if cap < 0 then return nil end
+  local used = number_or(redis.call('GET', counter_key), 0)
+  if used + reserved_images_now + max_images <= cap then return nil end
+  return denied('images_per_day', {'scope', scope, 'cap', cap, 'used', used,
+    'reserved_images', reserved_images_now, 'wanted', max_images})
 end
+
+local team_cfg = hmget_named(team.settings, {'budget_micros', 'budget_period', 'images_per_day'})
+local team_held = hmget_named(team.state, {'reserved_micros', 'reserved_images'})
+local refused = over_budget('key', budget, period, {spent_day_key, spent_month_key, spent_total_key},
+    reserved)
+  or over_budget('team', number_or(team_cfg.budget_micros, -1), team_cfg.budget_period or 'month',
+    {team_spent_day, team_spent_month, team_spent_total}, number_or(team_held.reserved_micros, 0))
+  or over_images('key', number_or(key.images_per_day, -1), images_day_key, reserved_images)
+  or over_images('team', number_or(team_cfg.images_per_day, -1), team_images_day,
+    number_or(team_held.reserved_images, 0))
+if refused then return refused end
 
 -- Requests per minute as GCRA: a burst of up to rpm, then one every 60/rpm seconds; unlike a
 -- fixed minute it never lets 2 x rpm through around a minute boundary.
@@ -119,12 +134,13 @@ if max_concurrent >= 0 and inflight >= max_concurrent then
   return denied('concurrency', {'max_concurrent', max_concurrent})
 end
 
-if new_tat then redis.call('HSET', state_key, 'tat_us', int(new_tat)) end
-hincr(state_key, 'reserved_micros', amount)
-hincr(state_key, 'reserved_images', max_images)
-hincr(state_key, 'inflight', 1)
-redis.call('HSET', reservations_key, request_id,
-  reservation_value(amount, max_images, unit_price, today, model))
-redis.call('ZADD', deadlines_key, int(now + lifetime_ms), request_id)
+if new_tat then redis.call('HSET', k.state, 'tat_us', int(new_tat)) end
+hincr(k.state, 'reserved_micros', amount)
+hincr(k.state, 'reserved_images', max_images)
+hincr(k.state, 'inflight', 1)
+hincr(team.state, 'reserved_micros', amount)
+hincr(team.state, 'reserved_images', max_images)
+redis.call('HSET', k.res, request_id, reservation_value(amount, max_images, unit_price, today, model))
+redis.call('ZADD', team.deadlines, int(now + lifetime_ms), k.id .. '/' .. request_id)
 return {'kind', 'ok', 'team', key.team, 'key_name', key.name, 'rpm', rpm, 'rpm_remaining', remaining,
   'rpm_reset_ms', reset_ms}

@@ -1,11 +1,11 @@
--- Read one key's budget state after releasing orphaned reservations, so that what the admin API
--- shows is what the next reservation would see. Answers name, value pairs.
-local record_key, state_key, reservations_key, deadlines_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local spent_day_key, spent_month_key, spent_total_key = KEYS[5], KEYS[6], KEYS[7]
-local images_day_key, ledger_key = KEYS[8], KEYS[9]
+-- Read one key's budget state after releasing its team's orphaned reservations, so that what the
+-- admin API shows is what the next reservation would see. Answers name, value pairs.
+local record_key, state_key = KEYS[1], KEYS[2]
+local spent_day_key, spent_month_key, spent_total_key, images_day_key = KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local team = {state = KEYS[7], deadlines = KEYS[8]}
 local today, orphan_template = ARGV[1], ARGV[2]  -- the UTC day; orphan_record.TEMPLATE
-release_orphans(state_key, reservations_key, deadlines_key, now_ms(),
-  {record_key = record_key, ledger_key = ledger_key, today = today, template = orphan_template})
+team.tag = ARGV[3]
+release_orphans(team, now_ms(), {today = today, template = orphan_template})
 local key = hmget_named(record_key, {'budget_micros', 'budget_period'})
 local period = key.budget_period or 'total'
 local spent_key = period_key(period, spent_day_key, spent_month_key, spent_total_key)

@@ -127,8 +127,8 @@ async def rotate_key(key_id: str, request: Request, body: RotateRequest | None =
 @router.get("/keys/{key_id}/usage", summary="A key's budget, spend and reservations now")
 async def key_usage(key_id: str, request: Request) -> Response:
     state = state_of(request)
-    _found(await guard_redis(state.keys.get_record(key_id)), key_id)
-    return json_response(await guard_redis(usage_report(state.redis, key_id)))
+    space = _found(await guard_redis(state.keys.space_of(key_id)), key_id)
+    return json_response(await guard_redis(usage_report(state.redis, space)))
 
 
 @router.get("/prices", summary="The price table and its history")

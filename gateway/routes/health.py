@@ -25,6 +25,7 @@ async def readyz(request: Request) -> Response:
         "redis": await redis_client.ping(state.redis),
         "upstream_configured": state.settings.upstream_api_key is not None,
         "accepting": not state.admission.draining,
+        "layout": state.layout.ready,
     }
     ready = all(checks.values())
     return json_response(

@@ -177,6 +177,7 @@ class Attempt:
         periods = Periods.now()
         held = await reserve.reserve(
             state.redis,
+            directory=state.directory,
             call=call,
             token=self.token,
             image_call=self.image_call,
