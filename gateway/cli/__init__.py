@@ -1,4 +1,4 @@
-"""The ``gateway`` command: serve, simulate-upstream, keys, prices, report, usage, admin-token.
+"""The ``gateway`` command: serve, simulate-upstream, keys, teams, prices, report, usage, admin-token.
 
 One module per group of commands; this one only assembles the parser and turns the errors a
 user can act on into one line and an exit code. Every command but ``serve`` and
@@ -20,6 +20,7 @@ from gateway.cli.prices import add_prices_commands
 from gateway.cli.reports import add_report_commands
 from gateway.cli.serve import add_serve_command
 from gateway.cli.simulator_process import add_simulate_command
+from gateway.cli.teams import add_teams_commands
 from gateway.settings import SettingsError
 
 __all__ = ["build_parser", "main"]
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_command(commands)
     add_simulate_command(commands)
     add_keys_commands(commands)
+    add_teams_commands(commands)
     add_prices_commands(commands)
     add_report_commands(commands)
     add_admin_token_command(commands)

@@ -1,0 +1,58 @@
+"""The admin API's teams: ``/admin/v1/teams``, a budget shared by all of a team's keys.
+
+Guarded like every admin route (routes/admin.py ``require_admin``).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+
+from gateway import admin_auth
+from gateway.errors import GatewayError, not_found
+from gateway.responses import json_response
+from gateway.routes.admin import guard_redis, require_admin
+from gateway.state import state_of
+from gateway.teams import TeamSettings, TeamStore, check_team_name
+
+router = APIRouter(prefix="/admin/v1", tags=["admin"], dependencies=[Depends(require_admin)])
+
+
+def _team_name(team: str) -> str:
+    try:
+        return check_team_name(team)
+    except ValueError as exc:
+        raise GatewayError(400, str(exc), "invalid_request_error", "invalid_team", "team", False) from None
+
+
+async def _existing(store: TeamStore, team: str) -> str:
+    name = _team_name(team)
+    if not await guard_redis(store.exists(name)):
+        raise not_found(f"No team '{name}' (a team exists once it has settings or keys).")
+    return name
+
+
+@router.put("/teams/{team}", summary="Set a team's budget, image cap or alert thresholds (null clears)")
+async def set_team(team: str, settings: TeamSettings, request: Request) -> Response:
+    name = _team_name(team)
+    record = await guard_redis(TeamStore(state_of(request).redis).set(name, settings))
+    admin_auth.audit(request, "team.set", via="api", team=name, fields=sorted(settings.model_fields_set))
+    return json_response(record)
+
+
+@router.get("/teams", summary="List teams (every team with settings or keys)")
+async def list_teams(request: Request) -> Response:
+    teams = await guard_redis(TeamStore(state_of(request).redis).list())
+    return json_response({"object": "list", "data": teams})
+
+
+@router.get("/teams/{team}", summary="Show a team's settings")
+async def show_team(team: str, request: Request) -> Response:
+    store = TeamStore(state_of(request).redis)
+    return json_response(await guard_redis(store.get(await _existing(store, team))))
+
+
+@router.get("/teams/{team}/usage", summary="A team's budget, spend and reservations now")
+async def team_usage(team: str, request: Request) -> Response:
+    store = TeamStore(state_of(request).redis)
+    return json_response(await guard_redis(store.usage(await _existing(store, team))))
