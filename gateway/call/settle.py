@@ -97,6 +97,7 @@ def order_for(
         outcome=outcome or call.upstream_outcome or "unknown",
         client_left=int(call.client_left),
         stream=int(call.stream),
+        user=call.user,
         reconcile=int(reconcile),
     )
     return SettleOrder(
