@@ -44,7 +44,7 @@ from gateway.ledger_query import parse_range as parse_range
 from gateway.money import micros_to_usd
 from gateway.pipelined import pipelined
 from gateway.redis_keys import KEY_REGISTRY, TEAM_REGISTRY, KeySpace, TeamSpace
-from gateway.usage_record import EXPORT_FIELDS, INT_FIELDS
+from gateway.usage_record import DEFAULTS, EXPORT_FIELDS, INT_FIELDS
 
 GROUP_FIELDS = ("team", "key", "model", "day", "user")
 DEFAULT_GROUP_BY = ("team",)
@@ -423,6 +423,8 @@ def export_record(ledger_id: str, fields: dict[bytes, bytes]) -> dict[str, Any]:
     ts_ms = found.get("ts_ms")
     if isinstance(ts_ms, int):
         found["time"] = iso_time(ts_ms)
+    for name, default in DEFAULTS.items():  # a record written before the field existed
+        found.setdefault(name, default)
     record = {name: found[name] for name in EXPORT_FIELDS if name in found}
     record.update(extra)
     return record

@@ -7,9 +7,11 @@ it back in :data:`EXPORT_FIELDS` order. A field added here reaches the ledger an
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass
 
 
+# A field added later takes a default (what a record written before it existed meant) and its
+# name in LATER_FIELDS, so its CSV column comes last.
 @dataclass(frozen=True)
 class UsageRecord:
     request_id: str
@@ -30,6 +32,7 @@ class UsageRecord:
     client_left: int  # 1: the caller hung up before the answer; charged all the same
     reconcile: int  # 1: the upstream may have billed what the gateway could not count
     stream: int = 0  # 1: "stream": true, relayed as server-sent events
+    user: str = ""  # OpenAI's "user" field as the caller sent it (validated); "" when absent
 
     def stream_fields(self) -> list[str]:
         """Name, value strings, as settle.lua appends them to the stream."""
@@ -42,17 +45,25 @@ class UsageRecord:
 SCRIPT_FIELDS = ("reserved", "over_budget")
 
 
+# Record fields added after the script fields were first exported: their columns come after the
+# script's, so a CSV reader that goes by column position keeps working.
+LATER_FIELDS = ("user",)
+
+
 # The record as exported, in CSV column order: the stream id, the record with the charge in USD
-# beside the micro-USD one, then what the script adds. A JSONL export also keeps unknown fields.
+# beside the micro-USD one, then what the script adds, then LATER_FIELDS. A JSONL export also
+# keeps unknown fields.
 def _export_fields() -> tuple[str, ...]:
     names = ["ledger_id"]
     for name in UsageRecord.__dataclass_fields__:
+        if name in LATER_FIELDS:
+            continue
         names.append(name)
         if name == "charge_micros":
             names.append("charge_usd")
         if name == "ts_ms":
             names.append("time")  # ts_ms as ISO-8601 UTC, computed by the export
-    return (*names, *SCRIPT_FIELDS)
+    return (*names, *SCRIPT_FIELDS, *LATER_FIELDS)
 
 
 EXPORT_FIELDS = _export_fields()
@@ -61,3 +72,10 @@ DERIVED_FIELDS = ("ledger_id", "charge_usd", "time")
 INT_FIELDS = frozenset(
     name for name, spec in UsageRecord.__dataclass_fields__.items() if spec.type == "int"
 ) | frozenset(SCRIPT_FIELDS)
+# Fields added to the record with a default: a record written before one existed is exported
+# with the default (a record from before "user" had no end user: "").
+DEFAULTS: dict[str, object] = {
+    name: spec.default
+    for name, spec in UsageRecord.__dataclass_fields__.items()
+    if spec.default is not MISSING
+}

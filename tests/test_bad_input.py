@@ -131,6 +131,20 @@ BAD_FIELDS = {
     "response_format xml": (body(response_format="xml"), "response_format"),
     "response_format a number": (body(response_format=1), "response_format"),
     "stream a string": (body(stream="yes"), "stream"),
+    **{
+        f"user {name}": (body(user=value), "user")
+        for name, value in {
+            "over 256 characters": "u" * 257,
+            "with a newline": "alice\n",
+            "with a NUL": "a\x00",
+            "with a unit separator": "a\x1f",
+            "with a C1 control": "a\x9b",
+            "a number": 5,
+            "a list": ["alice"],
+            "an object": {},
+            "false": False,
+        }.items()
+    },
     "sequential mode unknown": (body(sequential_image_generation="yes"), "sequential_image_generation"),
     **{
         f"max_images {v!r}": (

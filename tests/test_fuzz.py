@@ -20,6 +20,7 @@ from gateway.call.validate import (
     MAX_N,
     MAX_SEQUENTIAL_IMAGES,
     MAX_SIDE,
+    MAX_USER_CHARS,
     ImageCall,
     ImageGenerationRequest,
     validate_image_request,
@@ -37,6 +38,7 @@ FIELDS = [
     "stream",
     "sequential_image_generation",
     "sequential_image_generation_options",
+    "user",
 ]
 SCHEMA = ImageGenerationRequest.model_json_schema()
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -65,6 +67,7 @@ plausible = {
         {}, optional={"max_images": st.integers(-1, MAX_SEQUENTIAL_IMAGES + 1) | json_values}
     )
     | json_values,
+    "user": st.sampled_from(["alice", "", "a\n", "a\x85", "u" * 257]) | st.text(max_size=300) | json_values,
 }
 request_like = st.fixed_dictionaries({}, optional=plausible).flatmap(
     lambda known: st.dictionaries(st.text(max_size=10), json_values, max_size=3).map(
@@ -117,6 +120,8 @@ valid_requests = st.fixed_dictionaries(
         | st.fixed_dictionaries({}, optional={"max_images": st.integers(1, MAX_SEQUENTIAL_IMAGES)}),
         "seed": json_values,
         "watermark": st.booleans(),
+        "user": st.none()
+        | st.text(st.characters(blacklist_categories=["Cc"]), max_size=MAX_USER_CHARS),
     },
 )
 
@@ -127,7 +132,7 @@ def test_valid_requests_are_accepted_and_reserve_what_they_may_return(payload: d
     jsonschema.validate(payload, SCHEMA)  # the documented schema agrees they are valid
     call = validate_image_request(payload, MAX_PROMPT)
     n = payload.get("n") or 1
-    assert (call.model, call.n) == (payload["model"], n)
+    assert (call.model, call.n, call.user) == (payload["model"], n, payload.get("user") or "")
     if payload.get("sequential_image_generation") == "auto":
         options = payload.get("sequential_image_generation_options") or {}
         assert call.max_images == max(n, options.get("max_images", MAX_SEQUENTIAL_IMAGES))

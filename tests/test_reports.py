@@ -247,7 +247,7 @@ def test_exports_in_csv_and_jsonl_hold_the_same_records_with_every_field(world: 
         "request_id", "ts_ms", "day", "team", "key_id", "key_name", "model", "n", "images",
         "upstream_status", "upstream_latency_ms", "outcome", "client_left", "reconcile",
         "unit_price_micros", "charge_micros", "reserved", "ledger_id", "charge_usd", "time",
-        "stream", "upstream_images", "over_budget",
+        "stream", "upstream_images", "over_budget", "user",
     }  # fmt: skip
     assert set(rows[0]) == fields
     assert all(set(rec) == fields for rec in records)

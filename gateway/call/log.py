@@ -25,5 +25,6 @@ class CallLog:
     rejection: str | None = None  # why the gateway refused it before the upstream
     client_left: bool = False
     stream: bool = False  # "stream": true, relayed as server-sent events (call/stream.py)
+    user: str = ""  # OpenAI's end-user id: for the ledger only, never a metric label or logged
     prompt: str | None = None  # only with GATEWAY_LOG_PROMPTS=true
     extra: dict[str, Any] = field(default_factory=dict)

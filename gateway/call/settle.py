@@ -99,6 +99,7 @@ def order_for(
         outcome=outcome or call.upstream_outcome or "unknown",
         client_left=int(call.client_left),
         stream=int(call.stream),
+        user=call.user,
         reconcile=int(reconcile),
     )
     return SettleOrder(
@@ -162,6 +163,7 @@ class Settler:
             periods=Periods(order.day, order.month),
             retention_days=self.retention_days,
             record_fields=order.record.stream_fields(),
+            user=order.record.user,
         )
         if settled is not None and settled.over_budget:
             metrics.LATE_OVERSPENDS.labels(order.record.team, order.record.key_name).inc()

@@ -75,6 +75,11 @@ MAX_SIDE = 16384
 MAX_SEQUENTIAL_IMAGES = 15
 SIZE_PRESETS = frozenset({"1K", "2K", "3K", "4K"})
 _SIZE_RE = re.compile(r"^([1-9][0-9]{0,4})x([1-9][0-9]{0,4})$")
+MAX_USER_CHARS = 256
+# Control characters (C0, DEL, C1): written as regex escapes, the same in Python and in the
+# JSON Schema (ECMA-262) pattern of /docs.
+USER_CONTROL_PATTERN = r"[\x00-\x1f\x7f-\x9f]"
+_USER_CONTROL_RE = re.compile(USER_CONTROL_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,7 @@ class ImageCall:
     n: int
     max_images: int  # the most images the call can return: what is reserved
     stream: bool = False  # server-sent events, one per image (gateway/call/stream.py)
+    user: str = ""  # OpenAI's end-user id, for the ledger; "" when absent (forwarded as sent)
 
 
 def validate_image_request(payload: Any, max_prompt_chars: int) -> ImageCall:
@@ -107,7 +113,8 @@ def validate_image_request(payload: Any, max_prompt_chars: int) -> ImageCall:
     stream = payload.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise bad_request("'stream' must be true or false.", "stream")
-    return ImageCall(model, n, max(n, _sequential_max_images(payload)), stream=stream is True)
+    max_images = max(n, _sequential_max_images(payload))
+    return ImageCall(model, n, max_images, stream=stream is True, user=_check_user(payload.get("user")))
 
 
 def _check_n(n: Any) -> int:
@@ -132,6 +139,18 @@ def _check_size(size: Any) -> None:
             f"{', '.join(sorted(SIZE_PRESETS))}.",
             "size",
         )
+
+
+def _check_user(user: Any) -> str:
+    """OpenAI's end-user id: recorded in the ledger, so bounded and free of control characters.
+    Absent, null and "" (which OpenAI accepts) all mean no user."""
+    if user is None or user == "":
+        return ""
+    if not isinstance(user, str) or len(user) > MAX_USER_CHARS:
+        raise bad_request(f"'user' must be a string of at most {MAX_USER_CHARS} characters.", "user")
+    if _USER_CONTROL_RE.search(user):
+        raise bad_request("'user' must not contain control characters.", "user")
+    return user
 
 
 def _sequential_max_images(payload: dict[str, Any]) -> int:
@@ -189,6 +208,16 @@ class ImageGenerationRequest(BaseModel):
         description="true: server-sent events, one per image as it is made (Seedream 4.0 and 4.5).",
     )
     sequential_image_generation: Literal["auto", "disabled"] | None = None
+    # "not" a pattern found anywhere, rather than an anchored pattern: "$" also matches before a
+    # final newline in Python's regexes, so "^...$" would let "alice\n" through the schema.
+    user: str | None = Field(
+        default=None,
+        max_length=MAX_USER_CHARS,
+        json_schema_extra={"not": {"type": "string", "pattern": USER_CONTROL_PATTERN}},
+        description="An id of the end user, recorded in the ledger (exports) and forwarded; "
+        f"at most {MAX_USER_CHARS} characters, no control characters. Empty means none.",
+        examples=["user-1234"],
+    )
     # A plain dict with its properties spelled out: a nested model would put a "$defs" reference
     # in the schema that does not resolve once embedded in the OpenAPI document.
     sequential_image_generation_options: dict[str, Any] | None = Field(

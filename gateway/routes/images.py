@@ -127,7 +127,7 @@ async def _generate(request: Request, state: GatewayState, call: CallLog, gate: 
             # The key is checked first: a caller with a bad key learns nothing about its body.
             call.team = (await authenticate.known_key(state.keys, token))["team"]
         raise
-    call.model, call.n = image_call.model, image_call.n
+    call.model, call.n, call.user = image_call.model, image_call.n, image_call.user
     if settings.log_prompts:  # off by default: prompts can hold personal data
         call.prompt = orjson.loads(body).get("prompt")
     unit_price = state.prices.get(image_call.model)
