@@ -23,10 +23,10 @@ from typing import Any
 
 from gateway import metrics
 from gateway.key_directory import spaces_of
-from gateway.ledger import registered_keys, registered_teams
 from gateway.periods import Periods
 from gateway.pipelined import pipelined
 from gateway.redis_keys import TeamSpace
+from gateway.spend_report import registered_keys, registered_teams
 
 log = logging.getLogger("gateway.metrics")
 

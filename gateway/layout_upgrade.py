@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.key_directory import KeyDirectory
-from gateway.ledger import parse_rollup
 from gateway.pipelined import pipelined
 from gateway.redis_keys import (
     KEY_REGISTRY,
@@ -47,6 +46,7 @@ from gateway.redis_keys import (
     TeamSpace,
     directory_entry,
 )
+from gateway.spend_report import parse_rollup
 
 log = logging.getLogger("gateway")
 

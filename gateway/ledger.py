@@ -1,26 +1,19 @@
-"""Finance's view of the ledger: spend reports from the daily rollups, raw records from the streams.
+"""Finance's view of the ledger: spend reports (``spend_report.py``) and the usage records.
 
 settle.lua writes, in the same atomic step that charges a call, one usage record to the key's
-stream (``gw:{team:<team>}:key:<kid>:ledger``) and adds the call to its team's rollups for its
-UTC day: per model (``...:rollup:<day>``), per key (``...:keyroll:<day>``) and per end user
-(``...:users:<day>``). So:
-
-- a spend report by team, model or day reads one small hash per team and day, never the records
-  nor anything per key: a year is teams x 365 HGETALLs (pipelined), however many keys were ever
-  issued and however many calls were made; by key it reads the per-key rollups of the same days
-  (they grow with the keys that spent those days), by user the per-user ones too;
-- an export reads the records themselves, key by key in pages (XRANGE ... COUNT), merged by time,
-  and streams them out: a busy month does not fit in memory.
+stream (``gw:{team:<team>}:key:<key_id>:ledger``) and adds the call to its team's rollups for
+its UTC day. Reports read the rollups (:mod:`gateway.spend_report`, re-exported here); an
+export reads the records themselves, key by key in pages (XRANGE ... COUNT), merged by time, and
+streams them out: a busy month does not fit in memory.
 
 Both select calls by their ``day`` field, the UTC day the call was reserved in: the day its spend
-counters and rollup count it under. A call reserved at 23:59:59 and recorded just after midnight
+counters and rollups count it under. A call reserved at 23:59:59 and recorded just after midnight
 therefore belongs to the first day in both, and a report and an export of the same dates always
-agree. Money is summed as integer micro-USD and printed with :func:`micros_to_usd`.
+agree.
 
-What may be asked (dates, their bounds) is parsed in :mod:`gateway.ledger_query`.
-
-Teams and keys are listed from the registry sets ``gw:teams`` and ``gw:keys`` (SCAN would reach
-one node of a Cluster only).
+What may be asked (dates, their bounds) is parsed in :mod:`gateway.ledger_query`. Teams and keys
+are listed from the registry sets ``gw:teams`` and ``gw:keys`` (SCAN would reach one node of a
+Cluster only).
 """
 
 from __future__ import annotations
@@ -29,8 +22,7 @@ import csv
 import heapq
 import io
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import orjson
@@ -43,11 +35,20 @@ from gateway.ledger_query import LedgerQueryError as LedgerQueryError
 from gateway.ledger_query import parse_range as parse_range
 from gateway.money import micros_to_usd
 from gateway.pipelined import pipelined
-from gateway.redis_keys import KEY_REGISTRY, TEAM_REGISTRY, KeySpace, TeamSpace
+from gateway.redis_keys import KeySpace
+from gateway.spend_report import AMOUNT_COLUMNS as AMOUNT_COLUMNS
+from gateway.spend_report import DEFAULT_GROUP_BY as DEFAULT_GROUP_BY
+from gateway.spend_report import GROUP_FIELDS as GROUP_FIELDS
+from gateway.spend_report import Amounts as Amounts
+from gateway.spend_report import SpendReport as SpendReport
+from gateway.spend_report import group_columns as group_columns
+from gateway.spend_report import parse_group_by as parse_group_by
+from gateway.spend_report import parse_rollup as parse_rollup
+from gateway.spend_report import registered_keys
+from gateway.spend_report import registered_teams as registered_teams
+from gateway.spend_report import spend_report as spend_report
 from gateway.usage_record import DEFAULTS, EXPORT_FIELDS, INT_FIELDS
 
-GROUP_FIELDS = ("team", "key", "model", "day", "user")
-DEFAULT_GROUP_BY = ("team",)
 # Records read per XRANGE: every key's stream holds a page in memory while they are merged, so
 # the page shrinks as keys grow, to keep about EXPORT_BUFFER records in memory at once.
 EXPORT_BUFFER = 20_000
@@ -61,264 +62,6 @@ LOOKAHEAD_MS = 24 * 3600 * 1000
 
 EXPORT_FORMATS = ("jsonl", "csv")
 MEDIA_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-8", "json": "application/json"}
-
-
-def parse_group_by(text: str | None) -> tuple[str, ...]:
-    """``team,key,model,day,user`` in any order and subset (``""``: totals only); default ``team``."""
-    if text is None:
-        return DEFAULT_GROUP_BY
-    fields: list[str] = []
-    for name in (part.strip().lower() for part in text.split(",")):
-        if not name:
-            continue
-        if name not in GROUP_FIELDS:
-            raise LedgerQueryError(
-                f"'group_by' takes {', '.join(GROUP_FIELDS)}, comma-separated; not {name!r}.", "group_by"
-            )
-        if name not in fields:
-            fields.append(name)
-    return tuple(fields)
-
-
-def group_columns(group_by: Sequence[str]) -> list[str]:
-    """The columns of the group fields: ``key`` is shown as its key_id and its name."""
-    columns: list[str] = []
-    for name in group_by:
-        columns += ["key_id", "key_name"] if name == "key" else [name]
-    return columns
-
-
-# -- spend report ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Amounts:
-    """What a group of settled calls came to. ``failed``: calls that delivered no image (an
-    upstream error, a timeout, an empty answer), so were charged nothing; the rest succeeded.
-    Rollups written before ``failed`` was counted read as 0 failed."""
-
-    calls: int = 0
-    images: int = 0
-    spend_micros: int = 0
-    failed: int = 0
-
-    @property
-    def succeeded(self) -> int:
-        return self.calls - self.failed
-
-    def add(self, other: Amounts) -> None:
-        self.calls += other.calls
-        self.images += other.images
-        self.spend_micros += other.spend_micros
-        self.failed += other.failed
-
-    def subtract(self, other: Amounts) -> None:
-        self.calls -= other.calls
-        self.images -= other.images
-        self.spend_micros -= other.spend_micros
-        self.failed -= other.failed
-
-    def set(self, what: str, value: int) -> None:
-        """One rollup field (``calls``, ``images``, ``spend``, ``failed``); others are ignored."""
-        if what in ("calls", "images", "failed"):
-            setattr(self, what, value)
-        elif what == "spend":
-            self.spend_micros = value
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "calls": self.calls,
-            "images": self.images,
-            "spend_usd": micros_to_usd(self.spend_micros),
-            "spend_micros": self.spend_micros,
-            "succeeded": self.succeeded,
-            "failed": self.failed,
-        }
-
-    def cells(self) -> list[str]:
-        """In :data:`AMOUNT_COLUMNS` order: the new counts last, so positional readers still work."""
-        amounts = [self.calls, self.images, micros_to_usd(self.spend_micros), self.succeeded, self.failed]
-        return [str(a) for a in amounts]
-
-
-AMOUNT_COLUMNS = ("calls", "images", "spend_usd", "succeeded", "failed")
-
-
-@dataclass
-class SpendReport:
-    """Calls, images and spend per group, and their totals, for a range of days."""
-
-    range: DateRange
-    group_by: tuple[str, ...]
-    rows: dict[tuple[str, ...], Amounts] = field(default_factory=dict)
-    totals: Amounts = field(default_factory=Amounts)
-
-    @property
-    def columns(self) -> list[str]:
-        return [*group_columns(self.group_by), *AMOUNT_COLUMNS]
-
-    def add(self, group: tuple[str, ...], amounts: Amounts) -> None:
-        if self.group_by:  # grouped by nothing: the totals alone
-            self.rows.setdefault(group, Amounts()).add(amounts)
-        self.totals.add(amounts)
-
-    def sorted_rows(self) -> list[tuple[tuple[str, ...], Amounts]]:
-        return sorted(self.rows.items())
-
-    def as_json(self) -> dict[str, Any]:
-        names = group_columns(self.group_by)
-        return {
-            "object": "spend_report",
-            **self.range.as_json(),
-            "group_by": list(self.group_by),
-            "currency": "USD",
-            "data": [
-                {**dict(zip(names, group, strict=True)), **amounts.as_json()}
-                for group, amounts in self.sorted_rows()
-            ],
-            "totals": self.totals.as_json(),
-        }
-
-    def table(self) -> list[list[str]]:
-        """Rows as cells, then a totals row (``TOTAL`` in the first group column)."""
-        rows = [[*group, *amounts.cells()] for group, amounts in self.sorted_rows()]
-        width = len(group_columns(self.group_by))
-        label = ["TOTAL", *([""] * (width - 1))] if width else []
-        return [*rows, [*label, *self.totals.cells()]]
-
-    def to_csv(self) -> str:
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\r\n")
-        writer.writerow(self.columns)
-        writer.writerows([csv_safe(cell) for cell in row] for row in self.table())
-        return out.getvalue()
-
-
-async def spend_report(
-    redis: Any, days: DateRange, group_by: Sequence[str] = DEFAULT_GROUP_BY
-) -> SpendReport:
-    """Sum the teams' daily rollups for every day of ``days``, grouped by ``group_by``.
-
-    By team, model or day it reads one small hash per team and day (per model), whatever the
-    number of keys ever issued; by key it reads the per-key rollups of the same days and the names
-    of the keys that spent; by user, the per-user rollups as well.
-    """
-    report = SpendReport(days, tuple(group_by))
-    teams = await registered_teams(redis)
-    if "user" in report.group_by:
-        rows = _user_rows(redis, teams, days)
-    elif "key" in report.group_by:
-        rows = _key_rows(redis, teams, days)
-    else:
-        rows = _team_rows(redis, teams, days)
-    found = [row async for row in rows]
-    names = await _key_names(redis, {(r.team, r.key_id) for r in found}) if "key" in report.group_by else {}
-    for row in found:
-        values = {
-            "team": (row.team,),
-            "key": (row.key_id, names.get(row.key_id, "")),
-            "model": (row.model,),
-            "day": (row.day,),
-            "user": (row.user,),
-        }
-        report.add(tuple(v for name in report.group_by for v in values[name]), row.amounts)
-    return report
-
-
-@dataclass(frozen=True)
-class RollupRow:
-    """One rollup entry: a team's calls of one day, for one model (and key, and user, if read)."""
-
-    team: str
-    day: str
-    model: str
-    amounts: Amounts
-    key_id: str = ""
-    user: str = ""
-
-
-TeamDayCommand = tuple[tuple[str, str], tuple[str, ...]]
-
-
-def _days_of(teams: list[str], days: DateRange, name: str) -> Iterable[TeamDayCommand]:
-    """``HGETALL`` of one of the team's per-day rollups (``rollup``, ``key_rollup``, ``users``)."""
-    for team in teams:
-        space = TeamSpace(team)
-        for day in days.days():
-            yield (team, day), ("hgetall", getattr(space, name)(day))
-
-
-async def _team_rows(redis: Any, teams: list[str], days: DateRange) -> AsyncIterator[RollupRow]:
-    async for (team, day), raw in pipelined(redis, _days_of(teams, days, "rollup")):
-        for model, amounts in parse_rollup(raw).items():
-            yield RollupRow(team, day, model, amounts)
-
-
-async def _key_rows(redis: Any, teams: list[str], days: DateRange) -> AsyncIterator[RollupRow]:
-    async for (team, day), raw in pipelined(redis, _days_of(teams, days, "key_rollup")):
-        for (key_id, model), amounts in parse_keyed_rollup(raw).items():
-            yield RollupRow(team, day, model, amounts, key_id=key_id)
-
-
-async def _user_rows(redis: Any, teams: list[str], days: DateRange) -> AsyncIterator[RollupRow]:
-    """Per key, model and user; calls that named no user are what the key rollup has beyond them."""
-    keyed = {
-        (team, day): parse_keyed_rollup(raw)
-        async for (team, day), raw in pipelined(redis, _days_of(teams, days, "key_rollup"))
-    }
-    async for (team, day), raw in pipelined(redis, _days_of(teams, days, "users")):
-        unnamed = keyed.get((team, day), {})
-        for (key_id, model, user), amounts in parse_user_rollup(raw).items():
-            unnamed.setdefault((key_id, model), Amounts()).subtract(amounts)
-            yield RollupRow(team, day, model, amounts, key_id=key_id, user=user)
-        for (key_id, model), amounts in unnamed.items():
-            if amounts.calls or amounts.images or amounts.spend_micros:
-                yield RollupRow(team, day, model, amounts, key_id=key_id)
-
-
-def parse_rollup(raw: dict[bytes, bytes]) -> dict[str, Amounts]:
-    """``{b"<model>|calls": b"3", ...}`` as amounts per model (a team's, or a legacy key's)."""
-    per_model: dict[str, Amounts] = {}
-    for name, value in raw.items():
-        model, _, what = _text(name).rpartition("|")
-        per_model.setdefault(model, Amounts()).set(what, int(value))
-    return {model: a for model, a in per_model.items() if a.calls or a.images or a.spend_micros}
-
-
-def parse_keyed_rollup(raw: dict[bytes, bytes]) -> dict[tuple[str, str], Amounts]:
-    """``{b"<key_id>|calls|<model>": b"3", ...}`` as amounts per (key_id, model)."""
-    found: dict[tuple[str, str], Amounts] = {}
-    for name, value in raw.items():
-        key_id, what, model = _text(name).split("|", 2)
-        found.setdefault((key_id, model), Amounts()).set(what, int(value))
-    return found
-
-
-def parse_user_rollup(raw: dict[bytes, bytes]) -> dict[tuple[str, str, str], Amounts]:
-    """``{b"<key_id>|calls|<model>\x1f<user>": b"3", ...}`` as amounts per (key_id, model, user)."""
-    found: dict[tuple[str, str, str], Amounts] = {}
-    for name, value in raw.items():
-        key_id, what, rest = _text(name).split("|", 2)
-        model, _, user = rest.partition("\x1f")
-        found.setdefault((key_id, model, user), Amounts()).set(what, int(value))
-    return found
-
-
-async def registered_keys(redis: Any) -> list[str]:
-    return sorted(_text(k) for k in await redis.smembers(KEY_REGISTRY))
-
-
-async def registered_teams(redis: Any) -> list[str]:
-    return sorted(_text(t) for t in await redis.smembers(TEAM_REGISTRY))
-
-
-async def _key_names(redis: Any, keys: set[tuple[str, str]]) -> dict[str, str]:
-    """key_id -> its name, for the (team, key_id) pairs a report met ("" if a record is gone)."""
-    commands = ((k, ("hget", KeySpace(k, t).record, "name")) for t, k in sorted(keys))
-    return {key_id: _text(name) if name else "" async for key_id, name in pipelined(redis, commands)}
-
-
-# -- usage export ----------------------------------------------------------------------------------
 
 
 class _StreamPages:

@@ -12,6 +12,7 @@ import base64
 import csv
 import io
 import json
+import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -90,12 +91,12 @@ def test_without_a_user_or_with_an_empty_one_the_user_is_empty(
 def test_a_user_that_looks_like_a_formula_is_text_in_csv_and_unchanged_in_jsonl(gateway: Gateway) -> None:
     key, key_id = gateway.create_key(team="end-users")
     client = sdk(gateway, key)
-    users = ["=cmd()", "+1-800", "@SUM(A1)", "用户 42 ✓, \"quoted\""]
+    users = ["=cmd()", "+1-800", "@SUM(A1)", '用户 42 ✓, "quoted"']
     for user in users:
         client.images.generate(model=MODEL, prompt="x", user=user)
     assert [r["user"] for r in export(gateway, key_id, "jsonl")] == users
     cells = [row["user"] for row in export(gateway, key_id, "csv")]
-    assert cells == ["'=cmd()", "'+1-800", "'@SUM(A1)", "用户 42 ✓, \"quoted\""]
+    assert cells == ["'=cmd()", "'+1-800", "'@SUM(A1)", '用户 42 ✓, "quoted"']
 
 
 BAD_USERS = {
@@ -159,17 +160,55 @@ def test_a_streamed_call_records_its_user(gateway: Gateway) -> None:
 def test_a_large_answer_streamed_to_the_caller_records_its_user(gateway: Gateway) -> None:
     key, key_id = gateway.create_key(team="end-users")
     user = f"big-{key_id}"
-    raw = (
-        sdk(gateway, key)
-        .images.with_raw_response.generate(
-            model=MODEL,
-            prompt="big",
-            response_format="b64_json",
-            user=user,
-            extra_body={"simulator_fault": "image_bytes=2000000"},  # past the 1 MiB read whole
-        )
+    raw = sdk(gateway, key).images.with_raw_response.generate(
+        model=MODEL,
+        prompt="big",
+        response_format="b64_json",
+        user=user,
+        extra_body={"simulator_fault": "image_bytes=2000000"},  # past the 1 MiB read whole
     )
     assert "x-gateway-cost-usd" not in raw.headers, "not relayed: the test would miss its path"
     assert len(raw.parse().data) == 1
     records = wait_until(lambda: export(gateway, key_id, "jsonl"), what="the answer's record")
     assert [(r["user"], r["images"], r["outcome"]) for r in records] == [(user, 1, "ok")]
+
+
+def test_a_report_grouped_by_user_splits_a_teams_spend_per_end_user(gateway: Gateway) -> None:
+    """Per end user, alone and with team, key and model; calls that named no user are one row."""
+    team = f"users-{secrets.token_hex(4)}"
+    key, key_id = gateway.create_key(team=team, name="serves-users")
+    other, other_id = gateway.create_key(team=team, name="also")
+    calls = [(key, "alice@example.com", 2), (key, "alice@example.com", 1), (key, "bob|pipe\u00e9", 1)]
+    calls += [(key, None, 1), (other, "alice@example.com", 1)]
+    for secret, user, n in calls:
+        body: dict[str, Any] = {"n": n}
+        if user is not None:
+            body["user"] = user
+        assert generate(gateway, secret, **body).status_code == 200
+    start, end = _days()
+
+    def rows(group_by: str) -> list[dict[str, Any]]:
+        with gateway.admin() as admin:
+            response = admin.get(
+                "/admin/v1/reports/spend", params={"start": start, "end": end, "group_by": group_by}
+            )
+        assert response.status_code == 200, response.text
+        return [r for r in response.json()["data"] if r.get("team", team) == team]
+
+    by_user = {
+        (r["team"], r["user"]): (r["calls"], r["images"], r["spend_micros"]) for r in rows("team,user")
+    }
+    price = 135_000
+    assert by_user == {
+        (team, "alice@example.com"): (3, 4, 4 * price),
+        (team, "bob|pipe\u00e9"): (1, 1, price),
+        (team, ""): (1, 1, price),
+    }
+    by_key_user = {(r["key_id"], r["user"]): r["images"] for r in rows("team,key,model,user")}
+    assert by_key_user == {
+        (key_id, "alice@example.com"): 3,
+        (key_id, "bob|pipe\u00e9"): 1,
+        (key_id, ""): 1,
+        (other_id, "alice@example.com"): 1,
+    }
+    assert sum(r["spend_micros"] for r in rows("team,user")) == 6 * price == rows("team")[0]["spend_micros"]

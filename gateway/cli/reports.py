@@ -37,8 +37,8 @@ def add_report_commands(commands: Commands) -> None:
     spend.add_argument(
         "--group-by",
         default=",".join(ledger.DEFAULT_GROUP_BY),
-        help="comma-separated: team, key (key_id and key_name columns), model, day; "
-        "'' for totals only (default: team)",
+        help="comma-separated: team, key (key_id and key_name columns), model, day, user (the "
+        "OpenAI 'user' a call named; '' for calls that named none); '' for totals only (default: team)",
     )
     spend.add_argument("--format", choices=["table", "csv", "json"], default="table")
     spend.set_defaults(handler=_report_spend)

@@ -59,8 +59,8 @@ async def spend_report(
     end: str = END,
     group_by: str = Query(
         default="team",
-        description="Comma-separated subset of team, key, model, day (key: key_id and key_name "
-        "columns); empty: totals only.",
+        description="Comma-separated subset of team, key, model, day, user (key: key_id and "
+        "key_name columns; user: the OpenAI `user` a call named, empty for none); empty: totals only.",
     ),
     format: Literal["json", "csv"] = "json",
 ) -> Response:

@@ -1,0 +1,183 @@
+"""``python -m bench.reports``: how long a year's spend report takes over 10,000 keys.
+
+Issue 14 measured the release before team budgets (one Redis, report by team): 2,000 keys a
+month 0.66 s, a year 7.8 s; 10,000 keys a month 3.3 s, a year 40 s, because a report read one
+rollup per key and day. Reports now read one rollup per team and day (by team, model or day),
+and the per-key rollups of those days only when grouped by key or user.
+
+The store is seeded directly with the rollups settle.lua writes (the same names and fields, from
+gateway.redis_keys), for a year: 10,000 keys in 100 teams, 3 models, and on each day a tenth of
+the keys spent something (the per-key rollups grow with the keys that spend, not with the keys
+ever issued). Each report is timed as ``GET /admin/v1/reports/spend`` runs it
+(``ledger.spend_report``), best of three.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import redis
+from redis.asyncio import Redis as AsyncRedis
+
+from gateway import ledger
+from gateway.embedded_redis import redis_server_binary
+from gateway.ledger_query import DateRange
+from gateway.redis_keys import KEY_REGISTRY, LAYOUT, TEAM_REGISTRY, KeySpace, TeamSpace, directory_entry
+
+MODELS = ("doubao-seedream-4-5-251128", "doubao-seedream-4-0-250828", "doubao-seededit-3-0-i2i-250628")
+PRICE = 135_000
+YEAR = DateRange(date(2025, 1, 1), date(2025, 12, 31))
+MONTH = DateRange(date(2025, 6, 1), date(2025, 6, 30))
+GROUPINGS: list[tuple[str, DateRange, tuple[str, ...]]] = [
+    ("year by team", YEAR, ("team",)),
+    ("year by model", YEAR, ("model",)),
+    ("year by team, model, day", YEAR, ("team", "model", "day")),
+    ("month by key", MONTH, ("key",)),
+    ("year by key", YEAR, ("key",)),
+]
+
+
+def seed(client: redis.Redis, keys: int, teams: int, active_share: float) -> int:
+    """Keys, teams and a year of rollups; answers how many per-key rollup fields were written."""
+    rng = random.Random(14)
+    team_of = {f"bench{k:07d}": f"team-{k % teams:03d}" for k in range(keys)}
+    pipe = client.pipeline(transaction=False)
+    for key_id, team in team_of.items():
+        pipe.hset(
+            KeySpace(key_id, team).record, mapping={"key_id": key_id, "team": team, "name": f"k-{key_id}"}
+        )
+        pipe.hset(directory_entry(key_id), "team", team)
+        pipe.sadd(TeamSpace(team).keys, key_id)
+    pipe.sadd(KEY_REGISTRY, *team_of)
+    pipe.sadd(TEAM_REGISTRY, *set(team_of.values()))
+    pipe.set(LAYOUT, "2")
+    pipe.execute()
+    written = 0
+    key_ids = list(team_of)
+    day = YEAR.start
+    while day <= YEAR.end:
+        team_totals: dict[str, dict[str, int]] = {}
+        keyed: dict[str, dict[str, int]] = {}
+        for key_id in rng.sample(key_ids, int(keys * active_share)):
+            team = team_of[key_id]
+            model = MODELS[rng.randrange(len(MODELS))]
+            calls = rng.randrange(1, 20)
+            amounts = {"calls": calls, "images": calls, "spend": calls * PRICE}
+            totals = team_totals.setdefault(team, {})
+            fields = keyed.setdefault(team, {})
+            for what, value in amounts.items():
+                totals[f"{model}|{what}"] = totals.get(f"{model}|{what}", 0) + value
+                fields[f"{key_id}|{what}|{model}"] = value
+        for team, totals in team_totals.items():
+            pipe.hset(TeamSpace(team).rollup(day.isoformat()), mapping=totals)
+            pipe.hset(TeamSpace(team).key_rollup(day.isoformat()), mapping=keyed[team])
+            written += len(keyed[team])
+        pipe.execute()
+        day += timedelta(days=1)
+    return written
+
+
+async def time_reports(url: str, repeat: int) -> list[dict[str, Any]]:
+    client = AsyncRedis.from_url(url)
+    rows = []
+    try:
+        for label, days, group_by in GROUPINGS:
+            times = []
+            for _ in range(repeat):
+                started = time.perf_counter()
+                report = await ledger.spend_report(client, days, group_by)
+                times.append(time.perf_counter() - started)
+            rows.append(
+                {
+                    "report": label,
+                    "seconds": round(min(times), 3),
+                    "rows": len(report.rows),
+                    "calls": report.totals.calls,
+                }
+            )
+    finally:
+        await client.aclose()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--keys", type=int, default=10_000)
+    parser.add_argument("--teams", type=int, default=100)
+    parser.add_argument("--active-share", type=float, default=0.1, help="share of keys that spend on a day")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-reports-") as directory:
+        port = _free_port()
+        server = subprocess.Popen(
+            [
+                redis_server_binary(),
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--dir",
+                directory,
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            client = redis.Redis(port=port)
+            _wait(client)
+            print(f"seeding {args.keys:,} keys in {args.teams} teams, a year of rollups ...", file=sys.stderr)
+            started = time.perf_counter()
+            fields = seed(client, args.keys, args.teams, args.active_share)
+            print(
+                f"seeded {fields:,} per-key rollup entries in {time.perf_counter() - started:.0f} s",
+                file=sys.stderr,
+            )
+            rows = asyncio.run(time_reports(f"redis://127.0.0.1:{port}/0", args.repeat))
+        finally:
+            server.terminate()
+            server.wait(10)
+    print(f"| report ({args.keys:,} keys, {args.teams} teams, one Redis) | seconds | rows |")
+    print("| --- | --- | --- |")
+    for row in rows:
+        print(f"| {row['report']} | {row['seconds']:.3f} | {row['rows']:,} |")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "reports.json").write_text(
+        json.dumps({"keys": args.keys, "teams": args.teams, "rows": rows}, indent=2)
+    )
+    return 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait(client: redis.Redis) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            return
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
