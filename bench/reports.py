@@ -18,9 +18,7 @@ import argparse
 import asyncio
 import json
 import random
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import date, timedelta
 from pathlib import Path
@@ -29,8 +27,8 @@ from typing import Any
 import redis
 from redis.asyncio import Redis as AsyncRedis
 
+from bench.local_redis import local_redis
 from gateway import ledger
-from gateway.embedded_redis import redis_server_binary
 from gateway.ledger_query import DateRange
 from gateway.redis_keys import KEY_REGISTRY, LAYOUT, TEAM_REGISTRY, KeySpace, TeamSpace, directory_entry
 
@@ -97,6 +95,7 @@ async def time_reports(url: str, repeat: int) -> list[dict[str, Any]]:
                 started = time.perf_counter()
                 report = await ledger.spend_report(client, days, group_by)
                 times.append(time.perf_counter() - started)
+            print(f"{label}: {min(times):.3f} s", file=sys.stderr, flush=True)
             rows.append(
                 {
                     "report": label,
@@ -118,36 +117,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="bench-reports-") as directory:
-        port = _free_port()
-        server = subprocess.Popen(
-            [
-                redis_server_binary(),
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--dir",
-                directory,
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            client = redis.Redis(port=port)
-            _wait(client)
-            print(f"seeding {args.keys:,} keys in {args.teams} teams, a year of rollups ...", file=sys.stderr)
-            started = time.perf_counter()
-            fields = seed(client, args.keys, args.teams, args.active_share)
-            print(
-                f"seeded {fields:,} per-key rollup entries in {time.perf_counter() - started:.0f} s",
-                file=sys.stderr,
-            )
-            rows = asyncio.run(time_reports(f"redis://127.0.0.1:{port}/0", args.repeat))
-        finally:
-            server.terminate()
-            server.wait(10)
+    with local_redis() as port:
+        client = redis.Redis(port=port)
+        print(f"seeding {args.keys:,} keys in {args.teams} teams, a year of rollups ...", file=sys.stderr)
+        started = time.perf_counter()
+        fields = seed(client, args.keys, args.teams, args.active_share)
+        seconds = time.perf_counter() - started
+        print(f"seeded {fields:,} per-key rollup entries in {seconds:.0f} s", file=sys.stderr)
+        rows = asyncio.run(time_reports(f"redis://127.0.0.1:{port}/0", args.repeat))
     print(f"| report ({args.keys:,} keys, {args.teams} teams, one Redis) | seconds | rows |")
     print("| --- | --- | --- |")
     for row in rows:
@@ -157,26 +134,6 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps({"keys": args.keys, "teams": args.teams, "rows": rows}, indent=2)
     )
     return 0
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait(client: redis.Redis) -> None:
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            return
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 if __name__ == "__main__":

@@ -114,6 +114,10 @@ class TeamStore:
     async def exists(self, team: str) -> bool:
         return team in await self.names()
 
+    async def configured(self, team: str) -> bool:
+        """Whether the team's settings were ever set (clearing a field leaves the others)."""
+        return bool(await self.redis.hgetall(TeamSpace(team).settings))
+
     async def set(self, team: str, spec: TeamSettings) -> dict[str, Any]:
         check_team_name(team)
         values, cleared = settings_fields(spec)

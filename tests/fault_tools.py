@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import redis
 
+from gateway.redis_keys import directory_entry
 from tests.support import MODEL_PRICE_MICROS, Gateway, agenerate, key_space
 
 PRICE = Decimal(MODEL_PRICE_MICROS) / 1_000_000
@@ -35,9 +36,11 @@ def assert_envelope(response: httpx.Response, status: int, code: str | None, ret
 
 
 def ledger(redis_url: str, key_id: str) -> list[dict[str, str]]:
-    """The key's ledger stream, each record as a dict of strings."""
+    """The key's ledger stream, each record as a dict of strings ([] for a key this store never had)."""
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
+        if not client.exists(directory_entry(key_id)):
+            return []
         return [fields for _, fields in client.xrange(key_space(client, key_id).ledger)]
     finally:
         client.close()

@@ -138,6 +138,11 @@ def test_readme_admin_commands_work_under_make_run_and_a_restart_keeps_key_and_t
             listed = _bash(keys_list, tmp_path)
             assert listed.returncode == 0 and "poster-bot" in listed.stdout, listed.stderr
             assert "embedded Redis" in listed.stderr and str(tmp_path / "var") in listed.stderr
+            team_curl = _readme_block(r"curl -s -X PUT http://127\.0\.0\.1:8080/admin/v1/teams/design.*?}'")
+            team = _bash(f"{export}\n{team_curl.replace('8080', str(port))}", tmp_path)
+            assert json.loads(team.stdout)["budget_usd"] == "500.000000", team.stdout + team.stderr
+            demo = _bash(f"{sys.executable} -m gateway teams show demo --json", tmp_path)
+            assert json.loads(demo.stdout)["budget_usd"] == "50.000000", demo.stdout + demo.stderr
         finally:
             assert _stop(process) == 0
     assert seen[0] == seen[1]  # the same demo key and admin token after the restart

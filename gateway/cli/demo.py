@@ -23,12 +23,19 @@ from gateway.cli.common import CommandError, Commands, plural
 from gateway.keys import KeyCreate, KeyStore, key_status, parse_token
 from gateway.redis_keys import DEMO_KEY
 from gateway.settings import Settings, load_settings
+from gateway.teams import TeamSettings, TeamStore
 
 DEMO_MODEL = "doubao-seedream-4-5-251128"
 ADMIN_TOKEN_FILE = "admin-token"
 DEMO_KEY_FILE = "demo-key"
 DEMO_SPEC = KeyCreate(
     team="demo", name="make-run demo key", budget_usd=Decimal("5"), budget_period="day", rpm=60
+)
+# The demo team's own budget, shared by all its keys; set once, so an admin's change stays.
+DEMO_TEAM = TeamSettings(
+    budget_usd=Decimal("50"),
+    budget_period="month",
+    alert_thresholds=[Decimal("0.5"), Decimal("0.8"), Decimal("1")],
 )
 
 
@@ -41,6 +48,9 @@ def local_admin_token(state_dir: Path) -> str:
 async def demo_key(redis: Any, state_dir: Path) -> str:
     """The demo key's secret: the saved one while it still works here, else a new one (saved 0600)."""
     await pricing.seed_prices(redis, None)
+    teams = TeamStore(redis)
+    if not await teams.configured(DEMO_SPEC.team):
+        await teams.set(DEMO_SPEC.team, DEMO_TEAM)
     store = KeyStore(redis)
     path = state_dir / DEMO_KEY_FILE
     saved = private_files.read_secret(path)
@@ -69,6 +79,8 @@ Gateway starting on {base}  (docs: {base}/docs, metrics: {base}/metrics)
 
 Demo team key (team "demo", {budget}; kept in {settings.state_dir / DEMO_KEY_FILE}):
   {token}
+The team "demo" has a budget of ${DEMO_TEAM.budget_usd:.2f} a month for all its keys
+(gateway teams usage demo; gateway teams set demo --budget-usd ...).
 
 Try it with curl:
   curl -s {base}/v1/images/generations \\

@@ -22,6 +22,7 @@ from gateway.cli import demo
 from gateway.cli.common import Commands
 from gateway.cli.simulator_process import print_simulator_banner, start_simulator
 from gateway.cli.store import connected
+from gateway.layout_upgrade import ensure_layout
 from gateway.settings import Settings, SettingsError, load_settings
 
 
@@ -92,6 +93,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
 async def _demo_key(settings: Settings) -> str:
     async with connected(settings.redis_url or "") as redis:
+        await ensure_layout(redis)  # a store of the release before is moved before keys are made
         return await demo.demo_key(redis, settings.state_dir)
 
 
