@@ -138,7 +138,13 @@ class TeamStore:
         return settings_json(team, raw, int(keys))
 
     async def list(self) -> list[dict[str, Any]]:
-        return [await self.get(team) for team in await self.names()]
+        """Every team's settings and its budget use now (``usage``: as ``GET .../usage`` answers)."""
+        teams = []
+        for team in await self.names():
+            usage = await self.usage(team)
+            del usage["team"]
+            teams.append({**await self.get(team), "usage": usage})
+        return teams
 
     async def usage(self, team: str) -> dict[str, Any]:
         """Exactly the shape of a key's usage (usage_report.py), for the team's budget."""

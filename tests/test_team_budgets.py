@@ -120,8 +120,8 @@ def test_the_team_api_sets_shows_lists_and_refuses_bad_values(gateway: Gateway) 
     gateway.create_key(team=team)
     with gateway.admin() as admin:
         assert admin.get(f"/admin/v1/teams/{team}").json()["keys"] == 1
-        listed = admin.get("/admin/v1/teams").json()["data"]
-        assert team in {t["team"] for t in listed}
+        listed = {t["team"]: t for t in admin.get("/admin/v1/teams").json()["data"]}
+        assert listed[team]["usage"]["remaining_usd"] == "12.500000"
         usage = admin.get(f"/admin/v1/teams/{team}/usage").json()
         assert set(usage) == {
             "team", "period", "budget_usd", "spent_usd", "reserved_usd", "remaining_usd",
@@ -179,7 +179,8 @@ def test_the_cli_sets_lists_shows_and_reports_a_teams_usage(gateway: Gateway, re
     usage = run_cli(redis_server.url, "teams", "usage", team, "--json")
     assert json.loads(usage.stdout)["spent_usd"] == "0.135000"
     listed = run_cli(redis_server.url, "teams", "list")
-    assert team in listed.stdout and "2.000000" in listed.stdout
+    row = next(line for line in listed.stdout.splitlines() if line.startswith(team))
+    assert "2.000000" in row and "0.135000" in row and "1.865000" in row  # budget, spent, remaining
     shown = run_cli(redis_server.url, "teams", "show", team)
     assert "budget_usd" in shown.stdout and "0.5" in shown.stdout
     missing = run_cli(redis_server.url, "teams", "show", new_team())

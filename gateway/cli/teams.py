@@ -18,7 +18,7 @@ from gateway.cli.key_options import NONE_WORDS, add_alert_option, alerts_from_ar
 from gateway.cli.store import Access, run_with_redis
 from gateway.teams import TeamSettings, TeamStore, check_team_name
 
-LIST_COLUMNS = ["team", "budget_usd", "budget_period", "images_per_day", "alert_thresholds", "keys"]
+LIST_COLUMNS = ["team", "budget_usd", "budget_period", "spent_usd", "remaining_usd", "images_per_day", "keys"]
 
 
 def add_teams_commands(commands: Commands) -> None:
@@ -97,7 +97,8 @@ def _list(args: argparse.Namespace) -> int:
     if args.json:
         print_json(records)
     else:
-        print_table(LIST_COLUMNS, [[record.get(c) for c in LIST_COLUMNS] for record in records])
+        rows = [{**record, **record["usage"]} for record in records]
+        print_table(LIST_COLUMNS, [[row.get(c) for c in LIST_COLUMNS] for row in rows])
     return 0
 
 
