@@ -34,6 +34,7 @@ from gateway.keys import KeyStore
 from gateway.layout_upgrade import LayoutKeeper
 from gateway.logs import AccessLog, configure_logging
 from gateway.openapi_docs import document_shared_errors
+from gateway.orphan_sweep import OrphanSweeper
 from gateway.redis_protocol import Redis
 from gateway.routes import admin, health, images, models, reports, teams
 from gateway.settings import Settings, load_settings
@@ -169,12 +170,14 @@ async def _start(settings: Settings) -> GatewayState:
         cancels=ReserveCancels(redis),
         admission=Admission(settings.max_inflight, settings.pending_per_client_cap),
         layout=LayoutKeeper(redis, directory),
+        sweeper=OrphanSweeper(redis, settings.orphan_sweep_s),
     )
     await state.settler.learn_store_id()
     state.layout.start()
     await state.layout.wait(STARTUP_LAYOUT_WAIT_S)
     state.settler.replay_gate = lambda: state.layout.ready
     state.settler.start_replay()
+    state.sweeper.start()
     if settings.drain_s > 0:
         _drain_before_exit(state.admission, settings.drain_s)
     _tune_gc()
@@ -261,6 +264,7 @@ def _drain_before_exit(admission: Admission, drain_s: float) -> None:
 
 async def _stop(state: GatewayState) -> None:
     await state.layout.aclose()
+    await state.sweeper.aclose()
     await state.settler.stop_replay()
     await state.cancels.aclose()
     await state.prices.stop()

@@ -109,6 +109,13 @@ class Settings(BaseSettings):
         description="Added to the upstream timeout: after that long a reservation left by a "
         "crashed process is released by itself.",
     )
+    orphan_sweep_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="How often every team's reservations left by crashed processes are looked "
+        "for and released (a team's own calls release them too).",
+    )
     ledger_retention_days: int = Field(
         default=400, ge=1, description="How long raw usage records are kept (rollups: forever)."
     )

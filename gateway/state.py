@@ -17,6 +17,7 @@ from gateway.call.settle import Settler
 from gateway.key_directory import KeyDirectory
 from gateway.keys import KeyStore
 from gateway.layout_upgrade import LayoutKeeper
+from gateway.orphan_sweep import OrphanSweeper
 from gateway.pricing import PriceBook
 from gateway.redis_protocol import Redis
 from gateway.settings import Settings
@@ -36,6 +37,7 @@ class GatewayState:
     admission: Admission
     cancels: ReserveCancels
     layout: LayoutKeeper  # the store's layout checked (and moved, once) before keys are used
+    sweeper: OrphanSweeper  # releases dead processes' reservations of teams nobody calls
 
 
 def state_of(request: Request) -> GatewayState:

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from gateway import budget
 from gateway.keys import KeyCreate, KeyStore, parse_token
 from gateway.periods import Periods
-from gateway.redis_keys import KeySpace
+from gateway.redis_keys import KeySpace, TeamSpace
 from gateway.usage_record import DERIVED_FIELDS, EXPORT_FIELDS
 from tests.fault_tools import ledger
 from tests.support import MODEL, MODEL_PRICE_MICROS, RedisServer, Simulator, reserve_one, wait_until
@@ -148,3 +148,45 @@ def test_an_orphan_of_the_previous_release_and_a_late_settlement_both_reach_the_
         (b"req_late", b"orphaned", b"m", b"1", b"0"),
         (b"req_late", b"unknown", b"m", b"1", b"1000"),
     ]
+
+
+def test_a_team_nobody_calls_again_gets_its_orphans_released_by_the_periodic_sweep(
+    redis_server: RedisServer, simulator_factory, gateway_factory
+) -> None:
+    """No call and no usage read touches the team after the kill: the sweep alone releases it."""
+    simulator: Simulator = simulator_factory()
+    victim = gateway_factory(
+        redis_server.url, simulator.url, GATEWAY_UPSTREAM_TIMEOUT_S="2", GATEWAY_RESERVATION_GRACE_S="1"
+    )
+    team = f"forgotten-{datetime.now(UTC).strftime('%H%M%S%f')}"
+    key, key_id = victim.create_key(team=team, name="killed")
+    gateway_factory(redis_server.url, simulator.url, GATEWAY_ORPHAN_SWEEP_S="1")
+
+    async def kill_with_calls_in_flight() -> None:
+        async def call() -> None:
+            async with httpx.AsyncClient(timeout=30) as client:
+                try:
+                    await client.post(
+                        f"{victim.url}/v1/images/generations",
+                        headers={"Authorization": f"Bearer {key}"},
+                        json={"model": MODEL, "prompt": "x", "simulator_fault": "delay=30"},
+                    )
+                except httpx.HTTPError:
+                    pass
+
+        tasks = [asyncio.create_task(call()) for _ in range(2)]
+        await asyncio.to_thread(wait_until, lambda: simulator.count() == 2, 15, what="calls at the upstream")
+        victim.stop(signal.SIGKILL)
+        await asyncio.gather(*tasks)
+
+    asyncio.run(kill_with_calls_in_flight())
+    orphaned = wait_until(
+        lambda: [r for r in ledger(redis_server.url, key_id) if r["outcome"] == "orphaned"] or None,
+        timeout_s=30,
+        what="the sweep's orphan records",
+    )
+    assert len(orphaned) == 2
+    with redis_server.client() as client:
+        held = client.hget(TeamSpace(team).state, "reserved_micros")
+        assert int(held or 0) == 0
+        assert client.zcard(TeamSpace(team).reservation_deadlines) == 0
