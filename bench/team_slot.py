@@ -137,10 +137,14 @@ def main(argv: list[str] | None = None) -> int:
             calls = sum(pool.map(_worker, jobs))
         wall = time.monotonic() - started
         share = (redis_cpu(client) - cpu_before) / wall
+        stats: dict[str, Any] = client.info("commandstats")
+        script_us = float(stats["cmdstat_evalsha"]["usec_per_call"])
     rate = calls / wall
     print(f"one team, 50 keys, {args.processes} processes x {args.concurrency} in flight:")
     print(f"  {rate:,.0f} calls/s (reserve + settle each), redis-server at {share:.0%} of a core")
     print(f"  => one slot (one core of one primary) carries about {rate / max(share, 0.01):,.0f} calls/s")
+    pure = 1e6 / (2 * script_us)
+    print(f"  Redis' own time per script: {script_us:.0f} us, so {pure:,.0f} calls/s of pure script time")
     return 0
 
 
