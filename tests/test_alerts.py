@@ -166,8 +166,8 @@ def test_a_failing_receiver_gets_the_same_bytes_again_within_seconds_until_it_an
     assert [p.answered for p in posts] == [500, 500, 200]
     assert len({p.body for p in posts}) == 1 and all(signed(p) for p in posts)  # identical retries
     first_gap, second_gap = posts[1].at - posts[0].at, posts[2].at - posts[1].at
-    assert 1.5 <= first_gap <= 4.5, first_gap  # first retry after 2 s (+ a poll)
-    assert 3.5 <= second_gap <= 6.5, second_gap  # then 4 s
+    assert 1.5 <= first_gap <= 6, first_gap  # first retry after 2 s (+ a 1 s poll, + a busy machine)
+    assert 3.5 <= second_gap <= 9, second_gap  # then 4 s
     text = gw.metrics()
     counts = {
         o: metric_value(text, "gateway_alert_deliveries_total", outcome=o) for o in ("delivered", "failed")

@@ -121,7 +121,10 @@ class AlertSender:
             async with limit:
                 await self._handle(alert)
 
-        await asyncio.gather(*(handle(alert) for alert in due))
+        outcomes = await asyncio.gather(*map(handle, due), return_exceptions=True)
+        for alert, outcome in zip(due, outcomes, strict=True):
+            if isinstance(outcome, Exception):  # Redis failed mid-way: this one is retried next pass
+                log.warning("alert %s: %s: %s", alert.alert_id, outcome.__class__.__name__, outcome)
         pending = 0
         for team in sorted(teams):
             left = await outbox.unindex_if_empty(self.redis, team)
