@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import __version__, console, pricing, redis_client
+from gateway.alerts import sender as alert_sender
 from gateway.call.admission import Admission
 from gateway.call.observe import Observer
 from gateway.call.reserve import ReserveCancels
@@ -178,6 +179,9 @@ async def _start(settings: Settings) -> GatewayState:
     state.settler.replay_gate = lambda: state.layout.ready
     state.settler.start_replay()
     state.sweeper.start()
+    state.alerts = alert_sender.from_settings(redis, settings, instance_name())
+    if state.alerts is not None:
+        state.alerts.start()
     if settings.drain_s > 0:
         _drain_before_exit(state.admission, settings.drain_s)
     _tune_gc()
@@ -265,6 +269,8 @@ def _drain_before_exit(admission: Admission, drain_s: float) -> None:
 async def _stop(state: GatewayState) -> None:
     await state.layout.aclose()
     await state.sweeper.aclose()
+    if state.alerts is not None:
+        await state.alerts.stop()
     await state.settler.stop_replay()
     await state.cancels.aclose()
     await state.prices.stop()

@@ -148,6 +148,28 @@ TEAM_BUDGET_USED = Gauge(
     multiprocess_mode="mostrecent",
     registry=REGISTRY,
 )
+ALERT_OUTCOMES = ("delivered", "failed", "expired")
+ALERT_DELIVERIES = Counter(
+    "gateway_alert_deliveries",
+    "Budget alert webhook attempts, by outcome: delivered (2xx), failed (other status, timeout, "
+    "unreachable: retried), expired (older than GATEWAY_ALERT_MAX_AGE_S: dropped unsent).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+for _outcome in ALERT_OUTCOMES:  # every outcome exported from the start (0), for rate() and alerts
+    ALERT_DELIVERIES.labels(_outcome)
+ALERTS_PENDING = Gauge(
+    "gateway_alerts_pending",
+    "Budget alerts waiting in Redis to be delivered, as the sender saw them last (0 elsewhere).",
+    multiprocess_mode="livemax",  # only the sender sets it; every other process shows 0
+    registry=REGISTRY,
+)
+ALERT_OLDEST_PENDING = Gauge(
+    "gateway_alert_oldest_pending_seconds",
+    "Age of the oldest budget alert the sender has tried and not delivered yet (0: none).",
+    multiprocess_mode="livemax",
+    registry=REGISTRY,
+)
 ADMIN_AUTH_FAILURES = Counter(
     "gateway_admin_auth_failures",
     "Admin authentications refused (admin API and console sign-in): a wrong token (invalid_token) "

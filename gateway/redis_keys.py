@@ -26,6 +26,10 @@ DEMO_KEY = f"{PREFIX}:demo-key"  # key_id of the key `make run` issued last
 STORE_ID = f"{PREFIX}:store-id"  # a random id naming this store; spooled settlements carry it
 LAYOUT = f"{PREFIX}:layout"  # "2": per-key state lives under its team's tag (layout_upgrade.py)
 LAYOUT_LOCK = f"{PREFIX}:layout:lock"  # held by the one process running the upgrade
+# Set of teams whose outbox may hold alerts: Settler adds a team after settle.lua queued one, the
+# sender drops it once the outbox is empty (a lost add is found by the sender's full sweep).
+ALERT_TEAMS = f"{PREFIX}:alerts:teams"
+ALERT_SENDER_LOCK = f"{PREFIX}:alerts:sender"  # the one process that POSTs alerts (alerts/leader.py)
 
 
 def directory_entry(key_id: str) -> str:

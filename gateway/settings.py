@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_UPSTREAM = "https://gogogotoken.com"
@@ -181,6 +181,27 @@ class Settings(BaseSettings):
         le=7 * 86_400,
         description="How long a console sign-in lasts (from sign-in, not from the last click).",
     )
+    alert_webhook_url: AnyHttpUrl | None = Field(
+        default=None,
+        description="Where budget alerts are POSTed (alerts/). Unset: no sender runs and alerts wait "
+        "in Redis (those older than GATEWAY_ALERT_MAX_AGE_S are dropped once a sender runs).",
+    )
+    alert_webhook_secret: SecretStr | None = Field(
+        default=None,
+        validate_default=True,
+        description="HMAC-SHA256 key of the x-gateway-signature header; required with the URL, so "
+        "an alert is never sent unsigned.",
+    )
+    alert_webhook_timeout_s: float = Field(
+        default=10.0, gt=0, le=120, description="Time allowed for one webhook POST (then retried)."
+    )
+    alert_max_age_s: int = Field(
+        default=3 * 86_400,
+        ge=60,
+        description="A queued alert older than this is dropped (outcome expired) instead of sent: "
+        "news of a budget threshold days late misleads more than it helps. 3 days covers a weekend "
+        "outage of the receiver.",
+    )
     log_prompts: bool = Field(default=False, description="Put prompts in the access log.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info")
 
@@ -199,6 +220,20 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or value.get_secret_value().strip() == "":
             return None
+        return value
+
+    @field_validator("alert_webhook_url", mode="before")
+    @classmethod
+    def _empty_url_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip() == "" else value
+
+    @field_validator("alert_webhook_secret")
+    @classmethod
+    def _secret_with_url(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is not None and value.get_secret_value().strip() == "":
+            value = None
+        if value is None and info.data.get("alert_webhook_url") is not None:
+            raise ValueError("required when GATEWAY_ALERT_WEBHOOK_URL is set (alerts are signed)")
         return value
 
     @property

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
+from gateway.alerts.sender import AlertSender
 from gateway.call.admission import Admission
 from gateway.call.observe import Observer
 from gateway.call.reserve import ReserveCancels
@@ -38,6 +39,7 @@ class GatewayState:
     cancels: ReserveCancels
     layout: LayoutKeeper  # the store's layout checked (and moved, once) before keys are used
     sweeper: OrphanSweeper  # releases dead processes' reservations of teams nobody calls
+    alerts: AlertSender | None = None  # budget alerts to the webhook; None without a webhook URL
 
 
 def state_of(request: Request) -> GatewayState:

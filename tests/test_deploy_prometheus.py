@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,10 @@ CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
     "gateway_build_info": ("gauge", frozenset({"version"})),
     "gateway_budget_used_ratio": ("gauge", frozenset({"team", "key_name"})),
     "gateway_late_settlements_over_budget": ("counter", frozenset({"team", "key_name"})),
+    "gateway_team_budget_used_ratio": ("gauge", frozenset({"team"})),
+    "gateway_alert_deliveries": ("counter", frozenset({"outcome"})),
+    "gateway_alerts_pending": ("gauge", frozenset()),
+    "gateway_alert_oldest_pending_seconds": ("gauge", frozenset()),
 }
 UPSTREAM_REASONS = {
     "timeout",
@@ -72,6 +77,7 @@ LABEL_VALUES: dict[tuple[str, str], set[str]] = {
     ("gateway_upstream_duration_seconds_count", "outcome"): UPSTREAM_REASONS | {"ok"},
     ("gateway_upstream_duration_seconds_sum", "outcome"): UPSTREAM_REASONS | {"ok"},
     ("gateway_rejections_total", "reason"): REJECTION_REASONS,
+    ("gateway_alert_deliveries_total", "outcome"): {"delivered", "failed", "expired"},
 }
 # Labels Prometheus adds to every scraped series.
 TARGET_LABELS = {"job", "instance"}
@@ -233,6 +239,12 @@ def series(metric: str, values: str, **labels: str) -> dict:
     return {"series": f"{metric}{{{text}}}", "values": values}
 
 
+def counts(minutes: int, events: Iterable[int]) -> str:
+    """A counter's values, one a minute, that goes up by one at each minute in ``events``."""
+    at = sorted(events)
+    return " ".join(str(sum(1 for e in at if e <= m)) for m in range(minutes + 1))
+
+
 def expect(at: str, alert: str, *label_sets: dict) -> dict:
     """At `at`, `alert` is firing exactly once per label set given (none: it is not firing)."""
     return {"eval_time": at, "alertname": alert, "exp_alerts": [{"exp_labels": ls} for ls in label_sets]}
@@ -250,6 +262,8 @@ ALL_ALERTS = (
     "ImageGatewaySpoolPending",
     "ImageGatewayTeamNearBudget",
     "ImageGatewayBudgetOverspent",
+    "ImageGatewayTeamBudgetNearlySpent",
+    "ImageGatewayAlertWebhookFailing",
 )
 ALERT_TESTS = [
     {  # a healthy gateway: traffic, fast answers, some prompts refused by content safety -> quiet
@@ -263,6 +277,9 @@ ALERT_TESTS = [
             series("gateway_redis_errors_total", "0x30"),
             series("gateway_spool_pending_records", "0x30"),
             series("gateway_budget_used_ratio", "0.5x30", team="t", key_name="k"),
+            series("gateway_team_budget_used_ratio", "0.6x30", team="t"),
+            series("gateway_alert_deliveries_total", "0+1x30", outcome="delivered"),
+            series("gateway_alert_deliveries_total", "0x30", outcome="failed"),
         ],
         "alert_rule_test": [expect("25m", name) for name in ALL_ALERTS],
     },
@@ -368,6 +385,30 @@ ALERT_TESTS = [
             expect("10m", "ImageGatewayTeamNearBudget", {"severity": "info", "team": "t1", "key_name": "ci"}),
         ],
     },
+    {  # team t1 has spent 95% of its team budget, t2 50%
+        "interval": "1m",
+        "input_series": [
+            series("gateway_team_budget_used_ratio", "0.95x20", team="t1"),
+            series("gateway_team_budget_used_ratio", "0.5x20", team="t2"),
+        ],
+        "alert_rule_test": [
+            expect("3m", "ImageGatewayTeamBudgetNearlySpent"),
+            expect("10m", "ImageGatewayTeamBudgetNearlySpent", {"severity": "info", "team": "t1"}),
+        ],
+    },
+    {  # the webhook fails every attempt from minute 5 (one every 5 minutes at most: backed off),
+        # after earlier deliveries; one success at minute 50 clears it
+        "interval": "1m",
+        "input_series": [
+            series("gateway_alert_deliveries_total", counts(70, [1, 2, 3, 50]), outcome="delivered"),
+            series("gateway_alert_deliveries_total", counts(70, range(6, 50, 5)), outcome="failed"),
+        ],
+        "alert_rule_test": [
+            expect("20m", "ImageGatewayAlertWebhookFailing"),
+            expect("40m", "ImageGatewayAlertWebhookFailing", {"severity": "warning"}),
+            expect("55m", "ImageGatewayAlertWebhookFailing"),
+        ],
+    },
     {  # one late settlement took team t1's key past its budget; t2's counter stays at 0
         "interval": "1m",
         "input_series": [
@@ -445,6 +486,8 @@ def test_the_required_alerts_exist():
     assert alerts_on("gateway_redis_errors_total")
     assert alerts_on("gateway_spool_pending_records")
     assert alerts_on("gateway_budget_used_ratio")
+    assert alerts_on("gateway_team_budget_used_ratio")
+    assert alerts_on("gateway_alert_deliveries_total", outcome="failed")
     [budget] = [r for r in alert_rules() if "gateway_budget_used_ratio" in r["expr"]]
     assert "> 0.9" in budget["expr"]
     pages = {r["alert"] for r in alert_rules() if r["labels"]["severity"] == "critical"}
@@ -560,6 +603,8 @@ def test_dashboard_shows_what_operators_asked_for():
     ):
         assert panel_with(metric)
     assert panel_with("gateway_budget_used_ratio", "by (team, key_name)")
+    assert panel_with("gateway_team_budget_used_ratio", "by (team)")
+    assert panel_with("gateway_alert_deliveries_total", "by (outcome)")
 
 
 def test_grafana_provisioning_points_at_prometheus_and_the_dashboards_folder():

@@ -18,6 +18,7 @@ import orjson
 from redis.exceptions import ResponseError
 
 from gateway import budget, metrics
+from gateway.alerts import outbox
 from gateway.budget import Reservation, Settlement
 from gateway.call.log import CallLog
 from gateway.call.outage import note_store_failure
@@ -165,6 +166,8 @@ class Settler:
             record_fields=order.record.stream_fields(),
             user=order.record.user,
         )
+        if settled is not None and settled.alerts_queued > 0:
+            await self._index_alerts(order.record.team)
         if settled is not None and settled.over_budget:
             metrics.LATE_OVERSPENDS.labels(order.record.team, order.record.key_name).inc()
             log.error(
@@ -173,6 +176,16 @@ class Settler:
                 order.key_id,
             )
         return settled
+
+    async def _index_alerts(self, team: str) -> None:
+        """Tell the alert sender where to look; if this is lost, its periodic sweep finds the team.
+
+        Never raises: the settlement itself is done, and must not be spooled again for this.
+        """
+        try:
+            await outbox.mark_pending(self.redis, team)
+        except Exception as exc:
+            log.warning("team %s not indexed for alerts (the sweep finds it): %s", team, exc)
 
     def _spool(self, order: SettleOrder) -> None:
         try:

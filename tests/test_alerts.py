@@ -1,0 +1,242 @@
+"""Budget alerts delivered to a webhook: real gateways, a real Redis, the simulator, and a real
+HTTP receiver (tests/webhook_receiver.py) that records every POST and fails when told to.
+
+Each test has its own Redis, so no alert of another test can reach its receiver. Conditions are
+waited on (``wait_until``); "exactly one POST" is checked once the team's outbox is empty, after
+which nothing is left that could be sent again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from gateway.redis_keys import ALERT_TEAMS, TeamSpace
+from tests.support import (
+    MODEL_PRICE_MICROS,
+    Gateway,
+    RedisServer,
+    Simulator,
+    generate,
+    metric_value,
+    wait_until,
+)
+from tests.webhook_receiver import Received, WebhookReceiver
+
+PRICE = Decimal(MODEL_PRICE_MICROS) / 1_000_000
+SECRET = "whsec-" + secrets.token_hex(16)
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    hook = WebhookReceiver().start()
+    yield hook
+    hook.stop()
+
+
+@pytest.fixture
+def start_gateway(
+    redis_factory: Callable[..., RedisServer],
+    simulator: Simulator,
+    gateway_factory: Callable[..., Gateway],
+    receiver: WebhookReceiver,
+) -> Callable[..., tuple[Gateway, Any]]:
+    """A gateway with the webhook configured, on a Redis of this test's own (started once)."""
+    servers: list[RedisServer] = []
+
+    def start(**env: str) -> tuple[Gateway, Any]:
+        if not servers:
+            servers.append(redis_factory())
+        env = {"GATEWAY_ALERT_WEBHOOK_URL": receiver.url, "GATEWAY_ALERT_WEBHOOK_SECRET": SECRET, **env}
+        return gateway_factory(servers[0].url, simulator.url, **env), servers[0].client()
+
+    return start
+
+
+def new_team() -> str:
+    return f"team-{secrets.token_hex(4)}"
+
+
+def outbox_empty(redis: Any, team: str) -> bool:
+    space = TeamSpace(team)
+    return redis.zcard(space.outbox) == 0 and redis.hlen(space.outbox_bodies) == 0
+
+
+def signed(post: Received) -> bool:
+    expected = "sha256=" + hmac.new(SECRET.encode(), post.body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(post.headers["x-gateway-signature"], expected)
+
+
+def delivered(receiver: WebhookReceiver) -> list[dict[str, Any]]:
+    return [json.loads(p.body) for p in receiver.received() if p.answered == 200]
+
+
+def test_a_teams_thresholds_are_each_posted_once_signed_with_the_facts(start_gateway, receiver) -> None:
+    gw, redis = start_gateway()
+    team = new_team()
+    gw.set_team(team, budget_usd=str(2 * PRICE), budget_period="month", alert_thresholds=[0.5, 1.0])
+    key, _ = gw.create_key(team=team, name="poster-bot")
+    month = datetime.now(UTC).strftime("%Y-%m")
+
+    assert generate(gw, key).status_code == 200
+    wait_until(lambda: len(receiver.received()) == 1, what="the 50% alert")
+    assert generate(gw, key).status_code == 200
+    assert generate(gw, key).status_code == 429  # the budget is spent: no charge, no third alert
+    wait_until(lambda: len(receiver.received()) == 2 and outbox_empty(redis, team), what="the 100% alert")
+
+    posts = receiver.received()
+    assert len(posts) == 2 and all(signed(p) for p in posts)
+    assert {p.headers["content-type"] for p in posts} == {"application/json"}
+    assert {p.path for p in posts} == {"/hooks/budget"}
+    half, full = sorted((json.loads(p.body) for p in posts), key=lambda b: b["threshold"])
+    assert half == {
+        "id": f"team:{team}:m{month}:500000",
+        "type": "budget.threshold",
+        "scope": "team",
+        "team": team,
+        "threshold": 0.5,
+        "spent_usd": "0.135000",
+        "budget_usd": "0.270000",
+        "period": "month",
+        "period_start": f"{month}-01",
+        "at": half["at"],
+        "text": f"Team {team} has spent $0.135000 of its $0.270000 monthly budget (50%).",
+    }
+    assert abs(datetime.fromisoformat(half["at"]).timestamp() - time.time()) < 60
+    assert half["at"].endswith("Z")
+    assert (full["id"], full["threshold"], full["spent_usd"]) == (
+        f"team:{team}:m{month}:1000000",
+        1.0,
+        "0.270000",
+    )
+    assert full["text"] == f"Team {team} has spent $0.270000 of its $0.270000 monthly budget (100%)."
+    assert redis.sismember(ALERT_TEAMS, team) == 0  # the index forgets a team with nothing pending
+
+
+def test_a_keys_threshold_is_posted_with_the_key(start_gateway, receiver) -> None:
+    gw, redis = start_gateway()
+    team = new_team()
+    key, key_id = gw.create_key(
+        team=team, name="batch", budget_usd=str(4 * PRICE), budget_period="day", alert_thresholds=[0.25, 0.75]
+    )
+    day = datetime.now(UTC).strftime("%Y-%m-%d")
+
+    assert generate(gw, key).status_code == 200
+    wait_until(lambda: len(receiver.received()) == 1 and outbox_empty(redis, team), what="the key's alert")
+    [post] = receiver.received()
+    body = json.loads(post.body)
+    assert signed(post)
+    assert {k: body[k] for k in ("id", "scope", "team", "key_id", "key_name", "threshold", "period")} == {
+        "id": f"key:{key_id}:d{day}:250000",
+        "scope": "key",
+        "team": team,
+        "key_id": key_id,
+        "key_name": "batch",
+        "threshold": 0.25,
+        "period": "day",
+    }
+    assert (body["period_start"], body["spent_usd"], body["budget_usd"]) == (day, "0.135000", "0.540000")
+    assert body["text"] == (
+        f"Key batch of team {team} has spent $0.135000 of its $0.540000 daily budget (25%)."
+    )
+
+
+def test_a_failing_receiver_gets_the_same_bytes_again_within_seconds_until_it_answers_2xx(
+    start_gateway, receiver
+) -> None:
+    gw, redis = start_gateway()
+    team = new_team()
+    gw.set_team(team, budget_usd=str(10 * PRICE), alert_thresholds=[0.1])
+    key, _ = gw.create_key(team=team)
+    receiver.fail(2, status=500)
+
+    assert generate(gw, key).status_code == 200
+    wait_until(lambda: outbox_empty(redis, team), timeout_s=30, what="delivery after two failures")
+
+    posts = receiver.received()
+    assert [p.answered for p in posts] == [500, 500, 200]
+    assert len({p.body for p in posts}) == 1 and all(signed(p) for p in posts)  # identical retries
+    first_gap, second_gap = posts[1].at - posts[0].at, posts[2].at - posts[1].at
+    assert 1.5 <= first_gap <= 6, first_gap  # first retry after 2 s (+ a 1 s poll, + a busy machine)
+    assert 3.5 <= second_gap <= 9, second_gap  # then 4 s
+    text = gw.metrics()
+    counts = {
+        o: metric_value(text, "gateway_alert_deliveries_total", outcome=o) for o in ("delivered", "failed")
+    }
+    assert counts == {"delivered": 1, "failed": 2}
+    assert metric_value(text, "gateway_alert_deliveries_total", outcome="expired") == 0
+
+
+def test_a_restart_loses_nothing_even_without_the_index_and_drops_what_is_too_old(
+    start_gateway, receiver
+) -> None:
+    first, redis = start_gateway()
+    team = new_team()
+    first.set_team(team, budget_usd=str(10 * PRICE), alert_thresholds=[0.1])
+    key, _ = first.create_key(team=team)
+    receiver.fail(1000, status=503)
+    assert generate(first, key).status_code == 200
+    wait_until(lambda: receiver.received(), what="a first, failed attempt")
+    first.stop()
+
+    # The settler's index entry is lost (as if its SADD never happened); an alert queued four days
+    # ago, while no webhook was set, waits in the same outbox.
+    redis.delete(ALERT_TEAMS)
+    space = TeamSpace(team)
+    old = {
+        "scope": "team",
+        "team": team,
+        "key_id": "",
+        "key_name": "",
+        "threshold_ppm": 200000,
+        "spent_micros": 1,
+        "budget_micros": 5,
+        "period": "month",
+        "period_start": "2020-01-01",
+        "at_ms": int((time.time() - 4 * 86400) * 1000),
+    }
+    redis.hset(space.outbox_bodies, "team:m2020-01:200000", json.dumps(old))
+    redis.zadd(space.outbox, {"team:m2020-01:200000": old["at_ms"]})
+    receiver.fail(0)
+    attempts_before = len(receiver.received())
+
+    second, _ = start_gateway()
+    wait_until(lambda: outbox_empty(redis, team), timeout_s=30, what="delivery by the restarted gateway")
+    after = receiver.received()[attempts_before:]
+    assert [p.answered for p in after] == [200]
+    assert json.loads(after[0].body)["threshold"] == 0.1  # the old one was never sent
+    text = second.metrics()
+    assert metric_value(text, "gateway_alert_deliveries_total", outcome="expired") == 1
+    assert metric_value(text, "gateway_alert_deliveries_total", outcome="delivered") == 1
+
+
+def test_two_gateways_of_two_workers_each_send_each_alert_once(start_gateway, receiver) -> None:
+    (one, redis), (two, _) = start_gateway(GATEWAY_WORKERS="2"), start_gateway(GATEWAY_WORKERS="2")
+    team = new_team()
+    thresholds = [0.25, 0.5, 0.75, 1.0]
+    one.set_team(team, budget_usd=str(4 * PRICE), budget_period="total", alert_thresholds=thresholds)
+    keys = [one.create_key(team=team)[0], two.create_key(team=team)[0]]
+
+    for i in range(4):
+        assert generate((one, two)[i % 2], keys[i % 2]).status_code == 200
+    wait_until(
+        lambda: len(receiver.received()) >= 4 and outbox_empty(redis, team), timeout_s=30, what="4 alerts"
+    )
+
+    posts = receiver.received()
+    ids = sorted(json.loads(p.body)["id"] for p in posts)
+    assert ids == sorted(f"team:{team}:total:{ppm}" for ppm in (250000, 500000, 750000, 1000000))
+    assert all(signed(p) and p.answered == 200 for p in posts)
+    sent = sum(
+        metric_value(gw.metrics(), "gateway_alert_deliveries_total", outcome="delivered") for gw in (one, two)
+    )
+    assert sent == 4
