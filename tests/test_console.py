@@ -256,6 +256,7 @@ def test_data_calls_need_a_session_and_changes_a_csrf_token(console: Console) ->
         ("POST", "/keys"),
         ("POST", "/keys/abcdefghijkl/revoke"),
         ("POST", "/keys/abcdefghijkl/rotate"),
+        ("PUT", "/teams/design"),
         ("DELETE", "/session"),
     ]:
         response = httpx.request(method, base + path, json={})
