@@ -9,66 +9,29 @@ from __future__ import annotations
 
 import json
 import secrets
-import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from openai import AuthenticationError, OpenAI
+from openai import AuthenticationError
+from playwright.sync_api import Browser, Page, expect
 
+from tests.console_browser import (
+    SEEDREAM_40,
+    Console,
+    cell,
+    generate,
+    launch_browser,
+    month_bounds,
+    open_page,
+    sign_in,
+)
 from tests.support import ADMIN_TOKEN, Gateway, RedisServer, Simulator, gateway_env, run_cli
 
-CHROMIUM = shutil.which("chromium")
-if CHROMIUM is None:
-    pytest.fail(
-        "The console tests need Debian's chromium. Install it with: sudo apt-get install -y chromium",
-        pytrace=False,
-    )
-
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright  # noqa: E402
-
-SEEDREAM_40 = "doubao-seedream-4-0-250828"  # 0.162 a image: three make 0.486
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "var" / "screenshots"
-
-
-@dataclass
-class Console:
-    gateway: Gateway
-    redis: RedisServer
-    month: str
-    errors: list[str] = field(default_factory=list)
-    requests: list[str] = field(default_factory=list)
-
-    def admin(self) -> httpx.Client:
-        return self.gateway.admin()
-
-    def report(self, group_by: str) -> dict[str, Any]:
-        start, end = month_bounds(self.month)
-        with self.admin() as admin:
-            response = admin.get(
-                "/admin/v1/reports/spend", params={"start": start, "end": end, "group_by": group_by}
-            )
-        assert response.status_code == 200, response.text
-        return dict(response.json())
-
-
-def month_bounds(month: str) -> tuple[str, str]:
-    import calendar
-
-    year, number = int(month[:4]), int(month[5:])
-    return f"{month}-01", f"{month}-{calendar.monthrange(year, number)[1]:02d}"
-
-
-def generate(gw: Gateway, key: str, model: str, n: int) -> None:
-    client = OpenAI(base_url=f"{gw.url}/v1", api_key=key, max_retries=0)
-    result = client.images.generate(model=model, prompt="a console test", n=n)
-    assert result.data is not None and len(result.data) == n
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +42,7 @@ def console(tmp_path_factory: pytest.TempPathFactory, simulator: Simulator) -> I
     design, _ = gw.create_key(team="design", name="poster-bot", budget_usd="5", budget_period="month")
     design2, _ = gw.create_key(team="design", name="banner-bot", budget_usd="2.5", budget_period="month")
     finance, _ = gw.create_key(team="finance", name="report-art")
+    gw.set_team("design", budget_usd="10", budget_period="month")  # finance has no team budget
     for _ in range(3):
         generate(gw, design, SEEDREAM_40, 1)  # 3 x 0.162 = 0.486
     generate(gw, design2, "doubao-seedream-4-5-251128", 2)
@@ -91,47 +55,19 @@ def console(tmp_path_factory: pytest.TempPathFactory, simulator: Simulator) -> I
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+    with launch_browser() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture
 def page(browser: Browser, console: Console) -> Iterator[Page]:
-    """A fresh browser context; every request it makes and every error it sees is recorded."""
-    context: BrowserContext = browser.new_context(viewport={"width": 1366, "height": 900})
-    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=console.gateway.url)
-    tab = context.new_page()
-    tab.on("request", lambda request: console.requests.append(request.url))
-    tab.on("pageerror", lambda error: console.errors.append(f"pageerror: {error}"))
-    tab.on(
-        "console", lambda msg: console.errors.append(f"console: {msg.text}") if msg.type == "error" else None
-    )
-    yield tab
-    context.close()
-    leaving = [url for url in console.requests if not url.startswith(console.gateway.url + "/")]
-    assert not leaving, f"requests left the gateway's origin: {leaving}"
-    assert not console.errors, console.errors
-    console.requests.clear()
-
-
-def sign_in(page: Page, console: Console) -> None:
-    page.goto(console.gateway.url + "/console/")
-    expect(page).to_have_url(console.gateway.url + "/console/login")
-    page.get_by_label("Admin token").fill(ADMIN_TOKEN)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page).to_have_url(console.gateway.url + "/console/")
-    expect(page.locator("#team-table tbody tr").first).to_be_visible()
+    with open_page(browser, console) as tab:
+        yield tab
 
 
 def screenshot(page: Page, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
-
-
-def cell(page: Page, row: str, name: str) -> str:
-    return page.locator(f"{row} [data-field='{name}']").inner_text().strip()
 
 
 # -- sign-in ---------------------------------------------------------------------------------------
@@ -166,23 +102,32 @@ def test_overview_shows_exactly_what_the_admin_api_reports(page: Page, console: 
     sign_in(page, console)
     expect(page.locator("#month")).to_have_value(console.month)
     report = console.report("team")
-    with console.admin() as admin:
-        keys = admin.get("/admin/v1/keys").json()["data"]
     assert [r["team"] for r in report["data"]] == ["design", "finance"]
+    with console.admin() as admin:
+        teams = [t["team"] for t in admin.get("/admin/v1/teams").json()["data"]]
+        usages = {t: admin.get(f"/admin/v1/teams/{t}/usage").json() for t in teams}
+    rows = page.locator("#team-table tbody tr").evaluate_all("rows => rows.map(r => r.dataset.team)")
+    assert rows == teams  # every team, with spend or not
     for row in report["data"]:
         selector = f"#team-table tr[data-team='{row['team']}']"
         assert cell(page, selector, "calls") == str(row["calls"])
         assert cell(page, selector, "images") == str(row["images"])
         assert cell(page, selector, "spend_usd") == row["spend_usd"]
-        budget = sum(
-            (Decimal(k["budget_usd"]) for k in keys if k["team"] == row["team"] and k["budget_usd"]),
-            Decimal(0),
-        )
-        assert cell(page, selector, "budget_usd") == (f"{budget:.6f}" if budget else "—")
+    for team, usage in usages.items():  # the team's budget now: GET /admin/v1/teams/{team}/usage
+        selector = f"#team-table tr[data-team='{team}']"
+        budget = f"{usage['budget_usd']} / {usage['period']}" if usage["budget_usd"] else "—"
+        assert cell(page, selector, "budget_usd") == budget
+        assert cell(page, selector, "period_spent_usd") == usage["spent_usd"]
+        assert cell(page, selector, "reserved_usd") == usage["reserved_usd"]
+        assert cell(page, selector, "remaining_usd") == (usage["remaining_usd"] or "—")
+    design, finance = "#team-table tr[data-team='design']", "#team-table tr[data-team='finance']"
+    assert cell(page, design, "budget_usd") == "10.000000 / month"  # the team's, not its keys' 7.5
+    assert cell(page, design, "remaining_usd") == "9.244000"
+    assert cell(page, design, "budget_use") == "7.6%"  # 0.756 of 10
+    assert cell(page, finance, "budget_use") == "no budget"
     totals = "#team-table tr[data-team='TOTAL']"
     assert cell(page, totals, "spend_usd") == report["totals"]["spend_usd"] == "0.891000"
     assert cell(page, totals, "images") == str(report["totals"]["images"]) == "6"
-    assert cell(page, "#team-table tr[data-team='design']", "budget_use") == "10.1%"  # 0.756 of 7.5
     # The chart: one bar per team and day, each labelled with the exact amount of the report.
     daily = console.report("team,day")["data"]
     titles = sorted(page.locator("#chart svg rect title").all_text_contents())
@@ -216,11 +161,13 @@ def test_another_month_is_another_report(page: Page, console: Console) -> None:
     sign_in(page, console)
     page.locator("#month").fill("2020-02")
     page.locator("#month").dispatch_event("change")
-    # Nothing was spent then; design's monthly key budgets are still shown, finance has neither.
-    design = "#team-table tr[data-team='design']"
+    # Nothing was spent then; the teams are still listed with their budgets now (this month's use).
+    design, finance = "#team-table tr[data-team='design']", "#team-table tr[data-team='finance']"
     expect(page.locator(f"{design} [data-field='spend_usd']")).to_have_text("0.000000")
-    assert cell(page, design, "budget_usd") == "7.500000" and cell(page, design, "budget_use") == "0.0%"
-    expect(page.locator("#team-table tr[data-team='finance']")).to_have_count(0)
+    expect(page.locator("#month-head")).to_have_text("2020-02 (UTC)")
+    assert cell(page, design, "budget_usd") == "10.000000 / month"
+    assert cell(page, design, "budget_use") == "7.6%"
+    assert cell(page, finance, "spend_usd") == "0.000000" and cell(page, finance, "budget_usd") == "—"
     assert cell(page, "#team-table tr[data-team='TOTAL']", "spend_usd") == "0.000000"
     assert page.locator("#download-csv").get_attribute("href") == "/console/api/spend.csv?month=2020-02"
 
@@ -232,11 +179,12 @@ def test_create_use_rotate_and_revoke_a_key_from_the_page(page: Page, console: C
     sign_in(page, console)
     page.get_by_role("link", name="Keys").click()
     team = f"web-{secrets.token_hex(2)}"
-    page.get_by_label("Team", exact=True).fill(team)
-    page.get_by_label("Name", exact=True).fill("made in the console")
-    page.get_by_label("Budget (USD)").fill("1.5")
-    page.get_by_label("Requests per minute").fill("30")
-    page.get_by_role("button", name="Create key").click()
+    form = page.locator("#create-form")  # the overview's team form has a "Team" and a "Budget (USD)" too
+    form.get_by_label("Team", exact=True).fill(team)
+    form.get_by_label("Name", exact=True).fill("made in the console")
+    form.get_by_label("Budget (USD)").fill("1.5")
+    form.get_by_label("Requests per minute").fill("30")
+    form.get_by_role("button", name="Create key").click()
     secret_box = page.locator("#secret-value")
     expect(secret_box).to_contain_text("sk-gw-")
     secret = secret_box.inner_text().strip()
@@ -320,6 +268,7 @@ def test_data_calls_need_a_session_and_changes_a_csrf_token(console: Console) ->
         ("POST", "/keys"),
         ("POST", "/keys/abcdefghijkl/revoke"),
         ("POST", "/keys/abcdefghijkl/rotate"),
+        ("PUT", "/teams/design"),
         ("DELETE", "/session"),
     ]:
         response = httpx.request(method, base + path, json={})

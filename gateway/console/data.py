@@ -5,17 +5,15 @@ report behind ``GET /admin/v1/reports/spend`` and ``gateway report spend``, so e
 same to the micro-dollar. Money stays integer micro-USD here and is printed with ``micros_to_usd``
 (six decimals, as the ledger has it: ``0.486000``, never rounded to cents).
 
-Budget use per team: teams have no budget of their own yet (the team budgets issue). Until then a
-team's budget is the sum of its active keys' monthly budgets, compared with what those keys spent
-this month. :func:`team_budgets` is the one place to change when team budgets land: it returns a
-:class:`TeamBudget` per team, and the page only draws what it gets.
+Budget use per team: each team's own budget (gateway/teams.py), read with ``TeamStore.get`` and
+``TeamStore.usage``, the functions behind ``GET /admin/v1/teams/{team}`` and ``.../usage``. A
+budget is about the team's current period (day, month or total), whatever month the table shows.
 """
 
 from __future__ import annotations
 
 import asyncio
 import calendar
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -24,6 +22,7 @@ from gateway import ledger
 from gateway.keys import KeyStore
 from gateway.money import micros_to_usd, usd_to_micros
 from gateway.redis_keys import KeySpace
+from gateway.teams import TeamStore
 from gateway.usage_report import usage_report
 
 
@@ -48,52 +47,59 @@ def month_range(month: str | None) -> ledger.DateRange:
     return ledger.DateRange(first, date(year, number, calendar.monthrange(year, number)[1]))
 
 
-@dataclass
+@dataclass(frozen=True)
 class TeamBudget:
-    """A team's budget and what counts against it; ``budget_micros`` None: no budget known."""
+    """A team's settings (``TeamStore.get``) and budget now (``TeamStore.usage``), as the API has them."""
 
-    budget_micros: int | None = None
-    spent_micros: int = 0
-    keys: int = 0
+    settings: dict[str, Any]
+    usage: dict[str, Any]
+
+    def used_ratio(self) -> float | None:
+        """Spent in the current period over the budget; None without a budget. A budget of 0
+        allows nothing: it is shown as used up."""
+        budget = self.usage["budget_usd"]
+        if budget is None:
+            return None
+        budget_micros = usd_to_micros(budget)
+        if budget_micros == 0:
+            return 1.0
+        return usd_to_micros(self.usage["spent_usd"]) / budget_micros
 
     def as_json(self) -> dict[str, Any]:
-        budget = self.budget_micros
+        usage, settings = self.usage, self.settings
         return {
-            "budget_usd": None if budget is None else micros_to_usd(budget),
-            "budget_micros": budget,
-            "spent_usd": micros_to_usd(self.spent_micros),
-            "spent_micros": self.spent_micros,
-            "used_ratio": None if not budget else self.spent_micros / budget,
-            "source": "key_budgets",
-            "keys": self.keys,
+            "budget_usd": usage["budget_usd"],
+            "budget_period": settings["budget_period"],
+            "period": usage["period"],
+            "spent_usd": usage["spent_usd"],
+            "reserved_usd": usage["reserved_usd"],
+            "remaining_usd": usage["remaining_usd"],
+            "used_ratio": self.used_ratio(),
+            "resets_at": usage["resets_at"],
+            "images_per_day": settings["images_per_day"],
+            "images_today": usage["images_today"],
+            "alert_thresholds": settings["alert_thresholds"],
+            "keys": settings["keys"],
         }
 
 
-def team_budgets(keys: list[dict[str, Any]], key_spend: dict[str, int]) -> dict[str, TeamBudget]:
-    """Per team: the sum of its active keys' monthly budgets and those keys' spend in the month."""
-    budgets: dict[str, TeamBudget] = defaultdict(TeamBudget)
-    for key in keys:
-        if key["status"] != "active" or key["budget_period"] != "month" or key["budget_usd"] is None:
-            continue
-        entry = budgets[key["team"]]
-        entry.budget_micros = (entry.budget_micros or 0) + usd_to_micros(key["budget_usd"])
-        entry.spent_micros += key_spend.get(key["key_id"], 0)
-        entry.keys += 1
-    return budgets
+async def team_budgets(redis: Any, teams: list[str]) -> dict[str, TeamBudget]:
+    """Each team's settings and budget now, read as ``GET /admin/v1/teams/{team}[/usage]`` reads them."""
+    store = TeamStore(redis)
+
+    async def one(team: str) -> TeamBudget:
+        settings, usage = await asyncio.gather(store.get(team), store.usage(team))
+        return TeamBudget(settings, usage)
+
+    return dict(zip(teams, await asyncio.gather(*(one(t) for t in teams)), strict=True))
 
 
 async def overview(redis: Any, days: ledger.DateRange) -> dict[str, Any]:
-    """The overview page: the team table, its totals, spend per day per team, budget use."""
+    """The overview page: the team table (the month's spend, the budget now), totals, spend per day."""
     by_team = await ledger.spend_report(redis, days, ("team",))
-    detail = await ledger.spend_report(redis, days, ("team", "key", "day"))
-    keys = await KeyStore(redis).list()
-    key_spend: dict[str, int] = defaultdict(int)
-    daily: dict[tuple[str, str], int] = defaultdict(int)
-    for (team, key_id, _name, day), amounts in detail.rows.items():
-        key_spend[key_id] += amounts.spend_micros
-        daily[(team, day)] += amounts.spend_micros
-    budgets = team_budgets(keys, key_spend)
-    teams = sorted({row[0] for row in by_team.rows} | set(budgets))
+    by_day = await ledger.spend_report(redis, days, ("team", "day"))
+    teams = sorted({row[0] for row in by_team.rows} | set(await TeamStore(redis).names()))
+    budgets = await team_budgets(redis, teams)
     return {
         "month": days.start.strftime("%Y-%m"),
         **days.as_json(),
@@ -102,14 +108,19 @@ async def overview(redis: Any, days: ledger.DateRange) -> dict[str, Any]:
             {
                 "team": team,
                 **by_team.rows.get((team,), ledger.Amounts()).as_json(),
-                "budget": budgets.get(team, TeamBudget()).as_json(),
+                "budget": budgets[team].as_json(),
             }
             for team in teams
         ],
         "totals": by_team.totals.as_json(),
         "daily": [
-            {"team": team, "day": day, "spend_micros": micros, "spend_usd": micros_to_usd(micros)}
-            for (team, day), micros in sorted(daily.items())
+            {
+                "team": team,
+                "day": day,
+                "spend_micros": amounts.spend_micros,
+                "spend_usd": micros_to_usd(amounts.spend_micros),
+            }
+            for (team, day), amounts in sorted(by_day.rows.items())
         ],
     }
 

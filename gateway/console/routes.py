@@ -4,14 +4,16 @@ Pages are plain files (HTML, one stylesheet, one script per page) shipped inside
 served from here: no build step, no CDN, nothing fetched from elsewhere; a Content-Security-Policy
 of ``'self'`` makes the browser enforce that. The pages call ``/console/api/*`` with the session
 cookie (gateway/console/session.py); those calls reuse what the admin API uses (the key store,
-the ledger's spend report) and audit what changes, like the admin API.
+the team store, the ledger's spend report), validate with the admin API's models, and audit what
+changes, like the admin API. Every call that changes something needs the session's CSRF token and
+the gateway's own origin (session.check_csrf).
 """
 
 from __future__ import annotations
 
 import hmac
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, Request
@@ -24,7 +26,9 @@ from gateway.errors import GatewayError, bad_request, not_found
 from gateway.keys import DEFAULT_ROTATE_GRACE_S, KeyCreate, KeyStore
 from gateway.responses import json_response
 from gateway.routes.admin import guard_redis
+from gateway.routes.teams import team_name
 from gateway.state import GatewayState, state_of
+from gateway.teams import TeamSettings, TeamStore
 
 STATIC = resources.files("gateway.console").joinpath("static")
 MEDIA = {
@@ -43,6 +47,7 @@ SECURITY_HEADERS = {
 }
 
 router = APIRouter(prefix="/console", include_in_schema=False)
+Model = TypeVar("Model", bound=BaseModel)
 
 
 def _secured(response: Response) -> Response:
@@ -79,6 +84,15 @@ async def _session(request: Request, mutating: bool = False) -> session.Session:
     if mutating:
         session.check_csrf(request, found)
     return found
+
+
+def _validated(model: type[Model], body: Any) -> Model:
+    """``body`` as ``model``, else the admin API's 400: the first problem, ``param`` naming the field."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise bad_request(str(first["msg"]), ".".join(str(p) for p in first["loc"]) or None) from None
 
 
 def _api(payload: Any, status_code: int = 200) -> Response:
@@ -204,11 +218,7 @@ async def keys(request: Request, team: str | None = None) -> Response:
 @router.post("/api/keys")
 async def create_key(request: Request) -> Response:
     await _session(request, mutating=True)
-    try:
-        spec = KeyCreate.model_validate(await _json_body(request))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise bad_request(str(first["msg"]), ".".join(str(p) for p in first["loc"]) or None) from None
+    spec = _validated(KeyCreate, await _json_body(request))
     token, record = await guard_redis(KeyStore(state_of(request).redis).create(spec))
     admin_auth.audit(request, "key.create", via="console", key_id=record["key_id"], team=record["team"])
     return _api({**record, "key": token}, status_code=201)
@@ -241,3 +251,14 @@ async def rotate_key(key_id: str, request: Request) -> Response:
     token, record = rotated
     admin_auth.audit(request, "key.rotate", via="console", key_id=key_id, grace_seconds=grace)
     return _api({**record, "key": token, "previous_key_valid_for_s": grace})
+
+
+@router.put("/api/teams/{team}")
+async def set_team(team: str, request: Request) -> Response:
+    """``PUT /admin/v1/teams/{team}`` for the console: the fields given change, ``null`` clears one."""
+    await _session(request, mutating=True)
+    name = team_name(team)
+    spec = _validated(TeamSettings, await _json_body(request))
+    record = await guard_redis(TeamStore(state_of(request).redis).set(name, spec))
+    admin_auth.audit(request, "team.set", via="console", team=name, fields=sorted(spec.model_fields_set))
+    return _api(record)

@@ -18,7 +18,7 @@ from gateway.teams import TeamSettings, TeamStore, check_team_name
 router = APIRouter(prefix="/admin/v1", tags=["admin"], dependencies=[Depends(require_admin)])
 
 
-def _team_name(team: str) -> str:
+def team_name(team: str) -> str:
     try:
         return check_team_name(team)
     except ValueError as exc:
@@ -26,7 +26,7 @@ def _team_name(team: str) -> str:
 
 
 async def _existing(store: TeamStore, team: str) -> str:
-    name = _team_name(team)
+    name = team_name(team)
     if not await guard_redis(store.exists(name)):
         raise not_found(f"No team '{name}' (a team exists once it has settings or keys).")
     return name
@@ -34,7 +34,7 @@ async def _existing(store: TeamStore, team: str) -> str:
 
 @router.put("/teams/{team}", summary="Set a team's budget, image cap or alert thresholds (null clears)")
 async def set_team(team: str, settings: TeamSettings, request: Request) -> Response:
-    name = _team_name(team)
+    name = team_name(team)
     record = await guard_redis(TeamStore(state_of(request).redis).set(name, settings))
     admin_auth.audit(request, "team.set", via="api", team=name, fields=sorted(settings.model_fields_set))
     return json_response(record)

@@ -1,5 +1,6 @@
-// The console's pages: Overview (spend by team for a month) and Keys. Plain DOM, no framework,
-// no build step; every value is inserted as text, never as HTML.
+// The console's pages: Overview (spend by team for a month; its team table and team budget form
+// are in teams.js) and Keys. Plain DOM, no framework, no build step; every value is inserted as
+// text, never as HTML.
 "use strict";
 
 const SVG = "http://www.w3.org/2000/svg";
@@ -24,7 +25,10 @@ async function api(path, options = {}) {
     throw new Error("Your session has ended; sign in again.");
   }
   const payload = await response.json();
-  if (!response.ok) throw new Error(payload.error ? payload.error.message : "Request failed.");
+  if (!response.ok) {
+    const problem = payload.error || { message: "Request failed." };
+    throw new Error(problem.param ? `${problem.param}: ${problem.message}` : problem.message);
+  }
   return payload;
 }
 
@@ -65,28 +69,6 @@ async function loadOverview() {
   const data = await api("/console/api/overview?month=" + encodeURIComponent(month));
   renderTeamTable(data);
   renderChart(data);
-}
-
-function renderTeamTable(data) {
-  const body = document.querySelector("#team-table tbody");
-  body.replaceChildren();
-  for (const row of data.teams) {
-    body.append(el("tr", { "data-team": row.team },
-      el("td", { text: row.team }),
-      el("td", { class: "num", "data-field": "calls", text: String(row.calls) }),
-      el("td", { class: "num", "data-field": "images", text: String(row.images) }),
-      el("td", { class: "num", "data-field": "spend_usd", text: row.spend_usd }),
-      el("td", { class: "num", "data-field": "budget_usd", text: row.budget.budget_usd || "—" }),
-      el("td", { "data-field": "budget_use" }, usageBar(row.budget.used_ratio))));
-  }
-  if (!data.teams.length) body.append(el("tr", {}, el("td", { colspan: "6", class: "muted", text: "No spend this month." })));
-  const t = data.totals;
-  document.querySelector("#team-table tfoot").replaceChildren(el("tr", { "data-team": "TOTAL" },
-    el("td", { text: "Total" }),
-    el("td", { class: "num", "data-field": "calls", text: String(t.calls) }),
-    el("td", { class: "num", "data-field": "images", text: String(t.images) }),
-    el("td", { class: "num", "data-field": "spend_usd", text: t.spend_usd }),
-    el("td"), el("td")));
 }
 
 function svg(tag, attrs = {}) {
@@ -143,7 +125,9 @@ function renderChart(data) {
     }
   });
   const legend = el("figcaption", { class: "legend" });
+  const spent = new Set(data.daily.map((point) => point.team));
   teams.forEach((team, t) => {
+    if (!spent.has(team)) return; // the table lists every team; the legend, those in the chart
     const swatch = el("i");
     swatch.style.background = COLORS[t % COLORS.length];
     legend.append(el("span", {}, swatch, team));
@@ -266,6 +250,7 @@ async function start() {
   document.getElementById("month").addEventListener("change", () => loadOverview().catch(showError));
   document.getElementById("team-filter").addEventListener("change", () => loadKeys().catch(showError));
   document.getElementById("create-form").addEventListener("submit", (e) => createKey(e).catch(showError));
+  document.getElementById("team-form").addEventListener("submit", (e) => saveTeam(e).catch(showError));
   document.getElementById("copy-secret").addEventListener("click", () => copySecret());
   document.getElementById("dismiss-secret").addEventListener("click", () => { document.getElementById("secret-panel").hidden = true; });
   window.addEventListener("hashchange", route);
