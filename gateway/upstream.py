@@ -22,7 +22,7 @@ import aiohttp
 import httpx
 import orjson
 
-from gateway import __version__
+from gateway import __version__, descriptors
 from gateway.errors import GatewayError
 
 CONTENT_SAFETY_CODES = frozenset(
@@ -185,7 +185,7 @@ class UpstreamClient:
         try:
             async with asyncio.timeout_at(deadline):
                 request = self._client.build_request("POST", self.url, content=body, headers=self._headers)
-                response = await self._client.send(request, stream=True)
+                response = await self._send(request)
                 try:
                     return await self._read(response, started, deadline)
                 except BaseException:
@@ -229,13 +229,25 @@ class UpstreamClient:
         request = self._client.build_request("POST", self.url, content=body, headers=headers)
         try:
             async with asyncio.timeout(headers_timeout_s):
-                return await self._client.send(request, stream=True)
+                return await self._send(request)
         except (TimeoutError, httpx.TimeoutException) as exc:
             if _is_dropped(exc):
                 raise self._dropped(started) from None
             raise UpstreamFailure("timeout", _timeout_error(headers_timeout_s), _since(started)) from None
         except (httpx.TransportError, aiohttp.ClientError, OSError):
             raise self._dropped(started) from None
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
+        """Send; with no file descriptor left to connect with, wait for one (nothing was sent,
+        so trying again is safe; gateway/descriptors.py). The caller's deadline bounds the wait."""
+        backoff = descriptors.Backoff()
+        while True:
+            try:
+                return await self._client.send(request, stream=True)
+            except (httpx.TransportError, aiohttp.ClientError, OSError) as exc:
+                if not descriptors.exhausted(exc):
+                    raise
+            await backoff.wait()
 
     def _dropped(self, started: float) -> UpstreamFailure:
         error = GatewayError(
