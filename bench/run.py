@@ -333,6 +333,12 @@ def run_all(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         capacity.large(b, stack, gateway, lambda port: create_key(port, admin), upstream_key)
         return report(b.rows, [], pinned, floating, args, started)
 
+    if args.only_burst:  # the 10,000-call burst alone, beside its direct baseline
+        from bench import capacity
+
+        capacity.burst(b, stack, gateway, lambda port: create_key(port, admin))
+        return report(b.rows, [], pinned, floating, args, started)
+
     if args.only_capacity:  # the issue-13 scenarios alone (the LiteLLM row then has no ratio)
         from bench import capacity
 
@@ -869,6 +875,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only-cost",
         action="store_true",
         help="only the 32- and 1-connection cost rows (direct, passthrough, gateway)",
+    )
+    parser.add_argument(
+        "--only-burst", action="store_true", help="only the 10,000-call burst row and its direct"
     )
     parser.add_argument(
         "--only-large", action="store_true", help="only the 20 x 32 MB large-answer row and its direct"
