@@ -211,7 +211,7 @@ def summarise(stacks: list[tuple[list[str], int]], top: int = 10) -> dict[str, o
             continue
         keys = {frame_key(f) for f in frames}
         for key in keys:
-            if "(gateway/" in key and "(gateway/cli.py)" not in key and "(gateway/__main__.py)" not in key:
+            if "(gateway/" in key and "(gateway/cli/" not in key and "(gateway/__main__.py)" not in key:
                 gateway_inclusive[key] += count
         if any("(gateway/routes/" in k for k in keys):
             in_route += count
@@ -243,7 +243,7 @@ def _is_root(key: str) -> bool:
             "run_until_complete",
             "run_forever",
             "_run_once",
-            "main (gateway/cli.py)",
+            "(gateway/cli/",  # main, serve_command, _run_uvicorn: the package gateway/cli/
             "serve_command",
             "_run_uvicorn",
             "run (uvicorn/",

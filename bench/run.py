@@ -333,6 +333,18 @@ def run_all(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         capacity.large(b, stack, gateway, lambda port: create_key(port, admin), upstream_key)
         return report(b.rows, [], pinned, floating, args, started)
 
+    if args.only_workers:  # the 1- and 2-worker rows alone
+        from bench import workers
+
+        workers.run(b, stack, gateway, None, redis, fixed, rep, lambda port: create_key(port, admin))
+        return report(b.rows, [], pinned, floating, args, started)
+
+    if args.only_burst:  # the 10,000-call burst alone, beside its direct baseline
+        from bench import capacity
+
+        capacity.burst(b, stack, gateway, lambda port: create_key(port, admin))
+        return report(b.rows, [], pinned, floating, args, started)
+
     if args.only_capacity:  # the issue-13 scenarios alone (the LiteLLM row then has no ratio)
         from bench import capacity
 
@@ -426,36 +438,9 @@ def run_all(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         ratio(row, added, "direct", f"p50 +{added:.3f} ms over direct")
 
     # ---- workers: 1 vs 2, nothing pinned (two workers need both cores)
-    say("workers (nothing pinned)")
-    for proc in (redis, fixed):
-        repin(proc, floating.rest)
-    g1 = gateway(floating.sut, "gateway-w1")
-    g2 = gateway(floating.sut, "gateway-w2", workers=2)
-    res = interleaved(
-        b,
-        {
-            "w1": dict(port=g1.port, connections=32, sut=g1, headers=auth, cpus=floating.rest),
-            "w2": dict(port=g2.port, connections=32, sut=g2, headers=auth, cpus=floating.rest),
-        },
-        rep2,
-    )
-    w1 = b.add("gateway, 1 worker, unpinned", "workers", res["w1"])
-    split = sorted(res["w2"].get("sut_cpu_pct_per_process", {}).values(), reverse=True)[:2]
-    uneven = len(split) == 2 and split[1] < 0.2 * split[0]
-    w2 = b.add(
-        "gateway, 2 workers, unpinned",
-        "workers",
-        res["w2"],
-        note="CPU % of the two busiest gateway processes (the workers): "
-        + " / ".join(f"{v:.0f}" for v in split)
-        + (": one worker got (nearly) all 32 connections" if uneven else ""),
-    )
-    stack.stop(g1)
-    stack.stop(g2)
-    ratio(w1, 1.0, "1 worker", "reference")
-    ratio(w2, w2.rps / w1.rps, "1 worker", f"{w2.rps / w1.rps:.2f}x 1 worker")
-    for proc in (redis, fixed):
-        repin(proc, pinned.rest)
+    from bench import workers
+
+    workers.run(b, stack, gateway, auth, redis, fixed, rep2)
     stack.stop(fixed)
 
     # ---- in flight: 1,000 connections, upstream takes 2 s
@@ -869,6 +854,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only-cost",
         action="store_true",
         help="only the 32- and 1-connection cost rows (direct, passthrough, gateway)",
+    )
+    parser.add_argument(
+        "--only-workers", action="store_true", help="only the 1- and 2-worker rows (32 connections)"
+    )
+    parser.add_argument(
+        "--only-burst", action="store_true", help="only the 10,000-call burst row and its direct"
     )
     parser.add_argument(
         "--only-large", action="store_true", help="only the 20 x 32 MB large-answer row and its direct"

@@ -10,6 +10,8 @@ thousands of connections without becoming the bottleneck of the test.
 from __future__ import annotations
 
 import json
+import os
+import resource
 import subprocess
 import sys
 import threading
@@ -127,3 +129,30 @@ def test_burst_with_redis_down_is_answered_503_at_once_not_queued(
     # command that finds every connection busy fails at once instead of queueing.
     assert result["slowest_answer_ms"] < 1000 * SLOT_WAIT_S, result["slowest_answer_ms"]
     assert upstream.count() == 20, "nothing may reach the upstream without a reservation"
+
+
+@pytest.mark.timeout(180)
+def test_out_of_file_descriptors_calls_wait_for_one_instead_of_502(
+    redis_factory, simulator_factory, gateway_factory
+) -> None:
+    """A worker whose open-file limit cannot hold every call's two sockets: the calls that find
+    no descriptor for their upstream connection wait for one (nothing was sent), never 502."""
+    calls = 200
+    server = redis_factory()
+    upstream = simulator_factory(latency_s=1.0)
+    gateway = gateway_factory(server.url, upstream.url, GATEWAY_LOG_LEVEL="warning")
+    key, key_id = gateway.create_key(budget_usd="100000", budget_period="total")
+    assert burst(gateway, key, 20)["statuses"] == {"200": 20}  # Redis and upstream pools warm
+    assert gateway.process is not None
+    pid = gateway.process.pid  # one worker: uvicorn serves in this very process
+    in_use = len(os.listdir(f"/proc/{pid}/fd"))
+    # Room for every caller's socket, but for only half of their upstream connections.
+    limit = in_use + calls + calls // 2
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, limit))
+
+    result = burst(gateway, key, calls)
+
+    assert result["statuses"] == {"200": calls}, result["error_kinds"]
+    assert "out of file descriptors" in gateway.log(), "the shortage was never reached: proved nothing"
+    assert upstream.count() == 20 + calls
+    assert gateway.usage(key_id)["inflight"] == 0

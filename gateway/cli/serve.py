@@ -16,9 +16,10 @@ import shutil
 import signal
 import sys
 from types import FrameType
+from typing import Any
 
 from gateway import embedded_redis, pricing, private_files
-from gateway.cli import demo
+from gateway.cli import demo, workers
 from gateway.cli.common import Commands
 from gateway.cli.simulator_process import print_simulator_banner, start_simulator
 from gateway.cli.store import connected
@@ -104,6 +105,8 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
 def _run_uvicorn(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT; in-flight requests finish first (graceful shutdown).
 
+    Several workers on Linux each get a listening socket of their own (gateway/cli/workers.py).
+
     uvicorn re-raises the signal it caught once it has shut down; the handler installed here
     turns that into a normal exit, so the embedded Redis and the simulator are stopped too.
     """
@@ -114,8 +117,7 @@ def _run_uvicorn(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, _exit_cleanly)
     signal.signal(signal.SIGINT, _exit_cleanly)
 
-    uvicorn.run(
-        "gateway.app:create_app",
+    options: dict[str, Any] = dict(
         factory=True,
         host=settings.host,
         port=settings.port,
@@ -130,6 +132,10 @@ def _run_uvicorn(settings: Settings) -> int:
         # client retries a dropped SYN after 1 s and more); the kernel caps it at somaxconn.
         backlog=settings.listen_backlog,
     )
+    if settings.workers > 1 and workers.supported():  # one SO_REUSEPORT socket per worker
+        workers.serve(uvicorn.Config("gateway.app:create_app", **options))
+    else:
+        uvicorn.run("gateway.app:create_app", **options)
     return 0
 
 
