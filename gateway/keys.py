@@ -15,12 +15,12 @@ import re
 import secrets
 import time
 from datetime import UTC, datetime
-from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 
 from gateway import previous_secrets, thresholds
+from gateway.budget_fields import MAX_LIMIT, BudgetFields
 from gateway.key_directory import KeyDirectory, spaces_of
 from gateway.model_names import check_model_name
 from gateway.money import micros_to_usd, usd_to_micros
@@ -33,11 +33,7 @@ TOKEN_PREFIX = "sk-gw-"
 KEY_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 KEY_ID_LENGTH = 12
 DEFAULT_ROTATE_GRACE_S = 3600
-MAX_LIMIT = 1_000_000_000
 _TOKEN_RE = re.compile(r"^sk-gw-([a-z2-7]{12})_([A-Za-z0-9_-]{20,128})$")
-
-BudgetPeriod = Literal["day", "month", "total"]
-
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
@@ -59,27 +55,14 @@ def new_token(key_id: str) -> str:
     return f"{TOKEN_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
 
 
-class KeyLimits(BaseModel):
+class KeyLimits(BudgetFields):
     """The limits a key may carry; every one is optional, None meaning unlimited."""
 
     models: list[str] | None = Field(default=None, description="Models the key may use; null: all.")
     expires_at: datetime | None = Field(default=None, description="ISO 8601; naive means UTC.")
-    budget_usd: Decimal | None = Field(default=None, ge=0, description="Spend budget in USD.")
-    budget_period: BudgetPeriod | None = Field(default=None, description="day, month or total.")
     # Upper bounds keep every number exact in the Lua scripts and printable as JSON.
-    images_per_day: int | None = Field(default=None, ge=0, le=MAX_LIMIT)
     rpm: int | None = Field(default=None, ge=1, le=MAX_LIMIT, description="Requests per minute.")
     max_concurrent: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
-    alert_thresholds: list[Decimal] | None = Field(
-        default=None, description="Fractions of the budget in (0, 1] that send a webhook alert."
-    )
-
-    @field_validator("alert_thresholds")
-    @classmethod
-    def _fractions(cls, value: list[Decimal] | None) -> list[Decimal] | None:
-        if value is not None:
-            thresholds.parse_list(value)
-        return value
 
     @field_validator("expires_at")
     @classmethod
@@ -87,13 +70,6 @@ class KeyLimits(BaseModel):
         # 0 means "never expires" in the record: an earlier date must not turn into that.
         if value is not None and _ms(value) <= 0:
             raise ValueError("expires_at must be after 1970-01-01T00:00:00Z")
-        return value
-
-    @field_validator("budget_usd")
-    @classmethod
-    def _exact_usd(cls, value: Decimal | None) -> Decimal | None:
-        if value is not None:
-            usd_to_micros(value)
         return value
 
     @field_validator("models")

@@ -9,12 +9,12 @@ adds each charge to the team's own counters, so a revoked or rotated key's spend
 from __future__ import annotations
 
 import re
-from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict
 
 from gateway import budget, thresholds
+from gateway.budget_fields import BudgetFields
 from gateway.money import micros_to_usd, usd_to_micros
 from gateway.periods import Periods
 from gateway.redis_keys import TEAM_REGISTRY, TeamSpace
@@ -22,11 +22,7 @@ from gateway.redis_protocol import Redis
 from gateway.usage_report import usage_json
 
 TEAM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-MAX_LIMIT = 1_000_000_000
 DEFAULT_PERIOD = "month"
-
-BudgetPeriod = Literal["day", "month", "total"]
-
 
 def check_team_name(value: str) -> str:
     """Letters, digits, ``_ . -``: a team's name goes into a Redis hash tag and into URLs."""
@@ -35,31 +31,10 @@ def check_team_name(value: str) -> str:
     return value
 
 
-class TeamSettings(BaseModel):
+class TeamSettings(BudgetFields):
     """``PUT /admin/v1/teams/{team}``: the fields given change, ``null`` clears one."""
 
     model_config = ConfigDict(extra="forbid")
-
-    budget_usd: Decimal | None = Field(default=None, ge=0, description="Budget in USD (number or string).")
-    budget_period: BudgetPeriod | None = Field(default=None, description="day, month (default) or total.")
-    images_per_day: int | None = Field(default=None, ge=0, le=MAX_LIMIT)
-    alert_thresholds: list[Decimal] | None = Field(
-        default=None, description="Fractions of the budget in (0, 1] that send a webhook alert."
-    )
-
-    @field_validator("budget_usd")
-    @classmethod
-    def _exact_usd(cls, value: Decimal | None) -> Decimal | None:
-        if value is not None:
-            usd_to_micros(value)
-        return value
-
-    @field_validator("alert_thresholds")
-    @classmethod
-    def _fractions(cls, value: list[Decimal] | None) -> list[Decimal] | None:
-        if value is not None:
-            thresholds.parse_list(value)
-        return value
 
 
 def settings_fields(spec: TeamSettings) -> tuple[dict[str, str | int], list[str]]:
