@@ -211,7 +211,8 @@ def summarise(stacks: list[tuple[list[str], int]], top: int = 10) -> dict[str, o
             continue
         keys = {frame_key(f) for f in frames}
         for key in keys:
-            if "(gateway/" in key and "(gateway/cli.py)" not in key and "(gateway/__main__.py)" not in key:
+            # The command line (now the package gateway/cli/) only starts the server: not the gateway's cost.
+            if "(gateway/" in key and "(gateway/cli/" not in key and "(gateway/__main__.py)" not in key:
                 gateway_inclusive[key] += count
         if any("(gateway/routes/" in k for k in keys):
             in_route += count
@@ -243,7 +244,7 @@ def _is_root(key: str) -> bool:
             "run_until_complete",
             "run_forever",
             "_run_once",
-            "main (gateway/cli.py)",
+            "main (gateway/cli/__init__.py)",
             "serve_command",
             "_run_uvicorn",
             "run (uvicorn/",
