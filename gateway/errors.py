@@ -74,6 +74,11 @@ class GatewayError(Exception):
         return headers
 
 
+def counted(count: int, noun: str) -> str:
+    """``1 request``, ``2 requests``: a number and its noun, in the plural unless it is one."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> GatewayError:
     return GatewayError(400, message, "invalid_request_error", code, param, False, reason="bad_request")
 
@@ -171,7 +176,7 @@ def not_found(message: str = "Not found.") -> GatewayError:
 def overloaded(limit: int) -> GatewayError:
     return GatewayError(
         503,
-        f"The gateway is at its limit of {limit} requests in flight; try again shortly.",
+        f"The gateway is at its limit of {counted(limit, 'request')} in flight; try again shortly.",
         "server_error",
         "overloaded",
         None,

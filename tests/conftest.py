@@ -11,6 +11,9 @@ import pytest
 
 from tests.support import Gateway, RedisServer, Simulator, gateway_env
 
+# The fixture ``upstream`` (a scripted, hostile upstream of the test's own) for every module.
+pytest_plugins = ["tests.scripted_upstream"]
+
 
 @pytest.fixture(scope="session")
 def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

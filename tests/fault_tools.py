@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import socket
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
 import redis
 
 from gateway.redis_keys import directory_entry
-from tests.support import MODEL_PRICE_MICROS, Gateway, agenerate, key_space
+from tests.support import MODEL_PRICE_MICROS, Gateway, RedisServer, agenerate, key_space, wait_until
 
 PRICE = Decimal(MODEL_PRICE_MICROS) / 1_000_000
 
@@ -20,6 +21,27 @@ async def generate_many(gateway: Gateway, key: str, count: int, fault: str | Non
     body: dict[str, Any] = {"prompt": "many", **({"simulator_fault": fault} if fault else {})}
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=count)) as client:
         return await asyncio.gather(*(agenerate(client, key, gateway, **body) for _ in range(count)))
+
+
+def lose_redis_mid_call(
+    gateway: Gateway, redis: RedisServer, key: str, key_id: str, calls: int
+) -> list[httpx.Response]:
+    """Start ``calls`` slow calls, kill Redis once all are reserved, let the upstream answer."""
+
+    async def run() -> list[httpx.Response]:
+        task = asyncio.create_task(generate_many(gateway, key, calls, "delay=1.5"))
+        await asyncio.to_thread(
+            wait_until, lambda: gateway.usage(key_id)["inflight"] == calls, 10, what="all calls reserved"
+        )
+        redis.kill()
+        return await task
+
+    return asyncio.run(run())
+
+
+def spooled_records(state_dir: Path) -> int:
+    """Records on disk in the spool directory, counted from the files themselves."""
+    return sum(len(p.read_bytes().splitlines()) for p in (state_dir / "spool").glob("*.jsonl"))
 
 
 def assert_envelope(response: httpx.Response, status: int, code: str | None, retry: bool) -> dict[str, Any]:

@@ -4,6 +4,11 @@ The simulator plays an honest Seedream; this one plays what an upstream must not
 echoing our Authorization header into any field, per-image failures with a ``usage`` that
 disagrees, oversized headers. It records the Authorization header it was sent, as the real
 upstream would see it.
+
+The fixtures ``upstream_server`` (one scripted upstream per module) and ``upstream`` (the same, its
+script and record cleared for each test) are registered by ``pytest_plugins`` in tests/conftest.py;
+``gateway_of`` starts a gateway in front of it for a module's tests to share; ``answer_json``
+scripts a plain JSON answer and ``ledger_record`` reads back what the gateway recorded of a call.
 """
 
 from __future__ import annotations
@@ -11,12 +16,18 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
+import orjson
+import pytest
 from aiohttp import web
 
-from tests.support import free_port
+from tests.support import Gateway, free_port, gateway_env
 
 # An answer is a response, or a coroutine that writes one as it goes (a streamed, endless or
 # broken body).
@@ -67,3 +78,55 @@ class ScriptedUpstream:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def upstream_server() -> Iterator[ScriptedUpstream]:
+    """One scripted upstream for a test module (a thread: it costs nothing to keep)."""
+    server = ScriptedUpstream().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def upstream(upstream_server: ScriptedUpstream) -> ScriptedUpstream:
+    """The module's scripted upstream, blank for this test: script its ``answer`` before calling
+    through it; ``seen_authorization`` holds only this test's calls."""
+    upstream_server.answer = None
+    upstream_server.seen_authorization.clear()
+    return upstream_server
+
+
+@contextmanager
+def gateway_of(redis_url: str, upstream: ScriptedUpstream, directory: Path, **env: str) -> Iterator[Gateway]:
+    """A gateway process in front of ``upstream`` (state and log under ``directory``), for a module's
+    tests to share: each test uses keys of its own, so none sees another's spending."""
+    gw = Gateway(gateway_env(redis_url, upstream.url, directory / "state", **env), directory / "gateway.log")
+    try:
+        yield gw.start()
+    finally:
+        gw.stop()
+
+
+def answer_json(status: int, document: Any, headers: dict[str, str] | None = None) -> Answer:
+    """Answer every call with ``status`` and ``document`` as JSON (``orjson.dumps(document)``)."""
+    raw = orjson.dumps(document)
+    return lambda request, body: web.Response(
+        status=status, body=raw, content_type="application/json", headers=headers
+    )
+
+
+# One image entry the upstream refused (Seedream's per-image failure), beside the images it made.
+FAILED = {
+    "error": {"code": "OutputImageSensitiveContentDetected", "message": "The output image was refused."}
+}
+
+
+def ledger_record(gw: Gateway, request_id: str) -> dict[str, Any]:
+    """Today's one ledger record of ``request_id``, as the admin export gives it."""
+    today = datetime.now(UTC).date().isoformat()
+    with gw.admin() as admin:
+        lines = admin.get("/admin/v1/usage", params={"start": today, "end": today, "format": "jsonl"}).text
+    found = [r for r in map(orjson.loads, lines.splitlines()) if r.get("request_id") == request_id]
+    assert len(found) == 1, lines
+    return dict(found[0])

@@ -13,24 +13,24 @@ import httpx
 import pytest
 
 from tests.fault_tools import PRICE, generate_many, ledger, reserved, spent
-from tests.support import RedisServer, Simulator, wait_until
+from tests.support import Gateway, RedisServer, Simulator, wait_until
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_sigterm_lets_calls_in_flight_finish_and_exits_cleanly(
-    workers: str, redis_server: RedisServer, simulator: Simulator, gateway_factory
+    workers: str, redis_server: RedisServer, simulator: Simulator, gateway_factory, gateway: Gateway
 ) -> None:
-    gateway = gateway_factory(redis_server.url, simulator.url, GATEWAY_WORKERS=workers)
-    key, key_id = gateway.create_key(budget_usd="10", budget_period="total")
+    stopping = gateway_factory(redis_server.url, simulator.url, GATEWAY_WORKERS=workers)
+    key, key_id = stopping.create_key(budget_usd="10", budget_period="total")
     calls, upstream_s = 4, 2.0
-    assert gateway.process is not None
+    assert stopping.process is not None
 
     async def run() -> tuple[list[httpx.Response], float]:
-        task = asyncio.create_task(generate_many(gateway, key, calls, f"delay={upstream_s}"))
+        task = asyncio.create_task(generate_many(stopping, key, calls, f"delay={upstream_s}"))
         await asyncio.to_thread(
-            wait_until, lambda: gateway.usage(key_id)["inflight"] == calls, 10, what="calls in flight"
+            wait_until, lambda: stopping.usage(key_id)["inflight"] == calls, 10, what="calls in flight"
         )
-        gateway.process.send_signal(signal.SIGTERM)
+        stopping.process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
         responses = await task
         return responses, time.monotonic() - signalled
@@ -39,13 +39,13 @@ def test_sigterm_lets_calls_in_flight_finish_and_exits_cleanly(
     assert [r.status_code for r in responses] == [200] * calls, [r.text[:200] for r in responses]
     assert all(len(r.json()["data"]) == 1 for r in responses)
     assert after_signal_s > 0.5, "the calls finished before the signal: the test proved nothing"
-    assert gateway.process.wait(30) == 0
+    assert stopping.process.wait(30) == 0
     with pytest.raises(httpx.ConnectError):
-        httpx.get(f"{gateway.url}/healthz", timeout=2)
-    other = gateway_factory(redis_server.url, simulator.url)  # the stopped one cannot be asked
-    usage = other.usage(key_id)
-    assert spent(other, key_id) == calls * PRICE
-    assert reserved(other, key_id) == 0 and usage["inflight"] == 0, "the budget must not stay held"
+        httpx.get(f"{stopping.url}/healthz", timeout=2)
+    # The stopped gateway cannot be asked; the session's, on the same Redis, can.
+    usage = gateway.usage(key_id)
+    assert spent(gateway, key_id) == calls * PRICE
+    assert reserved(gateway, key_id) == 0 and usage["inflight"] == 0, "the budget must not stay held"
     assert {r["request_id"] for r in ledger(redis_server.url, key_id)} == {
         r.headers["x-request-id"] for r in responses
     }

@@ -24,19 +24,15 @@ from gateway.spool import Spool
 from tests.fault_tools import (
     PRICE,
     assert_envelope,
-    generate_many,
     ledger,
+    lose_redis_mid_call,
     reserved,
     spent,
+    spooled_records,
 )
 from tests.support import Gateway, RedisServer, Simulator, generate, key_space, metric_value, wait_until
 
 PENDING = "gateway_spool_pending_records"
-
-
-def spooled_records(state_dir: Path) -> int:
-    """Records on disk in the spool directory, counted from the files themselves."""
-    return sum(len(p.read_bytes().splitlines()) for p in (state_dir / "spool").glob("*.jsonl"))
 
 
 def test_redis_down_refuses_new_calls_at_once_and_recovers_by_itself(
@@ -75,22 +71,6 @@ def test_redis_down_refuses_new_calls_at_once_and_recovers_by_itself(
     assert reserved(gateway, key_id) == 0
 
 
-def _lose_redis_mid_call(
-    gateway: Gateway, redis: RedisServer, key: str, key_id: str, calls: int
-) -> list[httpx.Response]:
-    """Start ``calls`` slow calls, kill Redis once all are reserved, let the upstream answer."""
-
-    async def run() -> list[httpx.Response]:
-        task = asyncio.create_task(generate_many(gateway, key, calls, "delay=1.5"))
-        await asyncio.to_thread(
-            wait_until, lambda: gateway.usage(key_id)["inflight"] == calls, 10, what="all calls reserved"
-        )
-        redis.kill()
-        return await task
-
-    return asyncio.run(run())
-
-
 def _assert_ledger_complete(
     gateway: Gateway, redis: RedisServer, key_id: str, responses: list[httpx.Response]
 ) -> None:
@@ -119,7 +99,7 @@ def test_redis_lost_after_upstream_answered_caller_gets_images_and_spool_settles
     calls = 8
     calls_before = simulator.count()
 
-    responses = _lose_redis_mid_call(gateway, redis, key, key_id, calls)
+    responses = lose_redis_mid_call(gateway, redis, key, key_id, calls)
 
     assert [r.status_code for r in responses] == [200] * calls, [r.text[:200] for r in responses]
     assert all(len(r.json()["data"]) == 1 for r in responses)
@@ -141,7 +121,7 @@ def test_spool_left_by_a_stopped_gateway_is_replayed_once_by_the_next(
     state_dir = tmp_path / "shared-state"
     first = gateway_factory(redis.url, simulator.url, GATEWAY_STATE_DIR=str(state_dir))
     key, key_id = first.create_key(budget_usd="10", budget_period="total")
-    responses = _lose_redis_mid_call(first, redis, key, key_id, 3)
+    responses = lose_redis_mid_call(first, redis, key, key_id, 3)
     assert [r.status_code for r in responses] == [200] * 3
     wait_until(lambda: metric_value(first.metrics(), PENDING) == 3, what="pending gauge up")
 

@@ -2,56 +2,44 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from collections.abc import Iterator
 from typing import Any
 
-import orjson
 import pytest
-from aiohttp import web
 
-from tests.scripted_upstream import ScriptedUpstream
-from tests.support import MODEL, UPSTREAM_KEY, Gateway, RedisServer, generate, metric_value, wait_until
+from tests.scripted_upstream import FAILED, ScriptedUpstream, answer_json, gateway_of, ledger_record
+from tests.support import (
+    MODEL,
+    MODEL_PRICE_MICROS,
+    UPSTREAM_KEY,
+    Gateway,
+    RedisServer,
+    generate,
+    metric_value,
+    wait_until,
+)
 
-PRICE_MICROS = 135_000
 
-
-@pytest.fixture
-def upstream() -> Iterator[ScriptedUpstream]:
-    server = ScriptedUpstream().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
+@pytest.fixture(scope="module")
 def gw(
-    redis_server: RedisServer, upstream: ScriptedUpstream, gateway_factory: Callable[..., Gateway]
-) -> Gateway:
-    return gateway_factory(redis_server.url, upstream.url)
+    redis_server: RedisServer, upstream_server: ScriptedUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gateway]:
+    """One gateway for the module: each test has its own keys, and counts metrics from where it began."""
+    with gateway_of(redis_server.url, upstream_server, tmp_path_factory.mktemp("hostile")) as gateway:
+        yield gateway
 
 
-def answer_json(status: int, document: Any) -> Callable[[web.Request, bytes], web.Response]:
-    return lambda request, body: web.Response(
-        status=status, body=orjson.dumps(document), content_type="application/json"
-    )
+def failed_images(gw: Gateway) -> float:
+    code = FAILED["error"]["code"]
+    return metric_value(gw.metrics(), "gateway_upstream_failed_images_total", model=MODEL, code=code)
 
 
-def ledger_record(gw: Gateway, request_id: str) -> dict[str, Any]:
-    today = datetime.now(UTC).date().isoformat()
-    with gw.admin() as admin:
-        lines = admin.get("/admin/v1/usage", params={"start": today, "end": today, "format": "jsonl"}).text
-    found = [r for r in map(orjson.loads, lines.splitlines()) if r.get("request_id") == request_id]
-    assert len(found) == 1, lines
-    return dict(found[0])
+def usage_mismatches(gw: Gateway) -> float:
+    return metric_value(gw.metrics(), "gateway_upstream_usage_mismatches_total", model=MODEL)
 
 
 def image(index: int) -> dict[str, Any]:
     return {"url": f"https://example.invalid/{index}.png", "size": "2048x2048"}
-
-
-FAILED = {
-    "error": {"code": "OutputImageSensitiveContentDetected", "message": "The output image was refused."}
-}
 
 
 def test_a_master_key_echoed_in_any_error_field_never_reaches_the_caller(
@@ -91,6 +79,7 @@ def test_only_entries_that_are_images_are_charged(gw: Gateway, upstream: Scripte
     }
     upstream.answer = answer_json(200, document)
     key, key_id = gw.create_key(budget_usd="10")
+    failed_before = failed_images(gw)
     response = generate(gw, key, n=3)
     assert response.status_code == 200
     assert response.headers["x-gateway-cost-usd"] == "0.270000"
@@ -100,17 +89,11 @@ def test_only_entries_that_are_images_are_charged(gw: Gateway, upstream: Scripte
     assert (record["images"], record["upstream_images"], record["charge_micros"], record["reconcile"]) == (
         2,
         2,
-        2 * PRICE_MICROS,
+        2 * MODEL_PRICE_MICROS,
         0,
     )
     assert gw.usage(key_id)["spent_usd"] == "0.270000"
-    failed = metric_value(
-        gw.metrics(),
-        "gateway_upstream_failed_images_total",
-        model=MODEL,
-        code="OutputImageSensitiveContentDetected",
-    )
-    assert failed == 1
+    assert failed_images(gw) == failed_before + 1
 
 
 def test_a_set_whose_entries_all_failed_costs_nothing(gw: Gateway, upstream: ScriptedUpstream) -> None:
@@ -129,11 +112,12 @@ def test_a_usage_that_disagrees_with_the_images_is_flagged_for_reconciliation(
 ) -> None:
     upstream.answer = answer_json(200, {"created": 1, "data": [image(0)], "usage": {"generated_images": 3}})
     key, _ = gw.create_key()
+    mismatches_before = usage_mismatches(gw)
     response = generate(gw, key, n=3)
     assert response.headers["x-gateway-cost-usd"] == "0.135000"  # the charge follows the entries
     record = ledger_record(gw, response.headers["x-request-id"])
     assert (record["images"], record["upstream_images"], record["reconcile"]) == (1, 3, 1)
-    assert metric_value(gw.metrics(), "gateway_upstream_usage_mismatches_total", model=MODEL) == 1
+    assert usage_mismatches(gw) == mismatches_before + 1
 
 
 def test_a_free_model_costs_nothing_and_leaves_its_key_usable(

@@ -76,6 +76,14 @@ def test_checks_come_in_order_key_body_model_permission(gateway: Gateway) -> Non
     assert post(key, {"model": MODEL, "prompt": "x"}) == 403
 
 
+
+def test_a_limit_of_one_request_per_minute_is_refused_in_the_singular(gateway: Gateway) -> None:
+    key, _ = gateway.create_key(rpm=1)
+    assert generate(gateway, key).status_code == 200
+    refused = generate(gateway, key)
+    assert refused.status_code == 429
+    assert "limit of 1 request per minute is reached" in refused.json()["error"]["message"]
+
 def test_every_response_has_a_request_id(gateway: Gateway) -> None:
     for response in (
         httpx.get(f"{gateway.url}/healthz"),

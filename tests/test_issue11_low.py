@@ -4,16 +4,13 @@ model names, and an upstream answer with an oversized header."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import Any
 
 import httpx
-import orjson
 import pytest
-from aiohttp import web
 
-from tests.scripted_upstream import ScriptedUpstream
+from tests.scripted_upstream import ScriptedUpstream, answer_json, ledger_record
 from tests.support import ADMIN_TOKEN, MODEL, Gateway, RedisServer, Simulator, run_cli, wait_until
 
 
@@ -115,36 +112,17 @@ def test_a_prices_file_with_a_bad_model_name_is_refused(tmp_path) -> None:
 # -- (d) an upstream 200 with an oversized header --------------------------------------------
 
 
-@pytest.fixture
-def upstream() -> Iterator[ScriptedUpstream]:
-    server = ScriptedUpstream().start()
-    yield server
-    server.stop()
-
-
 def test_an_upstream_200_with_a_20_kb_header_is_a_bad_response_for_reconciliation(
     redis_server: RedisServer, upstream: ScriptedUpstream, gateway_factory: Callable[..., Gateway]
 ) -> None:
     document: dict[str, Any] = {"created": 1, "data": [{"url": "https://x.invalid/0.png"}]}
-    upstream.answer = lambda request, body: web.Response(
-        status=200,
-        body=orjson.dumps(document),
-        content_type="application/json",
-        headers={"x-big": "a" * 20_000},
-    )
+    upstream.answer = answer_json(200, document, headers={"x-big": "a" * 20_000})
     gw = gateway_factory(redis_server.url, upstream.url)
     key, _ = gw.create_key()
     response = generate(gw, key)
     assert response.status_code == 502, response.text
     assert response.json()["error"]["code"] == "upstream_bad_response"
-    today = datetime.now(UTC).date().isoformat()
-    with gw.admin() as admin:
-        lines = admin.get("/admin/v1/usage", params={"start": today, "end": today, "format": "jsonl"}).text
-    (record,) = [
-        r
-        for r in map(orjson.loads, lines.splitlines())
-        if r["request_id"] == response.headers["x-request-id"]
-    ]
+    record = ledger_record(gw, response.headers["x-request-id"])
     assert (record["outcome"], record["reconcile"], record["charge_micros"]) == ("bad_response", 1, 0)
 
 

@@ -18,9 +18,8 @@ import pytest
 from aiohttp import web
 
 from gateway.openai_compat import conform_images_body
-from tests.scripted_upstream import ScriptedUpstream
-from tests.support import MODEL, UPSTREAM_KEY, Gateway, RedisServer, wait_until
-from tests.test_hostile_upstream import FAILED, PRICE_MICROS, ledger_record
+from tests.scripted_upstream import FAILED, ScriptedUpstream, answer_json, gateway_of, ledger_record
+from tests.support import MODEL, MODEL_PRICE_MICROS, UPSTREAM_KEY, Gateway, RedisServer, wait_until
 
 MiB = 1024 * 1024
 CAP = 128 * MiB
@@ -28,18 +27,15 @@ OFFERED = 1024 * MiB  # what a runaway upstream offers: the gateway must stop at
 RSS_MARGIN_KB = 200 * 1024  # generous: buffering the refused answer would be 128 MB and up
 
 
-@pytest.fixture
-def upstream() -> Iterator[ScriptedUpstream]:
-    server = ScriptedUpstream().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
+@pytest.fixture(scope="module")
 def gw(
-    redis_server: RedisServer, upstream: ScriptedUpstream, gateway_factory: Callable[..., Gateway]
-) -> Gateway:
-    return gateway_factory(redis_server.url, upstream.url, GATEWAY_MAX_UPSTREAM_RESPONSE_BYTES=str(CAP))
+    redis_server: RedisServer, upstream_server: ScriptedUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gateway]:
+    """One gateway for the module: each test has its own keys, and measures memory from where it began."""
+    directory = tmp_path_factory.mktemp("large")
+    cap = {"GATEWAY_MAX_UPSTREAM_RESPONSE_BYTES": str(CAP)}
+    with gateway_of(redis_server.url, upstream_server, directory, **cap) as gateway:
+        yield gateway
 
 
 def rss_kb(pid: int) -> int:
@@ -100,7 +96,7 @@ def test_a_large_answer_arrives_intact_and_is_charged_per_image(
         "usage": {"generated_images": 3, "output_tokens": 16384, "total_tokens": 16384},
     }
     raw = orjson.dumps(document)
-    upstream.answer = lambda request, body: web.Response(body=raw, content_type="application/json")
+    upstream.answer = answer_json(200, document)
     key, key_id = gw.create_key(budget_usd="10")
     with request_stream(gw, key) as response:
         assert response.status_code == 200
@@ -110,14 +106,16 @@ def test_a_large_answer_arrives_intact_and_is_charged_per_image(
     assert received == expected  # byte for byte, but for the usage splice and the masked key
     assert orjson.loads(received)["usage"]["input_tokens"] == 0
     record = ledger_record(gw, response.headers["x-request-id"])
-    assert (record["images"], record["upstream_images"], record["charge_micros"]) == (3, 3, 3 * PRICE_MICROS)
+    charged = (record["images"], record["upstream_images"], record["charge_micros"])
+    assert charged == (3, 3, 3 * MODEL_PRICE_MICROS)
     assert (record["outcome"], record["reconcile"]) == ("ok", 0)
     assert gw.usage(key_id)["spent_usd"] == "0.405000"
 
 
 def test_a_small_answer_keeps_its_cost_headers(gw: Gateway, upstream: ScriptedUpstream) -> None:
-    raw = orjson.dumps({"created": 1, "data": [{"b64_json": b64_image(1, 512 * 1024)}]})
-    upstream.answer = lambda request, body: web.Response(body=raw, content_type="application/json")
+    document = {"created": 1, "data": [{"b64_json": b64_image(1, 512 * 1024)}]}
+    raw = orjson.dumps(document)
+    upstream.answer = answer_json(200, document)
     key, _ = gw.create_key(budget_usd="10")
     with request_stream(gw, key) as response:
         assert response.read() == raw
@@ -220,8 +218,9 @@ def test_an_answer_that_breaks_mid_way_cuts_the_connection_and_is_flagged(
 def test_a_streamed_answer_under_an_idempotency_key_is_charged_once(
     gw: Gateway, upstream: ScriptedUpstream
 ) -> None:
-    raw = orjson.dumps({"created": 1, "data": [{"b64_json": b64_image(2, 2 * MiB)}]})
-    upstream.answer = lambda request, body: web.Response(body=raw, content_type="application/json")
+    document = {"created": 1, "data": [{"b64_json": b64_image(2, 2 * MiB)}]}
+    raw = orjson.dumps(document)
+    upstream.answer = answer_json(200, document)
     key, key_id = gw.create_key(budget_usd="10")
     headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "large-1"}
     call = {"model": MODEL, "prompt": "a lighthouse", "response_format": "b64_json"}

@@ -60,11 +60,14 @@ def _open_to_others(root: Path) -> list[str]:
     return [f"{p} {stat.filemode(p.stat().st_mode)}" for p in paths if p.stat().st_mode & 0o077]
 
 
-@pytest.fixture
-def running(tmp_path: Path):
-    (tmp_path / "var").mkdir(mode=0o755)  # as an older version left it
-    process, port = _serve(tmp_path)
-    yield tmp_path, port, process
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory):
+    """One `gateway serve --demo-key` (embedded Redis, simulator) for the module: its tests only
+    read its state, and its clean exit is checked once they all have."""
+    folder = tmp_path_factory.mktemp("running")
+    (folder / "var").mkdir(mode=0o755)  # as an older version left it
+    process, port = _serve(folder)
+    yield folder, port, process
     process.terminate()
     assert process.wait(30) == 0
 

@@ -10,6 +10,7 @@ import pytest
 
 from gateway.budget import BudgetExhausted, DailyImagesExhausted, RateLimited, Revoked, TooManyInFlight
 from gateway.call.refusals import budget_message, daily_images_message, refusal_error
+from gateway.errors import overloaded
 from gateway.ledger import Amounts, parse_rollup
 from gateway.money import charge_micros, micros_to_usd, usd_to_micros
 from gateway.periods import Periods, day_resets_at, period_resets_at
@@ -119,6 +120,19 @@ def test_each_refusal_has_its_status_code_and_retry_hint() -> None:
     revoked = refusal_error(Revoked("t", "k", 1_764_496_800_000), "m")
     assert (revoked.status, revoked.code) == (401, "key_revoked")
     assert "2025-11-30T10:00:00Z" in revoked.message
+
+
+
+def test_a_limit_of_one_is_said_in_the_singular() -> None:
+    """A key with rpm 1 once read "limit of 1 requests per minute"."""
+    rate = refusal_error(RateLimited("t", "k", 1, 1500), "m")
+    assert "limit of 1 request per minute is reached" in rate.message
+    busy = refusal_error(TooManyInFlight("t", "k", 1), "m")
+    assert "already has 1 request in flight, its limit" in busy.message
+    images = daily_images_message(DailyImagesExhausted("t", "k", 1, 1, 0, 1))
+    assert "cap of 1 image per day is reached" in images
+    assert "limit of 1 request in flight" in overloaded(1).message
+    assert "limit of 2 requests per minute" in refusal_error(RateLimited("t", "k", 2, 1), "m").message
 
 
 # -- the ledger's shapes ------------------------------------------------------------------------------

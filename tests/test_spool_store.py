@@ -5,37 +5,14 @@ Two gateways started from one folder share its state directory (and spool) but n
 
 from __future__ import annotations
 
-import asyncio
-from decimal import Decimal
 from pathlib import Path
 
-import httpx
-
 from gateway.call.settle import SettleOrder
-from tests.fault_tools import generate_many, ledger, spent
-from tests.support import MODEL_PRICE_MICROS, Gateway, RedisServer, Simulator, metric_value, wait_until
+from tests.fault_tools import PRICE, ledger, lose_redis_mid_call, spent, spooled_records
+from tests.support import Simulator, metric_value, wait_until
 
 FOREIGN = "gateway_spool_foreign_records"
-PRICE = Decimal(MODEL_PRICE_MICROS) / 1_000_000
 REPORTED = "belong to another Redis store"
-
-
-def _spooled(state_dir: Path) -> int:
-    return sum(len(p.read_bytes().splitlines()) for p in (state_dir / "spool").glob("*.jsonl"))
-
-
-def _lose_redis_mid_call(
-    gateway: Gateway, redis: RedisServer, key: str, key_id: str, calls: int
-) -> list[httpx.Response]:
-    async def run() -> list[httpx.Response]:
-        task = asyncio.create_task(generate_many(gateway, key, calls, "delay=1.5"))
-        await asyncio.to_thread(
-            wait_until, lambda: gateway.usage(key_id)["inflight"] == calls, 10, what="all calls reserved"
-        )
-        redis.kill()
-        return await task
-
-    return asyncio.run(run())
 
 
 def test_a_record_spooled_for_one_store_is_never_replayed_into_another(
@@ -47,18 +24,18 @@ def test_a_record_spooled_for_one_store_is_never_replayed_into_another(
     gw_b = gateway_factory(redis_b.url, simulator.url, GATEWAY_STATE_DIR=str(shared))
     key, key_id = gw_a.create_key(budget_usd="10", budget_period="total")
 
-    responses = _lose_redis_mid_call(gw_a, redis_a, key, key_id, 2)
+    responses = lose_redis_mid_call(gw_a, redis_a, key, key_id, 2)
     assert [r.status_code for r in responses] == [200, 200]
-    assert _spooled(shared) == 2
+    assert spooled_records(shared) == 2
 
     # B replays the shared spool every second: it must keep A's records and say so.
     wait_until(lambda: metric_value(gw_b.metrics(), FOREIGN) == 2, what="B reports the foreign records")
     assert ledger(redis_b.url, key_id) == [], "A's records were replayed into B's store"
-    assert _spooled(shared) == 2
+    assert spooled_records(shared) == 2
 
     redis_a.start()
     wait_until(lambda: spent(gw_a, key_id) == 2 * PRICE, timeout_s=20, what="A replays its own records")
-    wait_until(lambda: _spooled(shared) == 0, what="spool emptied")
+    wait_until(lambda: spooled_records(shared) == 0, what="spool emptied")
     assert sorted(r["request_id"] for r in ledger(redis_a.url, key_id)) == sorted(
         r.headers["x-request-id"] for r in responses
     )

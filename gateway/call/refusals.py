@@ -17,7 +17,7 @@ from gateway.budget import (
     Revoked,
     TooManyInFlight,
 )
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, counted
 from gateway.money import micros_to_usd
 from gateway.periods import day_resets_at, iso_ms, iso_z, period_resets_at
 
@@ -56,7 +56,8 @@ def budget_message(refusal: BudgetExhausted, now_s: float | None = None) -> str:
 
 def daily_images_message(refusal: DailyImagesExhausted, now_s: float | None = None) -> str:
     return (
-        f"{_whose(refusal)} cap of {refusal.cap} images per day is reached: {refusal.used} delivered and "
+        f"{_whose(refusal)} cap of {counted(refusal.cap, 'image')} per day is reached: "
+        f"{refusal.used} delivered and "
         f"{refusal.reserved_images} reserved by calls in flight today, and this call may return up "
         f"to {refusal.wanted}. It resets at {iso_z(day_resets_at(now_s))}."
     )
@@ -71,7 +72,7 @@ def _whose(refusal: BudgetExhausted | DailyImagesExhausted) -> str:
 
 def rate_limited(refusal: RateLimited) -> GatewayError:
     return errors.rate_limited(
-        f"This key's limit of {refusal.rpm} requests per minute is reached; retry in "
+        f"This key's limit of {counted(refusal.rpm, 'request')} per minute is reached; retry in "
         f"{refusal.retry_ms / 1000:.1f} s.",
         -(-refusal.retry_ms // 1000),
     )
@@ -96,7 +97,8 @@ def refusal_error(refusal: Refusal, model: str) -> GatewayError:
             return rate_limited(refusal)
         case TooManyInFlight(max_concurrent=limit):
             return errors.rate_limited(
-                f"This key already has {limit} requests in flight, its limit; retry when one finishes.",
+                f"This key already has {counted(limit, 'request')} in flight, its limit; "
+                "retry when one finishes.",
                 1,
                 reason="concurrency_exceeded",
             )
