@@ -402,7 +402,10 @@ def test_gateway_started_while_its_node_is_away_still_finds_the_cluster(
         wait_until(lambda: httpx.get(f"{gateway.url}/readyz", timeout=10).status_code == 503, 30, 0.1)
     finally:
         frozen.process.send_signal(signal.SIGCONT)
-    wait_until(gateway.ready, 30, 0.2, "/readyz once the node answers")
+    # /readyz asks for real data (the layout marker), not only PING: if the freeze outlasted the
+    # cluster's node timeout (15 s; a loaded machine), the others marked the node FAIL and the
+    # cluster answers CLUSTERDOWN until it clears the flag, up to 2 x 15 s after it answers again.
+    wait_until(gateway.ready, 60, 0.2, "/readyz once the node answers")
     for secret, _, _ in keys_on_every_node(gateway, cluster):
         served = generate(gateway, secret, prompt="late cluster")
         assert served.status_code == 200, served.text
