@@ -218,13 +218,10 @@ async def _team_days(
     """Every (team, day) of one kind of the team's rollups (``rollup``, ``key_rollup``, ``users``)
     that has data, with its fields: a month of one team per script call (rollups.lua), a few calls
     at a time. One command per team and day cost ~50 us each in redis-py: 1.8 s for a year of 100
-    teams. Not ``by_day``, the script sums each month itself and the day given is its first."""
+    teams. Not ``by_day``, the script sums up to a year itself, and the day given is the first."""
     every_day = days.days()
-    reads = [
-        (team, every_day[i : i + DAYS_PER_READ])
-        for team in teams
-        for i in range(0, len(every_day), DAYS_PER_READ)
-    ]
+    step = DAYS_PER_READ if by_day else DAYS_PER_SUM
+    reads = [(team, every_day[i : i + step]) for team in teams for i in range(0, len(every_day), step)]
     for start in range(0, len(reads), READS_AT_ONCE):
         batch = reads[start : start + READS_AT_ONCE]
         answers = await asyncio.gather(
