@@ -864,6 +864,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only-large", action="store_true", help="only the 20 x 32 MB large-answer row and its direct"
     )
+    parser.add_argument(
+        "--only-reports",
+        action="store_true",
+        help="only the spend reports over 10,000 keys (bench/reports.py; a full run ends with it)",
+    )
     args = parser.parse_args(argv)
     if args.wrk is None:
         args.wrk = shutil.which("wrk") is not None
@@ -877,6 +882,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return profile.main([a for a in argv if a != "--profile"])
     args = parse_args(argv)
+    if args.only_reports:
+        return _spend_reports(args)
     workdir = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     stack = Stack(workdir)
     began = time.monotonic()
@@ -906,4 +913,14 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "latest.md").write_text(markdown(report))
     print(f"written: {args.out / 'latest.json'}, {args.out / 'latest.md'}")
+    if not any((args.only_capacity, args.only_cost, args.only_workers, args.only_burst, args.only_large)):
+        _spend_reports(args)  # a full run: issue 14's report scenario too
     return 1 if args.strict and not all(t["met"] for t in report["targets"]) else 0
+
+
+def _spend_reports(args: argparse.Namespace) -> int:
+    """A year's spend report over 10,000 keys, by team, model, day and key (bench/reports.py)."""
+    from bench import reports
+
+    say("spend reports (10,000 keys, 100 teams, a year of rollups)")
+    return reports.main(["--out", str(args.out)])
