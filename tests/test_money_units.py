@@ -129,7 +129,7 @@ def test_a_limit_of_one_is_said_in_the_singular() -> None:
     assert "limit of 1 request per minute is reached" in rate.message
     busy = refusal_error(TooManyInFlight("t", "k", 1), "m")
     assert "already has 1 request in flight, its limit" in busy.message
-    images = daily_images_message(DailyImagesExhausted("t", "k", 1, 1, 0, 1))
+    images = daily_images_message(DailyImagesExhausted("t", "k", "key", 1, 1, 0, 1))
     assert "cap of 1 image per day is reached" in images
     assert "limit of 1 request in flight" in overloaded(1).message
     assert "limit of 2 requests per minute" in refusal_error(RateLimited("t", "k", 2, 1), "m").message
