@@ -16,9 +16,9 @@ from gateway.cli.common import CommandError, Commands
 
 
 def add_simulate_command(commands: Commands) -> None:
-    from gateway import simulator
+    from gateway.simulator.arguments import build_parser  # not the server: no aiohttp import
 
-    parent = simulator.build_parser()
+    parent = build_parser()
     command = commands.add_parser(
         "simulate-upstream",
         help="run the built-in upstream simulator",

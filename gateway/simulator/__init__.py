@@ -115,14 +115,43 @@ received), ``app`` (routes and handlers), ``command`` (the command line and serv
 package re-exports what other code uses, so callers import from ``gateway.simulator`` alone.
 """
 
-from gateway.simulator.app import STATE, SimulatorState, create_app
-from gateway.simulator.command import build_parser, main, run
-from gateway.simulator.errors import InvalidRequest, error_envelope
-from gateway.simulator.faults import NO_FAULT, Fault, parse_fault
-from gateway.simulator.jobs import Job, parse_job, parse_size
-from gateway.simulator.limits import DEFAULT_HOST, DEFAULT_PORT, FAULT_FIELD, FAULT_HEADER
-from gateway.simulator.png import padded_png, png_base64, render_png
-from gateway.simulator.recorder import Recorder
+import importlib
+from typing import Any
+
+# Where each name lives. Imported when first used (PEP 562), so that importing the package, or a
+# light module of it (arguments.py), does not import the server and aiohttp.
+_EXPORTS = {
+    "STATE": "app",
+    "SimulatorState": "app",
+    "create_app": "app",
+    "build_parser": "arguments",
+    "main": "command",
+    "run": "command",
+    "InvalidRequest": "errors",
+    "error_envelope": "errors",
+    "NO_FAULT": "faults",
+    "Fault": "faults",
+    "parse_fault": "faults",
+    "Job": "jobs",
+    "parse_job": "jobs",
+    "parse_size": "jobs",
+    "DEFAULT_HOST": "limits",
+    "DEFAULT_PORT": "limits",
+    "FAULT_FIELD": "limits",
+    "FAULT_HEADER": "limits",
+    "padded_png": "png",
+    "png_base64": "png",
+    "render_png": "png",
+    "Recorder": "recorder",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gateway.simulator' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"gateway.simulator.{module}"), name)
+
 
 __all__ = [
     "DEFAULT_HOST",
