@@ -3,6 +3,7 @@ for tests that need their own (outages, several replicas, special settings)."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,22 @@ from tests.support import Gateway, RedisServer, Simulator, gateway_env
 
 # The fixture ``upstream`` (a scripted, hostile upstream of the test's own) for every module.
 pytest_plugins = ["tests.scripted_upstream"]
+
+# Seconds per test file (set-up, call and tear-down), shown at the end of every run: the suite
+# must stay under ten minutes here, and this says where its time goes.
+_FILE_SECONDS: defaultdict[str, float] = defaultdict(float)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _FILE_SECONDS[report.nodeid.split("::")[0]] += report.duration
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    slowest = sorted(_FILE_SECONDS.items(), key=lambda item: -item[1])[:15]
+    if slowest:
+        terminalreporter.write_sep("=", "slowest test files (set-up + call + tear-down)")
+        for path, seconds in slowest:
+            terminalreporter.write_line(f"{seconds:7.1f} s  {path}")
 
 
 @pytest.fixture(scope="session")
