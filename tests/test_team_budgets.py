@@ -187,3 +187,21 @@ def test_the_cli_sets_lists_shows_and_reports_a_teams_usage(gateway: Gateway, re
     assert missing.returncode != 0 and "no team" in missing.stderr
     bad = run_cli(redis_server.url, "teams", "set", team, "--budget-period", "week")
     assert bad.returncode != 0
+
+
+def test_a_teams_daily_budget_starts_again_each_utc_day_like_a_keys(gateway: Gateway, redis_server) -> None:
+    """Yesterday's team spend is in yesterday's counter: today's period starts from zero."""
+    from datetime import UTC, datetime
+
+    from gateway.periods import Periods
+    from gateway.redis_keys import TeamSpace
+
+    team = new_team()
+    gateway.set_team(team, budget_usd=str(PRICE_USD), budget_period="day")
+    key, _ = gateway.create_key(team=team)
+    yesterday = Periods.at(datetime.now(UTC).timestamp() - 86400).day
+    with redis_server.client() as client:
+        client.set(TeamSpace(team).spent(f"d{yesterday}"), 10 * MODEL_PRICE_MICROS)
+    assert gateway.team_usage(team)["spent_usd"] == "0.000000"
+    assert generate(gateway, key).status_code == 200  # the whole day's budget is there
+    assert generate(gateway, key).status_code == 429
