@@ -19,7 +19,7 @@ from types import FrameType
 from typing import Any
 
 from gateway import embedded_redis, pricing, private_files
-from gateway.cli import demo, workers
+from gateway.cli import demo
 from gateway.cli.common import Commands
 from gateway.cli.simulator_process import print_simulator_banner, start_simulator
 from gateway.cli.store import connected
@@ -110,8 +110,9 @@ def _run_uvicorn(settings: Settings) -> int:
     uvicorn re-raises the signal it caught once it has shut down; the handler installed here
     turns that into a normal exit, so the embedded Redis and the simulator are stopped too.
     """
-    import uvicorn
+    import uvicorn  # here, not at the top: every other CLI command would pay for importing it
 
+    from gateway.cli import workers
     from gateway.http_limits import BoundedHttpToolsProtocol
 
     signal.signal(signal.SIGTERM, _exit_cleanly)
