@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import socket
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from uvicorn.supervisors.multiprocess import Multiprocess
 from gateway.cli.workers import ReusePortMultiprocess
 from tests.support import Gateway, RedisServer, Simulator, agenerate, gateway_env, metric_value, wait_until
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT balances on Linux")
+# Linux only, like the gateway's images and CI: SO_REUSEPORT balancing is what these tests show.
 
 CONNECTIONS = 96
 
