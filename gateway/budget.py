@@ -21,9 +21,9 @@ from gateway import orphan_record, scripts
 from gateway.periods import DAY_S, Periods
 from gateway.redis_client import SOCKET_TIMEOUT_S
 from gateway.redis_keys import KeySpace, TeamSpace
-from gateway.redis_protocol import Redis, RedisValue
+from gateway.redis_protocol import Redis, RedisValue, text
 from gateway.redis_slots import SLOT_WAIT_S
-from gateway.scripts import named, text
+from gateway.scripts import named
 
 # How long settle.lua remembers a settled request id. A settlement replayed within this window
 # (from the spool, or resent by the cluster client) is recognised and changes nothing; settle.py

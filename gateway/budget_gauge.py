@@ -26,6 +26,7 @@ from gateway.key_directory import spaces_of
 from gateway.periods import Periods
 from gateway.pipelined import pipelined
 from gateway.redis_keys import TeamSpace
+from gateway.redis_protocol import text
 from gateway.spend_report import registered_keys, registered_teams
 
 log = logging.getLogger("gateway.metrics")
@@ -66,7 +67,7 @@ async def used_ratios(redis: Any, max_keys: int) -> dict[tuple[str, str], float]
     budgeted: dict[str, tuple[int, str, str, str]] = {}
     async for key_id, (budget, period, team, name) in pipelined(redis, records):
         if budget is not None and int(budget) > 0 and team is not None:
-            budgeted[key_id] = (int(budget), _text(period or b"total"), _text(team), _text(name or b""))
+            budgeted[key_id] = (int(budget), text(period or b"total"), text(team), text(name or b""))
     ids = (f"d{periods.day}", f"m{periods.month}", "total")
     counters = ((k, ("mget", *(spaces[k].spent(p) for p in ids))) for k in budgeted)
     ratios: dict[tuple[str, str], float] = {}
@@ -85,7 +86,7 @@ async def team_used_ratios(redis: Any, max_teams: int) -> dict[str, float]:
     budgeted: dict[str, tuple[int, str]] = {}
     async for team, (budget, period) in pipelined(redis, settings):
         if budget is not None and int(budget) > 0:
-            budgeted[team] = (int(budget), _text(period or b"month"))
+            budgeted[team] = (int(budget), text(period or b"month"))
     ids = (f"d{periods.day}", f"m{periods.month}", "total")
     counters = ((t, ("mget", *(TeamSpace(t).spent(p) for p in ids))) for t in budgeted)
     ratios: dict[str, float] = {}
@@ -97,7 +98,3 @@ async def team_used_ratios(redis: Any, max_teams: int) -> dict[str, float]:
 
 
 GAUGE = BudgetGauge()  # one per process: each worker refreshes on the scrapes it answers
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

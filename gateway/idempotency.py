@@ -20,8 +20,8 @@ import orjson
 from gateway import scripts
 from gateway.errors import GatewayError
 from gateway.redis_keys import KeySpace
-from gateway.redis_protocol import Redis, RedisValue
-from gateway.scripts import named, text
+from gateway.redis_protocol import Redis, RedisValue, text
+from gateway.scripts import named
 
 MAX_REPLAY_BYTES = 4 * 1024 * 1024
 MAX_KEY_LENGTH = 255

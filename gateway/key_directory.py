@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 
 from gateway.pipelined import pipelined
 from gateway.redis_keys import KeySpace, directory_entry
-from gateway.redis_protocol import Redis
+from gateway.redis_protocol import Redis, text
 
 MAX_REMEMBERED = 100_000
 
@@ -72,16 +72,14 @@ class KeyDirectory:
 
 async def read_team(redis: Redis, key_id: str) -> str | None:
     raw = await redis.hget(directory_entry(key_id), "team")
-    if raw is None:
-        return None
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
+    return None if raw is None else text(raw)
 
 
 async def spaces_of(redis: Redis, key_ids: list[str]) -> dict[str, KeySpace]:
     """key_id -> its KeySpace, for many keys in a few round trips (keys never issued are left out)."""
     commands = ((k, ("hget", directory_entry(k), "team")) for k in key_ids)
     return {
-        key_id: KeySpace(key_id, team.decode() if isinstance(team, bytes) else str(team))
+        key_id: KeySpace(key_id, text(team))
         async for key_id, team in pipelined(redis, commands)
         if team is not None
     }

@@ -25,7 +25,6 @@ since anything it wrote to the legacy names after its key was moved would be los
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -34,6 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway import background
 from gateway.key_directory import KeyDirectory
 from gateway.pipelined import pipelined
 from gateway.redis_keys import (
@@ -46,6 +46,7 @@ from gateway.redis_keys import (
     TeamSpace,
     directory_entry,
 )
+from gateway.redis_protocol import text
 from gateway.spend_report import parse_rollup
 
 log = logging.getLogger("gateway")
@@ -133,7 +134,7 @@ async def _legacy_names(redis: Any) -> dict[str, list[str]]:
     """key_id -> every legacy name of it, from one SCAN of the store (every primary of a Cluster)."""
     found: dict[str, list[str]] = defaultdict(list)
     async for raw in redis.scan_iter(match="gw:{*}:*", count=1000):
-        name = raw.decode() if isinstance(raw, bytes) else str(raw)
+        name = text(raw)
         tag = name[len("gw:{") : name.index("}")]
         if not tag.startswith("team:"):
             found[tag].append(name)
@@ -228,7 +229,7 @@ async def _team_names(redis: Any) -> dict[str, list[str]]:
     """team -> every name under its tag, from one SCAN (not one per key: that would be quadratic)."""
     found: dict[str, list[str]] = defaultdict(list)
     async for raw in redis.scan_iter(match="gw:{team:*}:*", count=1000):
-        name = raw.decode() if isinstance(raw, bytes) else str(raw)
+        name = text(raw)
         found[name[len("gw:{team:") : name.index("}")]].append(name)
     return found
 
@@ -272,7 +273,7 @@ async def _rebuild_rollups(redis: Any, space: TeamSpace, days: list[str]) -> Non
     async for day, raw in pipelined(redis, commands):
         totals: dict[str, int] = defaultdict(int)
         for name, value in raw.items():
-            _, what, model = (name.decode() if isinstance(name, bytes) else str(name)).split("|", 2)
+            _, what, model = text(name).split("|", 2)
             totals[f"{model}|{what}"] += int(value)
         pipe = redis.pipeline(transaction=True)
         pipe.delete(space.rollup(day))
@@ -318,7 +319,4 @@ class LayoutKeeper:
             await asyncio.wait({self._task}, timeout=timeout_s)
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await background.cancel(self._task)

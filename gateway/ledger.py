@@ -36,6 +36,7 @@ from gateway.ledger_query import parse_range as parse_range
 from gateway.money import micros_to_usd
 from gateway.pipelined import pipelined
 from gateway.redis_keys import KeySpace
+from gateway.redis_protocol import text
 from gateway.spend_report import AMOUNT_COLUMNS as AMOUNT_COLUMNS
 from gateway.spend_report import DEFAULT_GROUP_BY as DEFAULT_GROUP_BY
 from gateway.spend_report import GROUP_FIELDS as GROUP_FIELDS
@@ -80,7 +81,7 @@ class _StreamPages:
         self.buffer.extend(entries)
         self.exhausted = len(entries) < self.page
         if entries:
-            ms, _, seq = _text(entries[-1][0]).partition("-")
+            ms, _, seq = text(entries[-1][0]).partition("-")
             self.next_low = f"{ms}-{int(seq) + 1}"  # just after the last id read: no re-reads
 
     async def pop(self) -> tuple[bytes, dict[bytes, bytes]] | None:
@@ -141,7 +142,7 @@ async def _push(
 ) -> None:
     entry = await stream.pop()
     if entry is not None:
-        ms, _, seq = _text(entry[0]).partition("-")
+        ms, _, seq = text(entry[0]).partition("-")
         heapq.heappush(heap, (int(ms), int(seq), index, entry[1]))
 
 
@@ -191,7 +192,3 @@ def _csv_line(cells: Iterable[Any]) -> bytes:
     out = io.StringIO()
     csv.writer(out, lineterminator="\r\n").writerow(cells)
     return out.getvalue().encode()
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

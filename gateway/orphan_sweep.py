@@ -11,12 +11,11 @@ processes at once is harmless: the release is atomic and a released reservation 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
 
-from gateway import budget
+from gateway import background, budget
 from gateway.periods import Periods
 from gateway.pipelined import pipelined
 from gateway.redis_keys import TeamSpace
@@ -58,7 +57,4 @@ class OrphanSweeper:
                 log.debug("orphan sweep postponed: %s", exc.__class__.__name__)
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await background.cancel(self._task)

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import yaml
 
+from gateway import background
 from gateway.model_names import check_model_name
 from gateway.money import micros_to_usd, usd_to_micros
 from gateway.redis_keys import PRICE_FILE_APPLIED, PRICE_HISTORY, PRICES
@@ -141,12 +142,7 @@ class PriceBook:
         self._task = asyncio.create_task(self._loop(redis), name="price-refresh")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await background.cancel(self._task)
 
     async def _loop(self, redis: Any) -> None:
         while True:

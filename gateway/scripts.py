@@ -20,7 +20,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
-from gateway.redis_protocol import Redis, RedisValue
+from gateway.redis_protocol import Redis, RedisValue, text
 
 _COMMENT = re.compile(r"--.*$")
 
@@ -56,10 +56,6 @@ class LuaScript:
             return await redis.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
             return await redis.eval(self.source, len(keys), *keys, *args)
-
-
-def text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def named(reply: Sequence[Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from gateway.ledger_query import DateRange, LedgerQueryError
 from gateway.money import micros_to_usd
 from gateway.pipelined import pipelined
 from gateway.redis_keys import KEY_REGISTRY, TEAM_REGISTRY, KeySpace, TeamSpace
+from gateway.redis_protocol import text
 
 GROUP_FIELDS = ("team", "key", "model", "day", "user")
 DEFAULT_GROUP_BY = ("team",)
@@ -276,7 +277,7 @@ def parse_rollup(raw: dict[bytes, bytes]) -> dict[str, Amounts]:
     """``{b"<model>|calls": b"3", ...}`` as amounts per model (a team's, or a legacy key's)."""
     per_model: dict[str, Amounts] = {}
     for name, value in raw.items():
-        model, _, what = _text(name).rpartition("|")
+        model, _, what = text(name).rpartition("|")
         per_model.setdefault(model, Amounts()).set(what, int(value))
     return {model: a for model, a in per_model.items() if a.calls or a.images or a.spend_micros}
 
@@ -285,7 +286,7 @@ def parse_keyed_rollup(raw: dict[bytes, bytes]) -> dict[tuple[str, str], Amounts
     """``{b"<key_id>|calls|<model>": b"3", ...}`` as amounts per (key_id, model)."""
     found: dict[tuple[str, str], Amounts] = {}
     for name, value in raw.items():
-        key_id, what, model = _text(name).split("|", 2)
+        key_id, what, model = text(name).split("|", 2)
         found.setdefault((key_id, model), Amounts()).set(what, int(value))
     return found
 
@@ -294,25 +295,21 @@ def parse_user_rollup(raw: dict[bytes, bytes]) -> dict[tuple[str, str, str], Amo
     """``{b"<key_id>|calls|<model>\x1f<user>": b"3", ...}`` as amounts per (key_id, model, user)."""
     found: dict[tuple[str, str, str], Amounts] = {}
     for name, value in raw.items():
-        key_id, what, rest = _text(name).split("|", 2)
+        key_id, what, rest = text(name).split("|", 2)
         model, _, user = rest.partition("\x1f")
         found.setdefault((key_id, model, user), Amounts()).set(what, int(value))
     return found
 
 
 async def registered_keys(redis: Any) -> list[str]:
-    return sorted(_text(k) for k in await redis.smembers(KEY_REGISTRY))
+    return sorted(text(k) for k in await redis.smembers(KEY_REGISTRY))
 
 
 async def registered_teams(redis: Any) -> list[str]:
-    return sorted(_text(t) for t in await redis.smembers(TEAM_REGISTRY))
+    return sorted(text(t) for t in await redis.smembers(TEAM_REGISTRY))
 
 
 async def _key_names(redis: Any, keys: set[tuple[str, str]]) -> dict[str, str]:
     """key_id -> its name, for the (team, key_id) pairs a report met ("" if a record is gone)."""
     commands = ((k, ("hget", KeySpace(k, t).record, "name")) for t, k in sorted(keys))
-    return {key_id: _text(name) if name else "" async for key_id, name in pipelined(redis, commands)}
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return {key_id: text(name) if name else "" async for key_id, name in pipelined(redis, commands)}

@@ -17,8 +17,7 @@ from __future__ import annotations
 import secrets
 
 from gateway.redis_keys import STORE_ID
-from gateway.redis_protocol import Redis
-from gateway.scripts import text
+from gateway.redis_protocol import Redis, text
 
 
 async def read_store_id(redis: Redis) -> str:

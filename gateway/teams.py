@@ -87,7 +87,7 @@ class TeamStore:
         return sorted(t.decode() for t in await self.redis.smembers(TEAM_REGISTRY))
 
     async def exists(self, team: str) -> bool:
-        return team in await self.names()
+        return bool(await self.redis.sismember(TEAM_REGISTRY, team))
 
     async def configured(self, team: str) -> bool:
         """Whether the team's settings were ever set (clearing a field leaves the others)."""

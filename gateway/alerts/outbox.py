@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from gateway.pipelined import pipelined
 from gateway.redis_keys import ALERT_TEAMS, TEAM_REGISTRY, TeamSpace
-from gateway.redis_protocol import Redis
+from gateway.redis_protocol import Redis, text
 
 ATTEMPTS_SUFFIX = ":attempts"
 
@@ -29,22 +28,18 @@ class QueuedAlert:
     attempts: int
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 async def mark_pending(redis: Redis, team: str) -> None:
     """Index a team whose outbox just received an alert (after settle.lua said so)."""
     await redis.sadd(ALERT_TEAMS, team)
 
 
 async def indexed_teams(redis: Redis) -> set[str]:
-    return {_text(t) for t in await redis.smembers(ALERT_TEAMS)}
+    return {text(t) for t in await redis.smembers(ALERT_TEAMS)}
 
 
 async def teams_with_alerts(redis: Redis) -> set[str]:
     """The full sweep: every registered team whose outbox is not empty (pipelined ZCARDs)."""
-    teams = [_text(t) for t in await redis.smembers(TEAM_REGISTRY)]
+    teams = [text(t) for t in await redis.smembers(TEAM_REGISTRY)]
     counts = ((team, ("zcard", TeamSpace(team).outbox)) for team in sorted(teams))
     return {team async for team, count in pipelined(redis, counts) if int(count) > 0}
 
@@ -55,7 +50,7 @@ async def due(redis: Redis, team: str, now_ms: int, limit: int) -> list[QueuedAl
     ids = await redis.zrangebyscore(space.outbox, "-inf", now_ms, start=0, num=limit)
     if not ids:
         return []
-    names = [_text(i) for i in ids]
+    names = [text(i) for i in ids]
     fields = [f for name in names for f in (name, name + ATTEMPTS_SUFFIX)]
     values = await redis.hmget(space.outbox_bodies, fields)
     return [

@@ -22,7 +22,7 @@ import logging
 import time
 from collections import OrderedDict
 
-from gateway import metrics
+from gateway import background, metrics
 from gateway.alerts import message, outbox
 from gateway.alerts.leader import LeaderLock
 from gateway.alerts.outbox import QueuedAlert
@@ -78,12 +78,7 @@ class AlertSender:
         self._task = asyncio.create_task(self._loop(), name="alert-sender")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await background.cancel(self._task)
         try:
             await self.lock.release()  # another process takes over at its next poll
         except Exception as exc:

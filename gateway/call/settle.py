@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from redis.exceptions import ResponseError
 
-from gateway import budget, metrics
+from gateway import background, budget, metrics
 from gateway.alerts import outbox
 from gateway.budget import Reservation, Settlement
 from gateway.call.log import CallLog
@@ -201,12 +201,7 @@ class Settler:
         self._replay_task = asyncio.create_task(self._replay_loop(every_s), name="spool-replay")
 
     async def stop_replay(self) -> None:
-        if self._replay_task is not None:
-            self._replay_task.cancel()
-            try:
-                await self._replay_task
-            except asyncio.CancelledError:
-                pass
+        await background.cancel(self._replay_task)
         try:
             await self.replay()
         except Exception:
