@@ -35,6 +35,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from gateway.redis_slots import DEFAULT_MAX_CONNECTIONS, BoundedPool, BoundedSentinelPool, CommandSlots
+from gateway.redis_wire import fast
 
 log = logging.getLogger("gateway.redis")
 
@@ -134,12 +135,22 @@ async def _cluster_client(url: str, max_connections: int) -> GatewayCluster:
     except RedisClusterException as exc:  # e.g. a database number other than 0
         raise ValueError(f"GATEWAY_REDIS_URL names a Redis Cluster node: {exc}") from None
     cluster.command_slots = CommandSlots(max_connections)
+    _send_fast(cluster)
     try:
         await cluster.initialize()
     except RedisClusterException as exc:
         await cluster.aclose()
         raise ClusterClientError(str(exc)) from exc
     return cluster
+
+
+def _send_fast(cluster: RedisCluster) -> None:
+    """Every node's connections, known now or found later, send as ``gateway.redis_wire`` does."""
+    manager = cluster.nodes_manager
+    for kwargs in (cluster.connection_kwargs, manager.connection_kwargs):
+        kwargs["connection_class"] = fast(kwargs["connection_class"])
+    for node in (*manager.startup_nodes.values(), *manager.nodes_cache.values()):
+        node.connection_class = fast(node.connection_class)
 
 
 class GatewayCluster(RedisCluster):

@@ -30,6 +30,8 @@ from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from gateway.redis_wire import fast
+
 DEFAULT_MAX_CONNECTIONS = 64
 # How long a command waits for a slot while Redis answers. Long on purpose: a healthy Redis
 # must never look like an outage. 10,000 commands at once through 64 connections took 5 to 15 s
@@ -127,6 +129,7 @@ class BoundedPool(_SlotMixin, ConnectionPool):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.slots = CommandSlots(self.max_connections)
+        self.connection_class = fast(self.connection_class)
 
 
 class BoundedSentinelPool(_SlotMixin, SentinelConnectionPool):
@@ -135,3 +138,4 @@ class BoundedSentinelPool(_SlotMixin, SentinelConnectionPool):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
         self.slots = CommandSlots(self.max_connections)
+        self.connection_class = fast(self.connection_class)

@@ -7,7 +7,7 @@ it back in :data:`EXPORT_FIELDS` order. A field added here reaches the ledger an
 
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass
+from dataclasses import MISSING, dataclass, fields
 
 
 # A field added later takes a default (what a record written before it existed meant) and its
@@ -35,8 +35,14 @@ class UsageRecord:
     user: str = ""  # OpenAI's "user" field as the caller sent it (validated); "" when absent
 
     def stream_fields(self) -> list[str]:
-        """Name, value strings, as settle.lua appends them to the stream."""
-        return [str(item) for pair in asdict(self).items() for item in pair]
+        """Name, value strings, as settle.lua appends them to the stream.
+
+        Not ``dataclasses.asdict``: it deep-copies every value, ~2% of a worker's CPU per call.
+        """
+        return [item for name in _FIELD_NAMES for item in (name, str(getattr(self, name)))]
+
+
+_FIELD_NAMES = tuple(field.name for field in fields(UsageRecord))
 
 
 # Written by settle.lua, not by the request path. reserved: 1 if the call's reservation was still

@@ -1,0 +1,116 @@
+"""gateway/redis_wire.py: the same bytes as redis-py's packer, and its send path on real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+from redis.asyncio.connection import Connection
+from redis.exceptions import DataError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from gateway import redis_client
+from gateway.redis_wire import FastSend, fast, pack
+from tests.support import RedisServer
+
+PLAIN = Connection()
+FAST = fast(Connection)()
+
+SAMPLES: list[tuple[object, ...]] = [
+    ("EVALSHA", "a" * 40, 2, "gw:{team:t}:x", "gw:{team:t}:y", 0, -17, 2**63, "提示", b"\x00\xff", ""),
+    ("SET", "k", b""),
+    ("HSET", "h", "f", "x" * 6000),
+]
+
+
+@pytest.mark.parametrize("args", SAMPLES)
+def test_packs_the_bytes_redis_py_would(args: tuple[object, ...]) -> None:
+    assert b"".join(FAST.pack_command(*args)) == b"".join(PLAIN.pack_command(*args))
+    assert pack(args) is not None
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("SET", "k", 1.5),  # floats: redis-py's repr
+        ("SET", "k", memoryview(b"abc")),
+        ("SET", "k", "x" * 6001),  # large values stay separate buffers
+        ("CONFIG GET", "maxclients"),  # a two-word command name is split by redis-py
+    ],
+)
+def test_leaves_other_arguments_to_redis_py(args: tuple[object, ...]) -> None:
+    assert pack(args) is None
+    assert b"".join(FAST.pack_command(*args)) == b"".join(PLAIN.pack_command(*args))
+
+
+@pytest.mark.parametrize("value", [True, None, object()])
+def test_refuses_what_redis_py_refuses(value: object) -> None:
+    with pytest.raises(DataError):
+        FAST.pack_command("SET", "k", value)
+
+
+def test_the_gateway_client_sends_through_it(redis_server: RedisServer) -> None:
+    async def run() -> tuple[str, bytes | None, bytes | None]:
+        client = await redis_client.connect(redis_server.url, max_connections=2)
+        try:
+            big = b"v" * (8 * 1024 * 1024)  # more than a socket buffer: the write has to wait
+            await client.set("wire:big", big)
+            await client.set("wire:small", "提示")
+            kind = type(await client.connection_pool.get_connection()).__name__
+            return kind, await client.get("wire:big"), await client.get("wire:small")
+        finally:
+            await client.aclose()
+
+    kind, big, small = asyncio.run(run())
+    assert kind == "FastConnection"
+    assert big == b"v" * (8 * 1024 * 1024)
+    assert small == "提示".encode()
+
+
+@pytest.fixture
+def deaf_server() -> Iterator[int]:
+    """A server that accepts and never reads: a large write fills the socket buffers and stalls."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            accepted.append(conn)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join()
+    for conn in accepted:
+        conn.close()
+    listener.close()
+
+
+def test_a_write_that_cannot_finish_times_out(deaf_server: int) -> None:
+    async def run() -> None:
+        async def no_handshake(connection: Connection) -> None:
+            """The deaf server would never answer HELLO."""
+
+        connection = fast(Connection)(
+            host="127.0.0.1", port=deaf_server, socket_timeout=0.5, redis_connect_func=no_handshake
+        )
+        assert isinstance(connection, FastSend)
+        await connection.connect_check_health(check_health=False)
+        try:
+            with pytest.raises(RedisTimeoutError):
+                await connection.send_command("SET", "k", b"x" * (64 * 1024 * 1024))
+            assert not connection.is_connected  # half a command went out: never reused
+        finally:
+            await connection.disconnect()
+
+    asyncio.run(run())
