@@ -29,6 +29,7 @@ from redis.asyncio.connection import ConnectionPool
 from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.maint_notifications import MaintNotificationsConfig
 
 from gateway.redis_wire import fast
 
@@ -123,11 +124,20 @@ class _SlotMixin:
             self.slots.release()
 
 
+def _without_maintenance_notifications(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """redis-py 8 speaks RESP3 and then turns "maintenance notifications" (Redis Enterprise's
+    announced failovers) to ``"auto"``, which also switches off its check that a pooled connection
+    is still open before it is used: after a Redis restart or a failover, every pooled connection
+    failed its next command once (up to ``max_connections`` 503s per worker). Off, the check runs
+    and a dropped connection is replaced before the command is sent."""
+    return {"maint_notifications_config": MaintNotificationsConfig(enabled=False), **kwargs}
+
+
 class BoundedPool(_SlotMixin, ConnectionPool):
     """redis-py's plain pool, never more than ``max_connections`` open, callers waiting their turn."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, **_without_maintenance_notifications(kwargs))
         self.slots = CommandSlots(self.max_connections)
         self.connection_class = fast(self.connection_class)
 
@@ -136,6 +146,6 @@ class BoundedSentinelPool(_SlotMixin, SentinelConnectionPool):
     """The same bound for the connections to the master the sentinels name."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        super().__init__(*args, **_without_maintenance_notifications(kwargs))  # type: ignore[no-untyped-call]
         self.slots = CommandSlots(self.max_connections)
         self.connection_class = fast(self.connection_class)

@@ -13,8 +13,13 @@ cProfile on one worker at 32 connections:
   ``send`` and there is nothing to wait for; only a write that the kernel did not take whole
   (a full socket buffer) waits, under the same ``socket_timeout``.
 
-Everything else (connecting, health checks, reading, errors, retries) is redis-py's. The mixin
-goes in front of whichever class redis-py picked for the URL (TCP, TLS, Unix socket, Sentinel).
+Everything else (connecting, health checks, reading, errors) is redis-py's. The mixin goes in
+front of whichever class redis-py picked for the URL (TCP, TLS, Unix socket, Sentinel).
+
+:func:`execute` runs one command on a single server's or Sentinel master's bounded pool without
+``Redis.execute_command``'s per-command layers (observability recording, event dispatch, option
+handling): 35-40 µs of client CPU less per EVALSHA at 32 callers (~25%), with the same connection
+handling and the same retry policy (``connection.retry``, which redis-py applies too).
 """
 
 from __future__ import annotations
@@ -92,6 +97,29 @@ class FastSend:
             # Part of the command may be sent: the connection cannot be reused (redis-py's rule).
             await connection.disconnect(nowait=True)
             raise
+
+
+async def execute(client: Any, *args: Any) -> Any:
+    """``client.execute_command(*args)`` for a command whose answer needs no parsing callback
+    (EVALSHA, EVAL): straight on a connection of the client's bounded pool, else redis-py's way
+    (a Cluster, a client not made by gateway.redis_client)."""
+    pool = getattr(client, "connection_pool", None)
+    if getattr(pool, "slots", None) is None or getattr(client, "connection", None) is not None:
+        return await client.execute_command(*args)
+    connection = await pool.get_connection()  # type: ignore[union-attr]
+    try:
+        packed = connection.pack_command(*args)
+
+        async def send_and_read() -> Any:
+            await connection.send_packed_command(packed)
+            return await connection.read_response()
+
+        async def failed(error: BaseException, count: int) -> None:
+            await connection.disconnect()  # the retry reconnects, as redis-py's own does
+
+        return await connection.retry.call_with_retry(send_and_read, failed, with_failure_count=True)
+    finally:
+        await pool.release(connection)  # type: ignore[union-attr]
 
 
 C = TypeVar("C", bound=AbstractConnection)

@@ -21,6 +21,7 @@ from typing import Any
 from redis.exceptions import NoScriptError
 
 from gateway.redis_protocol import Redis, RedisValue, text
+from gateway.redis_wire import execute
 
 _COMMENT = re.compile(r"--.*$")
 
@@ -53,9 +54,9 @@ class LuaScript:
 
     async def __call__(self, redis: Redis, keys: Sequence[str], args: Sequence[RedisValue]) -> Any:
         try:
-            return await redis.evalsha(self.sha, len(keys), *keys, *args)
+            return await execute(redis, "EVALSHA", self.sha, len(keys), *keys, *args)
         except NoScriptError:
-            return await redis.eval(self.source, len(keys), *keys, *args)
+            return await execute(redis, "EVAL", self.source, len(keys), *keys, *args)
 
 
 def named(reply: Sequence[Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 
@@ -69,6 +70,27 @@ def test_redis_down_refuses_new_calls_at_once_and_recovers_by_itself(
     assert httpx.get(f"{gateway.url}/readyz").status_code == 200
     assert spent(gateway, key_id) == 2 * PRICE
     assert reserved(gateway, key_id) == 0
+
+
+def test_a_redis_restart_costs_no_call_once_redis_answers_again(
+    redis_factory, simulator: Simulator, gateway_factory
+) -> None:
+    """The worker's pooled connections all died with the old Redis process: each must be replaced
+    before it is used, not fail one call each (redis-py 8 skipped that check: 503s after every
+    restart or failover, up to the pool's size per worker)."""
+    redis = redis_factory()
+    gateway = gateway_factory(redis.url, simulator.url)
+    key, key_id = gateway.create_key(budget_usd="10", budget_period="total")
+    with ThreadPoolExecutor(16) as pool:  # 16 calls at once: 16 pooled connections in use
+        assert {r.status_code for r in pool.map(lambda _: generate(gateway, key), range(16))} == {200}
+
+    redis.kill()
+    redis.start()  # same port, same data
+    wait_until(lambda: httpx.get(f"{gateway.url}/readyz").status_code == 200, timeout_s=20, what="ready")
+    with ThreadPoolExecutor(16) as pool:
+        statuses = Counter(r.status_code for r in pool.map(lambda _: generate(gateway, key), range(32)))
+    assert statuses == {200: 32}
+    assert spent(gateway, key_id) == 48 * PRICE
 
 
 def _assert_ledger_complete(

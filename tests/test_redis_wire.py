@@ -1,4 +1,5 @@
-"""gateway/redis_wire.py: the same bytes as redis-py's packer, and its send path on real sockets."""
+"""gateway/redis_wire.py: the same bytes as redis-py's packer, its send path and direct execution on
+real sockets and a real Redis."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
-from redis.exceptions import DataError
+from redis.exceptions import DataError, NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway import redis_client
-from gateway.redis_wire import FastSend, fast, pack
+from gateway.redis_wire import FastSend, execute, fast, pack
 from tests.support import RedisServer
 
 PLAIN = Connection()
@@ -114,3 +116,28 @@ def test_a_write_that_cannot_finish_times_out(deaf_server: int) -> None:
             await connection.disconnect()
 
     asyncio.run(run())
+
+
+def test_execute_runs_scripts_and_survives_a_dropped_connection(redis_server: RedisServer) -> None:
+    async def run() -> tuple[object, object, object]:
+        client = await redis_client.connect(redis_server.url, max_connections=1)
+        try:
+            sha = await client.script_load("return {KEYS[1], ARGV[1]}")
+            first = await execute(client, "EVALSHA", sha, 1, "wire:k", 7)
+            with pytest.raises(NoScriptError):
+                await execute(client, "EVALSHA", "0" * 40, 0)
+            # Redis drops every client connection (a restart, a failover): the one connection of
+            # the pool is dead, and the next command reconnects instead of failing.
+            admin = Redis.from_url(redis_server.url)
+            await admin.client_kill_filter(_type="normal", skipme=True)
+            await admin.aclose()
+            second = await execute(client, "EVALSHA", sha, 1, "wire:k", "提示")
+            in_use = client.connection_pool.slots.in_use
+            return first, second, in_use
+        finally:
+            await client.aclose()
+
+    first, second, in_use = asyncio.run(run())
+    assert first == [b"wire:k", b"7"]
+    assert second == [b"wire:k", "提示".encode()]
+    assert in_use == 0  # every slot given back, the failed attempt's too
