@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from redis.exceptions import RedisError
 
 from gateway import orphan_record, scripts
@@ -286,7 +285,6 @@ async def settle(
         model,
         oldest_kept_ms,
         SETTLED_MEMORY_MS,
-        orjson.dumps(record_fields),
         space.key_id,
         team.tag,
         space.team,
@@ -295,6 +293,7 @@ async def settle(
         month_id,
         periods.day,
         f"{periods.month}-01",
+        *record_fields,  # last: settle.lua reads them from ARGV[15] on
     ]
     fields = named(await scripts.SETTLE(redis, keys, args))
     if text(fields["kind"]) == "duplicate":

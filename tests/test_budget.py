@@ -10,8 +10,19 @@ from decimal import Decimal
 import httpx
 import openai
 import pytest
+import redis
 
-from tests.support import MODEL, MODEL_PRICE_MICROS, Gateway, Simulator, agenerate, generate, wait_until
+from gateway.periods import Periods
+from tests.support import (
+    MODEL,
+    MODEL_PRICE_MICROS,
+    Gateway,
+    Simulator,
+    agenerate,
+    generate,
+    key_space,
+    wait_until,
+)
 
 PRICE_USD = Decimal(MODEL_PRICE_MICROS) / 1_000_000
 
@@ -106,6 +117,27 @@ def test_charge_counts_images_returned_not_requested(gateway: Gateway) -> None:
     usage = gateway.usage(key_id)
     assert Decimal(usage["spent_usd"]) == 3 * PRICE_USD
     assert Decimal(response.headers["x-gateway-budget-remaining-usd"]) == Decimal(10) - 3 * PRICE_USD
+
+
+def test_a_periods_counters_expire_with_it_and_totals_never(gateway: Gateway, redis_server) -> None:
+    """Day counters live 3 days and month ones 40 (kept a while for reports), set when a period's
+    first charge creates them; later charges keep them; the total never expires."""
+    key, key_id = gateway.create_key(budget_usd="10", budget_period="total")
+    for _ in range(2):
+        assert generate(gateway, key, n=2, simulator_fault="images=2").status_code == 200
+    client = redis.Redis.from_url(redis_server.url)
+    space = key_space(client, key_id)
+    periods = Periods.now()
+    day, month = 3 * 86400, 40 * 86400
+    assert int(client.get(space.spent("total"))) == 4 * MODEL_PRICE_MICROS
+    for owner in (space, space.team_space):  # the key's counters and its team's
+        assert int(client.get(owner.spent("total"))) >= 4 * MODEL_PRICE_MICROS
+        assert client.ttl(owner.spent("total")) == -1
+        assert day - 60 < client.ttl(owner.spent(f"d{periods.day}")) <= day
+        assert month - 60 < client.ttl(owner.spent(f"m{periods.month}")) <= month
+        assert int(client.get(owner.images(periods.day))) >= 4
+        assert day - 60 < client.ttl(owner.images(periods.day)) <= day
+    client.close()
 
 
 def test_sequential_generation_reserves_max_images(gateway: Gateway) -> None:

@@ -15,11 +15,11 @@ local team_images_day, rollup_key, key_rollup_key, users_key = KEYS[16], KEYS[17
 local outbox_key, outbox_bodies_key = KEYS[20], KEYS[21]
 local request_id, images, charge = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local model, oldest_kept_ms, settled_memory_ms = ARGV[4], ARGV[5], tonumber(ARGV[6])
-local record_json = ARGV[7]  -- the usage record: a JSON list of name, value strings
-k.id, team.tag, team.name = ARGV[8], ARGV[9], ARGV[10]
-local user = ARGV[11]  -- '' when the call named no end user
-local period_ids = {ARGV[12], ARGV[13], 'total'}  -- 'd2026-11-30', 'm2026-11': the alert periods
-local period_starts = {ARGV[14], ARGV[15], ''}  -- their first days
+k.id, team.tag, team.name = ARGV[7], ARGV[8], ARGV[9]
+local user = ARGV[10]  -- '' when the call named no end user
+local period_ids = {ARGV[11], ARGV[12], 'total'}  -- 'd2026-11-30', 'm2026-11': the alert periods
+local period_starts = {ARGV[13], ARGV[14], ''}  -- their first days
+local RECORD_FROM = 15  -- ARGV[15..]: the usage record, name, value, name, value...
 
 if redis.call('ZSCORE', settled_key, request_id) then return {'kind', 'duplicate'} end
 local now = now_ms()
@@ -27,16 +27,20 @@ local held = redis.call('HGET', k.res, request_id)
 if held then release(k, team, request_id, held) end
 
 -- Images delivered beyond the reservation are still charged: the upstream billed them.
+-- A period's counter gets its lifetime when this creates it (the increment is its whole value):
+-- an EXPIRE on every call was a third of the script's Redis commands. Counters only grow, and
+-- the one other writer (layout_upgrade.py) sets them with their lifetime.
+local function add(counter, amount, ttl_s)
+  local now_at = redis.call('INCRBY', counter, int(amount))
+  if ttl_s and now_at == amount then redis.call('EXPIRE', counter, ttl_s) end
+end
 local function add_spend(counters, images_key)
   if charge > 0 then
-    for _, counter in ipairs(counters) do redis.call('INCRBY', counter, int(charge)) end
+    add(counters[1], charge, 3 * 86400)
+    add(counters[2], charge, 40 * 86400)
+    add(counters[3], charge, nil)
   end
-  redis.call('EXPIRE', counters[1], 3 * 86400)
-  redis.call('EXPIRE', counters[2], 40 * 86400)
-  if images > 0 then
-    redis.call('INCRBY', images_key, images)
-    redis.call('EXPIRE', images_key, 3 * 86400)
-  end
+  if images > 0 then add(images_key, images, 3 * 86400) end
 end
 add_spend(spent_keys, images_day_key)
 add_spend(team_spent_keys, team_images_day)
@@ -99,9 +103,8 @@ queue_alerts('key', k.id, budget, period, spent, key.alert_thresholds or '')
 queue_alerts('team', '', team_budget, team_period, team_spent, team_cfg.alert_thresholds or '')
 
 -- The record fields only this script knows: whether a reservation was found, and the overspend.
-local fields = {'reserved', held and '1' or '0', 'over_budget', over_budget and '1' or '0'}
-for _, item in ipairs(cjson.decode(record_json)) do fields[#fields + 1] = item end
-redis.call('XADD', k.ledger, 'MINID', '~', oldest_kept_ms, '*', unpack(fields))
+redis.call('XADD', k.ledger, 'MINID', '~', oldest_kept_ms, '*', 'reserved', held and '1' or '0',
+  'over_budget', over_budget and '1' or '0', unpack(ARGV, RECORD_FROM))
 
 return {'kind', 'ok', 'budget_micros', int(budget), 'spent_micros', int(spent),
   'reserved_micros', int(number_or(redis.call('HGET', k.state, 'reserved_micros'), 0)),
