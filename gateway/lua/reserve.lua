@@ -134,12 +134,17 @@ if max_concurrent >= 0 and inflight >= max_concurrent then
   return denied('concurrency', {'max_concurrent', max_concurrent})
 end
 
-if new_tat then redis.call('HSET', k.state, 'tat_us', int(new_tat)) end
-hincr(k.state, 'reserved_micros', amount)
-hincr(k.state, 'reserved_images', max_images)
-hincr(k.state, 'inflight', 1)
-hincr(team.state, 'reserved_micros', amount)
-hincr(team.state, 'reserved_images', max_images)
+-- One write per hash, from the values read above: the script is atomic, nothing changed them
+-- since (five HINCRBY and an HSET before: a quarter of the script's commands).
+local state = {'reserved_micros', int(reserved + amount),
+  'reserved_images', int(reserved_images + max_images), 'inflight', int(inflight + 1)}
+if new_tat then
+  state[#state + 1] = 'tat_us'
+  state[#state + 1] = int(new_tat)
+end
+redis.call('HSET', k.state, unpack(state))
+redis.call('HSET', team.state, 'reserved_micros', int(number_or(team_held.reserved_micros, 0) + amount),
+  'reserved_images', int(number_or(team_held.reserved_images, 0) + max_images))
 redis.call('HSET', k.res, request_id, reservation_value(amount, max_images, unit_price, today, model))
 redis.call('ZADD', team.deadlines, int(now + lifetime_ms), k.id .. '/' .. request_id)
 return {'kind', 'ok', 'team', key.team, 'key_name', key.name, 'rpm', rpm, 'rpm_remaining', remaining,
