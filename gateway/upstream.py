@@ -13,17 +13,18 @@ the gateway's master key or account is broken, which must not look like the call
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import httpx
 import orjson
 
 from gateway import __version__, descriptors
 from gateway.errors import GatewayError
+from gateway.http1 import H1Transport, UnreadableAnswer
 
 CONTENT_SAFETY_CODES = frozenset(
     {
@@ -44,6 +45,15 @@ CONTENT_SAFETY_CODES = frozenset(
 # the worst case of all of them being just under it.
 BUFFERED_ANSWER_BYTES = 1024 * 1024
 READ_CHUNK_BYTES = 256 * 1024  # the largest piece of an answer read at once (and per connection)
+TRANSPORTS = ("h1", "aiohttp", "httpx")  # GATEWAY_UPSTREAM_TRANSPORT (gateway/settings.py)
+DEFAULT_TRANSPORT = "aiohttp"
+KEEPALIVE_S = 30.0  # an idle upstream connection is closed after this long
+
+# What a transport raises for a connection or protocol failure. aiohttp's own errors are added
+# when its transport is chosen (httpx-aiohttp maps most of them to httpx's, not all), so the
+# gateway does not import aiohttp otherwise.
+TransportErrors = tuple[type[BaseException], ...]
+HTTP_ERRORS: TransportErrors = (httpx.TransportError, OSError)
 
 
 @dataclass(frozen=True)
@@ -82,9 +92,11 @@ class UpstreamBody:
         received: int,
         limit: int,
         deadline: float,
+        errors: TransportErrors = HTTP_ERRORS,
     ) -> None:
         self._response, self._chunks = response, chunks
         self.received, self._limit, self._deadline = received, limit, deadline
+        self._errors: TransportErrors = (TimeoutError, httpx.HTTPError, *errors)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Raise :class:`BodyFailure` past the cap, on a dropped connection or at the deadline."""
@@ -94,7 +106,7 @@ class UpstreamBody:
                     chunk = await anext(self._chunks)
             except StopAsyncIteration:
                 return
-            except (TimeoutError, httpx.HTTPError, aiohttp.ClientError, OSError):
+            except self._errors:
                 raise BodyFailure("bad_response") from None
             self.received += len(chunk)
             if self.received > self._limit:
@@ -120,10 +132,17 @@ class UpstreamFailure(Exception):
         self.reconcile = reconcile  # the upstream got the call and may have billed it
 
 
-def _transport(kind: str, max_connections: int) -> httpx.AsyncBaseTransport:
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+def _transport(kind: str, max_connections: int) -> tuple[httpx.AsyncBaseTransport, TransportErrors]:
+    """The transport named ``kind`` (one of :data:`TRANSPORTS`) and the errors it may raise."""
+    if kind == "h1":
+        transport = H1Transport(max_connections, KEEPALIVE_S, read_buffer_bytes=READ_CHUNK_BYTES)
+        return transport, HTTP_ERRORS
     if kind == "httpx":
-        return httpx.AsyncHTTPTransport(limits=limits)
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        return httpx.AsyncHTTPTransport(limits=limits), HTTP_ERRORS
+    if kind != "aiohttp":
+        raise ValueError(f"unknown upstream transport {kind!r}: one of {', '.join(TRANSPORTS)}")
+    import aiohttp
     from httpx_aiohttp import AiohttpTransport
     from httpx_aiohttp.transport import AiohttpResponseStream
 
@@ -132,13 +151,13 @@ def _transport(kind: str, max_connections: int) -> httpx.AsyncBaseTransport:
     AiohttpResponseStream.CHUNK_SIZE = READ_CHUNK_BYTES
 
     def session() -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=30)
+        connector = aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=KEEPALIVE_S)
         # auto_decompress off: the body goes back to the caller byte for byte.
         return aiohttp.ClientSession(
             connector=connector, auto_decompress=False, read_bufsize=READ_CHUNK_BYTES
         )
 
-    return AiohttpTransport(client=session)
+    return AiohttpTransport(client=session), (*HTTP_ERRORS, aiohttp.ClientError)
 
 
 class UpstreamClient:
@@ -151,7 +170,7 @@ class UpstreamClient:
         timeout_s: float,
         connect_timeout_s: float = 5.0,
         max_connections: int = 2000,
-        transport: str = "aiohttp",
+        transport: str = DEFAULT_TRANSPORT,
         max_response_bytes: int = 1536 * 1024 * 1024,
     ) -> None:
         self.url = url
@@ -164,7 +183,7 @@ class UpstreamClient:
             "accept": "application/json",
             "user-agent": f"image-gateway/{__version__}",
         }
-        self._transport = _transport(transport, max_connections)
+        self._transport, self._errors = _transport(transport, max_connections)
         self._client = httpx.AsyncClient(transport=self._transport)  # owns the transport's lifetime
         # Requests go to the transport straight, built once here: the client's layers (merging
         # URL, headers, cookies and timeouts per call, auth, redirects, a cookie jar fed by every
@@ -211,7 +230,7 @@ class UpstreamClient:
             if _is_dropped(exc):
                 raise self._dropped(started) from None
             raise UpstreamFailure("timeout", _timeout_error(self.timeout_s), _since(started)) from None
-        except (httpx.TransportError, aiohttp.ClientError, OSError) as exc:
+        except self._errors as exc:
             if _unreadable_answer(exc):  # it answered, in a way we cannot read: it may bill
                 raise UpstreamFailure("bad_response", bad_response_error(), _since(started), True) from None
             raise self._dropped(started) from None
@@ -230,7 +249,7 @@ class UpstreamClient:
             if len(head) > BUFFERED_ANSWER_BYTES:
                 if response.status_code != 200:
                     break  # an error body this long is not an envelope worth reading further
-                rest = UpstreamBody(response, chunks, size, self.max_response_bytes, deadline)
+                rest = UpstreamBody(response, chunks, size, self.max_response_bytes, deadline, self._errors)
                 return UpstreamReply(200, bytes(head), response.headers, _since(started), rest)
         await response.aclose()
         return UpstreamReply(response.status_code, bytes(head), response.headers, _since(started))
@@ -249,7 +268,7 @@ class UpstreamClient:
             if _is_dropped(exc):
                 raise self._dropped(started) from None
             raise UpstreamFailure("timeout", _timeout_error(headers_timeout_s), _since(started)) from None
-        except (httpx.TransportError, aiohttp.ClientError, OSError):
+        except self._errors:
             raise self._dropped(started) from None
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
@@ -259,7 +278,7 @@ class UpstreamClient:
         while True:
             try:
                 return await self._transport.handle_async_request(request)
-            except (httpx.TransportError, aiohttp.ClientError, OSError) as exc:
+            except self._errors as exc:
                 if not descriptors.exhausted(exc):
                     raise
             await backoff.wait()
@@ -298,7 +317,11 @@ def _since(started: float) -> float:
 
 
 def _is_dropped(exc: BaseException) -> bool:
-    """httpx-aiohttp reports a dropped connection as ConnectTimeout; it is not a timeout."""
+    """httpx-aiohttp reports a dropped connection as ConnectTimeout; it is not a timeout. (The h1
+    transport reports one as ReadError, and httpx's pool as ReadError or RemoteProtocolError.)"""
+    aiohttp = sys.modules.get("aiohttp")  # none of its errors exist unless its transport runs
+    if aiohttp is None:
+        return False
     cause = exc.__cause__
     return isinstance(cause, aiohttp.ClientConnectionError) and not isinstance(
         cause, aiohttp.ServerTimeoutError
@@ -306,11 +329,18 @@ def _is_dropped(exc: BaseException) -> bool:
 
 
 def _unreadable_answer(exc: BaseException) -> bool:
-    """An answer aiohttp could not parse (a header over its 8 KB limit, a malformed status line):
-    the upstream got the call, so it is a bad response to reconcile, not a connection failure."""
+    """An answer that came but cannot be read (a malformed status line or header, a header over
+    8 KB, a body cut short): the upstream got the call, so it is a bad response to reconcile, not
+    a connection failure. h1 raises :class:`UnreadableAnswer`; aiohttp one of its own."""
+    aiohttp = sys.modules.get("aiohttp")
+    unreadable: TransportErrors = (UnreadableAnswer,)
+    if aiohttp is not None:
+        unreadable += (aiohttp.http_exceptions.HttpProcessingError, aiohttp.ClientResponseError)
     seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, aiohttp.http_exceptions.HttpProcessingError | aiohttp.ClientResponseError):
+    for _ in range(8):  # a few wrappers deep; never loop on a cycle
+        if seen is None:
+            return False
+        if isinstance(seen, unreadable):
             return True
         seen = seen.__cause__ or seen.__context__
     return False
