@@ -198,11 +198,19 @@ class UpstreamClient:
     def _merged(self, extra: dict[str, str]) -> list[tuple[bytes, bytes]]:
         headers = httpx.Headers(self._client.headers)
         headers.update({**self._headers, **extra})
-        return headers.raw
+        return [(b"Host", self._url.netloc), *headers.raw]  # where httpx would put it: first
 
     def _request(self, body: bytes, headers: list[tuple[bytes, bytes]]) -> httpx.Request:
+        """The request httpx builds from ``content=body``, built for a quarter of its CPU: with
+        ``stream=`` httpx adds no header of its own, so Host (in ``headers``) and Content-Length
+        come from here, and it does not normalise every header twice (~40 us a call)."""
+        headers = [*headers, (b"Content-Length", b"%d" % len(body))]
         extensions = {"timeout": self._timeout}
-        return httpx.Request("POST", self._url, content=body, headers=headers, extensions=extensions)
+        request = httpx.Request(
+            "POST", self._url, headers=headers, stream=httpx.ByteStream(body), extensions=extensions
+        )
+        request.read()  # as content= does: request.content is the body, for every transport
+        return request
 
     async def aclose(self) -> None:
         await self._client.aclose()
