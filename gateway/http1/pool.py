@@ -110,17 +110,14 @@ class Pool:
         try:
             return await future
         except asyncio.CancelledError:
+            # A cancelled future stays in the queue, skipped when its turn comes (_next_waiter):
+            # removing it here would cost O(n) per waiter when thousands time out together.
             if future.done() and not future.cancelled():  # handed something just before: pass it on
                 got = future.result()
                 if got is None:
                     self._free_slot()
                 else:
                     self.release(got)
-            else:
-                try:
-                    self._waiters.remove(waiter)
-                except ValueError:
-                    pass
             raise
 
     def _next_waiter(self) -> Waiter | None:
