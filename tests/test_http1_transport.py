@@ -174,6 +174,22 @@ def test_an_informational_answer_before_the_final_one_is_skipped(run: Any) -> No
     run(main())
 
 
+def test_bytes_after_a_whole_answer_keep_the_answer_but_drop_the_connection(run: Any) -> None:
+    async def script(peer: Peer) -> None:
+        while await peer.request() is not None:
+            await peer.send(answer(b"{}") + answer(b'{"extra": 1}'))  # two answers to one request
+
+    async def main() -> None:
+        async with RawServer(script) as server:
+            transport = H1Transport(4)
+            for _ in range(2):
+                assert (await fetch(transport, server.url())).content == b"{}"
+            assert server.accepts == 2 and transport.pool.idle == 0
+            await transport.aclose()
+
+    run(main())
+
+
 # -- the pool -------------------------------------------------------------------------------------
 
 

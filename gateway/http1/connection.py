@@ -86,6 +86,10 @@ class Answer:
 
     # -- httptools callbacks (called inside feed_data) ------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self.complete:  # a second answer to one request: the connection is out of step
+            raise UnreadableAnswer("the upstream sent more after its answer")
+
     def on_status(self, status: bytes) -> None:
         self.reason += status
         if len(self.reason) > MAX_LINE_BYTES:
