@@ -26,7 +26,8 @@ from typing import Any
 import uvloop
 
 from bench.stack import Stack
-from gateway.upstream import TRANSPORTS, UpstreamClient
+from gateway.upstream import UpstreamClient
+from gateway.upstream_transports import TRANSPORTS
 
 BODY = b'{"model": "doubao-seedream-4-5-251128", "prompt": "bench", "n": 1}'
 

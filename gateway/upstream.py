@@ -2,7 +2,8 @@
 
 httpx is the API (``httpx.Request`` in, ``httpx.Response`` out, for this module and
 gateway/call/stream.py and relay.py); the transport under it is chosen by measurement (the
-README's Performance) with ``GATEWAY_UPSTREAM_TRANSPORT``:
+README's Performance) with ``GATEWAY_UPSTREAM_TRANSPORT`` (gateway/upstream_transports.py, which
+also classifies their errors):
 
 - ``h1`` (the default): gateway/http1, HTTP/1.1 over asyncio protocols and httptools. At 32
   connections it did 1.29x the throughput of ``aiohttp`` in the same run, with 19% less CPU per
@@ -24,7 +25,6 @@ the gateway's master key or account is broken, which must not look like the call
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -35,7 +35,14 @@ import orjson
 
 from gateway import __version__, descriptors
 from gateway.errors import GatewayError
-from gateway.http1 import H1Transport, UnreadableAnswer
+from gateway.upstream_transports import (
+    DEFAULT_TRANSPORT,
+    HTTP_ERRORS,
+    TransportErrors,
+    choose,
+    is_dropped,
+    unreadable_answer,
+)
 
 CONTENT_SAFETY_CODES = frozenset(
     {
@@ -56,15 +63,6 @@ CONTENT_SAFETY_CODES = frozenset(
 # the worst case of all of them being just under it.
 BUFFERED_ANSWER_BYTES = 1024 * 1024
 READ_CHUNK_BYTES = 256 * 1024  # the largest piece of an answer read at once (and per connection)
-TRANSPORTS = ("h1", "aiohttp", "httpx")  # GATEWAY_UPSTREAM_TRANSPORT (gateway/settings.py)
-DEFAULT_TRANSPORT = "h1"
-KEEPALIVE_S = 30.0  # an idle upstream connection is closed after this long
-
-# What a transport raises for a connection or protocol failure. aiohttp's own errors are added
-# when its transport is chosen (httpx-aiohttp maps most of them to httpx's, not all), so the
-# gateway does not import aiohttp otherwise.
-TransportErrors = tuple[type[BaseException], ...]
-HTTP_ERRORS: TransportErrors = (httpx.TransportError, OSError)
 
 
 @dataclass(frozen=True)
@@ -143,34 +141,6 @@ class UpstreamFailure(Exception):
         self.reconcile = reconcile  # the upstream got the call and may have billed it
 
 
-def _transport(kind: str, max_connections: int) -> tuple[httpx.AsyncBaseTransport, TransportErrors]:
-    """The transport named ``kind`` (one of :data:`TRANSPORTS`) and the errors it may raise."""
-    if kind == "h1":
-        transport = H1Transport(max_connections, KEEPALIVE_S, read_buffer_bytes=READ_CHUNK_BYTES)
-        return transport, HTTP_ERRORS
-    if kind == "httpx":
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        return httpx.AsyncHTTPTransport(limits=limits), HTTP_ERRORS
-    if kind != "aiohttp":
-        raise ValueError(f"unknown upstream transport {kind!r}: one of {', '.join(TRANSPORTS)}")
-    import aiohttp
-    from httpx_aiohttp import AiohttpTransport
-    from httpx_aiohttp.transport import AiohttpResponseStream
-
-    # A streamed 32 MB answer in httpx-aiohttp's 16 KB pieces is 2,000 trips through the scanner
-    # and the server per answer; 256 KB pieces are 128 (what the 20 x 32 MB bench row measures).
-    AiohttpResponseStream.CHUNK_SIZE = READ_CHUNK_BYTES
-
-    def session() -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=KEEPALIVE_S)
-        # auto_decompress off: the body goes back to the caller byte for byte.
-        return aiohttp.ClientSession(
-            connector=connector, auto_decompress=False, read_bufsize=READ_CHUNK_BYTES
-        )
-
-    return AiohttpTransport(client=session), (*HTTP_ERRORS, aiohttp.ClientError)
-
-
 class UpstreamClient:
     """Forwards image calls to the upstream with the master key, and nothing of the caller's."""
 
@@ -194,7 +164,7 @@ class UpstreamClient:
             "accept": "application/json",
             "user-agent": f"image-gateway/{__version__}",
         }
-        self._transport, self._errors = _transport(transport, max_connections)
+        self._transport, self._errors = choose(transport, max_connections, READ_CHUNK_BYTES)
         self._client = httpx.AsyncClient(transport=self._transport)  # owns the transport's lifetime
         # Requests go to the transport straight, built once here: the client's layers (merging
         # URL, headers, cookies and timeouts per call, auth, redirects, a cookie jar fed by every
@@ -246,11 +216,11 @@ class UpstreamClient:
                     await response.aclose()
                     raise
         except (TimeoutError, httpx.TimeoutException) as exc:
-            if _is_dropped(exc):
+            if is_dropped(exc):
                 raise self._dropped(started) from None
             raise UpstreamFailure("timeout", _timeout_error(self.timeout_s), _since(started)) from None
         except self._errors as exc:
-            if _unreadable_answer(exc):  # it answered, in a way we cannot read: it may bill
+            if unreadable_answer(exc):  # it answered, in a way we cannot read: it may bill
                 raise UpstreamFailure("bad_response", bad_response_error(), _since(started), True) from None
             raise self._dropped(started) from None
 
@@ -284,7 +254,7 @@ class UpstreamClient:
             async with asyncio.timeout(headers_timeout_s):
                 return await self._send(request)
         except (TimeoutError, httpx.TimeoutException) as exc:
-            if _is_dropped(exc):
+            if is_dropped(exc):
                 raise self._dropped(started) from None
             raise UpstreamFailure("timeout", _timeout_error(headers_timeout_s), _since(started)) from None
         except self._errors:
@@ -333,36 +303,6 @@ class UpstreamClient:
 
 def _since(started: float) -> float:
     return time.perf_counter() - started
-
-
-def _is_dropped(exc: BaseException) -> bool:
-    """httpx-aiohttp reports a dropped connection as ConnectTimeout; it is not a timeout. (The h1
-    transport reports one as ReadError, and httpx's pool as ReadError or RemoteProtocolError.)"""
-    aiohttp = sys.modules.get("aiohttp")  # none of its errors exist unless its transport runs
-    if aiohttp is None:
-        return False
-    cause = exc.__cause__
-    return isinstance(cause, aiohttp.ClientConnectionError) and not isinstance(
-        cause, aiohttp.ServerTimeoutError
-    )
-
-
-def _unreadable_answer(exc: BaseException) -> bool:
-    """An answer that came but cannot be read (a malformed status line or header, a header over
-    8 KB, a body cut short): the upstream got the call, so it is a bad response to reconcile, not
-    a connection failure. h1 raises :class:`UnreadableAnswer`; aiohttp one of its own."""
-    aiohttp = sys.modules.get("aiohttp")
-    unreadable: TransportErrors = (UnreadableAnswer,)
-    if aiohttp is not None:
-        unreadable += (aiohttp.http_exceptions.HttpProcessingError, aiohttp.ClientResponseError)
-    seen: BaseException | None = exc
-    for _ in range(8):  # a few wrappers deep; never loop on a cycle
-        if seen is None:
-            return False
-        if isinstance(seen, unreadable):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 def _timeout_error(timeout_s: float) -> GatewayError:
