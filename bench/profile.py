@@ -37,7 +37,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench.run import BODY, LARGE_BODY, RESULTS, arrangement, create_key, smoke
-from bench.stack import PYTHON, ROOT, Stack
+from bench.stack import DEFAULT_TRANSPORT, PYTHON, ROOT, Stack
 
 # Each sample is charged to the first frame, walking up from the leaf, whose file (as py-spy shortens
 # it: the package-relative path) starts with one of these.
@@ -59,6 +59,7 @@ CATEGORIES: list[tuple[str, str]] = [
     ("orjson", "JSON (orjson, json)"),
     ("json/", "JSON (orjson, json)"),
     ("anyio/", "anyio"),
+    ("gateway/http1/", "gateway/http1 (upstream transport)"),
     ("gateway/", "gateway's own code"),
     ("uvloop", "event loop (uvloop, asyncio)"),
 ]
@@ -159,7 +160,7 @@ NATIVE_LIBS: list[tuple[str, str]] = [
     ("_http_parser", "aiohttp (upstream client)"),
     ("_http_writer", "aiohttp (upstream client)"),
     ("yarl", "aiohttp (upstream client)"),
-    ("httptools", "uvicorn (HTTP server protocol)"),
+    ("httptools", "httptools (uvicorn's and gateway/http1's HTTP parser)"),
     ("uvloop", "event loop (uvloop, asyncio)"),
     ("loop.c", "event loop (uvloop, asyncio)"),
     ("core.c", "event loop (uvloop, asyncio)"),
@@ -447,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=200, help="samples per second")
     parser.add_argument("--native", action="store_true", help="include C frames (orjson, hiredis, GC...)")
     parser.add_argument("--svg", action="store_true", help="also record a flame graph (a second pass)")
-    parser.add_argument("--transport", choices=("aiohttp", "httpx"), default="aiohttp")
+    parser.add_argument("--transport", choices=("h1", "aiohttp", "httpx"), default=DEFAULT_TRANSPORT)
     parser.add_argument("--log-level", choices=("warning", "info"), default="warning")
     parser.add_argument("--top", type=int, default=10)
     parser.add_argument("--no-pin", action="store_true")

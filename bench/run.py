@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.stack import (
+    DEFAULT_TRANSPORT,
+    OTHER_TRANSPORT,
     PYTHON,
     ROOT,
     Proc,
@@ -277,6 +279,13 @@ def ratio(row: Row, value: float | None, reference: str, text: str) -> None:
 # -- the scenarios --------------------------------------------------------------------------------
 
 
+def by_cpu(row: Row, reference: Row) -> str:
+    """The ratio by CPU per request, which a shared machine moves less than req/s, as a suffix."""
+    if not (row.sut_cpu_us_per_req and reference.sut_cpu_us_per_req):
+        return ""
+    return f" ({reference.sut_cpu_us_per_req / row.sut_cpu_us_per_req:.1%} by CPU per request)"
+
+
 def best(results: list[dict[str, Any]], latency: bool) -> dict[str, Any]:
     """The least disturbed of several repetitions: highest throughput, or lowest p50 at 1 connection.
 
@@ -355,11 +364,15 @@ def run_all(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     # The passthrough and the gateway run side by side (the idle one costs nothing), measured in
     # turns, so that a disturbance of the machine hits both alike.
     say("cost (fixed-answer upstream)")
+    # The gateway with the other upstream transport runs beside it, in the same turns, so the
+    # choice of the default (DEFAULT_TRANSPORT) is measured in every run.
     proxy = stack.passthrough(pinned.sut, fixed_url)
     gw = gateway(pinned.sut, "gateway")
+    alt = gateway(pinned.sut, f"gateway-{OTHER_TRANSPORT}", transport=OTHER_TRANSPORT)
     key = create_key(gw.port, admin)
     auth = [f"Authorization: Bearer {key}"]
     smoke(gw.port, key)
+    smoke(alt.port, key)
     on_rest = {"cpus": pinned.rest}
     direct32 = b.add("direct", "cost", b.load(fixed.port, connections=32, sut=None, **on_rest), rss=False)
     res = interleaved(
@@ -367,32 +380,40 @@ def run_all(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         {
             "pass32": dict(port=proxy.port, connections=32, sut=proxy, **on_rest),
             "gw32": dict(port=gw.port, connections=32, sut=gw, headers=auth, **on_rest),
+            "alt32": dict(port=alt.port, connections=32, sut=alt, headers=auth, **on_rest),
         },
         rep,
     )
     pass32 = b.add("passthrough", "cost", res["pass32"])
     gw32 = b.add("gateway", "cost", res["gw32"])
+    alt32 = b.add(f"gateway, transport={OTHER_TRANSPORT}", "cost", res["alt32"])
     res = interleaved(
         b,
         {
             "direct1": dict(port=fixed.port, sut=None, **lat, **on_rest),
             "pass1": dict(port=proxy.port, sut=proxy, **lat, **on_rest),
             "gw1": dict(port=gw.port, sut=gw, headers=auth, **lat, **on_rest),
+            "alt1": dict(port=alt.port, sut=alt, headers=auth, **lat, **on_rest),
         },
         rep,
     )
     direct1 = b.add("direct", "cost", res["direct1"], rss=False)
     pass1 = b.add("passthrough", "cost", res["pass1"])
     gw1 = b.add("gateway", "cost", res["gw1"])
+    alt1 = b.add(f"gateway, transport={OTHER_TRANSPORT}", "cost", res["alt1"])
     wrk_rows: list[Row] = []
     if b.args.wrk:
         wrk_rows.append(wrk_row(b, "passthrough (wrk)", proxy, pinned))
         wrk_rows.append(wrk_row(b, "gateway (wrk)", gw, pinned, auth))
     stack.stop(proxy)
     stack.stop(gw)
+    stack.stop(alt)
     if args.only_cost:  # the cost rows alone: a quick before/after check of a change
-        ratio(gw32, gw32.rps / pass32.rps, "passthrough", f"{gw32.rps / pass32.rps:.1%} of passthrough")
-        for row in (pass1, gw1):
+        for row in (gw32, alt32):
+            of_pass = f"{row.rps / pass32.rps:.1%} of passthrough"
+            ratio(row, row.rps / pass32.rps, "passthrough", of_pass + by_cpu(row, pass32))
+        alt32.ratio_text += f"; {alt32.rps / gw32.rps:.2f}x the default transport ({DEFAULT_TRANSPORT})"
+        for row in (pass1, gw1, alt1):
             added = row.p50_ms - direct1.p50_ms  # type: ignore[operator]
             ratio(row, added, "direct", f"p50 +{added:.3f} ms over direct")
         return report(b.rows, [], pinned, floating, args, started)
@@ -425,15 +446,14 @@ def run_all(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         f"{direct32.rps / pass32.rps:.1f}x passthrough: upstream + load generator are not the bottleneck",
     )
     ratio(pass32, pass32.rps / direct32.rps, "direct", f"{pass32.rps / direct32.rps:.2f}x direct")
-    for row in (gw32, httpx32, info32):
-        ratio(row, row.rps / pass32.rps, "passthrough", f"{row.rps / pass32.rps:.1%} of passthrough")
-        if row.sut_cpu_us_per_req and pass32.sut_cpu_us_per_req:
-            by_cpu = pass32.sut_cpu_us_per_req / row.sut_cpu_us_per_req
-            row.ratio_text += f" ({by_cpu:.1%} by CPU per request)"
-    httpx32.ratio_text += f"; {httpx32.rps / gw32.rps:.2f}x the aiohttp transport"
+    for row in (gw32, alt32, httpx32, info32):
+        of_pass = f"{row.rps / pass32.rps:.1%} of passthrough"
+        ratio(row, row.rps / pass32.rps, "passthrough", of_pass + by_cpu(row, pass32))
+    for row in (alt32, httpx32):
+        row.ratio_text += f"; {row.rps / gw32.rps:.2f}x the default transport ({DEFAULT_TRANSPORT})"
     info32.ratio_text += f"; {info32.rps / gw32.rps:.2f}x log level warning"
     ratio(direct1, None, "", "baseline for added latency")
-    for row in (pass1, gw1, info1):
+    for row in (pass1, gw1, alt1, info1):
         added = row.p50_ms - direct1.p50_ms  # type: ignore[operator]
         ratio(row, added, "direct", f"p50 +{added:.3f} ms over direct")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
 import resource
 import secrets
 import signal
@@ -154,7 +153,7 @@ async def _start(settings: Settings) -> GatewayState:
         settings.upstream_timeout_s,
         settings.upstream_connect_timeout_s,
         settings.upstream_max_connections,
-        os.environ.get("GATEWAY_UPSTREAM_TRANSPORT", "aiohttp"),
+        settings.upstream_transport,
         max_response_bytes=settings.max_upstream_response_bytes,
     )
     spool = Spool(settings.state_dir / "spool", instance_name())

@@ -194,7 +194,11 @@ class ImageGenerationRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1, examples=["doubao-seedream-4-5-251128"])
-    prompt: str = Field(min_length=1, max_length=32000, pattern=r"\S", examples=["一只在雪地里奔跑的柴犬"])
+    # One character that is not whitespace as the validator's str.strip() sees it: JSON Schema's
+    # (ECMAScript's) \s leaves out U+001C-U+001F and U+0085, which Python strips.
+    prompt: str = Field(
+        min_length=1, max_length=32000, pattern=r"[^\s\x1c-\x1f\x85]", examples=["一只在雪地里奔跑的柴犬"]
+    )
     n: int | None = Field(default=1, ge=1, le=MAX_N, description="Written without a fraction: 4, not 4.0.")
     size: str | None = Field(
         default=None,
