@@ -19,6 +19,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from bench.measure import BODY, LARGE_BODY, ratio, say
 from bench.stack import OTHER_TRANSPORT, ROOT, Proc, Stack, _http_status, free_port, wait_until
 
 BURST_CALLS = 10_000
@@ -112,13 +113,11 @@ def start_litellm(
 
 
 def run(b: Any, stack: Stack, gateway: Any, make_key: Any, upstream_key: str, gw32_rps: float) -> None:
-    """Add the burst, large-answer and LiteLLM rows to ``b`` (a bench.run.Bench).
+    """Add the burst, large-answer and LiteLLM rows to ``b`` (a bench.measure.Bench).
 
     ``gateway(cpus, label, upstream=..., extra_env=...)`` starts a gateway, ``make_key(port)``
     creates the bench key on it, ``gw32_rps`` is the gateway's 32-connection figure of this run.
     """
-    from bench.run import BODY, ratio, say
-
     burst(b, stack, gateway, make_key)
     large(b, stack, gateway, make_key, upstream_key)
 
@@ -146,8 +145,6 @@ def burst(b: Any, stack: Stack, gateway: Any, make_key: Any) -> None:
 
     Runs alone with ``python -m bench --only-burst`` (about a minute and a half).
     """
-    from bench.run import ratio, say
-
     pinned = b.pinned
     say(f"burst ({BURST_CALLS:,} calls at once, upstream {BURST_UPSTREAM_S:g} s)")
     slow = stack.fixed_upstream(pinned.rest, delay=BURST_UPSTREAM_S)
@@ -183,8 +180,6 @@ def large(b: Any, stack: Stack, gateway: Any, make_key: Any, upstream_key: str) 
 
     Runs alone with ``python -m bench --only-large`` (a minute, not the whole capacity run).
     """
-    from bench.run import LARGE_BODY, ratio, say
-
     pinned = b.pinned
     say(f"large answers ({LARGE_CALLS} x 32 MB base64 at once)")
     sim0 = stack.simulator(pinned.rest, 0.0, upstream_key)

@@ -36,7 +36,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bench.run import BODY, LARGE_BODY, RESULTS, arrangement, create_key, smoke
+from bench.measure import BODY, LARGE_BODY, arrangement, create_key, smoke
+from bench.run import RESULTS
 from bench.stack import DEFAULT_TRANSPORT, PYTHON, ROOT, Stack
 
 # Each sample is charged to the first frame, walking up from the leaf, whose file (as py-spy shortens

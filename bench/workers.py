@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from bench.measure import interleaved, ratio, repin, say
 from bench.stack import Proc, Stack
 
 TARGET = 1.6  # issue 13: 2 workers >= 1.6x one, on this machine with the load generator on it
@@ -67,12 +68,10 @@ def run(
     repeat: int,
     make_key: Any = None,
 ) -> None:
-    """Add the two rows to ``b`` (a bench.run.Bench); Redis and the upstream float while they run.
+    """Add the two rows to ``b`` (a bench.measure.Bench); Redis and the upstream float while they run.
 
     ``auth`` is the bench key's header, or None to create the key with ``make_key(port)``.
     """
-    from bench.run import interleaved, ratio, repin, say
-
     pinned, floating = b.pinned, b.floating
     say("workers (nothing pinned)")
     for proc in (redis, fixed):
