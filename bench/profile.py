@@ -37,7 +37,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench.measure import BODY, LARGE_BODY, arrangement, create_key, smoke
-from bench.run import RESULTS
+from bench.report import RESULTS
 from bench.stack import DEFAULT_TRANSPORT, PYTHON, ROOT, Stack
 
 # Each sample is charged to the first frame, walking up from the leaf, whose file (as py-spy shortens
