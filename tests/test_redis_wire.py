@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -15,7 +16,7 @@ from redis.exceptions import DataError, NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway import redis_client
-from gateway.redis_wire import FastSend, execute, fast, pack
+from gateway.redis_wire import MAX_PATIENCE, FastSend, execute, fast, pack, patient_timeout
 from tests.support import RedisServer
 
 PLAIN = Connection()
@@ -141,3 +142,61 @@ def test_execute_runs_scripts_and_survives_a_dropped_connection(redis_server: Re
     assert first == [b"wire:k", b"7"]
     assert second == [b"wire:k", "提示".encode()]
     assert in_use == 0  # every slot given back, the failed attempt's too
+
+
+@pytest.mark.parametrize("patient", [False, True])
+def test_a_read_timer_does_not_count_the_workers_own_backlog(patient: bool) -> None:
+    """In a burst the worker's loop ran seconds behind: the read timers of every Redis command in
+    flight came due together, before the loop got round to the replies already there, and 64
+    calls got 503 with Redis healthy. asyncio's own timeout (the case patient=False, redis-py's)
+    fails this; the gateway's read timeout extends by how late the loop ran its timer."""
+
+    async def run() -> None:
+        timeout = patient_timeout(0.5) if patient else asyncio.timeout(0.5)
+        async with timeout:
+            await asyncio.sleep(0)
+            time.sleep(1.0)  # the worker busy with everything else: its timers run late
+            await asyncio.sleep(0.2)  # what is left of the wait once it is back (a reply to read)
+
+    if patient:
+        asyncio.run(run())
+    else:
+        with pytest.raises(TimeoutError):
+            asyncio.run(run())
+
+
+def test_the_gateway_client_reads_with_the_patient_timeout(redis_server: RedisServer) -> None:
+    async def run() -> object:
+        client = await redis_client.connect(redis_server.url, max_connections=1)
+        try:
+            connection = await client.connection_pool.get_connection()
+            await client.connection_pool.release(connection)
+            assert type(connection).read_response is FastSend.read_response
+            return await client.ping()
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(run()) is True
+
+
+def test_a_silent_redis_still_times_out_on_time(deaf_server: int) -> None:
+    async def run() -> float:
+        async def no_handshake(connection: Connection) -> None:
+            """The deaf server would never answer HELLO: only the reply parser is set up."""
+            connection._parser.on_connect(connection)
+
+        connection = fast(Connection)(
+            host="127.0.0.1", port=deaf_server, socket_timeout=0.5, redis_connect_func=no_handshake
+        )
+        await connection.connect_check_health(check_health=False)
+        started = time.monotonic()
+        try:
+            await connection.send_command("PING")
+            with pytest.raises(RedisTimeoutError):
+                await connection.read_response()
+            assert not connection.is_connected  # its reply may still come: never reused
+            return time.monotonic() - started
+        finally:
+            await connection.disconnect()
+
+    assert 0.5 <= asyncio.run(run()) < 0.5 * MAX_PATIENCE
