@@ -27,6 +27,7 @@ from typing import Any
 
 from redis.asyncio.connection import ConnectionPool
 from redis.asyncio.sentinel import SentinelConnectionPool
+from redis.driver_info import DriverInfo
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
@@ -99,6 +100,16 @@ class _SlotMixin:
 
     slots: CommandSlots
     _lock: asyncio.Lock
+    connection_kwargs: dict[str, Any]
+
+    def _share_driver_info(self) -> None:
+        """One ``DriverInfo`` (the name and version sent by CLIENT SETINFO) for the pool's connections.
+
+        Left to itself, redis-py builds one per connection, reading the installed package's
+        metadata each time (about 3 ms): 64 connections opened at start-up took 0.2 s of every
+        worker's start, and as much again whenever Redis comes back after an outage.
+        """
+        self.connection_kwargs.setdefault("driver_info", DriverInfo())
 
     async def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
         await self.slots.acquire()
@@ -140,6 +151,7 @@ class BoundedPool(_SlotMixin, ConnectionPool):
         super().__init__(*args, **_without_maintenance_notifications(kwargs))
         self.slots = CommandSlots(self.max_connections)
         self.connection_class = fast(self.connection_class)
+        self._share_driver_info()
 
 
 class BoundedSentinelPool(_SlotMixin, SentinelConnectionPool):
@@ -149,3 +161,4 @@ class BoundedSentinelPool(_SlotMixin, SentinelConnectionPool):
         super().__init__(*args, **_without_maintenance_notifications(kwargs))  # type: ignore[no-untyped-call]
         self.slots = CommandSlots(self.max_connections)
         self.connection_class = fast(self.connection_class)
+        self._share_driver_info()
