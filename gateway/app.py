@@ -44,7 +44,8 @@ from gateway.upstream import UpstreamClient
 
 log = logging.getLogger("gateway")
 # How long start-up waits for the layout check before serving anyway (it goes on in the
-# background: a gateway must start while Redis is down). A move of 10,000 keys takes longer.
+# background: a gateway must start while Redis is down, so a first attempt that failed ends the
+# wait at once). A move of 10,000 keys takes longer.
 STARTUP_LAYOUT_WAIT_S = 5.0
 
 

@@ -294,6 +294,7 @@ class LayoutKeeper:
         self.directory = directory
         self.retry_every_s = retry_every_s
         self._task: asyncio.Task[None] | None = None
+        self._failed_once = asyncio.Event()
 
     @property
     def ready(self) -> bool:
@@ -308,15 +309,25 @@ class LayoutKeeper:
                 await ensure_layout(self.redis)
             except Exception as exc:  # Redis down at start-up: retried, never fatal
                 log.warning("store layout not checked yet: %s: %s", exc.__class__.__name__, exc)
+                self._failed_once.set()
                 await asyncio.sleep(self.retry_every_s)
                 continue
             self.directory.ready = True
             return
 
     async def wait(self, timeout_s: float) -> None:
-        """Wait a little for the check at start-up (a healthy Redis answers it in a millisecond)."""
-        if self._task is not None:
-            await asyncio.wait({self._task}, timeout=timeout_s)
+        """Wait a little for the check at start-up (a healthy Redis answers it in a millisecond).
+
+        Not once it has failed: Redis is down, and waiting out ``timeout_s`` would only keep the
+        gateway from answering /healthz (and /readyz its 503) that much longer; the check goes on
+        in the background."""
+        if self._task is None:
+            return
+        failed = asyncio.ensure_future(self._failed_once.wait())
+        try:
+            await asyncio.wait({self._task, failed}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            failed.cancel()
 
     async def aclose(self) -> None:
         await background.cancel(self._task)

@@ -124,3 +124,43 @@ def test_a_store_of_the_release_before_keeps_working_after_the_upgrade(
 
 def _today() -> str:
     return time.strftime("%Y-%m-%d", time.gmtime())
+
+
+def test_start_up_waits_for_the_layout_check_only_while_it_may_still_succeed() -> None:
+    """A gateway started while Redis is down serves (its /healthz) as soon as the first check has
+    failed, not after STARTUP_LAYOUT_WAIT_S; the check goes on in the background."""
+    import asyncio
+
+    from gateway.app import STARTUP_LAYOUT_WAIT_S
+    from gateway.key_directory import KeyDirectory
+    from gateway.layout_upgrade import LayoutKeeper
+
+    class Store:
+        def __init__(self, down: bool) -> None:
+            self.down, self.gets = down, 0
+
+        async def get(self, name: str) -> bytes:
+            self.gets += 1
+            if self.down:
+                raise ConnectionError("Connection refused")
+            return b"2"
+
+    async def start(store: Store) -> tuple[float, bool]:
+        keeper = LayoutKeeper(store, KeyDirectory(store, ready=False), retry_every_s=0.05)
+        keeper.start()
+        started = time.monotonic()
+        await keeper.wait(STARTUP_LAYOUT_WAIT_S)
+        waited = time.monotonic() - started
+        if store.down:  # retried in the background, and ready once Redis is back
+            await asyncio.sleep(0.2)
+            assert store.gets >= 2 and not keeper.ready
+            store.down = False
+            await asyncio.sleep(0.2)
+        ready = keeper.ready
+        await keeper.aclose()
+        return waited, ready
+
+    waited, ready = asyncio.run(start(Store(down=True)))
+    assert waited < STARTUP_LAYOUT_WAIT_S / 2 and ready, waited
+    waited, ready = asyncio.run(start(Store(down=False)))
+    assert waited < STARTUP_LAYOUT_WAIT_S / 2 and ready, waited
