@@ -21,7 +21,7 @@ from typing import Any
 from gateway import embedded_redis, pricing, private_files
 from gateway.cli import demo
 from gateway.cli.common import Commands
-from gateway.cli.simulator_process import print_simulator_banner, start_simulator
+from gateway.cli.simulator_process import SimulatorProcess, launch_simulator, print_simulator_banner
 from gateway.cli.store import connected
 from gateway.layout_upgrade import ensure_layout
 from gateway.settings import Settings, SettingsError, load_settings
@@ -76,10 +76,11 @@ def serve_command(args: argparse.Namespace) -> int:
                 f"{redis.directory / embedded_redis.PASSWORD_FILE})",
                 file=sys.stderr,
             )
+        simulator: SimulatorProcess | None = None
         if settings.upstream_api_key is None:
-            url, key = start_simulator(stack)
-            env["GATEWAY_UPSTREAM_BASE_URL"], env["GATEWAY_UPSTREAM_API_KEY"] = url, key
-            print_simulator_banner(url)
+            simulator = launch_simulator(stack)  # waited for just before serving
+            env["GATEWAY_UPSTREAM_BASE_URL"], env["GATEWAY_UPSTREAM_API_KEY"] = simulator.url, simulator.key
+            print_simulator_banner(simulator.url)
         admin_token = None
         if args.demo_key and settings.admin_token is None:
             admin_token = env["GATEWAY_ADMIN_TOKEN"] = demo.local_admin_token(settings.state_dir)
@@ -89,7 +90,7 @@ def serve_command(args: argparse.Namespace) -> int:
         if args.demo_key:
             token = asyncio.run(_demo_key(settings))
             demo.print_example(settings, token, admin_token)
-        return _run_uvicorn(settings)
+        return _run_uvicorn(settings, simulator)
 
 
 async def _demo_key(settings: Settings) -> str:
@@ -102,18 +103,26 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
-def _run_uvicorn(settings: Settings) -> int:
+def _run_uvicorn(settings: Settings, simulator: SimulatorProcess | None = None) -> int:
     """Serve until SIGTERM/SIGINT; in-flight requests finish first (graceful shutdown).
 
     Several workers on Linux each get a listening socket of their own (gateway/cli/workers.py).
 
     uvicorn re-raises the signal it caught once it has shut down; the handler installed here
     turns that into a normal exit, so the embedded Redis and the simulator are stopped too.
+
+    A simulator child is waited for here, last: it imports its server while this process
+    imports uvicorn and, with one worker (served by this very process), the app.
     """
     import uvicorn  # here, not at the top: every other CLI command would pay for importing it
 
     from gateway.cli import workers
     from gateway.http_limits import BoundedHttpToolsProtocol
+
+    if simulator is not None:
+        if settings.workers == 1:
+            import gateway.app  # noqa: F401 - what uvicorn.run imports next, in this process
+        simulator.wait_ready()
 
     signal.signal(signal.SIGTERM, _exit_cleanly)
     signal.signal(signal.SIGINT, _exit_cleanly)

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 from gateway import embedded_redis
 from gateway.cli.common import CommandError, Commands
@@ -39,8 +40,26 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def start_simulator(stack: contextlib.ExitStack) -> tuple[str, str]:
-    """Start the simulator on a free port with a fresh key, stopped with ``stack``; (url, key)."""
+@dataclass
+class SimulatorProcess:
+    """The simulator child of ``gateway serve``, launched but perhaps not listening yet."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    key: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self) -> None:
+        """Return once it accepts connections; CommandError if it exits or takes too long."""
+        _wait_for_port(self.port, self.process)
+
+
+def launch_simulator(stack: contextlib.ExitStack) -> SimulatorProcess:
+    """Start the simulator on a free port with a fresh key, stopped with ``stack``, without
+    waiting for it: its start-up (about a second of imports) runs beside the gateway's own."""
     port = embedded_redis.free_port()
     key = "sim-" + secrets.token_urlsafe(16)
     process = subprocess.Popen(
@@ -49,8 +68,7 @@ def start_simulator(stack: contextlib.ExitStack) -> tuple[str, str]:
         preexec_fn=embedded_redis.die_with_parent,
     )
     stack.callback(_stop_process, process)
-    _wait_for_port(port, process)
-    return f"http://127.0.0.1:{port}", key
+    return SimulatorProcess(process, port, key)
 
 
 def _stop_process(process: subprocess.Popen[bytes]) -> None:
