@@ -69,7 +69,9 @@ def _stop(process: subprocess.Popen[bytes]) -> int:
     return process.wait(30)
 
 
-def test_serve_with_nothing_configured_runs_the_printed_example(tmp_path: Path) -> None:
+def test_serve_with_nothing_configured_runs_the_printed_example_and_a_second_says_how_to_share(
+    tmp_path: Path,
+) -> None:
     process, log, port = _serve(tmp_path, "first")
     try:
         wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200, 30)
@@ -83,6 +85,13 @@ def test_serve_with_nothing_configured_runs_the_printed_example(tmp_path: Path) 
         image = client.images.generate(model="doubao-seedream-4-5-251128", prompt="a red fox in the snow")
         image_url = image.data[0].url
         assert httpx.get(image_url, timeout=10).content[:8] == b"\x89PNG\r\n\x1a\n"
+
+        # A second gateway on the same state directory refuses to start, saying how to share it.
+        second, second_log, _ = _serve(tmp_path, "second")
+        assert second.wait(30) != 0
+        second_text = second_log.read_text()
+        assert "in use by" in second_text and "GATEWAY_REDIS_URL" in second_text
+        assert "Traceback" not in second_text
     finally:
         assert _stop(process) == 0
     assert (tmp_path / "var" / "redis" / "appendonly.aof").exists()
@@ -118,93 +127,105 @@ def _bash(script: str, folder: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_readme_admin_commands_work_under_make_run_and_a_restart_keeps_key_and_token(tmp_path: Path) -> None:
+def _readme_commands_work(folder: Path, port: int, text: str) -> tuple[str, str]:
+    """README's admin commands, run as printed against the `make run` on ``port`` whose output is
+    ``text``; (the demo key, the printed `export GATEWAY_ADMIN_TOKEN=...`)."""
     admin_curl = _readme_block(r"curl -s -X POST http://127\.0\.0\.1:8080/admin/v1/keys.*?}'")
     keys_list = _readme_block(r"\.venv/bin/gateway keys list").replace(
         ".venv/bin/gateway", f"{sys.executable} -m gateway"
     )
-    seen: list[tuple[str, str]] = []
-    for name in ("first", "restarted"):
-        process, log, port = _newcomer_serve(tmp_path, name)
-        try:
-            wait_until(lambda port=port: _ready(port), 30)
-            text = log.read_text()
-            key = re.search(r"sk-gw-[a-z2-7]{12}_[A-Za-z0-9_-]+", text).group(0)
-            export = re.search(r"export GATEWAY_ADMIN_TOKEN=\S+", text).group(0)
-            seen.append((key, export))
-            assert _models_status(port, key) == 200
-            created = _bash(f"{export}\n{admin_curl.replace('8080', str(port))}", tmp_path)
-            assert json.loads(created.stdout)["team"] == "design", created.stdout + created.stderr
-            listed = _bash(keys_list, tmp_path)
-            assert listed.returncode == 0 and "poster-bot" in listed.stdout, listed.stderr
-            assert "embedded Redis" in listed.stderr and str(tmp_path / "var") in listed.stderr
-            team_curl = _readme_block(r"curl -s -X PUT http://127\.0\.0\.1:8080/admin/v1/teams/design.*?}'")
-            team = _bash(f"{export}\n{team_curl.replace('8080', str(port))}", tmp_path)
-            assert json.loads(team.stdout)["budget_usd"] == "500.000000", team.stdout + team.stderr
-            demo = _bash(f"{sys.executable} -m gateway teams show demo --json", tmp_path)
-            assert json.loads(demo.stdout)["budget_usd"] == "50.000000", demo.stdout + demo.stderr
-        finally:
-            assert _stop(process) == 0
-    assert seen[0] == seen[1]  # the same demo key and admin token after the restart
-    for name in ("admin-token", "demo-key"):
-        assert (tmp_path / "var" / name).stat().st_mode & 0o777 == 0o600
+    key = re.search(r"sk-gw-[a-z2-7]{12}_[A-Za-z0-9_-]+", text).group(0)
+    export = re.search(r"export GATEWAY_ADMIN_TOKEN=\S+", text).group(0)
+    assert _models_status(port, key) == 200
+    created = _bash(f"{export}\n{admin_curl.replace('8080', str(port))}", folder)
+    assert json.loads(created.stdout)["team"] == "design", created.stdout + created.stderr
+    listed = _bash(keys_list, folder)
+    assert listed.returncode == 0 and "poster-bot" in listed.stdout, listed.stderr
+    assert "embedded Redis" in listed.stderr and str(folder / "var") in listed.stderr
+    team_curl = _readme_block(r"curl -s -X PUT http://127\.0\.0\.1:8080/admin/v1/teams/design.*?}'")
+    team = _bash(f"{export}\n{team_curl.replace('8080', str(port))}", folder)
+    assert json.loads(team.stdout)["budget_usd"] == "500.000000", team.stdout + team.stderr
+    demo = _bash(f"{sys.executable} -m gateway teams show demo --json", folder)
+    assert json.loads(demo.stdout)["budget_usd"] == "50.000000", demo.stdout + demo.stderr
+    return key, export
 
 
-def test_a_revoked_demo_key_is_replaced_at_the_next_start(tmp_path: Path) -> None:
-    keys = []
-    for name in ("one", "two"):
-        process, log, port = _serve(tmp_path, name)
-        try:
-            wait_until(lambda port=port: _ready(port), 30)
-            keys.append(re.search(r"sk-gw-([a-z2-7]{12})_[A-Za-z0-9_-]+", log.read_text()))
-            if name == "one":
-                env = {**os.environ, "GATEWAY_STATE_DIR": str(tmp_path / "var")}
-                env.pop("GATEWAY_REDIS_URL", None)
-                revoked = subprocess.run(
-                    [sys.executable, "-m", "gateway", "keys", "revoke", keys[0].group(1)],
-                    env=env,
-                    cwd=ROOT,
-                    capture_output=True,
-                    text=True,
-                    timeout=60,
-                )
-                assert revoked.returncode == 0, revoked.stderr
-        finally:
-            assert _stop(process) == 0
-    assert keys[0].group(0) != keys[1].group(0)
+def test_make_run_restarted_keeps_key_and_token_replaces_a_revoked_key_and_survives_a_kill(
+    tmp_path: Path,
+) -> None:
+    """One folder's `make run` started three times (each start costs an embedded Redis, the
+    simulator and a gateway, so the three stories share them):
 
-
-def test_second_gateway_on_the_same_state_dir_says_how_to_share(tmp_path: Path) -> None:
-    first, _, port = _serve(tmp_path, "first")
+    - README's admin commands work as printed, and a restart keeps the demo key and admin token;
+    - a demo key revoked with the CLI is replaced by a new one at the next start;
+    - a killed gateway takes its embedded Redis and simulator along, and the next start finds
+      the state directory's lock free again.
+    """
+    first, log, port = _newcomer_serve(tmp_path, "first")
     try:
-        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200, 30)
-        second, log, _ = _serve(tmp_path, "second")
-        assert second.wait(30) != 0
-        text = log.read_text()
-        assert "in use by" in text and "GATEWAY_REDIS_URL" in text
-        assert "Traceback" not in text
+        wait_until(lambda: _ready(port), 30)
+        seen = [_readme_commands_work(tmp_path, port, log.read_text())]
     finally:
-        _stop(first)
+        assert _stop(first) == 0
+
+    restarted, log, port = _newcomer_serve(tmp_path, "restarted")
+    try:
+        wait_until(lambda: _ready(port), 30)
+        seen.append(_readme_commands_work(tmp_path, port, log.read_text()))
+        assert seen[0] == seen[1]  # the same demo key and admin token after the restart
+        for name in ("admin-token", "demo-key"):
+            assert (tmp_path / "var" / name).stat().st_mode & 0o777 == 0o600
+
+        key_id = re.search(r"sk-gw-([a-z2-7]{12})_", seen[1][0]).group(1)
+        revoked = _bash(f"{sys.executable} -m gateway keys revoke {key_id}", tmp_path)
+        assert revoked.returncode == 0, revoked.stderr
+
+        children = subprocess.run(
+            ["pgrep", "-P", str(restarted.pid)], capture_output=True, text=True
+        ).stdout.split()
+        assert len(children) >= 2  # redis-server and the simulator
+    finally:
+        restarted.kill()
+        restarted.wait(10)
+
+    def gone(pid: str) -> bool:
+        return not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+    wait_until(lambda: all(gone(pid) for pid in children), 15, what="children to exit")
+    again, log, port = _newcomer_serve(tmp_path, "again")  # the state directory's lock is free again
+    try:
+        wait_until(lambda: _ready(port), 30)
+        replaced = re.search(r"sk-gw-[a-z2-7]{12}_[A-Za-z0-9_-]+", log.read_text()).group(0)
+        assert replaced != seen[0][0]
+        assert _models_status(port, replaced) == 200
+    finally:
+        assert _stop(again) == 0
 
 
 def test_bad_setting_fails_at_start_with_one_clear_line(tmp_path: Path) -> None:
-    for name, value in (
-        ("GATEWAY_PORT", "eighty"),
-        ("GATEWAY_UPSTREAM_TIMEOUT_S", "-1"),
-        ("GATEWAY_REDIS_URL", "mysql://x"),
-        ("GATEWAY_WORKERS", "0"),
-    ):
-        result = subprocess.run(
+    bad = {
+        "GATEWAY_PORT": "eighty",
+        "GATEWAY_UPSTREAM_TIMEOUT_S": "-1",
+        "GATEWAY_REDIS_URL": "mysql://x",
+        "GATEWAY_WORKERS": "0",
+    }
+    started = {  # all at once: each is a second of imports before it can refuse
+        name: subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve"],
             env={**os.environ, "GATEWAY_STATE_DIR": str(tmp_path), name: value},
             cwd=ROOT,
-            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=30,
         )
-        assert result.returncode == 2
-        lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and name in lines[0], result.stderr
+        for name, value in bad.items()
+    }
+    for name, process in started.items():
+        _, stderr = process.communicate(timeout=30)
+        assert process.returncode == 2
+        lines = stderr.strip().splitlines()
+        assert len(lines) == 1 and name in lines[0], stderr
 
 
 def test_bad_prices_file_fails_at_start(tmp_path: Path) -> None:
@@ -270,24 +291,3 @@ def test_inflight_cap_answers_503_in_the_openai_envelope(redis_server, simulator
     # The cap is checked after the reservation (the key must be known): a refused call frees it.
     usage = gateway.usage(key_id)
     assert usage["inflight"] == 0 and float(usage["reserved_usd"]) == 0, usage
-
-
-def test_killed_gateway_takes_its_embedded_redis_and_simulator_along(tmp_path: Path) -> None:
-    process, log, port = _serve(tmp_path, "killed")
-    wait_until(lambda: _ready(port), 30)
-    children = subprocess.run(
-        ["pgrep", "-P", str(process.pid)], capture_output=True, text=True
-    ).stdout.split()
-    assert len(children) >= 2  # redis-server and the simulator
-    process.kill()
-    process.wait(10)
-
-    def gone(pid: str) -> bool:
-        return not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
-
-    wait_until(lambda: all(gone(pid) for pid in children), 15, what="children to exit")
-    again, _, again_port = _serve(tmp_path, "again")  # the state directory's lock is free again
-    try:
-        wait_until(lambda: _ready(again_port), 30)
-    finally:
-        assert _stop(again) == 0
