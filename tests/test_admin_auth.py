@@ -14,7 +14,15 @@ from typing import Any
 
 import httpx
 
-from tests.support import ADMIN_TOKEN, Gateway, RedisServer, Simulator, metric_value, wait_until
+from tests.support import (
+    ADMIN_TOKEN,
+    Gateway,
+    RedisServer,
+    Simulator,
+    metric_value,
+    ready_together,
+    wait_until,
+)
 
 
 def new_address() -> str:
@@ -85,8 +93,9 @@ def test_the_count_is_shared_by_replicas_and_the_block_ends(
     redis_factory: Callable[..., RedisServer], simulator: Simulator, gateway_factory: Callable[..., Gateway]
 ) -> None:
     redis = redis_factory()
-    first = gateway_factory(redis.url, simulator.url, GATEWAY_ADMIN_AUTH_BLOCK_S="2")
-    second = gateway_factory(redis.url, simulator.url, GATEWAY_ADMIN_AUTH_BLOCK_S="2")
+    first = gateway_factory(redis.url, simulator.url, wait_ready=False, GATEWAY_ADMIN_AUTH_BLOCK_S="2")
+    second = gateway_factory(redis.url, simulator.url, wait_ready=False, GATEWAY_ADMIN_AUTH_BLOCK_S="2")
+    ready_together(first, second)
     address = new_address()
     for i in range(10):  # five guesses on each replica
         assert admin_get(first if i % 2 else second, address, "wrong").status_code == 401

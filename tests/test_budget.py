@@ -21,6 +21,7 @@ from tests.support import (
     agenerate,
     generate,
     key_space,
+    ready_together,
     wait_until,
 )
 
@@ -59,8 +60,9 @@ def test_fifty_concurrent_requests_on_a_ten_image_budget(gateway: Gateway, simul
 
 
 def test_same_race_across_two_gateway_processes(redis_server, simulator: Simulator, gateway_factory) -> None:
-    first = gateway_factory(redis_server.url, simulator.url)
-    second = gateway_factory(redis_server.url, simulator.url)
+    first = gateway_factory(redis_server.url, simulator.url, wait_ready=False)
+    second = gateway_factory(redis_server.url, simulator.url, wait_ready=False)
+    ready_together(first, second)
     key, key_id = first.create_key(budget_usd=str(10 * PRICE_USD), budget_period="month")
     before = simulator.count()
     responses = asyncio.run(_fire([first.url, second.url], key, 50))
@@ -232,11 +234,16 @@ def test_concurrency_limit(gateway: Gateway) -> None:
 def test_killed_process_reservation_comes_back(redis_server, simulator: Simulator, gateway_factory) -> None:
     """SIGKILL while a call is in flight: after its bound the reservation is released."""
     victim = gateway_factory(
-        redis_server.url, simulator.url, GATEWAY_UPSTREAM_TIMEOUT_S="2", GATEWAY_RESERVATION_GRACE_S="1"
+        redis_server.url,
+        simulator.url,
+        wait_ready=False,
+        GATEWAY_UPSTREAM_TIMEOUT_S="2",
+        GATEWAY_RESERVATION_GRACE_S="1",
     )
-    key, key_id = victim.create_key(budget_usd=str(PRICE_USD), budget_period="total")
     # Started before the kill: a start-up on a loaded machine can outlast the 3 s bound.
-    survivor = gateway_factory(redis_server.url, simulator.url)
+    survivor = gateway_factory(redis_server.url, simulator.url, wait_ready=False)
+    ready_together(victim, survivor)
+    key, key_id = victim.create_key(budget_usd=str(PRICE_USD), budget_period="total")
 
     async def start_call() -> None:
         async with httpx.AsyncClient(timeout=30) as client:

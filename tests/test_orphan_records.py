@@ -21,7 +21,15 @@ from gateway.periods import Periods
 from gateway.redis_keys import KeySpace, TeamSpace
 from gateway.usage_record import DERIVED_FIELDS, EXPORT_FIELDS
 from tests.fault_tools import ledger
-from tests.support import MODEL, MODEL_PRICE_MICROS, RedisServer, Simulator, reserve_one, wait_until
+from tests.support import (
+    MODEL,
+    MODEL_PRICE_MICROS,
+    RedisServer,
+    Simulator,
+    ready_together,
+    reserve_one,
+    wait_until,
+)
 
 IN_FLIGHT = 6
 
@@ -39,11 +47,16 @@ def test_every_upstream_call_of_a_killed_process_has_a_ledger_record(
 ) -> None:
     simulator: Simulator = simulator_factory()
     victim = gateway_factory(
-        redis_server.url, simulator.url, GATEWAY_UPSTREAM_TIMEOUT_S="2", GATEWAY_RESERVATION_GRACE_S="1"
+        redis_server.url,
+        simulator.url,
+        wait_ready=False,
+        GATEWAY_UPSTREAM_TIMEOUT_S="2",
+        GATEWAY_RESERVATION_GRACE_S="1",
     )
-    key, key_id = victim.create_key(team="orphans", name="killed")
     # Started before the kill: a start-up on a loaded machine can outlast the sweep bound.
-    survivor = gateway_factory(redis_server.url, simulator.url)
+    survivor = gateway_factory(redis_server.url, simulator.url, wait_ready=False)
+    ready_together(victim, survivor)
+    key, key_id = victim.create_key(team="orphans", name="killed")
     finished = victim  # calls that finish before the kill settle as usual
 
     async def call(fault: str | None) -> None:
@@ -156,11 +169,16 @@ def test_a_team_nobody_calls_again_gets_its_orphans_released_by_the_periodic_swe
     """No call and no usage read touches the team after the kill: the sweep alone releases it."""
     simulator: Simulator = simulator_factory()
     victim = gateway_factory(
-        redis_server.url, simulator.url, GATEWAY_UPSTREAM_TIMEOUT_S="2", GATEWAY_RESERVATION_GRACE_S="1"
+        redis_server.url,
+        simulator.url,
+        wait_ready=False,
+        GATEWAY_UPSTREAM_TIMEOUT_S="2",
+        GATEWAY_RESERVATION_GRACE_S="1",
     )
+    sweeper = gateway_factory(redis_server.url, simulator.url, wait_ready=False, GATEWAY_ORPHAN_SWEEP_S="1")
+    ready_together(victim, sweeper)
     team = f"forgotten-{datetime.now(UTC).strftime('%H%M%S%f')}"
     key, key_id = victim.create_key(team=team, name="killed")
-    gateway_factory(redis_server.url, simulator.url, GATEWAY_ORPHAN_SWEEP_S="1")
 
     async def kill_with_calls_in_flight() -> None:
         async def call() -> None:

@@ -24,6 +24,7 @@ from tests.support import (
     generate,
     key_space,
     metric_value,
+    ready_together,
 )
 
 PRICE_USD = Decimal(MODEL_PRICE_MICROS) / 1_000_000
@@ -42,7 +43,8 @@ def replicas(
     try:
         for index, extra in enumerate(({}, {}, {"GATEWAY_WORKERS": "2"})):
             env = gateway_env(redis_server.url, simulator.url, directory / f"state-{index}", **extra)
-            started.append(Gateway(env, directory / f"gateway-{index}.log").start())
+            started.append(Gateway(env, directory / f"gateway-{index}.log").start(wait_ready=False))
+        ready_together(*started)
         yield started
     finally:
         for gateway in started:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from gateway.call.settle import SettleOrder
 from tests.fault_tools import PRICE, ledger, lose_redis_mid_call, spent, spooled_records
-from tests.support import Simulator, metric_value, wait_until
+from tests.support import Simulator, metric_value, ready_together, wait_until
 
 FOREIGN = "gateway_spool_foreign_records"
 REPORTED = "belong to another Redis store"
@@ -20,8 +20,9 @@ def test_a_record_spooled_for_one_store_is_never_replayed_into_another(
 ) -> None:
     redis_a, redis_b = redis_factory(), redis_factory()
     shared = tmp_path / "var"
-    gw_a = gateway_factory(redis_a.url, simulator.url, GATEWAY_STATE_DIR=str(shared))
-    gw_b = gateway_factory(redis_b.url, simulator.url, GATEWAY_STATE_DIR=str(shared))
+    gw_a = gateway_factory(redis_a.url, simulator.url, wait_ready=False, GATEWAY_STATE_DIR=str(shared))
+    gw_b = gateway_factory(redis_b.url, simulator.url, wait_ready=False, GATEWAY_STATE_DIR=str(shared))
+    ready_together(gw_a, gw_b)
     key, key_id = gw_a.create_key(budget_usd="10", budget_period="total")
 
     responses = lose_redis_mid_call(gw_a, redis_a, key, key_id, 2)

@@ -20,6 +20,7 @@ from tests.support import (
     Simulator,
     agenerate,
     generate,
+    ready_together,
     run_cli,
 )
 
@@ -39,8 +40,9 @@ async def fire(calls: list[tuple[str, str]]) -> list[httpx.Response]:
 def test_twenty_calls_from_two_keys_on_two_gateways_get_exactly_the_teams_three_images(
     redis_server, simulator: Simulator, gateway_factory
 ) -> None:
-    first = gateway_factory(redis_server.url, simulator.url)
-    second = gateway_factory(redis_server.url, simulator.url)
+    first = gateway_factory(redis_server.url, simulator.url, wait_ready=False)
+    second = gateway_factory(redis_server.url, simulator.url, wait_ready=False)
+    ready_together(first, second)
     team = new_team()
     first.set_team(team, budget_usd=str(3 * PRICE_USD), budget_period="total")
     bot, bot_id = first.create_key(team=team, name="bot")
