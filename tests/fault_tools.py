@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,15 @@ import httpx
 import redis
 
 from gateway.redis_keys import directory_entry
-from tests.support import MODEL_PRICE_MICROS, Gateway, RedisServer, agenerate, key_space, wait_until
+from tests.support import (
+    MODEL_PRICE_MICROS,
+    Gateway,
+    RedisServer,
+    agenerate,
+    key_space,
+    ready_together,
+    wait_until,
+)
 
 PRICE = Decimal(MODEL_PRICE_MICROS) / 1_000_000
 
@@ -37,6 +46,24 @@ def lose_redis_mid_call(
         return await task
 
     return asyncio.run(run())
+
+
+def victim_and_survivor(
+    gateway_factory: Callable[..., Gateway], redis_url: str, upstream_url: str, **survivor_env: str
+) -> tuple[Gateway, Gateway]:
+    """A gateway to be killed with calls in flight (its reservations lapse 3 s after their call:
+    upstream timeout 2 s + grace 1 s) and one that outlives it, started side by side before the
+    kill: a start-up on a loaded machine can outlast that bound."""
+    victim = gateway_factory(
+        redis_url,
+        upstream_url,
+        wait_ready=False,
+        GATEWAY_UPSTREAM_TIMEOUT_S="2",
+        GATEWAY_RESERVATION_GRACE_S="1",
+    )
+    survivor = gateway_factory(redis_url, upstream_url, wait_ready=False, **survivor_env)
+    ready_together(victim, survivor)
+    return victim, survivor
 
 
 def spooled_records(state_dir: Path) -> int:

@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from gateway.periods import Periods
+from tests.fault_tools import victim_and_survivor
 from tests.support import (
     MODEL,
     MODEL_PRICE_MICROS,
@@ -233,16 +234,7 @@ def test_concurrency_limit(gateway: Gateway) -> None:
 
 def test_killed_process_reservation_comes_back(redis_server, simulator: Simulator, gateway_factory) -> None:
     """SIGKILL while a call is in flight: after its bound the reservation is released."""
-    victim = gateway_factory(
-        redis_server.url,
-        simulator.url,
-        wait_ready=False,
-        GATEWAY_UPSTREAM_TIMEOUT_S="2",
-        GATEWAY_RESERVATION_GRACE_S="1",
-    )
-    # Started before the kill: a start-up on a loaded machine can outlast the 3 s bound.
-    survivor = gateway_factory(redis_server.url, simulator.url, wait_ready=False)
-    ready_together(victim, survivor)
+    victim, survivor = victim_and_survivor(gateway_factory, redis_server.url, simulator.url)
     key, key_id = victim.create_key(budget_usd=str(PRICE_USD), budget_period="total")
 
     async def start_call() -> None:
