@@ -1,9 +1,12 @@
 """Budget alerts delivered to a webhook: real gateways, a real Redis, the simulator, and a real
 HTTP receiver (tests/webhook_receiver.py) that records every POST and fails when told to.
 
-Each test has its own Redis, so no alert of another test can reach its receiver. Conditions are
-waited on (``wait_until``); "exactly one POST" is checked once the team's outbox is empty, after
-which nothing is left that could be sent again.
+The module shares one Redis, one receiver and one gateway of two workers (``alerting``); each test
+has a team of its own and waits until that team's outbox is empty, after which nothing is left
+that could be sent again: so "exactly one POST" holds, and no alert of one test reaches the
+receiver's record of the next (cleared for each test). Counters are compared before and after.
+The restart test has a Redis of its own: it stops its gateway and edits the store under it.
+Conditions are waited on (``wait_until``).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -26,6 +30,7 @@ from tests.support import (
     Gateway,
     RedisServer,
     Simulator,
+    gateway_env,
     generate,
     metric_value,
     wait_until,
@@ -34,36 +39,89 @@ from tests.webhook_receiver import Received, WebhookReceiver
 
 PRICE = Decimal(MODEL_PRICE_MICROS) / 1_000_000
 SECRET = "whsec-" + secrets.token_hex(16)
+OUTCOMES = ("delivered", "failed", "expired")
 
 
-@pytest.fixture
-def receiver() -> Iterator[WebhookReceiver]:
+def webhook(receiver: WebhookReceiver) -> dict[str, str]:
+    return {"GATEWAY_ALERT_WEBHOOK_URL": receiver.url, "GATEWAY_ALERT_WEBHOOK_SECRET": SECRET}
+
+
+@pytest.fixture(scope="module")
+def receiver_server() -> Iterator[WebhookReceiver]:
     hook = WebhookReceiver().start()
     yield hook
     hook.stop()
 
 
 @pytest.fixture
-def start_gateway(
+def receiver(receiver_server: WebhookReceiver) -> WebhookReceiver:
+    """The module's receiver, answering 200 and with no record of earlier tests."""
+    receiver_server.reset()
+    return receiver_server
+
+
+@dataclass
+class Alerting:
+    gateway: Gateway
+    server: RedisServer
+    redis: Any  # a client of ``server``
+
+
+@pytest.fixture(scope="module")
+def alerting(
+    simulator: Simulator, receiver_server: WebhookReceiver, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Alerting]:
+    """The module's Redis and its gateway of two workers, the webhook configured."""
+    directory = tmp_path_factory.mktemp("alerts")
+    server = RedisServer(directory / "redis").start()
+    env = gateway_env(
+        server.url, simulator.url, directory / "state", GATEWAY_WORKERS="2", **webhook(receiver_server)
+    )
+    gateway = Gateway(env, directory / "gateway.log")
+    try:
+        gateway.start()
+        with server.client() as client:
+            yield Alerting(gateway, server, client)
+    finally:
+        gateway.stop()
+        server.kill()
+
+
+@pytest.fixture
+def own_redis(
     redis_factory: Callable[..., RedisServer],
     simulator: Simulator,
     gateway_factory: Callable[..., Gateway],
     receiver: WebhookReceiver,
 ) -> Callable[..., tuple[Gateway, Any]]:
-    """A gateway with the webhook configured, on a Redis of this test's own (started once)."""
+    """Gateways with the webhook configured on a Redis of this test's own (started once)."""
     servers: list[RedisServer] = []
 
     def start(**env: str) -> tuple[Gateway, Any]:
         if not servers:
             servers.append(redis_factory())
-        env = {"GATEWAY_ALERT_WEBHOOK_URL": receiver.url, "GATEWAY_ALERT_WEBHOOK_SECRET": SECRET, **env}
-        return gateway_factory(servers[0].url, simulator.url, **env), servers[0].client()
+        return gateway_factory(servers[0].url, simulator.url, **webhook(receiver), **env), servers[0].client()
 
     return start
 
 
+def deliveries(*gateways: Gateway) -> dict[str, float]:
+    """``gateway_alert_deliveries_total`` by outcome, summed over ``gateways``."""
+    texts = [gw.metrics() for gw in gateways]
+    return {
+        o: sum(metric_value(t, "gateway_alert_deliveries_total", outcome=o) for t in texts) for o in OUTCOMES
+    }
+
+
 def new_team() -> str:
     return f"team-{secrets.token_hex(4)}"
+
+
+def one_alert_team(gw: Gateway) -> tuple[str, str]:
+    """A new team whose first call reaches its one alert threshold (10% of ten images); (team, key)."""
+    team = new_team()
+    gw.set_team(team, budget_usd=str(10 * PRICE), alert_thresholds=[0.1])
+    return team, gw.create_key(team=team)[0]
 
 
 def outbox_empty(redis: Any, team: str) -> bool:
@@ -80,8 +138,10 @@ def delivered(receiver: WebhookReceiver) -> list[dict[str, Any]]:
     return [json.loads(p.body) for p in receiver.received() if p.answered == 200]
 
 
-def test_a_teams_thresholds_are_each_posted_once_signed_with_the_facts(start_gateway, receiver) -> None:
-    gw, redis = start_gateway()
+def test_a_teams_thresholds_are_each_posted_once_signed_with_the_facts(
+    alerting: Alerting, receiver: WebhookReceiver
+) -> None:
+    gw, redis = alerting.gateway, alerting.redis
     team = new_team()
     gw.set_team(team, budget_usd=str(2 * PRICE), budget_period="month", alert_thresholds=[0.5, 1.0])
     key, _ = gw.create_key(team=team, name="poster-bot")
@@ -122,8 +182,8 @@ def test_a_teams_thresholds_are_each_posted_once_signed_with_the_facts(start_gat
     assert redis.sismember(ALERT_TEAMS, team) == 0  # the index forgets a team with nothing pending
 
 
-def test_a_keys_threshold_is_posted_with_the_key(start_gateway, receiver) -> None:
-    gw, redis = start_gateway()
+def test_a_keys_threshold_is_posted_with_the_key(alerting: Alerting, receiver: WebhookReceiver) -> None:
+    gw, redis = alerting.gateway, alerting.redis
     team = new_team()
     key, key_id = gw.create_key(
         team=team, name="batch", budget_usd=str(4 * PRICE), budget_period="day", alert_thresholds=[0.25, 0.75]
@@ -151,12 +211,11 @@ def test_a_keys_threshold_is_posted_with_the_key(start_gateway, receiver) -> Non
 
 
 def test_a_failing_receiver_gets_the_same_bytes_again_within_seconds_until_it_answers_2xx(
-    start_gateway, receiver
+    alerting: Alerting, receiver: WebhookReceiver
 ) -> None:
-    gw, redis = start_gateway()
-    team = new_team()
-    gw.set_team(team, budget_usd=str(10 * PRICE), alert_thresholds=[0.1])
-    key, _ = gw.create_key(team=team)
+    gw, redis = alerting.gateway, alerting.redis
+    team, key = one_alert_team(gw)
+    before = deliveries(gw)
     receiver.fail(2, status=500)
 
     assert generate(gw, key).status_code == 200
@@ -168,21 +227,15 @@ def test_a_failing_receiver_gets_the_same_bytes_again_within_seconds_until_it_an
     first_gap, second_gap = posts[1].at - posts[0].at, posts[2].at - posts[1].at
     assert 1.5 <= first_gap <= 6, first_gap  # first retry after 2 s (+ a 1 s poll, + a busy machine)
     assert 3.5 <= second_gap <= 9, second_gap  # then 4 s
-    text = gw.metrics()
-    counts = {
-        o: metric_value(text, "gateway_alert_deliveries_total", outcome=o) for o in ("delivered", "failed")
-    }
-    assert counts == {"delivered": 1, "failed": 2}
-    assert metric_value(text, "gateway_alert_deliveries_total", outcome="expired") == 0
+    after = deliveries(gw)
+    assert {o: after[o] - before[o] for o in OUTCOMES} == {"delivered": 1, "failed": 2, "expired": 0}
 
 
 def test_a_restart_loses_nothing_even_without_the_index_and_drops_what_is_too_old(
-    start_gateway, receiver
+    own_redis: Callable[..., tuple[Gateway, Any]], receiver: WebhookReceiver
 ) -> None:
-    first, redis = start_gateway()
-    team = new_team()
-    first.set_team(team, budget_usd=str(10 * PRICE), alert_thresholds=[0.1])
-    key, _ = first.create_key(team=team)
+    first, redis = own_redis()
+    team, key = one_alert_team(first)
     receiver.fail(1000, status=503)
     assert generate(first, key).status_code == 200
     wait_until(lambda: receiver.received(), what="a first, failed attempt")
@@ -209,18 +262,24 @@ def test_a_restart_loses_nothing_even_without_the_index_and_drops_what_is_too_ol
     receiver.fail(0)
     attempts_before = len(receiver.received())
 
-    second, _ = start_gateway()
+    second, _ = own_redis()
     wait_until(lambda: outbox_empty(redis, team), timeout_s=30, what="delivery by the restarted gateway")
     after = receiver.received()[attempts_before:]
     assert [p.answered for p in after] == [200]
     assert json.loads(after[0].body)["threshold"] == 0.1  # the old one was never sent
-    text = second.metrics()
-    assert metric_value(text, "gateway_alert_deliveries_total", outcome="expired") == 1
-    assert metric_value(text, "gateway_alert_deliveries_total", outcome="delivered") == 1
+    counts = deliveries(second)
+    assert (counts["expired"], counts["delivered"]) == (1, 1)
 
 
-def test_two_gateways_of_two_workers_each_send_each_alert_once(start_gateway, receiver) -> None:
-    (one, redis), (two, _) = start_gateway(GATEWAY_WORKERS="2"), start_gateway(GATEWAY_WORKERS="2")
+def test_two_gateways_of_two_workers_each_send_each_alert_once(
+    alerting: Alerting,
+    receiver: WebhookReceiver,
+    gateway_factory: Callable[..., Gateway],
+    simulator: Simulator,
+) -> None:
+    one, redis = alerting.gateway, alerting.redis
+    two = gateway_factory(alerting.server.url, simulator.url, GATEWAY_WORKERS="2", **webhook(receiver))
+    before = deliveries(one, two)
     team = new_team()
     thresholds = [0.25, 0.5, 0.75, 1.0]
     one.set_team(team, budget_usd=str(4 * PRICE), budget_period="total", alert_thresholds=thresholds)
@@ -236,7 +295,4 @@ def test_two_gateways_of_two_workers_each_send_each_alert_once(start_gateway, re
     ids = sorted(json.loads(p.body)["id"] for p in posts)
     assert ids == sorted(f"team:{team}:total:{ppm}" for ppm in (250000, 500000, 750000, 1000000))
     assert all(signed(p) and p.answered == 200 for p in posts)
-    sent = sum(
-        metric_value(gw.metrics(), "gateway_alert_deliveries_total", outcome="delivered") for gw in (one, two)
-    )
-    assert sent == 4
+    assert deliveries(one, two)["delivered"] - before["delivered"] == 4

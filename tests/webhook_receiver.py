@@ -73,6 +73,12 @@ class WebhookReceiver:
         with self.lock:
             return list(self.requests)
 
+    def reset(self) -> None:
+        """Forget every request received, and answer 200 again."""
+        with self.lock:
+            self.requests.clear()
+            self.fail_next, self.fail_status = 0, 500
+
     def fail(self, count: int, status: int = 500) -> None:
         with self.lock:
             self.fail_next, self.fail_status = count, status
