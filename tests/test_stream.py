@@ -94,18 +94,25 @@ def read_stream(
 
 
 def stream(
-    gateway: Gateway, key: str, payload: dict[str, Any], **headers: str
+    gateway: Gateway,
+    key: str,
+    payload: dict[str, Any],
+    headers: dict[str, str] | None = None,
+    stop_after: int | None = None,
+    on_first: Callable[[], None] | None = None,
 ) -> tuple[httpx.Response, Events]:
+    """One streamed call, read as ``read_stream`` does (``stop_after`` events: then the caller
+    hangs up); a refusal's body is read whole."""
     events = Events()
     with httpx.Client(timeout=60) as client:
         with client.stream(
             "POST",
             gateway.url + GENERATIONS,
             json=payload,
-            headers={"Authorization": f"Bearer {key}", **headers},
+            headers={"Authorization": f"Bearer {key}", **(headers or {})},
         ) as response:
             if response.headers.get("content-type", "").startswith("text/event-stream"):
-                read_stream(response, events)
+                read_stream(response, events, stop_after, on_first)
             else:
                 response.read()
     return response, events
@@ -207,7 +214,7 @@ def test_refusals_before_the_stream_are_the_usual_json(
     poor, _ = gateway.create_key(budget_usd="0.2", budget_period="total")
     response, _ = stream(gateway, poor, set_of(2))  # the set's maximum is reserved: 2 images
     assert_envelope(response, 429, "insufficient_quota", False)
-    response, _ = stream(gateway, key, set_of(2), **{"Idempotency-Key": "k-stream-1"})
+    response, _ = stream(gateway, key, set_of(2), {"Idempotency-Key": "k-stream-1"})
     assert_envelope(response, 400, None, False)
     assert simulator.count() == before, "a refused stream reached the upstream"
     assert spent(gateway, key_id) == 0
@@ -282,18 +289,9 @@ def test_a_caller_who_hangs_up_is_charged_every_image_made(
     gateway: Gateway, redis_server: RedisServer, team_key: tuple[str, str]
 ) -> None:
     key, key_id = team_key
-    events = Events()
-    with httpx.Client(timeout=60) as client:
-        with client.stream(
-            "POST",
-            gateway.url + GENERATIONS,
-            json=set_of(4, "stream_gap=0.3"),
-            headers={"Authorization": f"Bearer {key}"},
-        ) as response:
-            read_stream(response, events, stop_after=1)
-            request_id = response.headers["x-request-id"]
+    response, events = stream(gateway, key, set_of(4, "stream_gap=0.3"), stop_after=1)
     assert events.names == [SUCCEEDED]
-    record = record_of(redis_server.url, key_id, request_id)
+    record = record_of(redis_server.url, key_id, response.headers["x-request-id"])
     assert (record["images"], record["client_left"], record["outcome"]) == ("4", "1", "ok")
     assert spent(gateway, key_id) == 4 * PRICE and reserved(gateway, key_id) == 0
 
@@ -334,15 +332,8 @@ def test_sigterm_lets_a_stream_in_flight_finish(
     gateway = gateway_factory(redis_server.url, simulator.url, GATEWAY_DRAIN_S=drain_s)
     key, key_id = gateway.create_key(budget_usd="10", budget_period="total")
     assert gateway.process is not None
-    events = Events()
-    with httpx.Client(timeout=60) as client:
-        with client.stream(
-            "POST",
-            gateway.url + GENERATIONS,
-            json=set_of(4, "stream_gap=0.4"),
-            headers={"Authorization": f"Bearer {key}"},
-        ) as response:
-            read_stream(response, events, on_first=lambda: gateway.process.send_signal(signal.SIGTERM))
+    terminate = lambda: gateway.process.send_signal(signal.SIGTERM)  # noqa: E731
+    _, events = stream(gateway, key, set_of(4, "stream_gap=0.4"), on_first=terminate)
     assert events.names == [SUCCEEDED] * 4 + [COMPLETED, None]
     assert gateway.process.wait(30) == 0
     records = ledger(redis_server.url, key_id)
@@ -356,15 +347,7 @@ def test_sigterm_after_the_caller_left_still_reads_the_stream_to_its_end_and_cha
     gateway = gateway_factory(redis_server.url, simulator.url)
     key, key_id = gateway.create_key(budget_usd="10", budget_period="total")
     assert gateway.process is not None
-    events = Events()
-    with httpx.Client(timeout=60) as client:
-        with client.stream(
-            "POST",
-            gateway.url + GENERATIONS,
-            json=set_of(4, "stream_gap=0.4"),
-            headers={"Authorization": f"Bearer {key}"},
-        ) as response:
-            read_stream(response, events, stop_after=1)
+    stream(gateway, key, set_of(4, "stream_gap=0.4"), stop_after=1)
     gateway.process.send_signal(signal.SIGTERM)
     assert gateway.process.wait(30) == 0
     records = ledger(redis_server.url, key_id)
@@ -378,19 +361,23 @@ def sdk(gateway: Gateway, key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0)
 
 
-def test_the_openai_sdk_iterates_the_stream(gateway: Gateway, team_key: tuple[str, str]) -> None:
-    key, key_id = team_key
-    events = sdk(gateway, key).images.generate(
+def sdk_set_of_three(client: openai.OpenAI, fault: str) -> Any:
+    """The SDK's stream of a set of at most three images, the simulator told ``fault``."""
+    return client.images.generate(
         model=MODEL,
         prompt="a red fox",
         stream=True,
         extra_body={
             "sequential_image_generation": "auto",
             "sequential_image_generation_options": {"max_images": 3},
-            "simulator_fault": "stream_gap=0",
+            "simulator_fault": fault,
         },
     )
-    kinds = [event.type for event in events]
+
+
+def test_the_openai_sdk_iterates_the_stream(gateway: Gateway, team_key: tuple[str, str]) -> None:
+    key, key_id = team_key
+    kinds = [event.type for event in sdk_set_of_three(sdk(gateway, key), "stream_gap=0")]
     assert kinds == [SUCCEEDED, SUCCEEDED, SUCCEEDED, COMPLETED]
     wait_until(lambda: spent(gateway, key_id) == 3 * PRICE, what="the charge")
 
@@ -403,16 +390,7 @@ def test_the_openai_sdk_raises_on_a_failed_image_and_on_a_broken_stream(
     for fault, seen_before in (("stream_gap=0,fail_images=1", 1), ("stream_gap=0,break_after=2", 2)):
         seen: list[str] = []
         with pytest.raises(openai.APIError):
-            for event in client.images.generate(
-                model=MODEL,
-                prompt="a red fox",
-                stream=True,
-                extra_body={
-                    "sequential_image_generation": "auto",
-                    "sequential_image_generation_options": {"max_images": 3},
-                    "simulator_fault": fault,
-                },
-            ):
+            for event in sdk_set_of_three(client, fault):
                 seen.append(event.type)
         assert seen == [SUCCEEDED] * seen_before
     with pytest.raises(openai.RateLimitError):  # a refusal before the stream is the usual exception
