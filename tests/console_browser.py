@@ -1,5 +1,8 @@
-"""What the console's browser tests share: Debian's chromium driven by Playwright, a page that
-records every request and script error, signing in, reading a table cell.
+"""What the console's browser tests share: a gateway of the module's own, Debian's chromium driven
+by Playwright, a page that records every request and script error, signing in, reading a table cell.
+
+A test module defines its ``console`` fixture with ``console_of`` and imports the fixtures
+``browser_fixture`` and ``page_fixture`` (pytest knows them as ``browser`` and ``page``).
 
 Nothing is skipped: without chromium, importing this module fails the test module with the
 command that installs it.
@@ -12,13 +15,15 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from openai import OpenAI
 
-from tests.support import ADMIN_TOKEN, Gateway, RedisServer
+from tests.support import ADMIN_TOKEN, Gateway, RedisServer, gateway_env
 
 CHROMIUM = shutil.which("chromium")
 if CHROMIUM is None:
@@ -51,6 +56,32 @@ class Console:
             )
         assert response.status_code == 200, response.text
         return dict(response.json())
+
+
+@contextmanager
+def console_of(directory: Path, upstream_url: str) -> Iterator[Console]:
+    """A Redis and a gateway of their own under ``directory``, shown for the current month."""
+    redis = RedisServer(directory / "redis").start()
+    gateway = Gateway(gateway_env(redis.url, upstream_url, directory / "state"), directory / "gateway.log")
+    try:
+        yield Console(gateway.start(), redis, datetime.now(UTC).strftime("%Y-%m"))
+    finally:
+        gateway.stop()
+        redis.stop()
+
+
+@pytest.fixture(scope="module", name="browser")
+def browser_fixture() -> Iterator[Browser]:
+    """One chromium for the test module."""
+    with launch_browser() as launched:
+        yield launched
+
+
+@pytest.fixture(name="page")
+def page_fixture(browser: Browser, console: Console) -> Iterator[Page]:
+    """A fresh page on the module's ``console`` (checked on the way out, see ``open_page``)."""
+    with open_page(browser, console) as tab:
+        yield tab
 
 
 def month_bounds(month: str) -> tuple[str, str]:

@@ -11,58 +11,35 @@ import json
 import secrets
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 from openai import AuthenticationError
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
-from tests.console_browser import (
-    SEEDREAM_40,
-    Console,
-    cell,
-    generate,
-    launch_browser,
-    month_bounds,
-    open_page,
-    sign_in,
-)
-from tests.support import ADMIN_TOKEN, Gateway, RedisServer, Simulator, gateway_env, run_cli
+from tests.console_browser import SEEDREAM_40, Console, cell, console_of, generate, month_bounds, sign_in
+from tests.support import ADMIN_TOKEN, Simulator, run_cli
+
+# The fixtures browser and page, on this module's console:
+from tests.console_browser import browser_fixture, page_fixture  # noqa: F401  # isort: skip
 
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "var" / "screenshots"
 
 
 @pytest.fixture(scope="module")
 def console(tmp_path_factory: pytest.TempPathFactory, simulator: Simulator) -> Iterator[Console]:
-    base = tmp_path_factory.mktemp("console")
-    redis = RedisServer(base / "redis").start()
-    gw = Gateway(gateway_env(redis.url, simulator.url, base / "state"), base / "gateway.log").start()
-    design, _ = gw.create_key(team="design", name="poster-bot", budget_usd="5", budget_period="month")
-    design2, _ = gw.create_key(team="design", name="banner-bot", budget_usd="2.5", budget_period="month")
-    finance, _ = gw.create_key(team="finance", name="report-art")
-    gw.set_team("design", budget_usd="10", budget_period="month")  # finance has no team budget
-    for _ in range(3):
-        generate(gw, design, SEEDREAM_40, 1)  # 3 x 0.162 = 0.486
-    generate(gw, design2, "doubao-seedream-4-5-251128", 2)
-    generate(gw, finance, "doubao-seedream-4-5-251128", 1)
-    month = datetime.now(UTC).strftime("%Y-%m")
-    yield Console(gw, redis, month)
-    gw.stop()
-    redis.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with launch_browser() as launched:
-        yield launched
-
-
-@pytest.fixture
-def page(browser: Browser, console: Console) -> Iterator[Page]:
-    with open_page(browser, console) as tab:
-        yield tab
+    with console_of(tmp_path_factory.mktemp("console"), simulator.url) as console:
+        gw = console.gateway
+        design, _ = gw.create_key(team="design", name="poster-bot", budget_usd="5", budget_period="month")
+        design2, _ = gw.create_key(team="design", name="banner-bot", budget_usd="2.5", budget_period="month")
+        finance, _ = gw.create_key(team="finance", name="report-art")
+        gw.set_team("design", budget_usd="10", budget_period="month")  # finance has no team budget
+        for _ in range(3):
+            generate(gw, design, SEEDREAM_40, 1)  # 3 x 0.162 = 0.486
+        generate(gw, design2, "doubao-seedream-4-5-251128", 2)
+        generate(gw, finance, "doubao-seedream-4-5-251128", 1)
+        yield console
 
 
 def screenshot(page: Page, name: str) -> None:

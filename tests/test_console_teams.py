@@ -9,40 +9,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
-from tests.console_browser import SEEDREAM_40, Console, cell, generate, launch_browser, open_page, sign_in
-from tests.support import ADMIN_TOKEN, Gateway, RedisServer, Simulator, gateway_env
+from tests.console_browser import SEEDREAM_40, Console, cell, console_of, generate, sign_in
+from tests.support import ADMIN_TOKEN, Simulator
+
+# The fixtures browser and page, on this module's console:
+from tests.console_browser import browser_fixture, page_fixture  # noqa: F401  # isort: skip
 
 STUDIO = "#team-table tr[data-team='studio']"
 
 
 @pytest.fixture(scope="module")
 def console(tmp_path_factory: pytest.TempPathFactory, simulator: Simulator) -> Iterator[Console]:
-    base = tmp_path_factory.mktemp("console-teams")
-    redis = RedisServer(base / "redis").start()
-    gw = Gateway(gateway_env(redis.url, simulator.url, base / "state"), base / "gateway.log").start()
-    gw.create_key(team="ops", name="ops-bot")
-    yield Console(gw, redis, datetime.now(UTC).strftime("%Y-%m"))
-    gw.stop()
-    redis.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with launch_browser() as launched:
-        yield launched
-
-
-@pytest.fixture
-def page(browser: Browser, console: Console) -> Iterator[Page]:
-    with open_page(browser, console) as tab:
-        yield tab
+    with console_of(tmp_path_factory.mktemp("console-teams"), simulator.url) as console:
+        console.gateway.create_key(team="ops", name="ops-bot")
+        yield console
 
 
 def team(console: Console, name: str) -> dict[str, object]:
@@ -174,4 +160,3 @@ def _error(response: httpx.Response) -> tuple[int, str | None, str]:
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error"
     return response.status_code, error["param"], error["message"]
-
