@@ -133,6 +133,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     for port in cluster_ports(3):
         directory = base / str(port)
         args = ["--cluster-enabled", "yes", "--cluster-config-file", str(directory / "nodes.conf")]
+        # A node the tests freeze (SIGSTOP) stays frozen for as long as a gateway takes to start
+        # against it, 10 to 20 s on a loaded machine. Past the node timeout (15 s by default) the
+        # others mark it FAIL, and the cluster answers CLUSTERDOWN for up to 2 x that timeout after
+        # it resumes. No test is about Redis' own failure detection: give it a minute.
+        args += ["--cluster-node-timeout", "60000"]
         # fsync every write: the outage test kills the nodes and must lose nothing when they return
         nodes.append(RedisServer(directory, port, [*args, "--appendfsync", "always"]))
     started = Cluster(nodes)
@@ -402,9 +407,9 @@ def test_gateway_started_while_its_node_is_away_still_finds_the_cluster(
         wait_until(lambda: httpx.get(f"{gateway.url}/readyz", timeout=10).status_code == 503, 30, 0.1)
     finally:
         frozen.process.send_signal(signal.SIGCONT)
-    # /readyz asks for real data (the layout marker), not only PING: if the freeze outlasted the
-    # cluster's node timeout (15 s; a loaded machine), the others marked the node FAIL and the
-    # cluster answers CLUSTERDOWN until it clears the flag, up to 2 x 15 s after it answers again.
+    # /readyz asks for real data (the layout marker), not only PING: had the freeze outlasted the
+    # cluster's node timeout (60 s here, see ``cluster``), the others would have marked the node
+    # FAIL and the cluster answered CLUSTERDOWN until it cleared the flag.
     wait_until(gateway.ready, 60, 0.2, "/readyz once the node answers")
     for secret, _, _ in keys_on_every_node(gateway, cluster):
         served = generate(gateway, secret, prompt="late cluster")
