@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.support import Gateway, RedisServer, Simulator, agenerate
+from tests.support import Gateway, RedisServer, Simulator, agenerate, gateway_env, wait_until
 
 ADDRESSES = [f"127.0.0.{i}" for i in range(2, 27)]  # 25 source addresses
 PER_ADDRESS = 8  # GATEWAY_MAX_PENDING_PER_CLIENT in this test
@@ -24,17 +24,26 @@ DEADLINE_S = 8.0  # GATEWAY_BODY_TIMEOUT_S in this test
 FAKE_KEY = "sk-gw-abcdefghijkl_" + "x" * 40  # well-formed, unknown
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def guarded(
-    redis_server: RedisServer, simulator: Simulator, gateway_factory: Callable[..., Gateway]
-) -> Gateway:
-    return gateway_factory(
+    redis_server: RedisServer, simulator: Simulator, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gateway]:
+    """One gateway for the module: every test's slow connections are answered or closed before it
+    ends, so the next test finds no body pending."""
+    directory = tmp_path_factory.mktemp("slow-clients")
+    env = gateway_env(
         redis_server.url,
         simulator.url,
+        directory / "state",
         GATEWAY_MAX_INFLIGHT="4",
         GATEWAY_BODY_TIMEOUT_S=str(DEADLINE_S),
         GATEWAY_MAX_PENDING_PER_CLIENT=str(PER_ADDRESS),
     )
+    gateway = Gateway(env, directory / "gateway.log")
+    try:
+        yield gateway.start()
+    finally:
+        gateway.stop()
 
 
 class SlowClient:
@@ -136,13 +145,16 @@ def test_a_body_read_past_the_deadline_is_408_in_the_openai_envelope(guarded: Ga
 def test_a_client_that_hangs_up_mid_body_is_logged_in_one_line(guarded: Gateway) -> None:
     import socket
 
+    logged_before = len(guarded.log())  # the module's gateway: only what this test adds counts
     with socket.create_connection(("127.0.0.1", guarded.port), timeout=10) as sock:
         sock.sendall(
             b"POST /v1/images/generations HTTP/1.1\r\nHost: gw\r\n"
             + f"Authorization: Bearer {FAKE_KEY}\r\n".encode()
             + b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"
         )
-    from tests.support import wait_until
 
-    wait_until(lambda: "client_closed" in guarded.log(), timeout_s=15, what="the one-line log of the drop")
+    def added() -> str:
+        return guarded.log()[logged_before:]
+
+    wait_until(lambda: "client_closed" in added(), timeout_s=15, what="the one-line log of the drop")
     assert "Traceback" not in guarded.log(), guarded.log()[-3000:]
