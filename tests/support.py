@@ -14,7 +14,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -302,6 +302,30 @@ def run_cli(redis_url: str, *args: str, state_dir: Path | None = None) -> subpro
         text=True,
         timeout=60,
     )
+
+
+def run_together(
+    commands: Sequence[Sequence[str]], envs: Sequence[dict[str, str]] | None = None, **popen: Any
+) -> list[subprocess.CompletedProcess[str]]:
+    """Independent commands run side by side (a `python -m gateway` is mostly a second of
+    imports); each one's result, in order, with its output as text. ``envs``: one environment per
+    command; ``popen``: what they share (env, cwd, ...)."""
+    started = [
+        subprocess.Popen(
+            list(command),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            **{"cwd": ROOT, **popen, **({"env": envs[index]} if envs is not None else {})},
+        )
+        for index, command in enumerate(commands)
+    ]
+    done = []
+    for command, process in zip(commands, started, strict=True):
+        stdout, stderr = process.communicate(timeout=60)
+        done.append(subprocess.CompletedProcess(list(command), process.returncode, stdout, stderr))
+    return done
 
 
 def metric_value(text: str, name: str, **labels: str) -> float:

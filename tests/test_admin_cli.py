@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from decimal import Decimal
 
-from tests.support import MODEL, ROOT, Gateway, generate
+from tests.support import MODEL, Gateway, generate, run_together
 from tests.support import run_cli as cli
 
 
@@ -124,26 +123,17 @@ def test_cli_prices(redis_factory) -> None:
 
 
 def test_cli_help_is_useful_on_its_own() -> None:
-    for args in (
+    commands = [
         ["--help"],
         ["serve", "--help"],
         ["keys", "create", "--help"],
         ["simulate-upstream", "--help"],
         ["prices", "set", "--help"],
-    ):
-        result = subprocess.run(
-            [sys.executable, "-m", "gateway", *args], cwd=ROOT, capture_output=True, text=True
-        )
+    ]
+    results = run_together([[sys.executable, "-m", "gateway", *args] for args in commands])
+    for result in results:
         assert result.returncode == 0 and "usage: gateway" in result.stdout
-    assert (
-        "--latency"
-        in subprocess.run(
-            [sys.executable, "-m", "gateway", "simulate-upstream", "--help"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        ).stdout
-    )
+    assert "--latency" in results[commands.index(["simulate-upstream", "--help"])].stdout
 
 
 def _columns(line: str) -> int:
@@ -199,15 +189,13 @@ def test_cli_refuses_an_expiry_in_the_past(redis_factory) -> None:
 
 
 def test_cli_help_describes_team_name_and_keeps_the_budget_period_on_update() -> None:
-    def helptext(*args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "gateway", *args, "--help"], cwd=ROOT, capture_output=True, text=True
+    create, update = (
+        " ".join(done.stdout.split())
+        for done in run_together(
+            [[sys.executable, "-m", "gateway", "keys", command, "--help"] for command in ("create", "update")]
         )
-        return " ".join(done.stdout.split())
-
-    create = helptext("keys", "create")
+    )
     assert "--team TEAM the team the key bills to" in create and "--name NAME what the key is for" in create
-    update = helptext("keys", "update")
     assert "default month" not in update and "keeps its current period" in update
 
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import redis
 
-from tests.support import free_port, wait_until
+from tests.support import free_port, run_together, wait_until
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
@@ -96,14 +96,20 @@ def test_embedded_redis_refuses_a_client_without_its_password(running) -> None:
 
 
 def test_read_commands_with_no_state_say_where_they_looked_and_create_nothing(tmp_path: Path) -> None:
-    for args in (
+    commands = [
         ["report", "spend", "--start", "2026-11-01", "--end", "2026-11-30"],
         ["usage", "export", "--start", "2026-11-01", "--end", "2026-11-30"],
         ["keys", "list"],
         ["keys", "usage", "abcdefghijkl"],
         ["prices", "list"],
-    ):
-        result = _cli(tmp_path, *args)
+    ]
+    results = run_together(  # side by side: none of them may write anything
+        [[sys.executable, "-m", "gateway", *args] for args in commands],
+        env=_clean_env(),
+        cwd=tmp_path,
+        preexec_fn=_loose_umask,
+    )
+    for args, result in zip(commands, results, strict=True):
         assert result.returncode == 1 and result.stdout == "", args
         message = result.stderr.strip()
         assert "no gateway state found" in message and str(tmp_path / "var" / "redis") in message

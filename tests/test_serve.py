@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import openai
 
-from tests.support import ROOT, agenerate, free_port, generate, wait_until
+from tests.support import ROOT, agenerate, free_port, generate, run_together, wait_until
 
 
 def _serve(tmp_path: Path, name: str, **env: str) -> tuple[subprocess.Popen[bytes], Path, int]:
@@ -209,23 +209,14 @@ def test_bad_setting_fails_at_start_with_one_clear_line(tmp_path: Path) -> None:
         "GATEWAY_REDIS_URL": "mysql://x",
         "GATEWAY_WORKERS": "0",
     }
-    started = {  # all at once: each is a second of imports before it can refuse
-        name: subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve"],
-            env={**os.environ, "GATEWAY_STATE_DIR": str(tmp_path), name: value},
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for name, value in bad.items()
-    }
-    for name, process in started.items():
-        _, stderr = process.communicate(timeout=30)
-        assert process.returncode == 2
-        lines = stderr.strip().splitlines()
-        assert len(lines) == 1 and name in lines[0], stderr
+    results = run_together(  # side by side: each is a second of imports before it refuses
+        [[sys.executable, "-m", "gateway", "serve"]] * len(bad),
+        envs=[{**os.environ, "GATEWAY_STATE_DIR": str(tmp_path), name: value} for name, value in bad.items()],
+    )
+    for name, result in zip(bad, results, strict=True):
+        assert result.returncode == 2
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and name in lines[0], result.stderr
 
 
 def test_bad_prices_file_fails_at_start(tmp_path: Path) -> None:
