@@ -29,6 +29,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     for package in ("gateway", "tests", "bench"):
         compileall.compile_dir(ROOT / package, quiet=1)
 
+
 # Seconds per test file (set-up, call and tear-down), shown at the end of every run: the suite
 # must stay under ten minutes here, and this says where its time goes.
 _FILE_SECONDS: defaultdict[str, float] = defaultdict(float)

@@ -15,6 +15,7 @@ import redis
 from gateway.redis_keys import directory_entry
 from tests.support import (
     MODEL_PRICE_MICROS,
+    TLS,
     Gateway,
     RedisServer,
     agenerate,
@@ -28,7 +29,9 @@ PRICE = Decimal(MODEL_PRICE_MICROS) / 1_000_000
 
 async def generate_many(gateway: Gateway, key: str, count: int, fault: str | None) -> list[httpx.Response]:
     body: dict[str, Any] = {"prompt": "many", **({"simulator_fault": fault} if fault else {})}
-    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=count)) as client:
+    async with httpx.AsyncClient(
+        timeout=60, limits=httpx.Limits(max_connections=count), verify=TLS
+    ) as client:
         return await asyncio.gather(*(agenerate(client, key, gateway, **body) for _ in range(count)))
 
 

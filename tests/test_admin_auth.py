@@ -16,6 +16,7 @@ import httpx
 
 from tests.support import (
     ADMIN_TOKEN,
+    TLS,
     Gateway,
     RedisServer,
     Simulator,
@@ -33,7 +34,7 @@ def admin_get(gw: Gateway, address: str, token: str | None, path: str = "/admin/
     headers = {"X-Forwarded-For": address}
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
-    return httpx.get(gw.url + path, headers=headers, timeout=10)
+    return httpx.get(gw.url + path, headers=headers, timeout=10, verify=TLS)
 
 
 def audit_lines(gw: Gateway, **match: Any) -> list[dict[str, Any]]:
@@ -122,7 +123,7 @@ def test_every_admin_action_writes_one_audit_line_without_secrets(gateway: Gatew
     address = new_address()
     model = f"audit-model-{secrets.token_hex(3)}"
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}", "X-Forwarded-For": address}
-    with httpx.Client(base_url=gateway.url, headers=headers, timeout=10) as admin:
+    with httpx.Client(base_url=gateway.url, headers=headers, timeout=10, verify=TLS) as admin:
         created = admin.post(
             "/admin/v1/keys", json={"team": "audit", "name": "audited", "budget_usd": "1"}
         ).json()

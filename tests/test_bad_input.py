@@ -22,7 +22,7 @@ from tests.fault_tools import (
     raw_http,
     spent,
 )
-from tests.support import ADMIN_TOKEN, GENERATIONS, MODEL, UPSTREAM_KEY, Gateway, Simulator, metric_value
+from tests.support import ADMIN_TOKEN, GENERATIONS, MODEL, TLS, UPSTREAM_KEY, Gateway, Simulator, metric_value
 
 TEAM = "bad-input"
 VALID = {"model": MODEL, "prompt": "a valid prompt"}
@@ -56,7 +56,7 @@ def post(
         sent["Authorization"] = f"Bearer {key}"
     if content_type is not None:
         sent["Content-Type"] = content_type
-    return httpx.post(gateway.url + GENERATIONS, content=content, headers=sent, timeout=60)
+    return httpx.post(gateway.url + GENERATIONS, content=content, headers=sent, timeout=60, verify=TLS)
 
 
 def body(**fields: Any) -> bytes:
@@ -207,6 +207,7 @@ def test_huge_body_without_content_length_is_413(gateway: Gateway, untouched: st
         content=chunks(),
         headers={"Authorization": f"Bearer {untouched}", "Content-Type": "application/json"},
         timeout=60,
+        verify=TLS,
     )
     assert_envelope(response, 413, "request_too_large", retry=False)
 

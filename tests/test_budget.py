@@ -18,6 +18,7 @@ from tests.fault_tools import victim_and_survivor
 from tests.support import (
     MODEL,
     MODEL_PRICE_MICROS,
+    TLS,
     Gateway,
     Simulator,
     agenerate,
@@ -34,7 +35,7 @@ async def _fire(urls: list[str], key: str, count: int, body: dict | None = None)
     """``count`` requests at once, spread round-robin over ``urls``."""
     payload = body or {"prompt": "budget race"}
     limits = httpx.Limits(max_connections=count)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(timeout=60, limits=limits, verify=TLS) as client:
         return await asyncio.gather(
             *(agenerate(client, key, urls[i % len(urls)], **payload) for i in range(count))
         )
@@ -242,7 +243,7 @@ def test_killed_process_reservation_comes_back(redis_server, simulator: Simulato
     key, key_id = victim.create_key(budget_usd=str(PRICE_USD), budget_period="total")
 
     async def start_call() -> None:
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=30, verify=TLS) as client:
             try:
                 await agenerate(client, key, victim, simulator_fault="delay=30")
             except httpx.HTTPError:

@@ -36,6 +36,7 @@ from gateway.redis_keys import KeySpace, TeamSpace
 from tests.support import (
     MODEL,
     MODEL_PRICE_MICROS,
+    TLS,
     Gateway,
     RedisServer,
     Simulator,
@@ -186,7 +187,7 @@ def keys_on_every_node(
 
 async def _fire(url: str, requests: list[tuple[str, dict[str, Any]]]) -> list[httpx.Response]:
     limits = httpx.Limits(max_connections=len(requests))
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits, verify=TLS) as client:
         return await asyncio.gather(*(agenerate(client, key, **body) for key, body in requests))
 
 
@@ -205,7 +206,7 @@ def _today() -> str:
 
 def test_gateway_finds_the_whole_cluster_through_one_node(cluster: Cluster, cluster_gateway: Gateway) -> None:
     assert "cluster of 3 primaries" in cluster_gateway.log()
-    ready = httpx.get(f"{cluster_gateway.url}/readyz", timeout=10)
+    ready = httpx.get(f"{cluster_gateway.url}/readyz", timeout=10, verify=TLS)
     assert ready.status_code == 200 and ready.json()["checks"]["redis"] is True
     keys = keys_on_every_node(cluster_gateway, cluster)
     for _, key_id, node in keys:
@@ -265,7 +266,7 @@ def test_team_budgets_hold_on_every_node_across_keys_and_replicas(
 
     async def fire() -> list[httpx.Response]:
         limits = httpx.Limits(max_connections=len(calls))
-        async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        async with httpx.AsyncClient(timeout=60, limits=limits, verify=TLS) as client:
             return await asyncio.gather(*(agenerate(client, key, url) for url, key in calls))
 
     responses = asyncio.run(fire())
@@ -381,7 +382,7 @@ def test_not_ready_while_one_primary_is_unreachable(cluster: Cluster, cluster_ga
     """A PING answered by the other two nodes must not keep the gateway in rotation."""
 
     def ready() -> bool:
-        return httpx.get(f"{cluster_gateway.url}/readyz", timeout=10).status_code == 200
+        return httpx.get(f"{cluster_gateway.url}/readyz", timeout=10, verify=TLS).status_code == 200
 
     frozen = cluster.nodes[2]
     assert frozen.process is not None
@@ -404,7 +405,9 @@ def test_gateway_started_while_its_node_is_away_still_finds_the_cluster(
     try:
         gateway = gateway_factory(frozen.url, simulator.url, wait_ready=False)
         wait_until(lambda: "does not answer yet" in gateway.log(), 30, 0.1, "the gateway to start")
-        wait_until(lambda: httpx.get(f"{gateway.url}/readyz", timeout=10).status_code == 503, 30, 0.1)
+        wait_until(
+            lambda: httpx.get(f"{gateway.url}/readyz", timeout=10, verify=TLS).status_code == 503, 30, 0.1
+        )
     finally:
         frozen.process.send_signal(signal.SIGCONT)
     # /readyz asks for real data (the layout marker), not only PING: had the freeze outlasted the
@@ -439,7 +442,7 @@ def test_settlement_survives_the_whole_cluster_going_away(
         refused = generate(cluster_gateway, secret, timeout=60)
         assert refused.status_code == 503, refused.text
         assert refused.json()["error"]["code"] == "service_unavailable"
-        assert httpx.get(f"{cluster_gateway.url}/readyz", timeout=10).status_code == 503
+        assert httpx.get(f"{cluster_gateway.url}/readyz", timeout=10, verify=TLS).status_code == 503
     finally:
         cluster.restart()
     wait_until(lambda: cluster_gateway.ready(), 30, 0.2, "/readyz after the cluster returned")

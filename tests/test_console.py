@@ -19,7 +19,7 @@ from openai import AuthenticationError
 from playwright.sync_api import Page, expect
 
 from tests.console_browser import SEEDREAM_40, Console, cell, console_of, generate, month_bounds, sign_in
-from tests.support import ADMIN_TOKEN, Simulator, run_cli
+from tests.support import ADMIN_TOKEN, TLS, Simulator, run_cli
 
 # The fixtures browser and page, on this module's console:
 from tests.console_browser import browser_fixture, page_fixture  # noqa: F401  # isort: skip
@@ -222,11 +222,11 @@ def test_sign_out_ends_the_session_everywhere(page: Page, console: Console) -> N
     (cookie,) = page.context.cookies()
     stolen = {"gw_console": cookie["value"]}
     url = console.gateway.url + "/console/api/overview"
-    assert httpx.get(url, cookies=stolen).status_code == 200
+    assert httpx.get(url, cookies=stolen, verify=TLS).status_code == 200
     page.get_by_role("button", name="Sign out").click()
     expect(page).to_have_url(console.gateway.url + "/console/login")
     assert page.context.cookies() == []
-    refused = httpx.get(url, cookies=stolen)  # the old cookie is dead on the server too
+    refused = httpx.get(url, cookies=stolen, verify=TLS)  # the old cookie is dead on the server too
     assert refused.status_code == 401
     assert refused.json()["error"]["code"] == "console_session_required"
 
@@ -248,22 +248,22 @@ def test_data_calls_need_a_session_and_changes_a_csrf_token(console: Console) ->
         ("PUT", "/teams/design"),
         ("DELETE", "/session"),
     ]:
-        response = httpx.request(method, base + path, json={})
+        response = httpx.request(method, base + path, json={}, verify=TLS)
         assert response.status_code == 401, (method, path)
         assert response.json()["error"]["code"] == "console_session_required"
 
-    signed = httpx.post(base + "/session", json={"token": ADMIN_TOKEN})
+    signed = httpx.post(base + "/session", json={"token": ADMIN_TOKEN}, verify=TLS)
     assert signed.status_code == 200
     cookies, csrf = _cookie_of(signed), signed.json()["csrf_token"]
     spec = {"team": "csrf", "name": "should-not-exist"}
     for headers in ({}, {"X-CSRF-Token": "forged"}, {"X-CSRF-Token": csrf, "Origin": "https://evil.example"}):
-        refused = httpx.post(base + "/keys", json=spec, cookies=cookies, headers=headers)
+        refused = httpx.post(base + "/keys", json=spec, cookies=cookies, headers=headers, verify=TLS)
         assert refused.status_code == 403 and refused.json()["error"]["code"] == "csrf_failed"
     with console.admin() as admin:
         assert not admin.get("/admin/v1/keys", params={"team": "csrf"}).json()["data"]
-    made = httpx.post(base + "/keys", json=spec, cookies=cookies, headers={"X-CSRF-Token": csrf})
+    made = httpx.post(base + "/keys", json=spec, cookies=cookies, headers={"X-CSRF-Token": csrf}, verify=TLS)
     assert made.status_code == 201 and made.json()["key"].startswith("sk-gw-")
-    form = httpx.post(base + "/session", data={"token": ADMIN_TOKEN})  # a cross-site form's body
+    form = httpx.post(base + "/session", data={"token": ADMIN_TOKEN}, verify=TLS)  # a cross-site form's body
     assert form.status_code == 400 and "gw_console" not in form.cookies
 
 
@@ -273,6 +273,7 @@ def test_cookie_is_secure_when_a_trusted_proxy_says_https(console: Console) -> N
         console.gateway.url + "/console/api/session",
         json={"token": ADMIN_TOKEN},
         headers={"X-Forwarded-Proto": "https"},
+        verify=TLS,
     )
     assert response.status_code == 200
     set_cookie = response.headers["set-cookie"].lower()
@@ -285,11 +286,13 @@ def test_wrong_sign_in_tokens_are_slowed_like_admin_tokens(console: Console) -> 
     url = console.gateway.url + "/console/api/session"
     headers = {"X-Forwarded-For": address}
     for _ in range(10):
-        assert httpx.post(url, json={"token": "guess"}, headers=headers).status_code == 401
-    blocked = httpx.post(url, json={"token": ADMIN_TOKEN}, headers=headers)
+        assert httpx.post(url, json={"token": "guess"}, headers=headers, verify=TLS).status_code == 401
+    blocked = httpx.post(url, json={"token": ADMIN_TOKEN}, headers=headers, verify=TLS)
     assert blocked.status_code == 429 and int(blocked.headers["retry-after"]) > 0
     assert "gw_console" not in blocked.cookies
     admin = httpx.get(
-        console.gateway.url + "/admin/v1/keys", headers={**headers, "Authorization": f"Bearer {ADMIN_TOKEN}"}
+        console.gateway.url + "/admin/v1/keys",
+        headers={**headers, "Authorization": f"Bearer {ADMIN_TOKEN}"},
+        verify=TLS,
     )
     assert admin.status_code == 429  # one limiter for the API and the console

@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.console_browser import SEEDREAM_40, Console, cell, console_of, generate, sign_in
-from tests.support import ADMIN_TOKEN, Simulator
+from tests.support import ADMIN_TOKEN, TLS, Simulator
 
 # The fixtures browser and page, on this module's console:
 from tests.console_browser import browser_fixture, page_fixture  # noqa: F401  # isort: skip
@@ -115,9 +115,9 @@ def test_set_a_team_budget_see_its_use_be_refused_and_clear_it(
 def test_setting_a_team_needs_the_session_its_csrf_token_and_our_origin(console: Console) -> None:
     url = console.gateway.url + "/console/api/teams/csrf-team"
     spec = {"budget_usd": "3", "budget_period": "day"}
-    assert httpx.put(url, json=spec).json()["error"]["code"] == "console_session_required"
+    assert httpx.put(url, json=spec, verify=TLS).json()["error"]["code"] == "console_session_required"
 
-    signed = httpx.post(console.gateway.url + "/console/api/session", json={"token": ADMIN_TOKEN})
+    signed = httpx.post(console.gateway.url + "/console/api/session", json={"token": ADMIN_TOKEN}, verify=TLS)
     cookies, csrf = {"gw_console": signed.cookies["gw_console"]}, signed.json()["csrf_token"]
     for headers in (
         {},
@@ -125,27 +125,34 @@ def test_setting_a_team_needs_the_session_its_csrf_token_and_our_origin(console:
         {"X-CSRF-Token": csrf, "Origin": "https://evil.example"},
         {"X-CSRF-Token": csrf, "Origin": console.gateway.url.replace("127.0.0.1", "localhost")},
     ):
-        refused = httpx.put(url, json=spec, cookies=cookies, headers=headers)
+        refused = httpx.put(url, json=spec, cookies=cookies, headers=headers, verify=TLS)
         assert refused.status_code == 403, headers
         assert refused.json()["error"]["code"] == "csrf_failed"
     with console.admin() as admin:
         assert admin.get("/admin/v1/teams/csrf-team").status_code == 404  # nothing was written
 
     own = {"X-CSRF-Token": csrf, "Origin": console.gateway.url}
-    made = httpx.put(url, json=spec, cookies=cookies, headers=own)
+    made = httpx.put(url, json=spec, cookies=cookies, headers=own, verify=TLS)
     assert made.status_code == 200, made.text
     assert (made.json()["budget_usd"], made.json()["budget_period"]) == ("3.000000", "day")
-    assert _error(httpx.put(url, json={"budget_usd": "x"}, cookies=cookies, headers=own)) == (
+    assert _error(httpx.put(url, json={"budget_usd": "x"}, cookies=cookies, headers=own, verify=TLS)) == (
         400,
         "budget_usd",
         "Input should be a valid decimal",
     )
-    assert _error(httpx.put(url, json={"colour": "red"}, cookies=cookies, headers=own))[:2] == (400, "colour")
-    bad_name = httpx.put(url.replace("csrf-team", "no%20spaces"), json=spec, cookies=cookies, headers=own)
+    assert _error(httpx.put(url, json={"colour": "red"}, cookies=cookies, headers=own, verify=TLS))[:2] == (
+        400,
+        "colour",
+    )
+    bad_name = httpx.put(
+        url.replace("csrf-team", "no%20spaces"), json=spec, cookies=cookies, headers=own, verify=TLS
+    )
     assert (bad_name.status_code, bad_name.json()["error"]["param"]) == (400, "team")
-    form = httpx.put(url, data={"budget_usd": "1"}, cookies=cookies, headers=own)  # a cross-site form's body
+    form = httpx.put(
+        url, data={"budget_usd": "1"}, cookies=cookies, headers=own, verify=TLS
+    )  # a cross-site form's body
     assert form.status_code == 400
-    cleared = httpx.put(url, json={"budget_usd": None}, cookies=cookies, headers=own)
+    cleared = httpx.put(url, json={"budget_usd": None}, cookies=cookies, headers=own, verify=TLS)
     assert cleared.status_code == 200 and cleared.json()["budget_usd"] is None
     assert console.gateway.team_usage("csrf-team")["budget_usd"] is None
     log = console.gateway.log().splitlines()

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.fault_tools import PRICE, generate_many, ledger, reserved, spent
-from tests.support import Gateway, RedisServer, Simulator, wait_until
+from tests.support import TLS, Gateway, RedisServer, Simulator, wait_until
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
@@ -41,7 +41,7 @@ def test_sigterm_lets_calls_in_flight_finish_and_exits_cleanly(
     assert after_signal_s > 0.5, "the calls finished before the signal: the test proved nothing"
     assert stopping.process.wait(30) == 0
     with pytest.raises(httpx.ConnectError):
-        httpx.get(f"{stopping.url}/healthz", timeout=2)
+        httpx.get(f"{stopping.url}/healthz", timeout=2, verify=TLS)
     # The stopped gateway cannot be asked; the session's, on the same Redis, can.
     usage = gateway.usage(key_id)
     assert spent(gateway, key_id) == calls * PRICE

@@ -31,7 +31,7 @@ from tests.fault_tools import (
     spent,
     spooled_records,
 )
-from tests.support import Gateway, RedisServer, Simulator, generate, key_space, metric_value, wait_until
+from tests.support import TLS, Gateway, RedisServer, Simulator, generate, key_space, metric_value, wait_until
 
 PENDING = "gateway_spool_pending_records"
 
@@ -55,19 +55,19 @@ def test_redis_down_refuses_new_calls_at_once_and_recovers_by_itself(
         assert int(response.headers["retry-after"]) >= 1
         # Fails at once, not after a hang: well within the Redis socket timeout plus slack.
         assert elapsed < SOCKET_TIMEOUT_S + 3, elapsed
-    models = httpx.get(f"{gateway.url}/v1/models", headers={"Authorization": f"Bearer {key}"})
+    models = httpx.get(f"{gateway.url}/v1/models", headers={"Authorization": f"Bearer {key}"}, verify=TLS)
     assert_envelope(models, 503, "service_unavailable", retry=True)
-    ready = httpx.get(f"{gateway.url}/readyz", timeout=10)
+    ready = httpx.get(f"{gateway.url}/readyz", timeout=10, verify=TLS)
     assert ready.status_code == 503
     assert ready.json()["checks"]["redis"] is False
-    assert httpx.get(f"{gateway.url}/healthz").status_code == 200  # alive, just not ready
+    assert httpx.get(f"{gateway.url}/healthz", verify=TLS).status_code == 200  # alive, just not ready
     assert simulator.count() == calls_before, "nothing may reach the upstream without a reservation"
     assert metric_value(gateway.metrics(), "gateway_redis_errors_total") >= 3
     assert metric_value(gateway.metrics(), "gateway_rejections_total", reason="redis_unavailable") >= 3
 
     redis.start()  # same port, same data
     wait_until(lambda: generate(gateway, key).status_code == 200, timeout_s=20, what="recovery")
-    assert httpx.get(f"{gateway.url}/readyz").status_code == 200
+    assert httpx.get(f"{gateway.url}/readyz", verify=TLS).status_code == 200
     assert spent(gateway, key_id) == 2 * PRICE
     assert reserved(gateway, key_id) == 0
 
@@ -86,7 +86,9 @@ def test_a_redis_restart_costs_no_call_once_redis_answers_again(
 
     redis.kill()
     redis.start()  # same port, same data
-    wait_until(lambda: httpx.get(f"{gateway.url}/readyz").status_code == 200, timeout_s=20, what="ready")
+    wait_until(
+        lambda: httpx.get(f"{gateway.url}/readyz", verify=TLS).status_code == 200, timeout_s=20, what="ready"
+    )
     with ThreadPoolExecutor(16) as pool:
         statuses = Counter(r.status_code for r in pool.map(lambda _: generate(gateway, key), range(32)))
     assert statuses == {200: 32}
@@ -156,7 +158,9 @@ def test_spool_left_by_a_stopped_gateway_is_replayed_once_by_the_next(
     shutil.copy(original, state_dir / "spool" / "other-replica-1.jsonl")
 
     second = gateway_factory(redis.url, simulator.url, wait_ready=False, GATEWAY_STATE_DIR=str(state_dir))
-    wait_until(lambda: httpx.get(f"{second.url}/healthz").status_code == 200, what="second gateway up")
+    wait_until(
+        lambda: httpx.get(f"{second.url}/healthz", verify=TLS).status_code == 200, what="second gateway up"
+    )
     wait_until(lambda: metric_value(second.metrics(), PENDING) == 6, what="second gateway sees the spool")
 
     redis.start()

@@ -120,8 +120,7 @@ valid_requests = st.fixed_dictionaries(
         | st.fixed_dictionaries({}, optional={"max_images": st.integers(1, MAX_SEQUENTIAL_IMAGES)}),
         "seed": json_values,
         "watermark": st.booleans(),
-        "user": st.none()
-        | st.text(st.characters(blacklist_categories=["Cc"]), max_size=MAX_USER_CHARS),
+        "user": st.none() | st.text(st.characters(blacklist_categories=["Cc"]), max_size=MAX_USER_CHARS),
     },
 )
 

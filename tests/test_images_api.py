@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from tests import openai_schema
-from tests.support import MODEL, UPSTREAM_KEY, Gateway, Simulator, generate
+from tests.support import MODEL, TLS, UPSTREAM_KEY, Gateway, Simulator, generate
 
 
 def test_sdk_generates_images(gateway: Gateway, openai_client) -> None:
@@ -76,7 +76,6 @@ def test_checks_come_in_order_key_body_model_permission(gateway: Gateway) -> Non
     assert post(key, {"model": MODEL, "prompt": "x"}) == 403
 
 
-
 def test_a_limit_of_one_request_per_minute_is_refused_in_the_singular(gateway: Gateway) -> None:
     key, _ = gateway.create_key(rpm=1)
     assert generate(gateway, key).status_code == 200
@@ -84,11 +83,12 @@ def test_a_limit_of_one_request_per_minute_is_refused_in_the_singular(gateway: G
     assert refused.status_code == 429
     assert "limit of 1 request per minute is reached" in refused.json()["error"]["message"]
 
+
 def test_every_response_has_a_request_id(gateway: Gateway) -> None:
     for response in (
-        httpx.get(f"{gateway.url}/healthz"),
-        httpx.get(f"{gateway.url}/no/such/route"),
-        httpx.post(f"{gateway.url}/v1/images/generations", json={}),
+        httpx.get(f"{gateway.url}/healthz", verify=TLS),
+        httpx.get(f"{gateway.url}/no/such/route", verify=TLS),
+        httpx.post(f"{gateway.url}/v1/images/generations", json={}, verify=TLS),
     ):
         assert response.headers["x-request-id"].startswith("req_")
 
@@ -106,14 +106,16 @@ def test_success_error_and_models_validate_against_openai_schema(gateway: Gatewa
     assert ok.status_code == 200
     openai_schema.validate_images_response(ok.json())
     for status_call in (
-        lambda: httpx.post(f"{gateway.url}/v1/images/generations", json={"model": MODEL, "prompt": "x"}),
+        lambda: httpx.post(
+            f"{gateway.url}/v1/images/generations", json={"model": MODEL, "prompt": "x"}, verify=TLS
+        ),
         lambda: generate(gateway, key, model="nope"),
-        lambda: httpx.get(f"{gateway.url}/v1/nothing-here"),
+        lambda: httpx.get(f"{gateway.url}/v1/nothing-here", verify=TLS),
     ):
         error = status_call()
         assert error.status_code >= 400
         openai_schema.validate_error_response(error.json())
-    models = httpx.get(f"{gateway.url}/v1/models", headers=headers)
+    models = httpx.get(f"{gateway.url}/v1/models", headers=headers, verify=TLS)
     assert models.status_code == 200
     openai_schema.validate_models_list(models.json())
 
@@ -168,6 +170,7 @@ def test_chinese_prompt_and_extra_fields_arrive_byte_identical(
         f"{gateway.url}/v1/images/generations",
         headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
         content=body,
+        verify=TLS,
     )
     assert response.status_code == 200
     bodies = [base64.b64decode(r["body_b64"]) for r in simulator.requests()]

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.scripted_upstream import ScriptedUpstream, answer_json, ledger_record
-from tests.support import ADMIN_TOKEN, MODEL, Gateway, RedisServer, Simulator, run_cli, wait_until
+from tests.support import ADMIN_TOKEN, MODEL, TLS, Gateway, RedisServer, Simulator, run_cli, wait_until
 
 
 def generate(gw: Gateway, key: str, model: str = MODEL) -> httpx.Response:
@@ -20,6 +20,7 @@ def generate(gw: Gateway, key: str, model: str = MODEL) -> httpx.Response:
         headers={"Authorization": f"Bearer {key}"},
         json={"model": model, "prompt": "a lighthouse"},
         timeout=30,
+        verify=TLS,
     )
 
 
@@ -57,7 +58,9 @@ def test_a_second_rotation_keeps_the_first_rotations_grace(gateway: Gateway) -> 
         third = rotated.json()["key"]
     for secret in (second, first, third):
         assert generate(gateway, secret).status_code == 200, "a secret in its grace was refused"
-        models = httpx.get(f"{gateway.url}/v1/models", headers={"Authorization": f"Bearer {secret}"})
+        models = httpx.get(
+            f"{gateway.url}/v1/models", headers={"Authorization": f"Bearer {secret}"}, verify=TLS
+        )
         assert models.status_code == 200, models.text
     # The second secret's 5 s grace ends; the first keeps its 300 s.
     wait_until(lambda: generate(gateway, second).status_code == 401, timeout_s=20, what="second grace over")

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from gateway.openai_compat import conform_images_body
 from tests.scripted_upstream import FAILED, ScriptedUpstream, answer_json, gateway_of, ledger_record
-from tests.support import MODEL, MODEL_PRICE_MICROS, UPSTREAM_KEY, Gateway, RedisServer, wait_until
+from tests.support import MODEL, MODEL_PRICE_MICROS, TLS, UPSTREAM_KEY, Gateway, RedisServer, wait_until
 
 MiB = 1024 * 1024
 CAP = 128 * MiB
@@ -65,6 +65,7 @@ def request_stream(gw: Gateway, key: str) -> Any:
         headers={"Authorization": f"Bearer {key}"},
         json={"model": MODEL, "prompt": "a lighthouse", "n": 3, "response_format": "b64_json"},
         timeout=120,
+        verify=TLS,
     )
 
 
@@ -225,9 +226,9 @@ def test_a_streamed_answer_under_an_idempotency_key_is_charged_once(
     headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "large-1"}
     call = {"model": MODEL, "prompt": "a lighthouse", "response_format": "b64_json"}
     url = f"{gw.url}/v1/images/generations"
-    first = httpx.post(url, headers=headers, json=call, timeout=60)
+    first = httpx.post(url, headers=headers, json=call, timeout=60, verify=TLS)
     assert first.status_code == 200 and first.content == raw
-    again = httpx.post(url, headers=headers, json=call, timeout=60)
+    again = httpx.post(url, headers=headers, json=call, timeout=60, verify=TLS)
     assert again.status_code == 409 and again.json()["error"]["code"] == "idempotency_result_not_replayable"
     assert len(upstream.seen_authorization) == 1
     assert gw.usage(key_id)["spent_usd"] == "0.135000"

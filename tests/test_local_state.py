@@ -13,7 +13,7 @@ import httpx
 import pytest
 import redis
 
-from tests.support import free_port, run_together, wait_until
+from tests.support import TLS, free_port, run_together, wait_until
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
@@ -38,7 +38,7 @@ def _serve(folder: Path) -> tuple[subprocess.Popen[bytes], int]:
             preexec_fn=_loose_umask,
         )
     ready = f"http://127.0.0.1:{port}/readyz"
-    wait_until(lambda: httpx.get(ready, timeout=1).status_code == 200, 30, what="gateway ready")
+    wait_until(lambda: httpx.get(ready, timeout=1, verify=TLS).status_code == 200, 30, what="gateway ready")
     return process, port
 
 
@@ -137,5 +137,7 @@ def test_the_cli_uses_the_running_gateways_store_and_its_admin_token(running) ->
     assert "make-run demo key" in listed.stdout
     assert "of the gateway running there" in listed.stderr
     token = _cli(folder, "admin-token").stdout.strip()
-    answer = httpx.get(f"http://127.0.0.1:{port}/admin/v1/keys", headers={"Authorization": f"Bearer {token}"})
+    answer = httpx.get(
+        f"http://127.0.0.1:{port}/admin/v1/keys", headers={"Authorization": f"Bearer {token}"}, verify=TLS
+    )
     assert answer.status_code == 200 and answer.json()["data"]

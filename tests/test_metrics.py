@@ -29,6 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support import (
     ADMIN_TOKEN,
     MODEL,
+    TLS,
     UPSTREAM_KEY,
     Gateway,
     RedisServer,
@@ -99,7 +100,7 @@ def run_mix(gw: Gateway) -> Mix:
     async def go() -> None:
         # A new connection per request, all at once: with two workers both get some.
         async with httpx.AsyncClient(
-            base_url=gw.url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0)
+            base_url=gw.url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0), verify=TLS
         ) as client:
             responses = await asyncio.gather(*(agenerate(client, key, **body) for _, key, body, _ in calls))
             rpm = [await agenerate(client, keys["rpm"], prompt=mix.prompt) for _ in range(2)]
@@ -229,7 +230,7 @@ def served_by_both(gw: Gateway, key: str) -> bool:
 
     async def more() -> None:
         async with httpx.AsyncClient(
-            base_url=gw.url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0)
+            base_url=gw.url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0), verify=TLS
         ) as c:
             body = {"prompt": "spread", "simulator_fault": "delay=0.2"}
             await asyncio.gather(*(agenerate(c, key, **body) for _ in range(8)))
@@ -276,7 +277,7 @@ def test_a_killed_worker_leaves_no_phantom_inflight_and_counters_never_go_back(
 
     async def slow_calls() -> None:
         async with httpx.AsyncClient(
-            base_url=gw.url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0)
+            base_url=gw.url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0), verify=TLS
         ) as c:
             body = {"prompt": "in flight", "simulator_fault": "delay=4"}
             outcome.extend(

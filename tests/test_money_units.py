@@ -122,7 +122,6 @@ def test_each_refusal_has_its_status_code_and_retry_hint() -> None:
     assert "2025-11-30T10:00:00Z" in revoked.message
 
 
-
 def test_a_limit_of_one_is_said_in_the_singular() -> None:
     """A key with rpm 1 once read "limit of 1 requests per minute"."""
     rate = refusal_error(RateLimited("t", "k", 1, 1500), "m")

@@ -21,14 +21,7 @@ from gateway.periods import Periods
 from gateway.redis_keys import KeySpace, TeamSpace
 from gateway.usage_record import DERIVED_FIELDS, EXPORT_FIELDS
 from tests.fault_tools import ledger, victim_and_survivor
-from tests.support import (
-    MODEL,
-    MODEL_PRICE_MICROS,
-    RedisServer,
-    Simulator,
-    reserve_one,
-    wait_until,
-)
+from tests.support import MODEL, MODEL_PRICE_MICROS, TLS, RedisServer, Simulator, reserve_one, wait_until
 
 IN_FLIGHT = 6
 
@@ -53,7 +46,7 @@ def test_every_upstream_call_of_a_killed_process_has_a_ledger_record(
         body = {"model": MODEL, "prompt": "x"}
         if fault:
             body["simulator_fault"] = fault
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=30, verify=TLS) as client:
             try:
                 await client.post(
                     f"{finished.url}/v1/images/generations",
@@ -166,7 +159,7 @@ def test_a_team_nobody_calls_again_gets_its_orphans_released_by_the_periodic_swe
 
     async def kill_with_calls_in_flight() -> None:
         async def call() -> None:
-            async with httpx.AsyncClient(timeout=30) as client:
+            async with httpx.AsyncClient(timeout=30, verify=TLS) as client:
                 try:
                     await client.post(
                         f"{victim.url}/v1/images/generations",

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tests.prometheus_tools import ALERTS, find_tool
-from tests.support import MODEL, Gateway, free_port, generate, wait_until
+from tests.support import MODEL, TLS, Gateway, free_port, generate, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -65,11 +65,11 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory, gateway: Gateway) -> It
 def _ready(url: str, process: subprocess.Popen[bytes], log: Path) -> bool:
     if process.poll() is not None:
         raise AssertionError(f"prometheus exited: {log.read_text()[-2000:]}")
-    return httpx.get(f"{url}/-/ready", timeout=1).status_code == 200
+    return httpx.get(f"{url}/-/ready", timeout=1, verify=TLS).status_code == 200
 
 
 def query(url: str, expr: str) -> list[dict[str, Any]]:
-    response = httpx.get(f"{url}/api/v1/query", params={"query": expr}, timeout=5)
+    response = httpx.get(f"{url}/api/v1/query", params={"query": expr}, timeout=5, verify=TLS)
     body = response.json()
     assert body["status"] == "success", body
     return list(body["data"]["result"])
@@ -102,7 +102,7 @@ def test_prometheus_loads_and_evaluates_every_shipped_alert_rule(prometheus: str
     names = {rule["alert"] for group in shipped for rule in group["rules"] if "alert" in rule}
 
     def evaluated() -> list[dict[str, Any]] | None:
-        groups = httpx.get(f"{prometheus}/api/v1/rules", timeout=5).json()["data"]["groups"]
+        groups = httpx.get(f"{prometheus}/api/v1/rules", timeout=5, verify=TLS).json()["data"]["groups"]
         rules = [rule for group in groups for rule in group["rules"]]
         return rules if rules and all(rule["health"] == "ok" for rule in rules) else None
 
@@ -110,7 +110,7 @@ def test_prometheus_loads_and_evaluates_every_shipped_alert_rule(prometheus: str
     assert {rule["name"] for rule in rules if rule["type"] == "alerting"} == names
 
     def availability_alerts() -> list[str]:
-        alerts = httpx.get(f"{prometheus}/api/v1/alerts", timeout=5).json()["data"]["alerts"]
+        alerts = httpx.get(f"{prometheus}/api/v1/alerts", timeout=5, verify=TLS).json()["data"]["alerts"]
         names = {a["labels"]["alertname"] for a in alerts}
         return sorted(names & {"ImageGatewayDown", "ImageGatewayAbsent"})
 

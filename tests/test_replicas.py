@@ -16,6 +16,7 @@ import pytest
 from tests.support import (
     MODEL,
     MODEL_PRICE_MICROS,
+    TLS,
     Gateway,
     RedisServer,
     Simulator,
@@ -54,7 +55,7 @@ def replicas(
 async def _fire(calls: list[tuple[str, str, dict[str, Any]]]) -> list[httpx.Response]:
     """``(base_url, key, body)`` calls, all at once."""
     limits = httpx.Limits(max_connections=len(calls))
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(timeout=60, limits=limits, verify=TLS) as client:
         return await asyncio.gather(*(agenerate(client, key, url, **body) for url, key, body in calls))
 
 

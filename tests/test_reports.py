@@ -29,6 +29,7 @@ from gateway.pricing import DEFAULT_PRICES_USD
 from gateway.redis_keys import KeySpace, TeamSpace, directory_entry
 from tests.support import (
     ADMIN_TOKEN,
+    TLS,
     Gateway,
     RedisServer,
     Simulator,
@@ -101,7 +102,7 @@ async def _random_traffic(gw: Gateway, secrets_: list[str], rng: random.Random, 
         bodies.append((rng.choice(secrets_), body))
     sent = Sent()
     limit = asyncio.Semaphore(12)
-    async with httpx.AsyncClient(base_url=gw.url, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=gw.url, timeout=60, verify=TLS) as client:
 
         async def one(key: str, body: dict[str, Any]) -> None:
             async with limit:
@@ -406,7 +407,10 @@ def test_reports_need_the_admin_token(world: World) -> None:
     for path in ("/admin/v1/reports/spend", "/admin/v1/usage"):
         for headers in ({}, {"Authorization": "Bearer wrong"}):
             response = httpx.get(
-                world.gateway.url + path, params={"start": "2026-01-01", "end": "2026-01-01"}, headers=headers
+                world.gateway.url + path,
+                params={"start": "2026-01-01", "end": "2026-01-01"},
+                headers=headers,
+                verify=TLS,
             )
             assert response.status_code == 401
             assert response.json()["error"]["code"] == "invalid_admin_token"

@@ -24,6 +24,7 @@ from tests.support import (
     ADMIN_TOKEN,
     MODEL,
     MODEL_PRICE_MICROS,
+    TLS,
     UPSTREAM_KEY,
     Gateway,
     RedisServer,
@@ -70,7 +71,7 @@ class Transcript:
 
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {} if token is None else {"Authorization": f"Bearer {token}" if token else ""}
-        return httpx.Client(headers=headers, timeout=30, event_hooks={"response": [self.record]})
+        return httpx.Client(headers=headers, timeout=30, event_hooks={"response": [self.record]}, verify=TLS)
 
     def issue(self, gateway: Gateway, path: str = "/admin/v1/keys", **spec: Any) -> tuple[str, str]:
         """A new key (or a rotated one, with ``path``): (team key, key_id)."""
@@ -205,7 +206,7 @@ def test_secret_is_shown_once(secure_gateway: Gateway, transcript: Transcript) -
 
 def _admin_routes(gateway: Gateway, key_id: str) -> list[tuple[str, str, Any]]:
     """(method, url, body) of every admin route the gateway documents, its parameters filled."""
-    schema = httpx.get(f"{gateway.url}/openapi.json").json()
+    schema = httpx.get(f"{gateway.url}/openapi.json", verify=TLS).json()
     bodies = {
         "post": {"team": "intruder", "name": "x"},
         "put": {"price_usd": "0"},
@@ -264,7 +265,7 @@ def test_admin_api_is_disabled_without_an_admin_token(
             with transcript.client(token) as client:
                 response = client.request(method, url, json=body)
             assert_envelope(response, 503, "admin_disabled", retry=False)
-    assert httpx.get(f"{gateway.url}/healthz").status_code == 200  # the rest works
+    assert httpx.get(f"{gateway.url}/healthz", verify=TLS).status_code == 200  # the rest works
 
 
 # -- nothing leaks ---------------------------------------------------------------------------------

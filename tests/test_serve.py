@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import openai
 
-from tests.support import ROOT, agenerate, free_port, generate, run_together, wait_until
+from tests.support import ROOT, TLS, agenerate, free_port, generate, run_together, wait_until
 
 
 def _serve(tmp_path: Path, name: str, **env: str) -> tuple[subprocess.Popen[bytes], Path, int]:
@@ -42,12 +42,12 @@ def _serve(tmp_path: Path, name: str, **env: str) -> tuple[subprocess.Popen[byte
 
 
 def _ready(port: int) -> bool:
-    return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+    return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1, verify=TLS).status_code == 200
 
 
 def _models_status(port: int, key: str) -> int:
     return httpx.get(
-        f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {key}"}
+        f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {key}"}, verify=TLS
     ).status_code
 
 
@@ -74,7 +74,9 @@ def test_serve_with_nothing_configured_runs_the_printed_example_and_a_second_say
 ) -> None:
     process, log, port = _serve(tmp_path, "first")
     try:
-        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200, 30)
+        wait_until(
+            lambda: httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1, verify=TLS).status_code == 200, 30
+        )
         text = log.read_text()
         assert "SIMULATOR" in text and "embedded Redis" in text
         key = re.search(r"sk-gw-[a-z2-7]{12}_[A-Za-z0-9_-]+", text).group(0)
@@ -84,7 +86,7 @@ def test_serve_with_nothing_configured_runs_the_printed_example_and_a_second_say
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key)
         image = client.images.generate(model="doubao-seedream-4-5-251128", prompt="a red fox in the snow")
         image_url = image.data[0].url
-        assert httpx.get(image_url, timeout=10).content[:8] == b"\x89PNG\r\n\x1a\n"
+        assert httpx.get(image_url, timeout=10, verify=TLS).content[:8] == b"\x89PNG\r\n\x1a\n"
 
         # A second gateway on the same state directory refuses to start, saying how to share it.
         second, second_log, _ = _serve(tmp_path, "second")
@@ -256,9 +258,11 @@ def test_sigterm_fails_readiness_first_then_drains(redis_server, simulator, gate
     key, _ = gateway.create_key()
     gateway.process.send_signal(signal.SIGTERM)
     wait_until(
-        lambda: httpx.get(f"{gateway.url}/readyz", timeout=1).status_code == 503, 5, what="readiness fails"
+        lambda: httpx.get(f"{gateway.url}/readyz", timeout=1, verify=TLS).status_code == 503,
+        5,
+        what="readiness fails",
     )
-    assert httpx.get(f"{gateway.url}/healthz", timeout=1).status_code == 200
+    assert httpx.get(f"{gateway.url}/healthz", timeout=1, verify=TLS).status_code == 200
     during = generate(gateway, key, prompt="still served", timeout=10)
     assert during.status_code == 200
     assert gateway.process.wait(30) == 0
@@ -269,7 +273,7 @@ def test_inflight_cap_answers_503_in_the_openai_envelope(redis_server, simulator
     key, key_id = gateway.create_key()
 
     async def fire() -> list[httpx.Response]:
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=30, verify=TLS) as client:
             return await asyncio.gather(
                 *(agenerate(client, key, gateway, simulator_fault="delay=1") for _ in range(6))
             )

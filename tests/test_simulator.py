@@ -26,6 +26,8 @@ import httpx
 import pytest
 from PIL import Image
 
+from tests.support import TLS
+
 ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "sk-simulator-test"
 GENERATIONS = "/v1/images/generations"
@@ -101,7 +103,7 @@ def _wait_healthy(simulator: Simulator, deadline: float) -> bool:
         if simulator.process.poll() is not None:
             return False
         try:
-            if httpx.get(f"{simulator.base_url}/healthz", timeout=1).status_code == 200:
+            if httpx.get(f"{simulator.base_url}/healthz", timeout=1, verify=TLS).status_code == 200:
                 return True
         except httpx.TransportError:
             pass
@@ -128,7 +130,7 @@ def open_sim() -> Iterator[Simulator]:
 @pytest.fixture
 def client(sim: Simulator) -> Iterator[httpx.Client]:
     with httpx.Client(
-        base_url=sim.base_url, timeout=30, headers={"Authorization": f"Bearer {API_KEY}"}
+        base_url=sim.base_url, timeout=30, headers={"Authorization": f"Bearer {API_KEY}"}, verify=TLS
     ) as http:
         http.post("/_simulator/reset").raise_for_status()
         yield http
@@ -193,7 +195,7 @@ def b64_pngs(response: httpx.Response) -> list[bytes]:
 
 
 def test_healthz(sim: Simulator) -> None:
-    response = httpx.get(f"{sim.base_url}/healthz")
+    response = httpx.get(f"{sim.base_url}/healthz", verify=TLS)
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
 
@@ -201,7 +203,9 @@ def test_healthz(sim: Simulator) -> None:
 @pytest.mark.parametrize("authorization", [None, "Bearer wrong", f"Basic {API_KEY}", API_KEY])
 def test_wrong_key_gets_the_upstream_401_envelope(sim: Simulator, authorization: str | None) -> None:
     headers = {"Authorization": authorization} if authorization else {}
-    response = httpx.post(f"{sim.base_url}{GENERATIONS}", headers=headers, json={"model": "m", "prompt": "p"})
+    response = httpx.post(
+        f"{sim.base_url}{GENERATIONS}", headers=headers, json={"model": "m", "prompt": "p"}, verify=TLS
+    )
     assert response.status_code == 401
     assert response.json() == {
         "error": {"message": "Invalid API key", "type": "invalid_request_error", "code": "invalid_api_key"}
@@ -214,6 +218,7 @@ def test_bad_key_is_rejected_before_faults_and_latency(sim: Simulator) -> None:
         f"{sim.base_url}{GENERATIONS}",
         headers={"x-simulator-fault": "delay=5"},
         json={"model": "m", "prompt": "p"},
+        verify=TLS,
     )
     assert response.status_code == 401
     assert time.monotonic() - started < 2
@@ -222,7 +227,10 @@ def test_bad_key_is_rejected_before_faults_and_latency(sim: Simulator) -> None:
 def test_no_key_configured_accepts_any_caller(open_sim: Simulator) -> None:
     for headers in ({}, {"Authorization": "Bearer anything"}):
         response = httpx.post(
-            f"{open_sim.base_url}{GENERATIONS}", headers=headers, json={"model": "m", "prompt": "p"}
+            f"{open_sim.base_url}{GENERATIONS}",
+            headers=headers,
+            json={"model": "m", "prompt": "p"},
+            verify=TLS,
         )
         assert response.status_code == 200, response.text
         assert len(response.json()["data"]) == 1
@@ -286,15 +294,15 @@ def test_url_images_are_served_as_real_pngs(client: httpx.Client, sim: Simulator
     for item in document["data"]:
         assert item["size"] == "640x480"
         assert item["url"].startswith(f"{sim.base_url}/images/") and item["url"].endswith(".png")
-        image = httpx.get(item["url"])
+        image = httpx.get(item["url"], verify=TLS)
         assert image.status_code == 200
         assert image.headers["content-type"] == "image/png"
         assert png_size(image.content) == (640, 480)
 
 
 def test_unknown_image_id_is_404(sim: Simulator) -> None:
-    assert httpx.get(f"{sim.base_url}/images/nonsense.png").status_code == 404
-    assert httpx.get(f"{sim.base_url}/images/99999x99999-0-ab.png").status_code == 404
+    assert httpx.get(f"{sim.base_url}/images/nonsense.png", verify=TLS).status_code == 404
+    assert httpx.get(f"{sim.base_url}/images/99999x99999-0-ab.png", verify=TLS).status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -468,7 +476,9 @@ def test_latency_applies_to_every_call_and_does_not_serialise_them(open_sim: Sim
 
     async def burst() -> tuple[list[float], float]:
         limits = httpx.Limits(max_connections=100)
-        async with httpx.AsyncClient(base_url=open_sim.base_url, limits=limits, timeout=30) as http:
+        async with httpx.AsyncClient(
+            base_url=open_sim.base_url, limits=limits, timeout=30, verify=TLS
+        ) as http:
             started = time.monotonic()
             durations = await asyncio.gather(*(one(http) for _ in range(50)))
             return durations, time.monotonic() - started
@@ -485,6 +495,7 @@ def test_delay_fault_overrides_latency(open_sim: Simulator) -> None:
         f"{open_sim.base_url}{GENERATIONS}",
         json={"model": "m", "prompt": "p"},
         headers={"x-simulator-fault": "delay=0"},
+        verify=TLS,
     )
     assert response.status_code == 200
     assert time.monotonic() - started < OPEN_LATENCY
@@ -573,7 +584,7 @@ def test_image_bytes_fault_pads_b64_images_and_keeps_them_valid(client: httpx.Cl
 
 def test_image_bytes_fault_applies_to_url_images(client: httpx.Client) -> None:
     response = generate(client, "image_bytes=400000", size="16x16")
-    image = httpx.get(response.json()["data"][0]["url"])
+    image = httpx.get(response.json()["data"][0]["url"], verify=TLS)
     assert abs(len(base64.b64encode(image.content)) - 400_000) <= 4_000
     assert png_size(image.content) == (16, 16)
 
@@ -643,6 +654,7 @@ def test_recording_includes_rejected_and_faulted_calls(client: httpx.Client, sim
         f"{sim.base_url}{GENERATIONS}",
         headers={"Authorization": "Bearer caller-key"},
         json={"model": "m", "prompt": "p"},
+        verify=TLS,
     )
     generate(client, "status=500")
     with pytest.raises(httpx.RemoteProtocolError):
@@ -811,7 +823,7 @@ def test_output_format_jpeg_gives_real_jpegs_in_b64(client: httpx.Client, size: 
 def test_output_format_jpeg_urls_serve_jpegs(client: httpx.Client, sim: Simulator) -> None:
     (item,) = generate(client, size="320x200", output_format="jpeg").json()["data"]
     assert item["url"].startswith(f"{sim.base_url}/images/") and item["url"].endswith(".jpeg")
-    image = httpx.get(item["url"])
+    image = httpx.get(item["url"], verify=TLS)
     assert image.status_code == 200
     assert image.headers["content-type"] == "image/jpeg"
     assert jpeg_size(image.content) == (320, 200)

@@ -15,6 +15,7 @@ import httpx
 import openai
 import pytest
 
+from tests.support import TLS
 from tests.test_simulator import API_KEY, GENERATIONS, Simulator, jpeg_size, png_size, start_simulator
 
 MODEL = "doubao-seedream-4-0-250828"
@@ -34,7 +35,7 @@ def sim() -> Iterator[Simulator]:
 @pytest.fixture
 def client(sim: Simulator) -> Iterator[httpx.Client]:
     with httpx.Client(
-        base_url=sim.base_url, timeout=30, headers={"Authorization": f"Bearer {API_KEY}"}
+        base_url=sim.base_url, timeout=30, headers={"Authorization": f"Bearer {API_KEY}"}, verify=TLS
     ) as http:
         yield http
 
@@ -114,7 +115,7 @@ def test_a_stream_is_the_contracts_events_in_order(client: httpx.Client, sim: Si
         assert (document["model"], document["image_index"], document["size"]) == (MODEL, index, "64x48")
         assert abs(document["created"] - started) < 60
         assert document["url"].startswith(f"{sim.base_url}/images/") and document["url"].endswith(".png")
-        assert png_size(httpx.get(document["url"]).content) == (64, 48)
+        assert png_size(httpx.get(document["url"], verify=TLS).content) == (64, 48)
     completed = events[3].json()
     assert list(completed) == ["type", "model", "created", "usage"]
     assert completed["type"] == COMPLETED and completed["model"] == MODEL
@@ -174,7 +175,7 @@ def test_stream_gap_spaces_the_image_events(client: httpx.Client) -> None:
 def test_the_default_gap_is_half_a_second_so_make_run_shows_a_stream() -> None:
     simulator = start_simulator()
     try:
-        with httpx.Client(base_url=simulator.base_url, timeout=30) as http:
+        with httpx.Client(base_url=simulator.base_url, timeout=30, verify=TLS) as http:
             _, events = stream(http, set_of(2))
         assert events[1].at - events[0].at >= 0.45
     finally:
@@ -184,7 +185,7 @@ def test_the_default_gap_is_half_a_second_so_make_run_shows_a_stream() -> None:
 def test_latency_comes_before_the_headers_and_first_event() -> None:
     simulator = start_simulator("--latency", "0.4", "--stream-gap", "0")
     try:
-        with httpx.Client(base_url=simulator.base_url, timeout=30) as http:
+        with httpx.Client(base_url=simulator.base_url, timeout=30, verify=TLS) as http:
             started = time.monotonic()
             with http.stream("POST", GENERATIONS, json=set_of(2)) as response:
                 assert time.monotonic() - started >= 0.38  # the status line waited too
@@ -222,14 +223,14 @@ def test_a_stall_outlasts_an_idle_read_timeout(sim: Simulator) -> None:
     timeout = httpx.Timeout(30, read=0.5)
     headers = {"Authorization": f"Bearer {API_KEY}", "x-simulator-fault": "stall_after=2"}
     events: list[Event] = []
-    with httpx.Client(base_url=sim.base_url, timeout=timeout, headers=headers) as http:
+    with httpx.Client(base_url=sim.base_url, timeout=timeout, headers=headers, verify=TLS) as http:
         with http.stream("POST", GENERATIONS, json=set_of(3)) as response:
             with pytest.raises(httpx.ReadTimeout):
                 read_events(response, events)
     assert [event.name for event in events] == [SUCCEEDED, SUCCEEDED]
     # The abandoned handler was cancelled, not left sleeping: the fixture's clean exit checks
     # the rest, and the simulator answers meanwhile.
-    assert httpx.get(f"{sim.base_url}/healthz").status_code == 200
+    assert httpx.get(f"{sim.base_url}/healthz", verify=TLS).status_code == 200
 
 
 def test_a_client_leaving_mid_stream_does_not_upset_the_simulator(client: httpx.Client) -> None:
@@ -262,7 +263,7 @@ def test_refusals_before_a_stream_are_plain_json(
 
 def test_a_bad_key_is_refused_before_a_stream(sim: Simulator) -> None:
     response = httpx.post(
-        f"{sim.base_url}{GENERATIONS}", json=set_of(2), headers={"Authorization": "Bearer no"}
+        f"{sim.base_url}{GENERATIONS}", json=set_of(2), headers={"Authorization": "Bearer no"}, verify=TLS
     )
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "invalid_api_key"

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support import Gateway, RedisServer, Simulator, agenerate, gateway_env, wait_until
+from tests.support import TLS, Gateway, RedisServer, Simulator, agenerate, gateway_env, wait_until
 
 ADDRESSES = [f"127.0.0.{i}" for i in range(2, 27)]  # 25 source addresses
 PER_ADDRESS = 8  # GATEWAY_MAX_PENDING_PER_CLIENT in this test
@@ -102,7 +102,7 @@ async def attack_and_call(gateway: Gateway, key: str) -> tuple[list[SlowClient],
     pending_before = sum(not client.done.is_set() for client in slow)
 
     statuses: list[int] = []
-    async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=30, verify=TLS) as client:
         for _ in range(3):
             replies = await asyncio.gather(
                 *(agenerate(client, key, prompt="a fox", size="64x64") for _ in range(3))

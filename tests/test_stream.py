@@ -25,6 +25,7 @@ import pytest
 from tests.fault_tools import PRICE, assert_envelope, ledger, reserved, spent
 from tests.support import (
     MODEL,
+    TLS,
     UPSTREAM_KEY,
     Gateway,
     RedisServer,
@@ -104,7 +105,7 @@ def stream(
     """One streamed call, read as ``read_stream`` does (``stop_after`` events: then the caller
     hangs up); a refusal's body is read whole."""
     events = Events()
-    with httpx.Client(timeout=60) as client:
+    with httpx.Client(timeout=60, verify=TLS) as client:
         with client.stream(
             "POST",
             gateway.url + GENERATIONS,
@@ -243,6 +244,7 @@ def test_an_upstream_refusal_before_the_first_event_maps_as_without_streaming(
         json={k: v for k, v in set_of(2, fault).items() if k != "stream"},
         headers={"Authorization": f"Bearer {key}"},
         timeout=30,
+        verify=TLS,
     )
     assert (plain.status_code, plain.json()["error"]["code"]) == (status, code)
     assert spent(gateway, key_id) == 0 and reserved(gateway, key_id) == 0
@@ -312,7 +314,9 @@ def test_twenty_streams_at_once_never_spend_past_the_budget(
             return response.status_code, await response.aread()
 
     async def run() -> list[tuple[int, bytes]]:
-        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=20)) as client:
+        async with httpx.AsyncClient(
+            timeout=60, limits=httpx.Limits(max_connections=20), verify=TLS
+        ) as client:
             return await asyncio.gather(*(one(client) for _ in range(20)))
 
     results = asyncio.run(run())

@@ -16,6 +16,7 @@ import httpx
 
 from tests.support import (
     MODEL_PRICE_MICROS,
+    TLS,
     Gateway,
     Simulator,
     agenerate,
@@ -33,7 +34,9 @@ def new_team() -> str:
 
 async def fire(calls: list[tuple[str, str]]) -> list[httpx.Response]:
     """Every ``(gateway url, key)`` call at once."""
-    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=len(calls))) as client:
+    async with httpx.AsyncClient(
+        timeout=60, limits=httpx.Limits(max_connections=len(calls)), verify=TLS
+    ) as client:
         return await asyncio.gather(*(agenerate(client, key, url, prompt="team race") for url, key in calls))
 
 
@@ -146,7 +149,9 @@ def test_the_team_api_sets_shows_lists_and_refuses_bad_values(gateway: Gateway) 
         assert admin.put("/admin/v1/teams/bad{name}", json={"budget_usd": "1"}).status_code == 400
         assert admin.get(f"/admin/v1/teams/{new_team()}").status_code == 404
         assert admin.get(f"/admin/v1/teams/{new_team()}/usage").status_code == 404
-    unauthenticated = httpx.put(f"{gateway.url}/admin/v1/teams/{team}", json={"budget_usd": "1"}, timeout=10)
+    unauthenticated = httpx.put(
+        f"{gateway.url}/admin/v1/teams/{team}", json={"budget_usd": "1"}, timeout=10, verify=TLS
+    )
     assert unauthenticated.status_code == 401
     assert admin_settings_unchanged(gateway, team)
 

@@ -22,7 +22,16 @@ from prometheus_client.mmap_dict import MmapedDict
 from uvicorn.supervisors.multiprocess import Multiprocess
 
 from gateway.cli.workers import ReusePortMultiprocess
-from tests.support import Gateway, RedisServer, Simulator, agenerate, gateway_env, metric_value, wait_until
+from tests.support import (
+    TLS,
+    Gateway,
+    RedisServer,
+    Simulator,
+    agenerate,
+    gateway_env,
+    metric_value,
+    wait_until,
+)
 
 # Linux only, like the gateway's images and CI: SO_REUSEPORT balancing is what these tests show.
 
@@ -61,7 +70,7 @@ async def two_rounds(gw: Gateway, key: str) -> list[int]:
     the same kept-alive connections."""
     limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
     statuses: list[int] = []
-    async with httpx.AsyncClient(base_url=gw.url, timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=gw.url, timeout=60, limits=limits, verify=TLS) as client:
         for _ in range(2):
             replies = await asyncio.gather(
                 *(agenerate(client, key, simulator_fault="delay=0.3") for _ in range(CONNECTIONS))
@@ -131,7 +140,7 @@ def test_connections_go_to_each_workers_socket_whatever_the_workers_are_doing(tw
     async def run() -> None:
         nonlocal queued_while_stopped
         limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
-        async with httpx.AsyncClient(base_url=gw.url, timeout=60, limits=limits) as client:
+        async with httpx.AsyncClient(base_url=gw.url, timeout=60, limits=limits, verify=TLS) as client:
 
             async def one() -> None:
                 answered.append((await client.get("/healthz")).status_code)

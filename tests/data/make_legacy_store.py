@@ -130,8 +130,8 @@ from gateway.periods import Periods
 
 async def main():
     client = Redis.from_url({redis_url!r})
-    secret_hash = parse_token({key['secret']!r})[1]
-    held = await budget.reserve(client, key_id={key['key_id']!r}, secret_hash=secret_hash,
+    secret_hash = parse_token({key["secret"]!r})[1]
+    held = await budget.reserve(client, key_id={key["key_id"]!r}, secret_hash=secret_hash,
         model={MODEL!r}, request_id="req_held_by_the_dead", max_images=2, unit_price_micros=135000,
         lifetime_ms=1, periods=Periods.now())
     assert isinstance(held, budget.Reservation), held
