@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import ROOT, Gateway, RedisServer, Simulator, gateway_env
+from tests.support import ROOT, Gateway, RedisServer, Simulator, gateway_env, openai_sdk
 
 # The fixture ``upstream`` (a scripted, hostile upstream of the test's own) for every module.
 pytest_plugins = ["tests.scripted_upstream"]
@@ -123,9 +123,8 @@ def gateway_factory(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
 @pytest.fixture
 def openai_client(gateway: Gateway) -> Callable[..., Any]:
     """``openai_client(key)``: the official SDK pointed at the session gateway."""
-    from openai import OpenAI
 
-    def make(key: str, **kwargs: Any) -> OpenAI:
-        return OpenAI(base_url=f"{gateway.url}/v1", api_key=key, **kwargs)
+    def make(key: str, **kwargs: Any) -> Any:
+        return openai_sdk(gateway.url, key, **kwargs)
 
     return make

@@ -21,9 +21,8 @@ from typing import Any
 
 import httpx
 import pytest
-from openai import OpenAI
 
-from tests.support import ADMIN_TOKEN, Gateway, RedisServer, gateway_env
+from tests.support import ADMIN_TOKEN, Gateway, RedisServer, gateway_env, openai_sdk
 
 CHROMIUM = shutil.which("chromium")
 if CHROMIUM is None:
@@ -90,7 +89,7 @@ def month_bounds(month: str) -> tuple[str, str]:
 
 
 def generate(gw: Gateway, key: str, model: str, n: int) -> None:
-    client = OpenAI(base_url=f"{gw.url}/v1", api_key=key, max_retries=0)
+    client = openai_sdk(gw.url, key, max_retries=0)
     result = client.images.generate(model=model, prompt="a console test", n=n)
     assert result.data is not None and len(result.data) == n
 

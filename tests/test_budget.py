@@ -90,7 +90,10 @@ def test_sdk_does_not_retry_an_exhausted_budget(
     import httpx2
 
     client = openai_client(
-        key, http_client=httpx2.Client(event_hooks={"response": [lambda r: seen.append(r.status_code)]})
+        key,
+        http_client=httpx2.Client(
+            event_hooks={"response": [lambda r: seen.append(r.status_code)]}, verify=TLS
+        ),
     )
     with pytest.raises(openai.RateLimitError) as caught:
         client.images.generate(model=MODEL, prompt="x")

@@ -20,7 +20,7 @@ import openai
 import orjson
 import pytest
 
-from tests.support import MODEL, Gateway, Simulator, generate, wait_until
+from tests.support import MODEL, Gateway, Simulator, generate, openai_sdk, wait_until
 
 
 def _days() -> tuple[str, str]:
@@ -43,7 +43,7 @@ def export(gateway: Gateway, key_id: str, fmt: str) -> list[dict[str, Any]]:
 
 
 def sdk(gateway: Gateway, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0)
+    return openai_sdk(gateway.url, key, max_retries=0)
 
 
 def forwarded_bodies(simulator: Simulator, marker: str) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support import TLS
+from tests.support import TLS, openai_sdk
 from tests.test_simulator import API_KEY, GENERATIONS, Simulator, jpeg_size, png_size, start_simulator
 
 MODEL = "doubao-seedream-4-0-250828"
@@ -273,7 +273,7 @@ def test_a_bad_key_is_refused_before_a_stream(sim: Simulator) -> None:
 
 
 def sdk(sim: Simulator) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{sim.base_url}/v1", api_key=API_KEY, max_retries=0, timeout=30)
+    return openai_sdk(sim.base_url, API_KEY, max_retries=0, timeout=30)
 
 
 def test_the_openai_sdk_iterates_a_simulator_stream(sim: Simulator) -> None:

@@ -32,6 +32,7 @@ from tests.support import (
     Simulator,
     free_port,
     metric_value,
+    openai_sdk,
     wait_until,
 )
 
@@ -362,7 +363,7 @@ def test_sigterm_after_the_caller_left_still_reads_the_stream_to_its_end_and_cha
 
 
 def sdk(gateway: Gateway, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0)
+    return openai_sdk(gateway.url, key, max_retries=0)
 
 
 def sdk_set_of_three(client: openai.OpenAI, fault: str) -> Any:
