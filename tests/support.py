@@ -304,6 +304,12 @@ def run_cli(redis_url: str, *args: str, state_dir: Path | None = None) -> subpro
     )
 
 
+def run_clis(redis_url: str, *commands: Sequence[str]) -> list[subprocess.CompletedProcess[str]]:
+    """``run_cli`` for independent commands (reads, refusals), side by side."""
+    env = {**os.environ, "GATEWAY_REDIS_URL": redis_url}
+    return run_together([[sys.executable, "-m", "gateway", *args] for args in commands], env=env)
+
+
 def run_together(
     commands: Sequence[Sequence[str]], envs: Sequence[dict[str, str]] | None = None, **popen: Any
 ) -> list[subprocess.CompletedProcess[str]]:

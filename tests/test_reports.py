@@ -37,7 +37,7 @@ from tests.support import (
     gateway_env,
     generate,
     key_space,
-    run_cli,
+    run_clis,
 )
 
 PRICES = {model: usd_to_micros(usd) for model, usd in DEFAULT_PRICES_USD.items()}
@@ -219,17 +219,19 @@ def test_csv_and_json_reports_say_the_same(world: World) -> None:
 
 def test_cli_report_agrees_with_the_admin_api(world: World) -> None:
     first, last = around_today()
-    for group_by in ("team,key,model,day", ""):
-        done = run_cli(
-            world.redis.url, "report", "spend", "--start", first, "--end", last,
-            "--group-by", group_by, "--format", "json",
-        )  # fmt: skip
+    dates = ["report", "spend", "--start", first, "--end", last]
+    groupings = ("team,key,model,day", "")
+    *as_json, csv_out, table = run_clis(
+        world.redis.url,
+        *([*dates, "--group-by", group_by, "--format", "json"] for group_by in groupings),
+        [*dates, "--format", "csv"],
+        [*dates, "--group-by", "team"],
+    )
+    for group_by, done in zip(groupings, as_json, strict=True):
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout) == report(world.gateway, group_by)
-    csv_out = run_cli(world.redis.url, "report", "spend", "--start", first, "--end", last, "--format", "csv")
     api_csv = admin_get(world.gateway, "/admin/v1/reports/spend", start=first, end=last, format="csv")
     assert csv_out.stdout.replace("\r\n", "\n") == api_csv.text.replace("\r\n", "\n")
-    table = run_cli(world.redis.url, "report", "spend", "--start", first, "--end", last, "--group-by", "team")
     lines = table.stdout.splitlines()
     assert lines[0].split() == ["team", "calls", "images", "spend_usd", "succeeded", "failed"]
     assert lines[-1].split()[0] == "TOTAL"
@@ -264,8 +266,12 @@ def test_exports_in_csv_and_jsonl_hold_the_same_records_with_every_field(world: 
 
 def test_cli_export_streams_the_same_records_as_the_admin_api(world: World) -> None:
     first, last = around_today()
-    for fmt in ("jsonl", "csv"):
-        done = run_cli(world.redis.url, "usage", "export", "--start", first, "--end", last, "--format", fmt)
+    formats = ("jsonl", "csv")
+    exports = run_clis(
+        world.redis.url,
+        *(["usage", "export", "--start", first, "--end", last, "--format", fmt] for fmt in formats),
+    )
+    for fmt, done in zip(formats, exports, strict=True):
         assert done.returncode == 0, done.stderr
         assert done.stdout.replace("\r\n", "\n") == export(world.gateway, fmt).text.replace("\r\n", "\n")
 
@@ -418,12 +424,15 @@ def test_reports_need_the_admin_token(world: World) -> None:
 
 
 def test_cli_says_what_is_wrong_with_the_dates(world: World) -> None:
-    done = run_cli(world.redis.url, "report", "spend", "--start", "2026-11-30", "--end", "2026-11-01")
-    assert done.returncode == 1
-    assert done.stderr.strip() == "gateway: 'start' (2026-11-30) is after 'end' (2026-11-01)."
-    done = run_cli(world.redis.url, "usage", "export", "--start", "yesterday", "--end", "2026-11-01")
-    assert done.returncode == 1
-    assert "'start' must be a date like 2026-11-01" in done.stderr
+    reversed_dates, not_a_date = run_clis(
+        world.redis.url,
+        ["report", "spend", "--start", "2026-11-30", "--end", "2026-11-01"],
+        ["usage", "export", "--start", "yesterday", "--end", "2026-11-01"],
+    )
+    assert reversed_dates.returncode == 1
+    assert reversed_dates.stderr.strip() == "gateway: 'start' (2026-11-30) is after 'end' (2026-11-01)."
+    assert not_a_date.returncode == 1
+    assert "'start' must be a date like 2026-11-01" in not_a_date.stderr
 
 
 def test_report_and_export_asked_while_redis_is_down_are_503_envelopes(

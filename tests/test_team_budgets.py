@@ -23,6 +23,7 @@ from tests.support import (
     generate,
     ready_together,
     run_cli,
+    run_clis,
 )
 
 PRICE_USD = Decimal(MODEL_PRICE_MICROS) / 1_000_000
@@ -183,16 +184,19 @@ def test_the_cli_sets_lists_shows_and_reports_a_teams_usage(gateway: Gateway, re
     assert json.loads(done.stdout)["alert_thresholds"] == [0.5, 1.0]
     key, _ = gateway.create_key(team=team)
     assert generate(gateway, key).status_code == 200
-    usage = run_cli(redis_server.url, "teams", "usage", team, "--json")
+    usage, listed, shown, missing, bad = run_clis(  # reads, and a refusal that changes nothing
+        redis_server.url,
+        ["teams", "usage", team, "--json"],
+        ["teams", "list"],
+        ["teams", "show", team],
+        ["teams", "show", new_team()],
+        ["teams", "set", team, "--budget-period", "week"],
+    )
     assert json.loads(usage.stdout)["spent_usd"] == "0.135000"
-    listed = run_cli(redis_server.url, "teams", "list")
     row = next(line for line in listed.stdout.splitlines() if line.startswith(team))
     assert "2.000000" in row and "0.135000" in row and "1.865000" in row  # budget, spent, remaining
-    shown = run_cli(redis_server.url, "teams", "show", team)
     assert "budget_usd" in shown.stdout and "0.5" in shown.stdout
-    missing = run_cli(redis_server.url, "teams", "show", new_team())
     assert missing.returncode != 0 and "no team" in missing.stderr
-    bad = run_cli(redis_server.url, "teams", "set", team, "--budget-period", "week")
     assert bad.returncode != 0
 
 
