@@ -20,7 +20,6 @@ from tests.support import (
     RedisServer,
     agenerate,
     key_space,
-    ready_together,
     wait_until,
 )
 
@@ -51,22 +50,19 @@ def lose_redis_mid_call(
     return asyncio.run(run())
 
 
-def victim_and_survivor(
-    gateway_factory: Callable[..., Gateway], redis_url: str, upstream_url: str, **survivor_env: str
-) -> tuple[Gateway, Gateway]:
-    """A gateway to be killed with calls in flight (its reservations lapse 3 s after their call:
-    upstream timeout 2 s + grace 1 s) and one that outlives it, started side by side before the
-    kill: a start-up on a loaded machine can outlast that bound."""
-    victim = gateway_factory(
+def doomed_gateway(
+    gateway_factory: Callable[..., Gateway], redis_url: str, upstream_url: str, wait_ready: bool = True
+) -> Gateway:
+    """A gateway to be killed with calls in flight: its reservations lapse 3 s after their call
+    (upstream timeout 2 s + grace 1 s). What it leaves is seen through a gateway already running
+    (the session's, or one started beside it: a start-up on a loaded machine can outlast 3 s)."""
+    return gateway_factory(
         redis_url,
         upstream_url,
-        wait_ready=False,
+        wait_ready=wait_ready,
         GATEWAY_UPSTREAM_TIMEOUT_S="2",
         GATEWAY_RESERVATION_GRACE_S="1",
     )
-    survivor = gateway_factory(redis_url, upstream_url, wait_ready=False, **survivor_env)
-    ready_together(victim, survivor)
-    return victim, survivor
 
 
 def spooled_records(state_dir: Path) -> int:

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from gateway.periods import Periods
-from tests.fault_tools import victim_and_survivor
+from tests.fault_tools import doomed_gateway
 from tests.support import (
     MODEL,
     MODEL_PRICE_MICROS,
@@ -24,7 +24,6 @@ from tests.support import (
     agenerate,
     generate,
     key_space,
-    ready_together,
     wait_until,
 )
 
@@ -62,10 +61,10 @@ def test_fifty_concurrent_requests_on_a_ten_image_budget(gateway: Gateway, simul
     _assert_exact_race(responses, before, simulator, gateway.usage(key_id))
 
 
-def test_same_race_across_two_gateway_processes(redis_server, simulator: Simulator, gateway_factory) -> None:
-    first = gateway_factory(redis_server.url, simulator.url, wait_ready=False)
-    second = gateway_factory(redis_server.url, simulator.url, wait_ready=False)
-    ready_together(first, second)
+def test_same_race_across_two_gateway_processes(
+    gateway: Gateway, redis_server, simulator: Simulator, gateway_factory
+) -> None:
+    first, second = gateway, gateway_factory(redis_server.url, simulator.url)  # the session's and one more
     key, key_id = first.create_key(budget_usd=str(10 * PRICE_USD), budget_period="month")
     before = simulator.count()
     responses = asyncio.run(_fire([first.url, second.url], key, 50))
@@ -240,9 +239,11 @@ def test_concurrency_limit(gateway: Gateway) -> None:
     assert {r.json()["error"]["code"] for r in responses if r.status_code == 429} == {"rate_limit_exceeded"}
 
 
-def test_killed_process_reservation_comes_back(redis_server, simulator: Simulator, gateway_factory) -> None:
+def test_killed_process_reservation_comes_back(
+    gateway: Gateway, redis_server, simulator: Simulator, gateway_factory
+) -> None:
     """SIGKILL while a call is in flight: after its bound the reservation is released."""
-    victim, survivor = victim_and_survivor(gateway_factory, redis_server.url, simulator.url)
+    victim, survivor = doomed_gateway(gateway_factory, redis_server.url, simulator.url), gateway
     key, key_id = victim.create_key(budget_usd=str(PRICE_USD), budget_period="total")
 
     async def start_call() -> None:

@@ -20,8 +20,18 @@ from gateway.keys import KeyCreate, KeyStore, parse_token
 from gateway.periods import Periods
 from gateway.redis_keys import KeySpace, TeamSpace
 from gateway.usage_record import DERIVED_FIELDS, EXPORT_FIELDS
-from tests.fault_tools import ledger, victim_and_survivor
-from tests.support import MODEL, MODEL_PRICE_MICROS, TLS, RedisServer, Simulator, reserve_one, wait_until
+from tests.fault_tools import doomed_gateway, ledger
+from tests.support import (
+    MODEL,
+    MODEL_PRICE_MICROS,
+    TLS,
+    Gateway,
+    RedisServer,
+    Simulator,
+    ready_together,
+    reserve_one,
+    wait_until,
+)
 
 IN_FLIGHT = 6
 
@@ -35,10 +45,10 @@ def _export(gw, key_id: str) -> list[dict]:
 
 
 def test_every_upstream_call_of_a_killed_process_has_a_ledger_record(
-    redis_server: RedisServer, simulator_factory, gateway_factory
+    gateway: Gateway, redis_server: RedisServer, simulator_factory, gateway_factory
 ) -> None:
     simulator: Simulator = simulator_factory()
-    victim, survivor = victim_and_survivor(gateway_factory, redis_server.url, simulator.url)
+    victim, survivor = doomed_gateway(gateway_factory, redis_server.url, simulator.url), gateway
     key, key_id = victim.create_key(team="orphans", name="killed")
     finished = victim  # calls that finish before the kill settle as usual
 
@@ -151,9 +161,9 @@ def test_a_team_nobody_calls_again_gets_its_orphans_released_by_the_periodic_swe
 ) -> None:
     """No call and no usage read touches the team after the kill: the sweep alone releases it."""
     simulator: Simulator = simulator_factory()
-    victim, _ = victim_and_survivor(
-        gateway_factory, redis_server.url, simulator.url, GATEWAY_ORPHAN_SWEEP_S="1"
-    )
+    victim = doomed_gateway(gateway_factory, redis_server.url, simulator.url, wait_ready=False)
+    sweeper = gateway_factory(redis_server.url, simulator.url, wait_ready=False, GATEWAY_ORPHAN_SWEEP_S="1")
+    ready_together(victim, sweeper)
     team = f"forgotten-{datetime.now(UTC).strftime('%H%M%S%f')}"
     key, key_id = victim.create_key(team=team, name="killed")
 

@@ -21,7 +21,6 @@ from tests.support import (
     Simulator,
     agenerate,
     generate,
-    ready_together,
     run_cli,
     run_clis,
 )
@@ -42,11 +41,9 @@ async def fire(calls: list[tuple[str, str]]) -> list[httpx.Response]:
 
 
 def test_twenty_calls_from_two_keys_on_two_gateways_get_exactly_the_teams_three_images(
-    redis_server, simulator: Simulator, gateway_factory
+    gateway: Gateway, redis_server, simulator: Simulator, gateway_factory
 ) -> None:
-    first = gateway_factory(redis_server.url, simulator.url, wait_ready=False)
-    second = gateway_factory(redis_server.url, simulator.url, wait_ready=False)
-    ready_together(first, second)
+    first, second = gateway, gateway_factory(redis_server.url, simulator.url)  # the session's and one more
     team = new_team()
     first.set_team(team, budget_usd=str(3 * PRICE_USD), budget_period="total")
     bot, bot_id = first.create_key(team=team, name="bot")
