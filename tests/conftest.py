@@ -4,6 +4,7 @@ for tests that need their own (outages, several replicas, special settings)."""
 from __future__ import annotations
 
 import compileall
+import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,15 +18,21 @@ from tests.support import ROOT, Gateway, RedisServer, Simulator, gateway_env, op
 pytest_plugins = ["tests.scripted_upstream"]
 
 
+# Where ``PYTHONDONTWRITEBYTECODE`` is set (containers, CI images, this machine), nothing writes
+# ``__pycache__``. This process then rewrote the asserts of every test module again at each run
+# (pytest caches the rewritten modules only where bytecode may be written): 6 s of collection.
+# The test modules are imported after this conftest.
+sys.dont_write_bytecode = False
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Compile the project's own modules to bytecode once, before anything starts a process.
 
     The suite starts some 200 Python processes of the project (gateways, their workers, the CLI,
-    the simulator, spawned helpers). Where ``PYTHONDONTWRITEBYTECODE`` is set (containers, CI
-    images, this machine) no process ever writes ``__pycache__``, so each one compiled the
-    gateway's sources again: about 0.9 s of CPU per start. compileall writes it regardless, and
-    only for what changed since the last run (a stale .pyc is never used: its source mtime is
-    checked at import)."""
+    the simulator, spawned helpers), which inherit ``PYTHONDONTWRITEBYTECODE``: each one compiled
+    the gateway's sources again (0.1 s or more of CPU a start). compileall writes the bytecode
+    regardless, and only for what changed since the last run (a stale .pyc is never used: its
+    source mtime is checked at import)."""
     for package in ("gateway", "tests", "bench"):
         compileall.compile_dir(ROOT / package, quiet=1)
 
