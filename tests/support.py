@@ -34,13 +34,19 @@ MODEL = "doubao-seedream-4-5-251128"
 MODEL_PRICE_MICROS = 135_000
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port(limit: int = 55535) -> int:
-    """A free loopback port (at most ``limit``: cluster nodes also use port + 10000)."""
+    """A free loopback port (at most ``limit``: cluster nodes also use port + 10000), never one
+    handed out before in this run: processes started side by side (``ready_together``) may not
+    have bound theirs yet when the next port is chosen."""
     while True:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = int(sock.getsockname()[1])
-        if port <= limit:
+        if port <= limit and port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
             return port
 
 

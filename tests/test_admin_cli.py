@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from decimal import Decimal
 
-from tests.support import MODEL, Gateway, generate, run_together
+from tests.support import MODEL, Gateway, generate, run_clis, run_together
 from tests.support import run_cli as cli
 
 
@@ -98,28 +99,29 @@ def test_cli_keys_work_without_a_gateway(redis_factory) -> None:
     record = json.loads(created.stdout)
     key_id = record["key_id"]
     assert record["key"].startswith("sk-gw-") and record["budget_period"] == "day"
-    table = cli(redis.url, "keys", "list")
+    table, usage, missing = run_clis(  # reads, side by side
+        redis.url, ["keys", "list"], ["keys", "usage", key_id, "--json"], ["keys", "show", "nosuchkey000"]
+    )
     assert key_id in table.stdout and "ml" in table.stdout and record["key"] not in table.stdout
+    budget = json.loads(usage.stdout)
+    assert budget["budget_usd"] == "3.000000" and budget["spent_usd"] == "0.000000"
+    assert missing.returncode == 1 and "no key" in missing.stderr
     updated = json.loads(cli(redis.url, "keys", "update", key_id, "--rpm", "none", "--json").stdout)
     assert updated["rpm"] is None and updated["budget_usd"] == "3.000000"
     rotated = json.loads(cli(redis.url, "keys", "rotate", key_id, "--grace-seconds", "0", "--json").stdout)
     assert rotated["key_id"] == key_id and rotated["key"] != record["key"]
-    usage = json.loads(cli(redis.url, "keys", "usage", key_id, "--json").stdout)
-    assert usage["budget_usd"] == "3.000000" and usage["spent_usd"] == "0.000000"
     assert json.loads(cli(redis.url, "keys", "revoke", key_id, "--json").stdout)["status"] == "revoked"
-    missing = cli(redis.url, "keys", "show", "nosuchkey000")
-    assert missing.returncode == 1 and "no key" in missing.stderr
 
 
 def test_cli_prices(redis_factory) -> None:
     redis = redis_factory()
-    listed = json.loads(cli(redis.url, "prices", "list", "--json").stdout)
-    assert {"model": "doubao-seedream-4-0-250828", "price_usd": "0.162000"} in listed["prices"]
+    listed, bad = run_clis(redis.url, ["prices", "list", "--json"], ["prices", "set", "new-model", "-1"])
+    prices = json.loads(listed.stdout)["prices"]
+    assert {"model": "doubao-seedream-4-0-250828", "price_usd": "0.162000"} in prices
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1  # refused: it writes nothing
     assert cli(redis.url, "prices", "set", "new-model", "0.5").returncode == 0
     history = json.loads(cli(redis.url, "prices", "list", "--history", "--json").stdout)["history"]
     assert history[-1]["model"] == "new-model" and history[-1]["source"] == "cli"
-    bad = cli(redis.url, "prices", "set", "new-model", "-1")
-    assert bad.returncode == 1 and bad.stderr.count("\n") == 1
 
 
 def test_cli_help_is_useful_on_its_own() -> None:
@@ -145,31 +147,27 @@ def _columns(line: str) -> int:
 
 def test_cli_says_which_store_it_reads_and_hides_its_password(redis_factory) -> None:
     redis = redis_factory()
-    listed = cli(redis.url, "keys", "list")
+    listed, refused = run_together(
+        [[sys.executable, "-m", "gateway", "keys", "list"]] * 2,
+        envs=[
+            {**os.environ, "GATEWAY_REDIS_URL": url}
+            for url in (redis.url, redis.url.replace("redis://", "redis://:hunter2@"))
+        ],
+    )
     assert listed.stderr.strip() == f"gateway: using {redis.url} (GATEWAY_REDIS_URL)"
-    with_password = redis.url.replace("redis://", "redis://:hunter2@")
-    refused = cli(with_password, "keys", "list")
     assert "hunter2" not in refused.stderr and "redis://:***@127.0.0.1" in refused.stderr
 
 
 def test_cli_keys_list_shows_every_limit_aligned_for_cjk_names(redis_factory) -> None:
     redis = redis_factory()
-    for name in ("海报机器人", "poster"):
-        made = cli(
-            redis.url,
-            "keys",
-            "create",
-            "--team",
-            "design",
-            "--name",
-            name,
-            "--models",
-            MODEL,
-            "--images-per-day",
-            "7",
-            "--max-concurrent",
-            "2",
-        )
+    limits = ["--models", MODEL, "--images-per-day", "7", "--max-concurrent", "2"]
+    for made in run_clis(  # side by side
+        redis.url,
+        *(
+            ["keys", "create", "--team", "design", "--name", name, *limits]
+            for name in ("海报机器人", "poster")
+        ),
+    ):
         assert made.returncode == 0, made.stderr
     header, *rows = cli(redis.url, "keys", "list").stdout.splitlines()
     for column in ("models", "images_per_day", "max_concurrent"):

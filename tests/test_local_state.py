@@ -83,8 +83,8 @@ def test_embedded_redis_refuses_a_client_without_its_password(running) -> None:
     folder, _, _ = running
     lock = (folder / "var" / "redis" / "gateway.lock").read_text()
     port = int(re.search(r"redis://127\.0\.0\.1:(\d+)/0", lock).group(1))
-    with pytest.raises(redis.exceptions.AuthenticationError):
-        redis.Redis(port=port).dbsize()
+    with pytest.raises(redis.exceptions.AuthenticationError):  # at once: redis-py retries it 3 s by default
+        redis.Redis(port=port, retry=None).dbsize()
     password = (folder / "var" / "redis" / "password").read_text().strip()
     assert redis.Redis(port=port, password=password).ping()
     assert password not in lock
