@@ -134,9 +134,6 @@ def test_burst_with_redis_down_is_answered_503_at_once_not_queued(
     assert upstream.count() == 20, "nothing may reach the upstream without a reservation"
 
 
-ACCEPT_ROOM = 24
-
-
 @pytest.mark.timeout(180)
 def test_out_of_file_descriptors_calls_wait_for_one_instead_of_502(
     redis_factory, simulator_factory, gateway_factory
@@ -153,13 +150,10 @@ def test_out_of_file_descriptors_calls_wait_for_one_instead_of_502(
     pid = gateway.process.pid  # one worker: uvicorn serves in this very process
     in_use = len(os.listdir(f"/proc/{pid}/fd"))
     # Room for every caller's socket and every Redis connection the worker may still open (the
-    # warm-up opened only some of GATEWAY_REDIS_MAX_CONNECTIONS), but for only a quarter of the upstream
+    # warm-up opened only some of GATEWAY_REDIS_MAX_CONNECTIONS), but for only half of the upstream
     # connections. Without the Redis room, the pool growing in the burst could take descriptors an
     # accept needed, and the caller would see its connection closed: not what this test is about.
-    # And ACCEPT_ROOM more: the h1 transport connects upstream while the last callers are still
-    # being accepted, and without it 6 of 200 accepts were refused in 3 of 6 runs (the accept side
-    # has no wait for a descriptor; upstream connects do, which is what this test is about).
-    limit = in_use + calls + REDIS_MAX_CONNECTIONS + calls // 4 + ACCEPT_ROOM
+    limit = in_use + calls + REDIS_MAX_CONNECTIONS + calls // 2
     resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, limit))
 
     result = burst(gateway, key, calls)
