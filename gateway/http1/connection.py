@@ -17,13 +17,10 @@ section over :data:`MAX_HEAD_BYTES`, is an unreadable answer, like one the parse
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import httptools
 import httpx
-
-if TYPE_CHECKING:
-    from gateway.http1.pool import Pool
 
 MAX_LINE_BYTES = 8190  # a status line or one header field: aiohttp's limit
 MAX_HEAD_BYTES = 64 * 1024  # the whole header section
@@ -213,10 +210,19 @@ class Answer:
             conn.abort()
 
 
+class Owner(Protocol):
+    """What a connection tells its pool (gateway/http1/pool.py), named here so that the pool
+    imports the connection and not the other way round."""
+
+    def release(self, conn: Connection) -> None: ...
+
+    def forget(self, conn: Connection) -> None: ...
+
+
 class Connection(asyncio.Protocol):
     """A connection of the pool, to one origin; ``counted`` while it holds a slot of the pool."""
 
-    def __init__(self, pool: Pool, origin: tuple[str, str, int], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, pool: Owner, origin: tuple[str, str, int], loop: asyncio.AbstractEventLoop) -> None:
         self.pool, self.origin, self.loop = pool, origin, loop
         self.transport: asyncio.Transport | None = None
         self.answer: Answer | None = None
