@@ -193,9 +193,8 @@ def _access_log(settings: Settings) -> AccessLog:
 
 
 async def _price_book(redis: Redis, settings: Settings) -> pricing.PriceBook:
-    prices = pricing.PriceBook()
+    prices = pricing.PriceBook(prices_file=settings.prices_file)
     try:
-        await pricing.seed_prices(redis, settings.prices_file)
         await prices.refresh(redis)
     except Exception as exc:  # start even with Redis down: /readyz says so, requests get 503
         log.warning("could not load prices from Redis at start-up: %s", exc)

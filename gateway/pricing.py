@@ -121,11 +121,23 @@ async def price_history(redis: Any) -> list[PriceChange]:
 
 
 class PriceBook:
-    """This process's copy of the price table, refreshed from Redis in the background."""
+    """This process's copy of the price table, refreshed from Redis in the background.
 
-    def __init__(self, prices: dict[str, int] | None = None, refresh_s: float = 1.0) -> None:
+    The configured table is seeded into Redis on the first refresh that reaches it, not only at
+    start-up: a gateway started while Redis was unreachable would otherwise read an empty table
+    from a fresh store once Redis came up, and answer every call 404 ``model_not_found``.
+    """
+
+    def __init__(
+        self,
+        prices: dict[str, int] | None = None,
+        refresh_s: float = 1.0,
+        prices_file: Path | None = None,
+    ) -> None:
         self.prices: dict[str, int] = dict(prices or {})
         self.refresh_s = refresh_s
+        self.prices_file = prices_file
+        self.seeded = False
         self._task: asyncio.Task[None] | None = None
 
     def get(self, model: str) -> int | None:
@@ -136,6 +148,9 @@ class PriceBook:
         return model if model in self.prices else "other"
 
     async def refresh(self, redis: Any) -> None:
+        if not self.seeded:
+            await seed_prices(redis, self.prices_file)
+            self.seeded = True
         self.prices = await read_prices(redis)
 
     def start(self, redis: Any) -> None:

@@ -72,6 +72,32 @@ def test_redis_down_refuses_new_calls_at_once_and_recovers_by_itself(
     assert reserved(gateway, key_id) == 0
 
 
+def test_a_gateway_started_before_its_redis_prices_calls_once_redis_comes_up(
+    simulator: Simulator, gateway_factory, tmp_path: Path
+) -> None:
+    """Started while Redis is unreachable, on a store that has never held a price table: once
+    Redis answers, the configured prices are seeded and calls are charged by them (they were
+    404 model_not_found until a restart)."""
+    redis = RedisServer(tmp_path / "late-redis")  # not started yet: its port refuses
+    gateway = gateway_factory(redis.url, simulator.url, wait_ready=False)
+    wait_until(
+        lambda: httpx.get(f"{gateway.url}/healthz", verify=TLS, timeout=2).status_code == 200,
+        timeout_s=30,
+        what="gateway alive without Redis",
+    )
+    assert not gateway.ready()
+
+    redis.start()
+    try:
+        gateway.wait_ready()
+        key, key_id = gateway.create_key(budget_usd="10", budget_period="total")
+        response = generate(gateway, key)
+        assert response.status_code == 200, response.text
+        assert spent(gateway, key_id) == PRICE
+    finally:
+        redis.kill()
+
+
 def test_a_redis_restart_costs_no_call_once_redis_answers_again(
     redis_factory, simulator: Simulator, gateway_factory
 ) -> None:
