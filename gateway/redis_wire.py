@@ -33,9 +33,8 @@ handling and the same retry policy (``connection.retry``, which redis-py applies
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
-from collections.abc import AsyncIterator
+from types import TracebackType
 from typing import Any, TypeVar, cast
 
 from redis.asyncio.connection import AbstractConnection
@@ -163,27 +162,41 @@ async def execute(client: Any, *args: Any) -> Any:
         await pool.release(connection)  # type: ignore[union-attr]
 
 
-@contextlib.asynccontextmanager
-async def patient_timeout(seconds: float) -> AsyncIterator[None]:
-    """Like ``asyncio.timeout(seconds)``, extended by however late the event loop runs the timer."""
-    loop = asyncio.get_running_loop()
-    give_up_at = loop.time() + seconds * MAX_PATIENCE
-    async with asyncio.timeout(None) as scope:
+class patient_timeout:  # noqa: N801 - used like asyncio.timeout, named like it
+    """Like ``asyncio.timeout(seconds)``, extended by however late the event loop runs the timer.
 
-        def check(due: float) -> None:
-            now = loop.time()
-            late = now - due
-            if late > LOOP_LAG_S and now < give_up_at:  # the worker was behind: wait as long again
-                timer[0] = loop.call_at(now + late, check, now + late)
-            else:
-                scope.reschedule(now)
+    A class rather than a generator-based context manager: it is entered for every Redis read.
+    Measured side by side under uvloop: 7-8 µs per enter and exit, as ``asyncio.timeout`` itself;
+    the ``contextlib.asynccontextmanager`` form took 10-18 µs.
+    """
 
-        due = loop.time() + seconds
-        timer = [loop.call_at(due, check, due)]
-        try:
-            yield
-        finally:
-            timer[0].cancel()
+    __slots__ = ("_seconds", "_loop", "_scope", "_timer", "_give_up_at")
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+
+    async def __aenter__(self) -> None:
+        loop = self._loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._give_up_at = now + self._seconds * MAX_PATIENCE
+        self._scope = asyncio.Timeout(None)
+        await self._scope.__aenter__()
+        due = now + self._seconds
+        self._timer = loop.call_at(due, self._check, due)
+
+    def _check(self, due: float) -> None:
+        now = self._loop.time()
+        late = now - due
+        if late > LOOP_LAG_S and now < self._give_up_at:  # the worker was behind: wait as long again
+            self._timer = self._loop.call_at(now + late, self._check, now + late)
+        else:
+            self._scope.reschedule(now)
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self._timer.cancel()
+        await self._scope.__aexit__(kind, error, trace)  # raises TimeoutError if it fired
 
 
 C = TypeVar("C", bound=AbstractConnection)
