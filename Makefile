@@ -29,7 +29,7 @@ tools: $(STAMP)
 # access): without it, stop at once with the command that installs it rather than skip them.
 test: $(STAMP) tools
 	@command -v chromium >/dev/null 2>&1 || { echo "make test: the console's browser tests need chromium; install it with: sudo apt-get install -y chromium" >&2; exit 1; }
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -32,7 +32,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     the simulator, spawned helpers), which inherit ``PYTHONDONTWRITEBYTECODE``: each one compiled
     the gateway's sources again (0.1 s or more of CPU a start). compileall writes the bytecode
     regardless, and only for what changed since the last run (a stale .pyc is never used: its
-    source mtime is checked at import)."""
+    source mtime is checked at import). Under pytest-xdist the controller does it before it starts
+    the workers."""
+    if hasattr(session.config, "workerinput"):  # an xdist worker
+        return
     for package in ("gateway", "tests", "bench"):
         compileall.compile_dir(ROOT / package, quiet=1)
 

@@ -37,15 +37,31 @@ MODEL_PRICE_MICROS = 135_000
 _HANDED_OUT: set[int] = set()
 
 
+def worker_slot() -> tuple[int, int]:
+    """(this pytest-xdist worker's index, how many workers run); (0, 1) without xdist."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1, ...
+    return (int(name[2:]) if name.startswith("gw") else 0), int(
+        os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")
+    )
+
+
+def port_is_mine(port: int) -> bool:
+    """Whether ``port`` belongs to this worker: worker k of n takes only ports whose half is k modulo
+    n, so two workers never choose the same one (chosen, a port stays free until its process binds
+    it). The half: Linux gives ``bind`` odd ports only (even ones are left to ``connect``)."""
+    index, count = worker_slot()
+    return (port // 2) % count == index
+
+
 def free_port(limit: int = 55535) -> int:
     """A free loopback port (at most ``limit``: cluster nodes also use port + 10000), never one
-    handed out before in this run: processes started side by side (``ready_together``) may not
-    have bound theirs yet when the next port is chosen."""
+    handed out before in this run, nor one another worker may choose: processes started side by
+    side (``ready_together``, other workers) may not have bound theirs yet when the next is chosen."""
     while True:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = int(sock.getsockname()[1])
-        if port <= limit and port not in _HANDED_OUT:
+        if port <= limit and port_is_mine(port) and port not in _HANDED_OUT:
             _HANDED_OUT.add(port)
             return port
 

@@ -44,6 +44,7 @@ from tests.support import (
     gateway_env,
     generate,
     key_space,
+    port_is_mine,
     wait_until,
 )
 
@@ -81,7 +82,7 @@ def cluster_ports(count: int) -> list[int]:
     chosen: list[int] = []
     while len(chosen) < count:
         port = random.randint(10000, highest)
-        if port not in chosen and _bindable(port) and _bindable(port + 10000):
+        if port not in chosen and port_is_mine(port) and _bindable(port) and _bindable(port + 10000):
             chosen.append(port)
     return chosen
 
