@@ -174,6 +174,40 @@ def test_an_informational_answer_before_the_final_one_is_skipped(run: Any) -> No
     run(main())
 
 
+@pytest.mark.parametrize("after", [b"", b"HTTP/1.1 200 OK\r\n"], ids=["reused", "bytes-after"])
+def test_a_content_length_body_over_several_reads_is_whole_and_exact(run: Any, after: bytes) -> None:
+    """The body after the read that completed the headers is taken without the parser: it must
+    still end exactly at Content-Length, keep the connection when nothing follows, and drop it
+    when more bytes than the body came."""
+    body = bytes(range(256)) * 400  # 100 KB
+    took_first: list[asyncio.Event] = []
+
+    async def script(peer: Peer) -> None:
+        while await peer.request() is not None:
+            took_first.append(asyncio.Event())
+            await peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body[:10])
+            await took_first[-1].wait()  # the client has read those: the rest is a later read
+            await peer.send(body[10:60_000])
+            await peer.send(body[60_000:] + after)
+
+    async def main() -> None:
+        async with RawServer(script) as server:
+            transport = H1Transport(4)
+            for _ in range(2):
+                response = await transport.handle_async_request(post(server.url()))
+                pieces = response.aiter_raw()
+                got = await pieces.__anext__()
+                took_first[-1].set()
+                async for piece in pieces:
+                    got += piece
+                assert got == body
+            assert server.accepts == (1 if not after else 2)
+            assert transport.pool.idle == (1 if not after else 0)
+            await transport.aclose()
+
+    run(main())
+
+
 def test_bytes_after_a_whole_answer_keep_the_answer_but_drop_the_connection(run: Any) -> None:
     async def script(peer: Peer) -> None:
         while await peer.request() is not None:
