@@ -15,7 +15,7 @@ from redis.asyncio.connection import Connection
 from redis.exceptions import DataError, NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway import redis_client
+from gateway import redis_client, redis_wire
 from gateway.redis_wire import MAX_PATIENCE, FastSend, execute, fast, pack, patient_timeout
 from tests.support import RedisServer
 
@@ -33,6 +33,17 @@ SAMPLES: list[tuple[object, ...]] = [
 def test_packs_the_bytes_redis_py_would(args: tuple[object, ...]) -> None:
     assert b"".join(FAST.pack_command(*args)) == b"".join(PLAIN.pack_command(*args))
     assert pack(args) is not None
+
+
+def test_packed_strings_are_remembered_within_a_bound_and_never_change_the_bytes() -> None:
+    """Strings are packed once and remembered; a stream of ever-new ones (request ids, a hostile
+    caller's values) keeps the table bounded, and what is sent is redis-py's bytes throughout."""
+    recurring = ("EVALSHA", "a" * 40, 2, "gw:{team:t}:x", "提示")
+    for n in range(3 * redis_wire.FRAGMENT_CACHE_SIZE):
+        args = (*recurring, f"req_{n}", n, b"raw")
+        assert pack(args) == b"".join(PLAIN.pack_command(*args))
+        assert len(redis_wire._FRAGMENTS) <= redis_wire.FRAGMENT_CACHE_SIZE
+    assert "gw:{team:t}:x" in redis_wire._FRAGMENTS
 
 
 @pytest.mark.parametrize(
