@@ -10,6 +10,7 @@ This module turns the scripts' named answers into typed objects; the scripts are
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +64,43 @@ def _key_state(space: KeySpace) -> list[str]:
 
 def _team_state(team: TeamSpace) -> list[str]:
     return [team.settings, team.state, team.reservation_deadlines]
+
+
+# The two scripts of every call name ~20 keys each, the same for a key all day: built once per
+# (key, day) rather than from a dozen nested f-strings and dataclasses per call (3-4% of a
+# worker's CPU in the profile). 4,096 entries: a worker's active keys, a few hundred bytes each.
+@functools.lru_cache(maxsize=4096)
+def _reserve_keys(space: KeySpace, periods: Periods) -> tuple[str, ...]:
+    team = space.team_space
+    return (
+        *_key_state(space),
+        space.cancelled,
+        *_key_counters(space, periods),
+        *_team_state(team),
+        *_team_counters(team, periods),
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _team_tag(team: str) -> str:
+    return TeamSpace(team).tag
+
+
+@functools.lru_cache(maxsize=4096)
+def _settle_keys(space: KeySpace, periods: Periods) -> tuple[str, ...]:
+    team = space.team_space
+    return (
+        *_key_state(space),
+        space.settled,
+        *_key_counters(space, periods),
+        *_team_state(team),
+        *_team_counters(team, periods),
+        team.rollup(periods.day),
+        team.key_rollup(periods.day),
+        team.users(periods.day),
+        team.outbox,
+        team.outbox_bodies,
+    )
 
 
 # -- reserve ------------------------------------------------------------------------------------
@@ -196,14 +234,7 @@ async def reserve(
     periods: Periods,
 ) -> Reservation | Refusal:
     """Authenticate and hold ``max_images`` at ``unit_price_micros`` until settled or ``lifetime_ms``."""
-    team = space.team_space
-    keys = [
-        *_key_state(space),
-        space.cancelled,
-        *_key_counters(space, periods),
-        *_team_state(team),
-        *_team_counters(team, periods),
-    ]
+    keys = _reserve_keys(space, periods)
     deadline_ms = int(time.time() * 1000) + RESERVE_DEADLINE_MS
     args: list[RedisValue] = [
         secret_hash,
@@ -216,7 +247,7 @@ async def reserve(
         periods.day,
         orphan_record.TEMPLATE,
         space.key_id,
-        team.tag,
+        _team_tag(space.team),
     ]
     return decode_reserve(await scripts.RESERVE(redis, keys, args))
 
@@ -263,19 +294,7 @@ async def settle(
     user: str = "",
 ) -> Settlement | None:
     """Settle a call; safe to run twice for the same request id (the second answers None)."""
-    team = space.team_space
-    keys = [
-        *_key_state(space),
-        space.settled,
-        *_key_counters(space, periods),
-        *_team_state(team),
-        *_team_counters(team, periods),
-        team.rollup(periods.day),
-        team.key_rollup(periods.day),
-        team.users(periods.day),
-        team.outbox,
-        team.outbox_bodies,
-    ]
+    keys = _settle_keys(space, periods)
     oldest_kept_ms = int((time.time() - retention_days * DAY_S) * 1000)
     day_id, month_id, _ = _period_ids(periods)
     args: list[RedisValue] = [
@@ -286,7 +305,7 @@ async def settle(
         oldest_kept_ms,
         SETTLED_MEMORY_MS,
         space.key_id,
-        team.tag,
+        _team_tag(space.team),
         space.team,
         user,
         day_id,

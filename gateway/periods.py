@@ -7,6 +7,7 @@ period id (``2026-11-25``, ``2026-11``), so a new period starts from zero withou
 from __future__ import annotations
 
 import calendar
+import functools
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,12 +24,18 @@ class Periods:
 
     @classmethod
     def at(cls, epoch_s: float) -> Periods:
-        t = time.gmtime(epoch_s)
-        return cls(f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}", f"{t.tm_year:04d}-{t.tm_mon:02d}")
+        return _of_day(int(epoch_s // DAY_S))  # POSIX time has no leap seconds: days are exact
 
     @classmethod
     def now(cls) -> Periods:
         return cls.at(time.time())
+
+
+@functools.lru_cache(maxsize=64)
+def _of_day(day_number: int) -> Periods:
+    """Made once per day: every call asks (1% of a worker's CPU to format the same day again)."""
+    t = time.gmtime(day_number * DAY_S)
+    return Periods(f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}", f"{t.tm_year:04d}-{t.tm_mon:02d}")
 
 
 def period_resets_at(period: str, epoch_s: float | None = None) -> datetime | None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import calendar
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.budget import BudgetExhausted, DailyImagesExhausted, RateLimited, Revoked, TooManyInFlight
 from gateway.call.refusals import budget_message, daily_images_message, refusal_error
@@ -64,6 +67,13 @@ def test_a_charge_is_the_images_delivered_at_the_reserved_price() -> None:
 def test_periods_name_the_utc_day_and_month() -> None:
     assert Periods.at(epoch("2026-11-30T23:59:59")) == Periods("2026-11-30", "2026-11")
     assert Periods.at(epoch("2026-12-01T00:00:00")) == Periods("2026-12-01", "2026-12")
+
+
+@given(st.floats(min_value=0, max_value=4102444800, allow_nan=False))  # 1970 to 2100
+def test_periods_are_those_of_the_utc_calendar_at_any_instant(epoch_s: float) -> None:
+    """Periods are remembered per day: the day number must never disagree with the calendar."""
+    t = time.gmtime(epoch_s)
+    assert Periods.at(epoch_s) == Periods(time.strftime("%Y-%m-%d", t), time.strftime("%Y-%m", t))
 
 
 def test_a_monthly_budget_resets_at_the_first_of_the_next_month() -> None:
