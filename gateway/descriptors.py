@@ -8,13 +8,6 @@ limit is 20,000 (10,000 callers + 10,000 upstream connections + the worker's own
 with a healthy upstream. Since nothing was sent, the call may simply try again: it waits for a
 descriptor to be freed (every call that ends frees two), within its own deadline, and a warning
 says the limit is too low (at most every 10 s per worker).
-
-Waiting is only half of it: the callers' side needs descriptors too. Under uvloop (libuv), an
-accept that finds none is not retried later: libuv accepts the pending connections on a spare
-descriptor and closes them at once, and those callers see their connection closed. So upstream
-connections stop short of the limit (:func:`keep_headroom`): the last ``headroom`` descriptors are
-left for accepting callers, and a connection that would take one of them waits like one that
-found none.
 """
 
 from __future__ import annotations
@@ -23,8 +16,6 @@ import asyncio
 import errno
 import logging
 import math
-import os
-import resource
 import time
 
 log = logging.getLogger("gateway")
@@ -33,7 +24,6 @@ EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE})
 FIRST_PAUSE_S = 0.05
 LONGEST_PAUSE_S = 0.5  # the most a waiting call lags behind a freed descriptor
 WARN_EVERY_S = 10.0
-HEADROOM_MIN = 64  # descriptors left for accepting callers, or 1/64 of the limit if more
 
 
 def exhausted(exc: BaseException) -> bool:
@@ -70,32 +60,3 @@ class Backoff:
         await asyncio.sleep(self.pause_s)
         self.waited_s += self.pause_s
         self.pause_s = min(LONGEST_PAUSE_S, 2 * self.pause_s)
-
-
-def headroom(limit: int) -> int:
-    """How many descriptors upstream connections leave free under an open-file limit of ``limit``."""
-    return max(HEADROOM_MIN, limit // 64)
-
-
-def keep_headroom(fd: int) -> None:
-    """Raise ``EMFILE`` if the socket just opened as ``fd`` left fewer than :func:`headroom`
-    descriptors free; the caller closes it and waits as for a real shortage.
-
-    Counting open descriptors lists /proc/self/fd, which costs in proportion to their number, so
-    it is done only near the limit. The kernel gives a new descriptor the lowest free number, so
-    every number below ``fd`` is in use: a low ``fd`` on a process near its limit is possible
-    only when earlier descriptors were freed, and then the next connections fill those first.
-    The limit is read each time: an operator (or a test) may change it with ``prlimit``.
-    """
-    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    if limit == resource.RLIM_INFINITY:
-        return
-    room = headroom(limit)
-    if fd < limit - 2 * room:
-        return
-    try:
-        in_use = len(os.listdir("/proc/self/fd"))
-    except OSError:  # no /proc (not Linux): the shortage is met at the limit itself
-        return
-    if limit - in_use < room:
-        raise OSError(errno.EMFILE, f"the last {room} file descriptors are kept for accepting callers")

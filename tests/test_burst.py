@@ -151,8 +151,8 @@ def test_out_of_file_descriptors_calls_wait_for_one_instead_of_502(
     in_use = len(os.listdir(f"/proc/{pid}/fd"))
     # Room for every caller's socket and every Redis connection the worker may still open (the
     # warm-up opened only some of GATEWAY_REDIS_MAX_CONNECTIONS), but for only half of the upstream
-    # connections, of which the gateway keeps descriptors.headroom() free for callers still being
-    # accepted (uvloop closes a connection it cannot accept: gateway/descriptors.py).
+    # connections. Without the Redis room, the pool growing in the burst could take descriptors an
+    # accept needed, and the caller would see its connection closed: not what this test is about.
     limit = in_use + calls + REDIS_MAX_CONNECTIONS + calls // 2
     resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, limit))
 

@@ -568,38 +568,6 @@ def test_out_of_descriptors_is_recognised_so_the_call_can_wait(run: Any) -> None
     run(main())
 
 
-def test_the_last_descriptors_are_left_for_accepting_callers(run: Any) -> None:
-    """Near the open-file limit a new upstream connection is closed again and reported as
-    EMFILE (the call waits): under uvloop an accept that finds no descriptor closes the caller's
-    connection, so the last ones are kept for accepts."""
-
-    async def main() -> None:
-        async with RawServer(keep_answering) as server:
-            transport = H1Transport(4)
-            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-            in_use = len(os.listdir("/proc/self/fd"))
-            free = descriptors.headroom(in_use) // 2  # some free, fewer than the headroom
-            resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + free, hard))
-            try:
-                with pytest.raises(httpx.ConnectError) as kept:
-                    await fetch(transport, server.url())
-                # Both ends are in this process: the refused socket and the server's accepted one
-                # close a loop turn or two later.
-                await wait_for(
-                    lambda: len(os.listdir("/proc/self/fd")) <= in_use,
-                    "the refused connection's socket was left open",
-                )
-            finally:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-            assert descriptors.exhausted(kept.value)
-            assert "kept for accepting callers" in str(kept.value)
-            assert transport.pool.opened == 0
-            assert (await fetch(transport, server.url())).status_code == 200
-            await transport.aclose()
-
-    run(main())
-
-
 def test_read_deadlines_are_the_callers_and_leave_no_connection_behind(run: Any) -> None:
     """The transport has no read timeout: UpstreamClient's deadline ends the call (504), and the
     connection it was using is closed, not returned half-read."""

@@ -24,7 +24,6 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from gateway import descriptors
 from gateway.http1.connection import Answer, Connection
 from gateway.http1.pool import Origin, Pool
 
@@ -106,7 +105,6 @@ class H1Transport(httpx.AsyncBaseTransport):
                     ssl=tls,
                     server_hostname=host if tls is not None else None,
                 )
-            _keep_headroom(conn)
         except TimeoutError as exc:  # before OSError: TimeoutError is one
             raise httpx.ConnectTimeout(f"connecting to {host}:{port} timed out") from exc
         except OSError as exc:  # refused, unreachable, out of descriptors, TLS refused
@@ -121,18 +119,6 @@ class H1Transport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self.pool.aclose()
-
-
-def _keep_headroom(conn: Connection) -> None:
-    """Close a new connection that took one of the descriptors kept for accepting callers
-    (gateway/descriptors.py); the ``EMFILE`` it raises makes the call wait for one."""
-    transport = conn.transport
-    assert transport is not None  # set in connection_made, before create_connection returns
-    try:
-        descriptors.keep_headroom(transport.get_extra_info("socket").fileno())
-    except OSError:
-        transport.abort()
-        raise
 
 
 def _serialize(request: httpx.Request, body: bytes) -> bytes:
