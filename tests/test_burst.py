@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import threading
@@ -146,19 +147,53 @@ def test_out_of_file_descriptors_calls_wait_for_one_instead_of_502(
     gateway = gateway_factory(server.url, upstream.url, GATEWAY_LOG_LEVEL="warning")
     key, key_id = gateway.create_key(budget_usd="100000", budget_period="total")
     assert burst(gateway, key, 20)["statuses"] == {"200": 20}  # Redis and upstream pools warm
-    assert gateway.process is not None
+    assert gateway.process is not None and server.process is not None
     pid = gateway.process.pid  # one worker: uvicorn serves in this very process
     in_use = len(os.listdir(f"/proc/{pid}/fd"))
     # Room for every caller's socket and every Redis connection the worker may still open (the
     # warm-up opened only some of GATEWAY_REDIS_MAX_CONNECTIONS), but for only half of the upstream
-    # connections. Without the Redis room, the pool growing in the burst could take descriptors an
-    # accept needed, and the caller would see its connection closed: not what this test is about.
+    # connections.
     limit = in_use + calls + REDIS_MAX_CONNECTIONS + calls // 2
     resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, limit))
 
-    result = burst(gateway, key, calls)
+    # The shortage must meet the upstream connects, not the accepts: under uvloop an accept that
+    # finds no descriptor closes the caller's connection (libuv's way), which is not what this
+    # test is about. So Redis is paused until every caller is accepted: no call can reserve, hence
+    # none can connect upstream, before then.
+    os.kill(server.process.pid, signal.SIGSTOP)
+    result: dict[str, Any] = {}
+    sender = threading.Thread(target=lambda: result.update(burst(gateway, key, calls)))
+    try:
+        sender.start()
+        wait_until(lambda: accepted_connections(pid, gateway.port) >= calls, what="every caller accepted")
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+    sender.join(240)
 
     assert result["statuses"] == {"200": calls}, result["error_kinds"]
     assert "out of file descriptors" in gateway.log(), "the shortage was never reached: proved nothing"
     assert upstream.count() == 20 + calls
     assert gateway.usage(key_id)["inflight"] == 0
+
+
+def accepted_connections(pid: int, port: int) -> int:
+    """Connections to ``port`` that process ``pid`` has accepted (a socket still in the listen
+    queue has no descriptor in any process yet)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            next(rows)
+            for row in rows:
+                fields = row.split()
+                local_port = int(fields[1].rsplit(":", 1)[1], 16)
+                if local_port == port and fields[3] == "01" and fields[9] in inodes:  # ESTABLISHED
+                    count += 1
+    return count
