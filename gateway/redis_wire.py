@@ -17,9 +17,9 @@ And one thing in how it waits for an answer: ``socket_timeout`` (2 s) is measure
 loop's clock, so in a burst (10,000 calls arriving at once on one worker) a reply that had long
 arrived waited behind the worker's own backlog, the timer fired first, and the call got 503 with
 Redis healthy (19 to 64 per burst in the bench). Here a read times out after ``socket_timeout``
-of Redis' silence: when the timer finds the loop itself was late by more than :data:`LOOP_LAG_S`,
-the reply gets that much longer (within :data:`MAX_PATIENCE`); a stalled Redis still times out
-on time when the worker is not the one behind.
+of Redis' silence (gateway/patience.py): when the check finds the loop itself was late by more
+than ``LOOP_LAG_S``, the reply gets that much longer (within ``MAX_PATIENCE``); a stalled Redis
+still times out on time when the worker is not the one behind.
 
 Everything else (connecting, health checks, reading, errors) is redis-py's. The mixin goes in
 front of whichever class redis-py picked for the URL (TCP, TLS, Unix socket, Sentinel).
@@ -34,19 +34,16 @@ from __future__ import annotations
 
 import asyncio
 import math
-from types import TracebackType
 from typing import Any, TypeVar, cast
 
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from gateway.patience import patient_timeout
+
 # Larger arguments keep redis-py's handling (it sends them as separate buffers, unjoined).
 SMALL_ARGUMENT_BYTES = 6000
-# A read timer that fires later than this was held up by the worker's own loop, not by Redis.
-LOOP_LAG_S = 0.1
-# However far behind the worker is, a read gives up after this many socket timeouts.
-MAX_PATIENCE = 15
 FRAGMENT_CACHE_SIZE = 4096  # packed strings kept: ~1 MB at most (arguments are small)
 _FRAGMENTS: dict[str, bytes] = {}
 
@@ -184,43 +181,6 @@ async def execute(client: Any, *args: Any) -> Any:
         return await connection.retry.call_with_retry(send_and_read, failed, with_failure_count=True)
     finally:
         await pool.release(connection)  # type: ignore[union-attr]
-
-
-class patient_timeout:  # noqa: N801 - used like asyncio.timeout, named like it
-    """Like ``asyncio.timeout(seconds)``, extended by however late the event loop runs the timer.
-
-    A class rather than a generator-based context manager: it is entered for every Redis read.
-    Measured side by side under uvloop: 7-8 µs per enter and exit, as ``asyncio.timeout`` itself;
-    the ``contextlib.asynccontextmanager`` form took 10-18 µs.
-    """
-
-    __slots__ = ("_seconds", "_loop", "_scope", "_timer", "_give_up_at")
-
-    def __init__(self, seconds: float) -> None:
-        self._seconds = seconds
-
-    async def __aenter__(self) -> None:
-        loop = self._loop = asyncio.get_running_loop()
-        now = loop.time()
-        self._give_up_at = now + self._seconds * MAX_PATIENCE
-        self._scope = asyncio.Timeout(None)
-        await self._scope.__aenter__()
-        due = now + self._seconds
-        self._timer = loop.call_at(due, self._check, due)
-
-    def _check(self, due: float) -> None:
-        now = self._loop.time()
-        late = now - due
-        if late > LOOP_LAG_S and now < self._give_up_at:  # the worker was behind: wait as long again
-            self._timer = self._loop.call_at(now + late, self._check, now + late)
-        else:
-            self._scope.reschedule(now)
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        self._timer.cancel()
-        await self._scope.__aexit__(kind, error, trace)  # raises TimeoutError if it fired
 
 
 C = TypeVar("C", bound=AbstractConnection)

@@ -16,7 +16,8 @@ from redis.exceptions import DataError, NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway import redis_client, redis_wire
-from gateway.redis_wire import MAX_PATIENCE, FastSend, execute, fast, pack, patient_timeout
+from gateway.patience import MAX_PATIENCE, TICK_S, patient_timeout
+from gateway.redis_wire import FastSend, execute, fast, pack
 from tests.support import RedisServer
 
 PLAIN = Connection()
@@ -174,6 +175,38 @@ def test_a_read_timer_does_not_count_the_workers_own_backlog(patient: bool) -> N
     else:
         with pytest.raises(TimeoutError):
             asyncio.run(run())
+
+
+def test_patient_timeouts_share_one_watch_and_leave_other_cancellations_alone() -> None:
+    """Many reads at once time out together, on time; one that ends in time is not cancelled
+    afterwards; a cancellation from elsewhere stays a cancellation, not a timeout."""
+
+    async def slow(seconds: float) -> str:
+        try:
+            async with patient_timeout(0.3):
+                await asyncio.sleep(seconds)
+        except TimeoutError:
+            return "timeout"
+        await asyncio.sleep(0.5)  # a pending cancel of the watch's would land here
+        return "done"
+
+    async def run() -> tuple[list[str], float, bool]:
+        started = time.monotonic()
+        outcomes = await asyncio.gather(*(slow(5.0) for _ in range(100)), slow(0.1), slow(0.2))
+        elapsed = time.monotonic() - started
+        task = asyncio.create_task(slow(5.0))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            return outcomes, elapsed, True
+        return outcomes, elapsed, False
+
+    outcomes, elapsed, cancelled = asyncio.run(run())
+    assert outcomes == ["timeout"] * 100 + ["done", "done"]
+    assert 0.3 <= elapsed < 0.3 + TICK_S + 0.5 + 1.0  # the timeouts, the two 0.5 s tails, slack
+    assert cancelled
 
 
 def test_the_gateway_client_reads_with_the_patient_timeout(redis_server: RedisServer) -> None:
