@@ -14,6 +14,7 @@ from typing import Any
 
 import jsonschema
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -234,6 +235,25 @@ def test_usage_rewrite_keeps_every_other_byte(case: tuple[dict[str, Any], Any, i
     assert _conforms(orjson.loads(result)["usage"])
     assert result[:start] == body[:start]
     assert result[start + len(result) - len(body) + (end - start) :] == body[end:]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # The usage text also inside a member name (an escaped quote before it): found first,
+        # refused by the check, and the structural walk rewrites the real one.
+        b'{"x\\"usage":{"generated_images":1},"data":[],"usage":{"generated_images":1}}',
+        # The same member twice: the last one counts (orjson), so the first is not it.
+        b'{"usage":{"generated_images":1},"data":[],"usage":{"generated_images":1}}',
+        b'{"data":[],"usage": {"generated_images": 1, "output_tokens": 4}}',  # Python's separators
+    ],
+)
+def test_a_usage_found_by_its_text_is_rewritten_only_where_it_counts(body: bytes) -> None:
+    payload = orjson.loads(body)
+    start = body.index(b"{", body.rindex(b'"usage"'))  # the last usage member's (flat) value
+    end = body.index(b"}", start) + 1
+    completed = orjson.dumps(complete_usage(payload["usage"]))
+    assert conform_images_body(body, payload) == body[:start] + completed + body[end:]
 
 
 def _conforms(usage: Any) -> bool:
