@@ -42,7 +42,8 @@ def _quick_splice(body: bytes, payload: dict[str, Any], usage: Any, completed: b
     is kept only if it parses to exactly the answer with the completed usage (a lookalike inside
     a string fails that). The structural walk cost ~20 us per call, this ~5 us.
     """
-    for name, value in ((b'"usage":', orjson.dumps(usage)), (b'"usage": ', json.dumps(usage).encode())):
+    for name, write in ((b'"usage":', orjson.dumps), (b'"usage": ', _python_json)):
+        value = write(usage)
         at = body.rfind(name + value)  # the last: a repeated name counts as in orjson
         if at < 0:
             continue
@@ -54,6 +55,10 @@ def _quick_splice(body: bytes, payload: dict[str, Any], usage: Any, completed: b
             same = False
         return spliced if same else None
     return None
+
+
+def _python_json(value: Any) -> bytes:
+    return json.dumps(value).encode()
 
 
 def usage_conforms(usage: Any) -> bool:
