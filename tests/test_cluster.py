@@ -8,6 +8,8 @@ by itself. Keys are spread so that their hash tags land on different nodes.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import random
 import signal
 import socket
@@ -47,6 +49,7 @@ from tests.support import (
     port_is_mine,
     wait_until,
 )
+from tests.webhook_receiver import WebhookReceiver
 
 PRICE_USD = Decimal(MODEL_PRICE_MICROS) / 1_000_000
 CROSSSLOT_SIGNS = ("crossslot", "same slot", "same key slot")
@@ -323,6 +326,44 @@ def test_every_kind_of_operation_works_on_the_cluster(cluster: Cluster, cluster_
     refused = generate(cluster_gateway, secret)
     assert refused.status_code == 401 and refused.json()["error"]["code"] == "key_revoked"
     _assert_no_crossslot(cluster_gateway)
+
+
+def test_a_budget_alert_is_queued_and_posted_once_on_the_cluster(
+    cluster: Cluster, simulator: Simulator, tmp_path: Path
+) -> None:
+    """The alert path end to end on a Cluster: settle.lua queues the threshold in the team's
+    outbox (its slot), the sender (leader lock and team index elsewhere) POSTs it once, signed,
+    and empties the outbox."""
+    secret = "whsec-cluster"
+    receiver = WebhookReceiver().start()
+    env = gateway_env(
+        cluster.nodes[2].url,
+        simulator.url,
+        tmp_path / "state",
+        GATEWAY_ALERT_WEBHOOK_URL=receiver.url,
+        GATEWAY_ALERT_WEBHOOK_SECRET=secret,
+    )
+    gateway = Gateway(env, tmp_path / "gateway.log")
+    try:
+        gateway.start()
+        team = f"alert-{random.randrange(1 << 32):08x}"
+        gateway.set_team(team, budget_usd=str(10 * PRICE_USD), alert_thresholds=[0.1])
+        key, _ = gateway.create_key(team=team)
+        assert generate(gateway, key).status_code == 200
+        outbox = TeamSpace(team).outbox
+        with cluster.node_of(outbox).client() as node:
+            wait_until(
+                lambda: len(receiver.received()) == 1 and node.zcard(outbox) == 0,
+                what="the alert posted and the team's outbox empty",
+            )
+    finally:
+        gateway.stop()
+        receiver.stop()
+    (post,) = receiver.received()
+    body = orjson.loads(post.body)
+    assert (body["type"], body["team"], body["threshold"]) == ("budget.threshold", team, 0.1)
+    expected = "sha256=" + hmac.new(secret.encode(), post.body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(post.headers["x-gateway-signature"], expected)
 
 
 def test_every_script_is_safe_to_run_twice(cluster: Cluster, cluster_gateway: Gateway) -> None:
