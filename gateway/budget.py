@@ -82,11 +82,6 @@ def _reserve_keys(space: KeySpace, periods: Periods) -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _team_tag(team: str) -> str:
-    return TeamSpace(team).tag
-
-
-@functools.lru_cache(maxsize=4096)
 def _settle_keys(space: KeySpace, periods: Periods) -> tuple[str, ...]:
     team = space.team_space
     return (
@@ -247,7 +242,7 @@ async def reserve(
         periods.day,
         orphan_record.TEMPLATE,
         space.key_id,
-        _team_tag(space.team),
+        space.team_space.tag,
     ]
     return decode_reserve(await scripts.RESERVE(redis, keys, args))
 
@@ -305,7 +300,7 @@ async def settle(
         oldest_kept_ms,
         SETTLED_MEMORY_MS,
         space.key_id,
-        _team_tag(space.team),
+        space.team_space.tag,
         space.team,
         user,
         day_id,

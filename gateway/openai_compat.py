@@ -22,9 +22,10 @@ def conform_images_body(body: bytes, payload: dict[str, Any]) -> bytes:
     usage = payload.get("usage")
     if usage is None or usage_conforms(usage):
         return body
-    completed = orjson.dumps(complete_usage(usage))
+    completed_usage = complete_usage(usage)
+    completed = orjson.dumps(completed_usage)
     if len(body) <= QUICK_SPLICE_BYTES:
-        spliced = _quick_splice(body, payload, usage, completed)
+        spliced = _quick_splice(body, usage, completed, {**payload, "usage": completed_usage})
         if spliced is not None:
             return spliced
     span = top_level_value_span(body, b"usage")
@@ -34,7 +35,7 @@ def conform_images_body(body: bytes, payload: dict[str, Any]) -> bytes:
     return body[:start] + completed + body[end:]
 
 
-def _quick_splice(body: bytes, payload: dict[str, Any], usage: Any, completed: bytes) -> bytes | None:
+def _quick_splice(body: bytes, usage: Any, completed: bytes, expected: dict[str, Any]) -> bytes | None:
     """The body with ``usage`` replaced, found by its own text, or None to walk the structure.
 
     A small answer (URL images) is searched for its usage member written compactly or with
@@ -50,7 +51,7 @@ def _quick_splice(body: bytes, payload: dict[str, Any], usage: Any, completed: b
         start = at + len(name)
         spliced = body[:start] + completed + body[start + len(value) :]
         try:
-            same = orjson.loads(spliced) == {**payload, "usage": orjson.loads(completed)}
+            same = orjson.loads(spliced) == expected
         except orjson.JSONDecodeError:
             same = False
         return spliced if same else None

@@ -14,6 +14,7 @@ Global keys (registries, prices, the layout marker) are only touched by plain co
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 PREFIX = "gw"
@@ -43,7 +44,7 @@ class TeamSpace:
 
     team: str
 
-    @property
+    @functools.cached_property
     def tag(self) -> str:
         return f"{PREFIX}:{{team:{self.team}}}"
 
@@ -111,9 +112,9 @@ class KeySpace:
 
     @property
     def team_space(self) -> TeamSpace:
-        return TeamSpace(self.team)
+        return _team_space(self.team)
 
-    @property
+    @functools.cached_property
     def tag(self) -> str:
         return f"{self.team_space.tag}:key:{self.key_id}"
 
@@ -178,3 +179,10 @@ class LegacyKeySpace:
     def pattern(self) -> str:
         """Every name the legacy layout used for this key (SCAN MATCH)."""
         return f"{self.tag}:*"
+
+
+@functools.lru_cache(maxsize=4096)
+def _team_space(team: str) -> TeamSpace:
+    """One TeamSpace per team, its tag built once: every call names its team's keys twice (the
+    request path's KeySpace is new each call, so a per-instance cache alone would not last)."""
+    return TeamSpace(team)

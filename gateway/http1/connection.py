@@ -73,6 +73,7 @@ class Answer:
         "waiter",
         "high_water",
         "body_left",
+        "close_delimited",
     )
 
     def __init__(self, conn: Connection, high_water: int) -> None:
@@ -92,6 +93,7 @@ class Answer:
         self.waiter: asyncio.Future[None] | None = None
         self.high_water = high_water
         self.body_left = -1  # bytes of a Content-Length body still to come; -1: the parser counts
+        self.close_delimited = False  # the body ends with the connection (set with the headers)
 
     # -- httptools callbacks (called inside feed_data) ------------------------------------------
 
@@ -122,23 +124,25 @@ class Answer:
         self.status_code, self.headers_done = status, True
         self.reason = self.reason.strip()
         if status not in NO_BODY:
-            self.body_left = self._content_length()
-            if self.body_left >= 0:
-                self.keep_alive = self.parser.should_keep_alive()
+            self._framing()
         if not self.head.done():
             self.head.set_result(None)
 
-    def _content_length(self) -> int:
-        """The body's length from the headers (the parser has checked them), or -1 if it is
-        chunked or delimited by the connection's end."""
-        length = -1
+    def _framing(self) -> None:
+        """How the body ends, from the headers (the parser has checked them): at Content-Length
+        (``body_left``, and the parser is skipped for it), with the last chunk, or with the
+        connection (``close_delimited``)."""
+        length, encoded, chunked = -1, False, False
         for name, value in self.headers:
             lowered = name.lower()
-            if lowered == b"transfer-encoding":
-                return -1
             if lowered == b"content-length":
                 length = int(value)
-        return length
+            elif lowered == b"transfer-encoding":
+                encoded, chunked = True, chunked or b"chunked" in value.lower()
+        self.close_delimited = length < 0 and not chunked
+        if length >= 0 and not encoded:
+            self.body_left = length
+            self.keep_alive = self.parser.should_keep_alive()
 
     def on_body(self, body: bytes) -> None:
         if self.body_left > 0:
@@ -173,7 +177,7 @@ class Answer:
         """The connection closed: the end of a body delimited by it, else a failure."""
         if self.complete or self.error is not None:
             return
-        if self.headers_done and exc is None and self._delimited_by_close():
+        if self.headers_done and exc is None and self.close_delimited:
             self.complete = True
             self._wake()
             return
@@ -183,17 +187,6 @@ class Answer:
             self.fail(error)
         else:
             self.fail(dropped(exc))
-
-    def _delimited_by_close(self) -> bool:
-        if self.status_code in NO_BODY:
-            return False
-        for name, value in self.headers:
-            lowered = name.lower()
-            if lowered == b"content-length":
-                return False
-            if lowered == b"transfer-encoding" and b"chunked" in value.lower():
-                return False
-        return True
 
     def fail(self, error: BaseException) -> None:
         if self.complete:
