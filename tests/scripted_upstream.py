@@ -19,7 +19,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -123,10 +123,11 @@ FAILED = {
 
 
 def ledger_record(gw: Gateway, request_id: str) -> dict[str, Any]:
-    """Today's one ledger record of ``request_id``, as the admin export gives it."""
-    today = datetime.now(UTC).date().isoformat()
+    """The one ledger record of ``request_id`` (made moments ago), as the admin export gives it."""
+    today = datetime.now(UTC).date()
+    days = {"start": (today - timedelta(days=1)).isoformat(), "end": today.isoformat()}
     with gw.admin() as admin:
-        lines = admin.get("/admin/v1/usage", params={"start": today, "end": today, "format": "jsonl"}).text
+        lines = admin.get("/admin/v1/usage", params={**days, "format": "jsonl"}).text
     found = [r for r in map(orjson.loads, lines.splitlines()) if r.get("request_id") == request_id]
     assert len(found) == 1, lines
     return dict(found[0])

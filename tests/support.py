@@ -66,6 +66,33 @@ def free_port(limit: int = 55535) -> int:
             return port
 
 
+class UtcSpan:
+    """The UTC days and months a stretch of a test ran in: one, or two when it crossed midnight.
+
+    A test that checks what the gateway named by the clock (a day's counter, an alert's period)
+    starts a span before its calls and accepts any period the span covers, so the suite passes on
+    the last day of a month and across midnight alike.
+    """
+
+    def __init__(self) -> None:
+        self.started_s = time.time()
+
+    def days(self) -> list[str]:
+        from gateway.periods import Periods
+
+        return sorted({Periods.at(self.started_s).day, Periods.now().day})
+
+    def months(self) -> list[str]:
+        from gateway.periods import Periods
+
+        return sorted({Periods.at(self.started_s).month, Periods.now().month})
+
+    def range(self) -> dict[str, str]:
+        """``start`` and ``end`` for a report or export that covers every call made in the span."""
+        days = self.days()
+        return {"start": days[0], "end": days[-1]}
+
+
 def wait_until(
     condition: Callable[[], Any], timeout_s: float = 15.0, interval_s: float = 0.02, what: str = "condition"
 ) -> Any:

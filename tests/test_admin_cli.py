@@ -5,10 +5,16 @@ from __future__ import annotations
 import json
 import os
 import sys
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from tests.support import MODEL, Gateway, generate, run_clis, run_together
 from tests.support import run_cli as cli
+
+
+def _in_a_year() -> str:
+    """An expiry always in the future, whatever day the suite runs."""
+    return (datetime.now(UTC) + timedelta(days=365)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def test_admin_key_lifecycle(gateway: Gateway) -> None:
@@ -24,7 +30,7 @@ def test_admin_key_lifecycle(gateway: Gateway) -> None:
                 "images_per_day": 100,
                 "rpm": 30,
                 "max_concurrent": 4,
-                "expires_at": "2030-01-01T00:00:00Z",
+                "expires_at": _in_a_year(),
             },
         )
         assert created.status_code == 201

@@ -18,7 +18,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -30,6 +30,7 @@ from tests.support import (
     Gateway,
     RedisServer,
     Simulator,
+    UtcSpan,
     gateway_env,
     generate,
     metric_value,
@@ -145,7 +146,7 @@ def test_a_teams_thresholds_are_each_posted_once_signed_with_the_facts(
     team = new_team()
     gw.set_team(team, budget_usd=str(2 * PRICE), budget_period="month", alert_thresholds=[0.5, 1.0])
     key, _ = gw.create_key(team=team, name="poster-bot")
-    month = datetime.now(UTC).strftime("%Y-%m")
+    span = UtcSpan()
 
     assert generate(gw, key).status_code == 200
     wait_until(lambda: len(receiver.received()) == 1, what="the 50% alert")
@@ -158,6 +159,8 @@ def test_a_teams_thresholds_are_each_posted_once_signed_with_the_facts(
     assert {p.headers["content-type"] for p in posts} == {"application/json"}
     assert {p.path for p in posts} == {"/hooks/budget"}
     half, full = sorted((json.loads(p.body) for p in posts), key=lambda b: b["threshold"])
+    month = half["period_start"][:7]
+    assert month in span.months()
     assert half == {
         "id": f"team:{team}:m{month}:500000",
         "type": "budget.threshold",
@@ -188,12 +191,14 @@ def test_a_keys_threshold_is_posted_with_the_key(alerting: Alerting, receiver: W
     key, key_id = gw.create_key(
         team=team, name="batch", budget_usd=str(4 * PRICE), budget_period="day", alert_thresholds=[0.25, 0.75]
     )
-    day = datetime.now(UTC).strftime("%Y-%m-%d")
+    span = UtcSpan()
 
     assert generate(gw, key).status_code == 200
     wait_until(lambda: len(receiver.received()) == 1 and outbox_empty(redis, team), what="the key's alert")
     [post] = receiver.received()
     body = json.loads(post.body)
+    day = body["period_start"]
+    assert day in span.days()
     assert signed(post)
     assert {k: body[k] for k in ("id", "scope", "team", "key_id", "key_name", "threshold", "period")} == {
         "id": f"key:{key_id}:d{day}:250000",

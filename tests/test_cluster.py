@@ -15,10 +15,10 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -201,8 +201,9 @@ def _assert_no_crossslot(gateway: Gateway) -> None:
     assert "traceback" not in text, gateway.log()[-3000:]
 
 
-def _today() -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime())
+def _yesterday_and_today() -> dict[str, str]:
+    today = datetime.now(UTC).date()
+    return {"start": (today - timedelta(days=1)).isoformat(), "end": today.isoformat()}
 
 
 # -- the tests -----------------------------------------------------------------------------------
@@ -285,10 +286,10 @@ def test_team_budgets_hold_on_every_node_across_keys_and_replicas(
 
 def _assert_reports_exact(gateway: Gateway, key_ids: set[str], images: int) -> None:
     """The spend report (rollups) and the usage export (ledger streams) agree to the micro-dollar."""
-    day = _today()
+    days = _yesterday_and_today()  # the calls were made moments ago, perhaps before midnight
     with gateway.admin() as admin:
-        report = admin.get("/admin/v1/reports/spend", params={"start": day, "end": day, "group_by": "key"})
-        export = admin.get("/admin/v1/usage", params={"start": day, "end": day})
+        report = admin.get("/admin/v1/reports/spend", params={**days, "group_by": "key"})
+        export = admin.get("/admin/v1/usage", params=days)
     assert report.status_code == 200, report.text
     rows = {row["key_id"]: row for row in report.json()["data"] if row["key_id"] in key_ids}
     assert set(rows) == key_ids

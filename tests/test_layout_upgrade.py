@@ -1,24 +1,27 @@
 """An upgrade from the release before team budgets, on a store that release really wrote.
 
-``tests/data/legacy-store.rdb`` was written by release 4e2d757 (tests/data/make_legacy_store.py):
+``tests/data/legacy-store.keys.json`` was written by release 4e2d757 (tests/data/make_legacy_store.py):
 four keys in two teams, seven calls, a revoked key, a rotated key, and a reservation whose holder
-died. Today's gateway starts on it, moves it to the team layout once, and everything the old
-release knew still holds: the same secrets work, spend carries over to the keys and their teams,
-reports and exports show the old calls, and a team budget set now counts them.
+died. Its keys are restored with their time to live as it was when the store was saved, so the
+test finds the same store on any later day. Today's gateway starts on it, moves it to the team
+layout once, and everything the old release knew still holds: the same secrets work, spend
+carries over to the keys and their teams, reports and exports show the old calls, and a team
+budget set now counts them.
 """
 
 from __future__ import annotations
 
+import base64
 import json
-import shutil
 import time
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gateway.redis_keys import LAYOUT, TeamSpace, directory_entry
+from gateway.redis_keys import LAYOUT, KeySpace, TeamSpace, directory_entry
 from tests.support import Gateway, RedisServer, Simulator, generate
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -28,11 +31,12 @@ KEYS = FACTS["keys"]
 
 @pytest.fixture
 def legacy_redis(tmp_path: Path) -> Any:
-    directory = tmp_path / "legacy-redis"
-    directory.mkdir()
-    shutil.copy(DATA / "legacy-store.rdb", directory / "legacy.rdb")
-    # The RDB is loaded only without AOF (which the helper turns on): later arguments win.
-    server = RedisServer(directory, extra_args=["--appendonly", "no", "--dbfilename", "legacy.rdb"]).start()
+    server = RedisServer(tmp_path / "legacy-redis").start()
+    store = json.loads((DATA / "legacy-store.keys.json").read_text())
+    with server.client() as client:
+        for key in store["keys"]:
+            client.restore(key["key"], key["ttl_ms"] or 0, base64.b64decode(key["dump"]))
+        assert client.dbsize() == len(store["keys"])
     yield server
     server.stop()
 
@@ -90,18 +94,15 @@ def test_a_store_of_the_release_before_keeps_working_after_the_upgrade(
     error = refused.json()["error"]
     assert error["code"] == "insufficient_quota" and "Your team's (legacy" in error["message"]
 
-    # Reports and exports of the old release's day show its calls.
+    # Reports and exports of the old release's day show its calls; the sweep's record is today's.
     day = FACTS["day"]
     by_team = admin_get(gateway, "/admin/v1/reports/spend", start=day, end=day, group_by="team")
     spent = {row["team"]: row["spend_micros"] for row in by_team["data"]}
-    if day != _today():
-        assert spent == {"legacy": 1_080_000, "other": 135_000}
-    else:  # the test runs on the day the store was made: today's calls add to it
-        assert spent["legacy"] >= 1_080_000
+    assert spent == {"legacy": 1_080_000, "other": 135_000}
     by_key = admin_get(gateway, "/admin/v1/reports/spend", start=day, end=day, group_by="key")
     assert {row["key_name"] for row in by_key["data"]} >= {"budgeted", "unbudgeted", "revoked", "rotated"}
     with gateway.admin() as admin:
-        export = admin.get("/admin/v1/usage", params={"start": day, "end": day, "format": "jsonl"})
+        export = admin.get("/admin/v1/usage", params={"start": day, "end": _today(), "format": "jsonl"})
     records = [json.loads(line) for line in export.text.splitlines()]
     old = [r for r in records if r["ts_ms"] < started_ms and r["outcome"] != "orphaned"]
     assert len(old) == FACTS["records"]
@@ -119,11 +120,19 @@ def test_a_store_of_the_release_before_keeps_working_after_the_upgrade(
     again = gateway_factory(legacy_redis.url, simulator.url)
     assert "moved" not in again.log()
     assert admin_get(again, "/admin/v1/teams/legacy/usage")["spent_usd"] == "1.485000"
-    assert Decimal(again.usage(KEYS["rotated"]["key_id"])["spent_usd"]) == Decimal("0.27")
+    # The rotated key has no budget, so its usage is this month's: today's call, not the old
+    # release's (made in an earlier month), which its month still counts.
+    rotated = again.usage(KEYS["rotated"]["key_id"])
+    assert (rotated["budget_usd"], Decimal(rotated["spent_usd"])) == (None, Decimal("0.135"))
+    with legacy_redis.client() as client:
+        old_month = FACTS["day"][:7]
+        space = KeySpace(KEYS["rotated"]["key_id"], "other")
+        assert int(client.get(space.spent(f"m{old_month}")) or 0) == FACTS["spent_micros"]["rotated"]
 
 
 def _today() -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime())
+    """Today (UTC) as the gateway names days, read after the calls it must cover."""
+    return datetime.now(UTC).date().isoformat()
 
 
 def test_start_up_waits_for_the_layout_check_only_while_it_may_still_succeed() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -28,6 +28,7 @@ from tests.support import (
     Gateway,
     RedisServer,
     Simulator,
+    UtcSpan,
     ready_together,
     reserve_one,
     wait_until,
@@ -37,9 +38,10 @@ IN_FLIGHT = 6
 
 
 def _export(gw, key_id: str) -> list[dict]:
-    today = datetime.now(UTC).date().isoformat()
+    today = datetime.now(UTC).date()
+    days = {"start": (today - timedelta(days=1)).isoformat(), "end": today.isoformat()}  # across midnight too
     with gw.admin() as admin:
-        response = admin.get("/admin/v1/usage", params={"start": today, "end": today, "format": "jsonl"})
+        response = admin.get("/admin/v1/usage", params={**days, "format": "jsonl"})
     assert response.status_code == 200, response.text
     return [r for r in map(orjson.loads, response.text.splitlines()) if r.get("key_id") == key_id]
 
@@ -50,6 +52,7 @@ def test_every_upstream_call_of_a_killed_process_has_a_ledger_record(
     simulator: Simulator = simulator_factory()
     victim, survivor = doomed_gateway(gateway_factory, redis_server.url, simulator.url), gateway
     key, key_id = victim.create_key(team="orphans", name="killed")
+    span = UtcSpan()
     finished = victim  # calls that finish before the kill settle as usual
 
     async def call(fault: str | None) -> None:
@@ -97,7 +100,7 @@ def test_every_upstream_call_of_a_killed_process_has_a_ledger_record(
             "1",
         )
         assert record["unit_price_micros"] == str(MODEL_PRICE_MICROS)
-        assert record["day"] == datetime.now(UTC).date().isoformat()
+        assert record["day"] in span.days()
     # Exactly the usage record's fields and the script's, so the export reads them as any other.
     stored = set(EXPORT_FIELDS) - set(DERIVED_FIELDS)
     assert all(set(r) == stored for r in orphans)

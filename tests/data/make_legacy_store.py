@@ -1,18 +1,22 @@
-"""Make ``legacy-store.rdb``: a Redis store written by the release before team budgets.
+"""Make ``legacy-store.keys.json``: a Redis store written by the release before team budgets.
 
-The upgrade test (tests/test_layout_upgrade.py) loads it into a fresh redis-server and starts
+The upgrade test (tests/test_layout_upgrade.py) restores it into a fresh redis-server and starts
 today's gateway on it. It was written by the real previous release, not imitated: run from the
 repository root, with that release checked out somewhere, e.g.
 
     git worktree add --detach /tmp/old-release 4e2d757
     .venv/bin/python tests/data/make_legacy_store.py /tmp/old-release
 
-It writes ``tests/data/legacy-store.rdb`` and ``tests/data/legacy-store.json`` (the keys'
-secrets, ids and what they spent: test keys of a throwaway store, nothing real).
+It writes ``tests/data/legacy-store.keys.json`` (every key as Redis' own DUMP payload, with its time
+to live counted from the moment it was saved, never an absolute expiry: restored on any later day,
+the store is the one the old release left, not one whose daily counters have lapsed) and
+``tests/data/legacy-store.json`` (the keys' secrets, ids and what they spent: test keys of a
+throwaway store, nothing real).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -67,9 +71,17 @@ def main(old_release: Path) -> None:
         gateway.wait(15)
         simulator.stop()
     with redis.client() as client:
-        client.save()
+        saved_at_ms = int(time.time() * 1000)
+        version = client.info("server")["redis_version"]
+        keys = []
+        for name in sorted(k.decode() for k in client.keys("*")):
+            ttl_ms = client.pttl(name)
+            dump = client.dump(name)
+            dumped = base64.b64encode(dump).decode()
+            keys.append({"key": name, "ttl_ms": ttl_ms if ttl_ms > 0 else None, "dump": dumped})
     redis.stop()
-    (HERE / "legacy-store.rdb").write_bytes((work / "redis" / "dump.rdb").read_bytes())
+    store = {"redis": version, "saved_at_ms": saved_at_ms, "keys": keys}
+    (HERE / "legacy-store.keys.json").write_text(json.dumps(store, indent=1) + "\n")
     (HERE / "legacy-store.json").write_text(json.dumps(facts, indent=2) + "\n")
     print(json.dumps(facts, indent=2))
 
