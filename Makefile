@@ -15,7 +15,7 @@ help:
 	@echo "make run    start the gateway (embedded Redis; the simulator unless GATEWAY_UPSTREAM_API_KEY is set)"
 	@echo "make test   run the whole test suite"
 	@echo "make bench  run the benchmark (a few minutes)"
-	@echo "make lint   the lock matches pyproject.toml, ruff, and mypy --strict over gateway/"
+	@echo "make lint   the lock matches pyproject.toml, ruff, mypy --strict, the packages' layering (lint-imports)"
 	@echo "make lock-upgrade   move uv.lock to the newest releases pyproject.toml allows (on purpose)"
 
 $(UV): scripts/uv-requirements.txt
@@ -48,6 +48,7 @@ lint: $(STAMP)
 	$(UV) lock --check --offline --quiet || { echo "make lint: uv.lock does not match pyproject.toml; run: $(UV) lock" >&2; exit 1; }
 	$(BIN)/ruff check gateway tests bench
 	$(BIN)/mypy --strict gateway
+	$(BIN)/lint-imports --no-cache
 
 # On purpose only (a release of a dependency is a change to review): every package to the newest
 # release pyproject.toml allows, then `make lint test` and the container check before committing.

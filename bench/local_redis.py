@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import redis
 
-from gateway.embedded_redis import redis_server_binary
+from gateway.store.embedded import redis_server_binary
 
 
 @contextlib.contextmanager

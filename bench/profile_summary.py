@@ -30,7 +30,7 @@ CATEGORIES: list[tuple[str, str]] = [
     ("orjson", "JSON (orjson, json)"),
     ("json/", "JSON (orjson, json)"),
     ("anyio/", "anyio"),
-    ("gateway/http1/", "gateway/http1 (upstream transport)"),
+    ("gateway/upstream/http1/", "gateway/http1 (upstream transport)"),
     ("gateway/", "gateway's own code"),
     ("uvloop", "event loop (uvloop, asyncio)"),
 ]

@@ -26,7 +26,7 @@ from redis import asyncio as aioredis
 from redis.asyncio.connection import BlockingConnectionPool, ConnectionPool
 
 from bench.stack import Stack
-from gateway.redis_slots import BoundedPool
+from gateway.store.slots import BoundedPool
 
 SCRIPT = "redis.call('INCR', KEYS[1]); return redis.call('GET', KEYS[1])"
 BOUND = 64

@@ -28,9 +28,9 @@ import redis
 from redis.asyncio import Redis as AsyncRedis
 
 from bench.local_redis import local_redis
-from gateway import ledger
-from gateway.ledger_query import DateRange
-from gateway.redis_keys import KEY_REGISTRY, LAYOUT, TEAM_REGISTRY, KeySpace, TeamSpace, directory_entry
+from gateway.ledger import reports as ledger
+from gateway.ledger.query import DateRange
+from gateway.store.keyspace import KEY_REGISTRY, LAYOUT, TEAM_REGISTRY, KeySpace, TeamSpace, directory_entry
 
 MODELS = ("doubao-seedream-4-5-251128", "doubao-seedream-4-0-250828", "doubao-seededit-3-0-i2i-250628")
 PRICE = 135_000

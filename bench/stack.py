@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.settings import Settings
+from gateway.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 # The upstream transport the gateway uses unless told (GATEWAY_UPSTREAM_TRANSPORT), and the

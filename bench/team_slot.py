@@ -21,12 +21,12 @@ import redis
 from redis.asyncio import Redis as AsyncRedis
 
 from bench.local_redis import local_redis
-from gateway import budget
-from gateway.keys import KeyCreate, KeyStore, parse_token
-from gateway.money import charge_micros
-from gateway.periods import Periods
-from gateway.redis_keys import KeySpace
-from gateway.usage_record import UsageRecord
+from gateway.admin.keys import KeyCreate, KeyStore, parse_token
+from gateway.money import budget
+from gateway.money.micros import charge_micros
+from gateway.money.periods import Periods
+from gateway.money.usage_record import UsageRecord
+from gateway.store.keyspace import KeySpace
 
 PRICE = 135_000
 

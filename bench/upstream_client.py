@@ -26,8 +26,8 @@ from typing import Any
 import uvloop
 
 from bench.stack import Stack
-from gateway.upstream import UpstreamClient
-from gateway.upstream_transports import TRANSPORTS
+from gateway.upstream.client import UpstreamClient
+from gateway.upstream.transports import TRANSPORTS
 
 BODY = b'{"model": "doubao-seedream-4-5-251128", "prompt": "bench", "n": 1}'
 

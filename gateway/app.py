@@ -22,25 +22,27 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import __version__, console, pricing, redis_client
+from gateway import __version__, console
+from gateway.admin.keys import KeyStore
+from gateway.admin.layout_upgrade import LayoutKeeper
 from gateway.alerts import sender as alert_sender
 from gateway.call.admission import Admission
 from gateway.call.observe import Observer
 from gateway.call.reserve import ReserveCancels
 from gateway.call.settle import Settler
-from gateway.errors import GatewayError, internal_error
-from gateway.key_directory import KeyDirectory
-from gateway.keys import KeyStore
-from gateway.layout_upgrade import LayoutKeeper
-from gateway.logs import AccessLog, configure_logging
-from gateway.openapi_docs import document_shared_errors
-from gateway.orphan_sweep import OrphanSweeper
-from gateway.redis_protocol import Redis
+from gateway.core.errors import GatewayError, internal_error
+from gateway.core.logs import AccessLog, configure_logging
+from gateway.core.settings import Settings, load_settings
+from gateway.ledger.orphan_sweep import OrphanSweeper
+from gateway.money import pricing
+from gateway.money.spool import Spool
 from gateway.routes import admin, health, images, models, reports, teams
-from gateway.settings import Settings, load_settings
-from gateway.spool import Spool
+from gateway.routes.openapi_docs import document_shared_errors
 from gateway.state import GatewayState, instance_name
-from gateway.upstream import UpstreamClient
+from gateway.store import client as redis_client
+from gateway.store.directory import KeyDirectory
+from gateway.store.protocol import Redis
+from gateway.upstream.client import UpstreamClient
 
 log = logging.getLogger("gateway")
 # How long start-up waits for the layout check before serving anyway (it goes on in the

@@ -10,19 +10,19 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
+from gateway.admin.keys import KeyStore
+from gateway.admin.layout_upgrade import LayoutKeeper
 from gateway.alerts.sender import AlertSender
 from gateway.call.admission import Admission
 from gateway.call.observe import Observer
 from gateway.call.reserve import ReserveCancels
 from gateway.call.settle import Settler
-from gateway.key_directory import KeyDirectory
-from gateway.keys import KeyStore
-from gateway.layout_upgrade import LayoutKeeper
-from gateway.orphan_sweep import OrphanSweeper
-from gateway.pricing import PriceBook
-from gateway.redis_protocol import Redis
-from gateway.settings import Settings
-from gateway.upstream import UpstreamClient
+from gateway.core.settings import Settings
+from gateway.ledger.orphan_sweep import OrphanSweeper
+from gateway.money.pricing import PriceBook
+from gateway.store.directory import KeyDirectory
+from gateway.store.protocol import Redis
+from gateway.upstream.client import UpstreamClient
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import redis
 
-from gateway.redis_keys import directory_entry
+from gateway.store.keyspace import directory_entry
 from tests.support import (
     MODEL_PRICE_MICROS,
     TLS,

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from gateway.embedded_redis import redis_server_binary
+from gateway.store.embedded import redis_server_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 # httpx builds a new SSL context for every client it makes (about 30 ms here), even for plain
@@ -78,12 +78,12 @@ class UtcSpan:
         self.started_s = time.time()
 
     def days(self) -> list[str]:
-        from gateway.periods import Periods
+        from gateway.money.periods import Periods
 
         return sorted({Periods.at(self.started_s).day, Periods.now().day})
 
     def months(self) -> list[str]:
-        from gateway.periods import Periods
+        from gateway.money.periods import Periods
 
         return sorted({Periods.at(self.started_s).month, Periods.now().month})
 
@@ -458,8 +458,8 @@ async def reserve_one(
     model: str = "m",
 ) -> Any:
     """``budget.reserve`` straight against Redis, for the tests of the scripts themselves."""
-    from gateway import budget
-    from gateway.periods import Periods
+    from gateway.money import budget
+    from gateway.money.periods import Periods
 
     return await budget.reserve(
         client,
@@ -477,7 +477,7 @@ async def reserve_one(
 def key_space(client: Any, key_id: str) -> Any:
     """The key's ``KeySpace`` (its state's Redis names), its team read from the key's directory entry
     with a synchronous redis client."""
-    from gateway.redis_keys import KeySpace, directory_entry
+    from gateway.store.keyspace import KeySpace, directory_entry
 
     team = client.hget(directory_entry(key_id), "team")
     assert team is not None, f"no directory entry for {key_id}"

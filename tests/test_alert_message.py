@@ -11,7 +11,7 @@ import pytest
 
 from gateway.alerts import message
 from gateway.alerts.sender import retry_delay_s
-from gateway.settings import SettingsError, load_settings
+from gateway.core.settings import SettingsError, load_settings
 
 FACTS = message.AlertFacts(
     scope="team",

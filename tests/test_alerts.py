@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from gateway.redis_keys import ALERT_TEAMS, TeamSpace
+from gateway.store.keyspace import ALERT_TEAMS, TeamSpace
 from tests.support import (
     MODEL_PRICE_MICROS,
     Gateway,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.answer_scan import ImagesScanner, Malformed
+from gateway.call.answer_scan import ImagesScanner, Malformed
 from gateway.call.forward import deliverable
 from gateway.call.log import CallLog
 from gateway.call.relay import Masker

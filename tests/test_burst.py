@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import redis
 
-from gateway.redis_slots import SLOT_WAIT_S
-from gateway.settings import Settings
+from gateway.core.settings import Settings
+from gateway.store.slots import SLOT_WAIT_S
 from tests.support import MODEL, ROOT, Gateway, RedisServer, wait_until
 
 REDIS_MAX_CONNECTIONS = Settings.model_fields["redis_max_connections"].default

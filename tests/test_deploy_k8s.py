@@ -17,7 +17,7 @@ import pytest
 import yaml
 from kubernetes_validate import utils as kv_utils
 
-from gateway.settings import Settings
+from gateway.core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "deploy" / "k8s"
@@ -215,7 +215,7 @@ def test_every_gateway_variable_set_is_a_gateway_setting_and_has_a_valid_value(m
         if kind == "Secret":
             set_names |= set(obj.get("stringData", {}))
     unknown = {n for n in set_names if n.startswith("GATEWAY_")} - SETTINGS
-    assert not unknown, f"not settings of gateway/settings.py: {sorted(unknown)}"
+    assert not unknown, f"not settings of gateway/core/settings.py: {sorted(unknown)}"
     assert all(n.startswith("GATEWAY_") for n in set_names), sorted(set_names)
     # and the gateway accepts the values as they are
     for name in list(os.environ):

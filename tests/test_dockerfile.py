@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.settings import Settings
+from gateway.core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
@@ -151,7 +151,7 @@ def test_image_environment_listens_on_all_interfaces_and_keeps_state_in_var_lib(
     assert env["GATEWAY_STATE_DIR"] == "/var/lib/gateway"
     assert "/opt/venv/bin" in env["PATH"]
     unknown = {k for k in env if k.startswith("GATEWAY_")} - SETTINGS
-    assert not unknown, f"not settings of gateway/settings.py: {sorted(unknown)}"
+    assert not unknown, f"not settings of gateway/core/settings.py: {sorted(unknown)}"
     # the state directory is created and owned by the runtime user
     runs = " ".join(args for word, args in stages()[-1] if word == "RUN")
     assert "/var/lib/gateway" in runs and "chown" in runs
@@ -213,7 +213,7 @@ def test_dockerignore_keeps_secrets_and_local_state_out_of_the_context():
         "gateway/__pycache__/app.cpython-311.pyc",
     ):
         assert ignored(path, patterns), f"{path} would be sent to the Docker daemon"
-    for path in ("pyproject.toml", "gateway/settings.py", "gateway/reserve.lua"):
+    for path in ("pyproject.toml", "gateway/core/settings.py", "gateway/reserve.lua"):
         assert not ignored(path, patterns), f"{path} is needed by the build"
 
 
@@ -253,7 +253,7 @@ def test_builder_stage_installs_the_gateway_from_just_what_it_copies(tmp_path):
     assert re.search(r"^gateway\s*=\s*gateway\.cli:main$", entry_points.read_text(), re.M)
     assert (venv / "bin" / "gateway").is_file()
     names = {p.relative_to(site).as_posix() for p in (site / "gateway").rglob("*") if p.is_file()}
-    assert "gateway/cli/__init__.py" in names and "gateway/settings.py" in names
+    assert "gateway/cli/__init__.py" in names and "gateway/core/settings.py" in names
     lua = {p.relative_to(REPO).as_posix() for p in (REPO / "gateway").rglob("*.lua")}
     assert lua <= names, f"Lua scripts missing from the package: {sorted(lua - names)}"
     # the gateway's own modules all made it, and no dev package did

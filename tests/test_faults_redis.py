@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.redis_client import SOCKET_TIMEOUT_S
-from gateway.spool import Spool
+from gateway.money.spool import Spool
+from gateway.store.client import SOCKET_TIMEOUT_S
 from tests.fault_tools import (
     PRICE,
     assert_envelope,
@@ -282,7 +282,7 @@ def test_spool_append_during_a_replay_in_the_same_process_neither_blocks_nor_is_
 
 
 def test_spool_keeps_a_refused_record_and_replays_the_others(tmp_path: Path) -> None:
-    from gateway.spool import RecordRefused
+    from gateway.money.spool import RecordRefused
 
     spool = Spool(tmp_path / "spool", "me")
     for request_id in ("a", "poison", "b"):

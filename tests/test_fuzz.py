@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.call.openai_compat import complete_usage, conform_images_body, top_level_value_span
 from gateway.call.validate import (
     MAX_N,
     MAX_SEQUENTIAL_IMAGES,
@@ -27,8 +28,7 @@ from gateway.call.validate import (
     ImageGenerationRequest,
     validate_image_request,
 )
-from gateway.errors import GatewayError
-from gateway.openai_compat import complete_usage, conform_images_body, top_level_value_span
+from gateway.core.errors import GatewayError
 
 MAX_PROMPT = 32_000
 FIELDS = [

@@ -21,9 +21,9 @@ import httpx
 import pytest
 import uvloop
 
-from gateway import descriptors
-from gateway.http1 import MAX_HEAD_BYTES, BodyStream, H1Transport, UnreadableAnswer
-from gateway.upstream import UpstreamClient, UpstreamFailure
+from gateway.upstream import descriptors
+from gateway.upstream.client import UpstreamClient, UpstreamFailure
+from gateway.upstream.http1 import MAX_HEAD_BYTES, BodyStream, H1Transport, UnreadableAnswer
 from tests.raw_http import Peer, RawServer, answer, keep_answering, wait_for
 
 MiB = 1024 * 1024

@@ -104,7 +104,7 @@ def test_a_key_listing_two_models_does_not_allow_their_comma_joined_name(
 
 
 def test_a_prices_file_with_a_bad_model_name_is_refused(tmp_path) -> None:
-    from gateway.pricing import load_prices_file
+    from gateway.money.pricing import load_prices_file
 
     path = tmp_path / "prices.yaml"
     path.write_text('models:\n  "a,b": {price_usd: "0.1"}\n')

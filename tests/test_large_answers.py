@@ -17,7 +17,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from gateway.openai_compat import conform_images_body
+from gateway.call.openai_compat import conform_images_body
 from tests.scripted_upstream import FAILED, ScriptedUpstream, answer_json, gateway_of, ledger_record
 from tests.support import MODEL, MODEL_PRICE_MICROS, TLS, UPSTREAM_KEY, Gateway, RedisServer, wait_until
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from gateway.redis_keys import LAYOUT, KeySpace, TeamSpace, directory_entry
+from gateway.store.keyspace import LAYOUT, KeySpace, TeamSpace, directory_entry
 from tests.support import Gateway, RedisServer, Simulator, generate
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -140,9 +140,9 @@ def test_start_up_waits_for_the_layout_check_only_while_it_may_still_succeed() -
     failed, not after STARTUP_LAYOUT_WAIT_S; the check goes on in the background."""
     import asyncio
 
+    from gateway.admin.layout_upgrade import LayoutKeeper
     from gateway.app import STARTUP_LAYOUT_WAIT_S
-    from gateway.key_directory import KeyDirectory
-    from gateway.layout_upgrade import LayoutKeeper
+    from gateway.store.directory import KeyDirectory
 
     class Store:
         def __init__(self, down: bool) -> None:

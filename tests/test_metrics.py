@@ -355,9 +355,9 @@ def test_budget_gauge_is_there_after_a_restart_for_every_key_with_a_budget(
 
 def test_budget_gauge_reads_the_current_period_so_a_reset_shows_zero(gateway: Gateway, redis_server) -> None:
     """Yesterday's spend of a daily budget is not today's: the gauge reads today's counter."""
-    from gateway.budget_gauge import used_ratios
-    from gateway.periods import Periods
-    from gateway.redis_keys import KeySpace
+    from gateway.money.budget_gauge import used_ratios
+    from gateway.money.periods import Periods
+    from gateway.store.keyspace import KeySpace
 
     team = f"reset-{secrets.token_hex(3)}"
     _, daily = gateway.create_key(team=team, name="daily", budget_usd="2", budget_period="day")

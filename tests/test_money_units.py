@@ -11,13 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.budget import BudgetExhausted, DailyImagesExhausted, RateLimited, Revoked, TooManyInFlight
 from gateway.call.refusals import budget_message, daily_images_message, refusal_error
-from gateway.errors import overloaded
-from gateway.ledger import Amounts, parse_rollup
-from gateway.money import charge_micros, micros_to_usd, usd_to_micros
-from gateway.periods import Periods, day_resets_at, period_resets_at
-from gateway.usage_record import DERIVED_FIELDS, EXPORT_FIELDS, INT_FIELDS, SCRIPT_FIELDS, UsageRecord
+from gateway.core.errors import overloaded
+from gateway.money.budget import BudgetExhausted, DailyImagesExhausted, RateLimited, Revoked, TooManyInFlight
+from gateway.money.micros import charge_micros, micros_to_usd, usd_to_micros
+from gateway.money.periods import Periods, day_resets_at, period_resets_at
+from gateway.money.rollups import Amounts, parse_rollup
+from gateway.money.usage_record import DERIVED_FIELDS, EXPORT_FIELDS, INT_FIELDS, SCRIPT_FIELDS, UsageRecord
 
 
 def epoch(text: str) -> float:
@@ -190,7 +190,7 @@ def test_the_usage_record_is_written_and_exported_in_one_field_order() -> None:
 
 def test_the_end_user_is_the_last_export_column_and_empty_for_older_records() -> None:
     from gateway.call.settle import SettleOrder
-    from gateway.ledger import export_record
+    from gateway.ledger.exports import export_record
 
     assert EXPORT_FIELDS[-1] == "user", "a column added later comes last: positional CSV readers"
     assert "user" not in INT_FIELDS

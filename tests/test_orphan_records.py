@@ -15,11 +15,11 @@ import httpx
 import orjson
 from redis.asyncio import Redis
 
-from gateway import budget
-from gateway.keys import KeyCreate, KeyStore, parse_token
-from gateway.periods import Periods
-from gateway.redis_keys import KeySpace, TeamSpace
-from gateway.usage_record import DERIVED_FIELDS, EXPORT_FIELDS
+from gateway.admin.keys import KeyCreate, KeyStore, parse_token
+from gateway.money import budget
+from gateway.money.periods import Periods
+from gateway.money.usage_record import DERIVED_FIELDS, EXPORT_FIELDS
+from gateway.store.keyspace import KeySpace, TeamSpace
 from tests.fault_tools import doomed_gateway, ledger
 from tests.support import (
     MODEL,
@@ -118,7 +118,7 @@ def test_an_orphan_of_the_previous_release_and_a_late_settlement_both_reach_the_
     a record; a late settlement of an orphaned request id still charges (the later record wins)."""
     from gateway.call.log import CallLog
     from gateway.call.settle import Settler, order_for
-    from gateway.spool import Spool
+    from gateway.money.spool import Spool
 
     async def run() -> list[dict[bytes, bytes]]:
         client = Redis.from_url(redis_server.url)

@@ -1,4 +1,4 @@
-"""gateway/redis_wire.py: the same bytes as redis-py's packer, its send path and direct execution on
+"""gateway/store/wire.py: the same bytes as redis-py's packer, its send path and direct execution on
 real sockets and a real Redis."""
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from redis.asyncio.connection import Connection
 from redis.exceptions import DataError, NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway import redis_client, redis_wire
-from gateway.patience import MAX_PATIENCE, TICK_S, patient_timeout
-from gateway.redis_wire import FastSend, execute, fast, pack
+from gateway.store import client as redis_client
+from gateway.store import wire as redis_wire
+from gateway.store.patience import MAX_PATIENCE, TICK_S, patient_timeout
+from gateway.store.wire import FastSend, execute, fast, pack
 from tests.support import RedisServer
 
 PLAIN = Connection()

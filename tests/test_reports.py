@@ -24,9 +24,9 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.money import usd_to_micros
-from gateway.pricing import DEFAULT_PRICES_USD
-from gateway.redis_keys import KeySpace, TeamSpace, directory_entry
+from gateway.money.micros import usd_to_micros
+from gateway.money.pricing import DEFAULT_PRICES_USD
+from gateway.store.keyspace import KeySpace, TeamSpace, directory_entry
 from tests.support import (
     ADMIN_TOKEN,
     TLS,

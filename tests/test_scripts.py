@@ -1,4 +1,4 @@
-"""The Lua scripts as Redis runs them: loaded by gateway/scripts.py, errors pointing at their files."""
+"""The Lua scripts as Redis runs them: loaded by gateway/store/scripts.py, errors pointing at their files."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from gateway import scripts
-from gateway.redis_keys import KeySpace
+from gateway.store import scripts
+from gateway.store.keyspace import KeySpace
 from tests.support import RedisServer, reserve_one
 
 
 def line_of(script: str, text: str) -> int:
-    source = resources.files("gateway").joinpath("lua", script).read_text()
+    source = resources.files("gateway.store").joinpath("lua", script).read_text()
     return next(i for i, line in enumerate(source.splitlines(), 1) if text in line)
 
 
@@ -47,7 +47,7 @@ def test_a_script_error_names_the_line_of_the_script_file(redis_server: RedisSer
 
 
 def test_the_shared_functions_are_one_line_without_comments() -> None:
-    prelude = scripts.one_line(resources.files("gateway").joinpath("lua", "common.lua").read_text())
+    prelude = scripts.one_line(resources.files("gateway.store").joinpath("lua", "common.lua").read_text())
     assert "\n" not in prelude and "--" not in prelude
     assert "local function release_orphans(" in prelude
     assert scripts.RESERVE.source.count("\n") == scripts.load("reserve.lua").count("\n")
@@ -57,12 +57,13 @@ def test_a_late_settlement_past_the_budget_is_flagged_not_hidden(redis_server: R
     """A process cut off from Redis longer than its reservation lives: the reservation lapses,
     another call spends the budget, then the late settlement lands. It is charged (the upstream
     billed it) and flagged: in the ledger record, the settle answer and a metric."""
-    from gateway import budget, metrics
+    from gateway.admin.keys import KeyCreate, KeyStore, parse_token
     from gateway.call.log import CallLog
     from gateway.call.settle import Settler, order_for
-    from gateway.keys import KeyCreate, KeyStore, parse_token
-    from gateway.periods import Periods
-    from gateway.spool import Spool
+    from gateway.core import metrics
+    from gateway.money import budget
+    from gateway.money.periods import Periods
+    from gateway.money.spool import Spool
 
     async def run() -> tuple[list[bool], dict[bytes, bytes]]:
         client = Redis.from_url(redis_server.url)
@@ -107,9 +108,9 @@ def test_a_late_settlement_past_the_budget_is_flagged_not_hidden(redis_server: R
 
 def test_a_cancelled_reserve_holds_nothing_whichever_runs_first(redis_server: RedisServer) -> None:
     """A reserve whose caller was told 503 is cancelled: released if it ran, refused if it runs after."""
-    from gateway import budget
-    from gateway.keys import KeyCreate, KeyStore, parse_token
-    from gateway.periods import Periods
+    from gateway.admin.keys import KeyCreate, KeyStore, parse_token
+    from gateway.money import budget
+    from gateway.money.periods import Periods
 
     async def run() -> tuple[bool, bool, bool, budget.KeyUsage]:
         client = Redis.from_url(redis_server.url)

@@ -18,7 +18,7 @@ import httpx
 import pytest
 import redis
 
-from gateway.keys import KEY_ID_LENGTH
+from gateway.admin.keys import KEY_ID_LENGTH
 from tests.fault_tools import assert_envelope
 from tests.support import (
     ADMIN_TOKEN,

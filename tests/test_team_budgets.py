@@ -201,8 +201,8 @@ def test_a_teams_daily_budget_starts_again_each_utc_day_like_a_keys(gateway: Gat
     """Yesterday's team spend is in yesterday's counter: today's period starts from zero."""
     from datetime import UTC, datetime
 
-    from gateway.periods import Periods
-    from gateway.redis_keys import TeamSpace
+    from gateway.money.periods import Periods
+    from gateway.store.keyspace import TeamSpace
 
     team = new_team()
     gateway.set_team(team, budget_usd=str(PRICE_USD), budget_period="day")

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import secrets
 
-from gateway import scripts
-from gateway.redis_keys import ALERT_SENDER_LOCK
-from gateway.redis_protocol import Redis
+from gateway.store import scripts
+from gateway.store.keyspace import ALERT_SENDER_LOCK
+from gateway.store.protocol import Redis
 
 LIFETIME_MS = 15_000
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import orjson
 
-from gateway.money import micros_to_usd
-from gateway.thresholds import PPM, as_fraction
+from gateway.money.micros import micros_to_usd
+from gateway.money.thresholds import PPM, as_fraction
 
 TYPE = "budget.threshold"
 SIGNATURE_HEADER = "x-gateway-signature"

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from gateway.pipelined import pipelined
-from gateway.redis_keys import ALERT_TEAMS, TEAM_REGISTRY, TeamSpace
-from gateway.redis_protocol import Redis, text
+from gateway.store.keyspace import ALERT_TEAMS, TEAM_REGISTRY, TeamSpace
+from gateway.store.pipelined import pipelined
+from gateway.store.protocol import Redis, text
 
 ATTEMPTS_SUFFIX = ":attempts"
 

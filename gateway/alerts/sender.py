@@ -22,13 +22,13 @@ import logging
 import time
 from collections import OrderedDict
 
-from gateway import background, metrics
 from gateway.alerts import message, outbox
 from gateway.alerts.leader import LeaderLock
 from gateway.alerts.outbox import QueuedAlert
 from gateway.alerts.webhook import Webhook
-from gateway.redis_protocol import Redis
-from gateway.settings import Settings
+from gateway.core import background, metrics
+from gateway.core.settings import Settings
+from gateway.store.protocol import Redis
 
 log = logging.getLogger("gateway.alerts")
 

@@ -12,7 +12,7 @@ Two counts, because a stranger must not be able to use up the capacity meant for
 
 from __future__ import annotations
 
-from gateway import errors, metrics
+from gateway.core import errors, metrics
 
 
 class Admission:

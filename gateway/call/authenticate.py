@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from redis.exceptions import RedisError
 from starlette.requests import Request
 
-from gateway import errors
+from gateway.admin.keys import KeyStore, key_status, parse_token
 from gateway.call import refusals
 from gateway.call.outage import store_unavailable
-from gateway.keys import KeyStore, key_status, parse_token
+from gateway.core import errors
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ from typing import Any
 import orjson
 
 from gateway.call.log import CallLog
-from gateway.errors import GatewayError
-from gateway.openai_compat import conform_images_body
-from gateway.upstream import (
+from gateway.call.openai_compat import conform_images_body
+from gateway.core.errors import GatewayError
+from gateway.upstream.client import (
     UpstreamClient,
     UpstreamFailure,
     UpstreamReply,

@@ -12,15 +12,15 @@ from collections.abc import Awaitable, Callable
 from redis.exceptions import RedisError
 from starlette.responses import Response
 
-from gateway import idempotency
+from gateway.admin.keys import KeyStore
 from gateway.call.authenticate import Token, known_key
 from gateway.call.log import CallLog
 from gateway.call.outage import note_store_failure, store_unavailable
 from gateway.call.relay import StreamedAnswer
-from gateway.keys import KeyStore
-from gateway.money import micros_to_usd
-from gateway.redis_keys import KeySpace
-from gateway.redis_protocol import Redis
+from gateway.money import idempotency
+from gateway.money.micros import micros_to_usd
+from gateway.store.keyspace import KeySpace
+from gateway.store.protocol import Redis
 
 
 async def run_once(

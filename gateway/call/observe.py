@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from gateway import metrics
 from gateway.call.log import CallLog
-from gateway.logs import AccessLog
-from gateway.money import micros_to_usd
-from gateway.upstream import CONTENT_SAFETY_CODES
+from gateway.core import metrics
+from gateway.core.logs import AccessLog
+from gateway.money.micros import micros_to_usd
+from gateway.upstream.client import CONTENT_SAFETY_CODES
 
 UPSTREAM_ERROR_REASONS = frozenset(
     {

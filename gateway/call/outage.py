@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from gateway import errors, metrics
-from gateway.errors import GatewayError
+from gateway.core import errors, metrics
+from gateway.core.errors import GatewayError
 
 log = logging.getLogger("gateway")
 

@@ -5,8 +5,9 @@ Pure functions of the refusal's numbers, so the wording is unit-tested without a
 
 from __future__ import annotations
 
-from gateway import errors
-from gateway.budget import (
+from gateway.core import errors
+from gateway.core.errors import GatewayError, counted
+from gateway.money.budget import (
     BudgetExhausted,
     DailyImagesExhausted,
     Expired,
@@ -17,9 +18,8 @@ from gateway.budget import (
     Revoked,
     TooManyInFlight,
 )
-from gateway.errors import GatewayError, counted
-from gateway.money import micros_to_usd
-from gateway.periods import day_resets_at, iso_ms, iso_z, period_resets_at
+from gateway.money.micros import micros_to_usd
+from gateway.money.periods import day_resets_at, iso_ms, iso_z, period_resets_at
 
 PERIOD_ADJECTIVES = {"day": "daily", "month": "monthly", "total": "total"}
 

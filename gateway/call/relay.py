@@ -1,7 +1,7 @@
 """Steps 4-6 for a large answer: send it on as it arrives, count its images, then settle.
 
 A 200 answer larger than ``upstream.BUFFERED_ANSWER_BYTES`` (base64 images) is not buffered:
-each chunk goes through the incremental scanner (gateway/answer_scan.py), has the master key
+each chunk goes through the incremental scanner (gateway/call/answer_scan.py), has the master key
 masked, and is sent to the caller, so memory per call stays at a few chunks whatever the size.
 The cost headers cannot precede the count, so this answer carries none: the charge is settled
 when the upstream's body has ended, before the caller's body is completed, and the ledger and
@@ -22,9 +22,9 @@ from collections.abc import Awaitable, Callable
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from gateway.answer_scan import ImagesScanner, Malformed
+from gateway.call.answer_scan import ImagesScanner, Malformed
 from gateway.call.log import CallLog
-from gateway.upstream import BodyFailure, UpstreamReply
+from gateway.upstream.client import BodyFailure, UpstreamReply
 
 log = logging.getLogger("gateway")
 

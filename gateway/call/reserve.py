@@ -8,17 +8,17 @@ import time
 
 from redis.exceptions import RedisError
 
-from gateway import budget
-from gateway.budget import InvalidKey, Refusal, Reservation
 from gateway.call.authenticate import Token
 from gateway.call.log import CallLog
 from gateway.call.outage import store_unavailable
 from gateway.call.refusals import refusal_error
 from gateway.call.validate import ImageCall
-from gateway.key_directory import KeyDirectory
-from gateway.periods import Periods
-from gateway.redis_keys import KeySpace
-from gateway.redis_protocol import Redis
+from gateway.money import budget
+from gateway.money.budget import InvalidKey, Refusal, Reservation
+from gateway.money.periods import Periods
+from gateway.store.directory import KeyDirectory
+from gateway.store.keyspace import KeySpace
+from gateway.store.protocol import Redis
 
 log = logging.getLogger("gateway")
 SHUTDOWN_WAIT_S = 2.0

@@ -17,18 +17,19 @@ from typing import Any
 import orjson
 from redis.exceptions import ResponseError
 
-from gateway import background, budget, metrics
 from gateway.alerts import outbox
-from gateway.budget import Reservation, Settlement
 from gateway.call.log import CallLog
 from gateway.call.outage import note_store_failure
-from gateway.money import charge_micros
-from gateway.periods import Periods
-from gateway.redis_keys import KeySpace
-from gateway.redis_protocol import Redis
-from gateway.spool import RecordForeign, RecordRefused, Spool
-from gateway.store_id import read_store_id
-from gateway.usage_record import UsageRecord
+from gateway.core import background, metrics
+from gateway.money import budget
+from gateway.money.budget import Reservation, Settlement
+from gateway.money.micros import charge_micros
+from gateway.money.periods import Periods
+from gateway.money.spool import RecordForeign, RecordRefused, Spool
+from gateway.money.usage_record import UsageRecord
+from gateway.store.keyspace import KeySpace
+from gateway.store.protocol import Redis
+from gateway.store.store_id import read_store_id
 
 log = logging.getLogger("gateway")
 
@@ -45,7 +46,7 @@ class SettleOrder:
     day: str  # the periods the call was reserved in
     month: str
     record: UsageRecord
-    # The id of the store this settlement belongs to (store_id.py), set when it is spooled.
+    # The id of the store this settlement belongs to (store/store_id.py), set when it is spooled.
     # None: spooled before the process could read it; such an entry, and one of the release
     # before (no "store" at all), is replayed into whichever store the replayer is connected to.
     store: str | None = None

@@ -39,8 +39,8 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.call.client import client_has_left
 from gateway.call.log import CallLog
-from gateway.errors import GatewayError
-from gateway.upstream import (
+from gateway.core.errors import GatewayError
+from gateway.upstream.client import (
     UpstreamClient,
     UpstreamFailure,
     UpstreamReply,

@@ -19,8 +19,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import ClientDisconnect, Request
 
-from gateway import errors
-from gateway.errors import bad_request
+from gateway.core import errors
+from gateway.core.errors import bad_request
 
 JSON_TYPES = ("application/json", "text/json")
 

@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from gateway import __version__, embedded_redis
+from gateway import __version__
 from gateway.cli.common import CommandError
 from gateway.cli.demo import add_admin_token_command
 from gateway.cli.keys import add_keys_commands
@@ -21,7 +21,8 @@ from gateway.cli.reports import add_report_commands
 from gateway.cli.serve import add_serve_command
 from gateway.cli.simulator_process import add_simulate_command
 from gateway.cli.teams import add_teams_commands
-from gateway.settings import SettingsError
+from gateway.core.settings import SettingsError
+from gateway.store import embedded as embedded_redis
 
 __all__ = ["build_parser", "main"]
 

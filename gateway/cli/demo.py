@@ -18,12 +18,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from gateway import pricing, private_files
+from gateway.admin.keys import KeyCreate, KeyStore, key_status, parse_token
+from gateway.admin.teams import TeamSettings, TeamStore
 from gateway.cli.common import CommandError, Commands, plural
-from gateway.keys import KeyCreate, KeyStore, key_status, parse_token
-from gateway.redis_keys import DEMO_KEY
-from gateway.settings import Settings, load_settings
-from gateway.teams import TeamSettings, TeamStore
+from gateway.core import private_files
+from gateway.core.settings import Settings, load_settings
+from gateway.money import pricing
+from gateway.store.keyspace import DEMO_KEY
 
 DEMO_MODEL = "doubao-seedream-4-5-251128"
 ADMIN_TOKEN_FILE = "admin-token"

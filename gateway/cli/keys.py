@@ -6,6 +6,8 @@ import argparse
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from gateway.admin.keys import DEFAULT_ROTATE_GRACE_S, KeyCreate, KeyLimits, KeyStore
+from gateway.admin.usage_report import usage_report
 from gateway.cli.common import (
     CommandError,
     Commands,
@@ -18,8 +20,6 @@ from gateway.cli.common import (
 )
 from gateway.cli.key_options import add_limit_options, limits_from_args
 from gateway.cli.store import Access, run_with_redis
-from gateway.keys import DEFAULT_ROTATE_GRACE_S, KeyCreate, KeyLimits, KeyStore
-from gateway.usage_report import usage_report
 
 T = TypeVar("T")
 

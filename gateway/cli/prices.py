@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from gateway import pricing
 from gateway.cli.common import CommandError, Commands, add_json_option, print_json, print_table
 from gateway.cli.store import Access, run_with_redis
-from gateway.model_names import check_model_name
-from gateway.money import micros_to_usd, usd_to_micros
-from gateway.settings import load_settings
+from gateway.core.model_names import check_model_name
+from gateway.core.settings import load_settings
+from gateway.money import pricing
+from gateway.money.micros import micros_to_usd, usd_to_micros
 
 
 def add_prices_commands(commands: Commands) -> None:

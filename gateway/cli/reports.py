@@ -13,9 +13,11 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from gateway import ledger
 from gateway.cli.common import CommandError, Commands, print_json, print_table
 from gateway.cli.store import run_with_redis
+from gateway.ledger.exports import EXPORT_FORMATS, UsageExport
+from gateway.ledger.query import LedgerQueryError, parse_range
+from gateway.ledger.reports import DEFAULT_GROUP_BY, parse_group_by, spend_report
 
 T = TypeVar("T")
 DATES_HELP = "UTC dates, YYYY-MM-DD, both included (--start X --end X is the day X)"
@@ -36,7 +38,7 @@ def add_report_commands(commands: Commands) -> None:
     _add_range(spend)
     spend.add_argument(
         "--group-by",
-        default=",".join(ledger.DEFAULT_GROUP_BY),
+        default=",".join(DEFAULT_GROUP_BY),
         help="comma-separated: team, key (key_id and key_name columns), model, day, user (the "
         "OpenAI 'user' a call named; '' for calls that named none); '' for totals only (default: team)",
     )
@@ -55,7 +57,7 @@ def add_report_commands(commands: Commands) -> None:
         description=f"Every usage record of the range, streamed to stdout in time order. {DATES_HELP}.",
     )
     _add_range(export)
-    export.add_argument("--format", choices=list(ledger.EXPORT_FORMATS), default="jsonl")
+    export.add_argument("--format", choices=list(EXPORT_FORMATS), default="jsonl")
     export.set_defaults(handler=_usage_export)
 
 
@@ -67,14 +69,14 @@ def _add_range(parser: argparse.ArgumentParser) -> None:
 def _query(parse: Callable[..., T], *args: Any) -> T:
     try:
         return parse(*args)
-    except ledger.LedgerQueryError as exc:
+    except LedgerQueryError as exc:
         raise CommandError(str(exc)) from None
 
 
 def _report_spend(args: argparse.Namespace) -> int:
-    days = _query(ledger.parse_range, args.start, args.end)
-    group_by = _query(ledger.parse_group_by, args.group_by)
-    report = run_with_redis(lambda redis: ledger.spend_report(redis, days, group_by))
+    days = _query(parse_range, args.start, args.end)
+    group_by = _query(parse_group_by, args.group_by)
+    report = run_with_redis(lambda redis: spend_report(redis, days, group_by))
     if args.format == "json":
         print_json(report.as_json())
     elif args.format == "csv":
@@ -85,11 +87,11 @@ def _report_spend(args: argparse.Namespace) -> int:
 
 
 def _usage_export(args: argparse.Namespace) -> int:
-    days = _query(ledger.parse_range, args.start, args.end)
+    days = _query(parse_range, args.start, args.end)
     out = sys.stdout.buffer
 
     async def action(redis: Any) -> None:
-        export = await ledger.UsageExport.open(redis, days)
+        export = await UsageExport.open(redis, days)
         async for chunk in export.chunks(args.format):
             out.write(chunk)
         out.flush()

@@ -18,13 +18,15 @@ import sys
 from types import FrameType
 from typing import Any
 
-from gateway import embedded_redis, pricing, private_files
+from gateway.admin.layout_upgrade import ensure_layout
 from gateway.cli import demo
 from gateway.cli.common import Commands
 from gateway.cli.simulator_process import SimulatorProcess, launch_simulator, print_simulator_banner
 from gateway.cli.store import connected
-from gateway.layout_upgrade import ensure_layout
-from gateway.settings import Settings, SettingsError, load_settings
+from gateway.core import private_files
+from gateway.core.settings import Settings, SettingsError, load_settings
+from gateway.money import pricing
+from gateway.store import embedded as embedded_redis
 
 
 def add_serve_command(commands: Commands) -> None:
@@ -117,7 +119,7 @@ def _run_uvicorn(settings: Settings, simulator: SimulatorProcess | None = None) 
     import uvicorn  # here, not at the top: every other CLI command would pay for importing it
 
     from gateway.cli import workers
-    from gateway.http_limits import BoundedHttpToolsProtocol
+    from gateway.core.http_limits import BoundedHttpToolsProtocol
 
     if simulator is not None:
         if settings.workers == 1:

@@ -12,8 +12,8 @@ import sys
 import time
 from dataclasses import dataclass
 
-from gateway import embedded_redis
 from gateway.cli.common import CommandError, Commands
+from gateway.store import embedded as embedded_redis
 
 
 def add_simulate_command(commands: Commands) -> None:

@@ -26,10 +26,11 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway import embedded_redis, redis_client
+from gateway.admin.layout_upgrade import ensure_layout
 from gateway.cli.common import CommandError
-from gateway.layout_upgrade import ensure_layout
-from gateway.settings import load_settings
+from gateway.core.settings import load_settings
+from gateway.store import client as redis_client
+from gateway.store import embedded as embedded_redis
 
 T = TypeVar("T")
 

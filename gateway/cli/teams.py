@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from gateway.admin.teams import TeamSettings, TeamStore, check_team_name
 from gateway.cli.common import (
     CommandError,
     Commands,
@@ -16,7 +17,6 @@ from gateway.cli.common import (
 )
 from gateway.cli.key_options import NONE_WORDS, add_alert_option, alerts_from_args, count_option
 from gateway.cli.store import Access, run_with_redis
-from gateway.teams import TeamSettings, TeamStore, check_team_name
 
 LIST_COLUMNS = ["team", "budget_usd", "budget_period", "spent_usd", "remaining_usd", "images_per_day", "keys"]
 

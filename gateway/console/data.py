@@ -5,7 +5,7 @@ report behind ``GET /admin/v1/reports/spend`` and ``gateway report spend``, so e
 same to the micro-dollar. Money stays integer micro-USD here and is printed with ``micros_to_usd``
 (six decimals, as the ledger has it: ``0.486000``, never rounded to cents).
 
-Budget use per team: each team's own budget (gateway/teams.py), read with ``TeamStore.get`` and
+Budget use per team: each team's own budget (gateway/admin/teams.py), read with ``TeamStore.get`` and
 ``TeamStore.usage``, the functions behind ``GET /admin/v1/teams/{team}`` and ``.../usage``. A
 budget is about the team's current period (day, month or total), whatever month the table shows.
 """
@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from gateway import ledger
-from gateway.keys import KeyStore
-from gateway.money import micros_to_usd, usd_to_micros
-from gateway.redis_keys import KeySpace
-from gateway.teams import TeamStore
-from gateway.usage_report import usage_report
+from gateway.admin.keys import KeyStore
+from gateway.admin.teams import TeamStore
+from gateway.admin.usage_report import usage_report
+from gateway.ledger.query import DateRange
+from gateway.ledger.reports import DEFAULT_GROUP_BY, spend_report
+from gateway.money.micros import micros_to_usd, usd_to_micros
+from gateway.money.rollups import Amounts
+from gateway.store.keyspace import KeySpace
 
 
 class MonthError(ValueError):
@@ -34,7 +36,7 @@ def current_month() -> str:
     return datetime.now(UTC).strftime("%Y-%m")
 
 
-def month_range(month: str | None) -> ledger.DateRange:
+def month_range(month: str | None) -> DateRange:
     """``YYYY-MM`` (default: the current UTC month) as the range of its days."""
     text = month or current_month()
     try:
@@ -44,7 +46,7 @@ def month_range(month: str | None) -> ledger.DateRange:
         first = date(year, number, 1)
     except ValueError:
         raise MonthError(f"'month' must look like 2026-11, not {text!r}.") from None
-    return ledger.DateRange(first, date(year, number, calendar.monthrange(year, number)[1]))
+    return DateRange(first, date(year, number, calendar.monthrange(year, number)[1]))
 
 
 @dataclass(frozen=True)
@@ -94,10 +96,10 @@ async def team_budgets(redis: Any, teams: list[str]) -> dict[str, TeamBudget]:
     return dict(zip(teams, await asyncio.gather(*(one(t) for t in teams)), strict=True))
 
 
-async def overview(redis: Any, days: ledger.DateRange) -> dict[str, Any]:
+async def overview(redis: Any, days: DateRange) -> dict[str, Any]:
     """The overview page: the team table (the month's spend, the budget now), totals, spend per day."""
-    by_team = await ledger.spend_report(redis, days, ("team",))
-    by_day = await ledger.spend_report(redis, days, ("team", "day"))
+    by_team = await spend_report(redis, days, ("team",))
+    by_day = await spend_report(redis, days, ("team", "day"))
     teams = sorted({row[0] for row in by_team.rows} | set(await TeamStore(redis).names()))
     budgets = await team_budgets(redis, teams)
     return {
@@ -107,7 +109,7 @@ async def overview(redis: Any, days: ledger.DateRange) -> dict[str, Any]:
         "teams": [
             {
                 "team": team,
-                **by_team.rows.get((team,), ledger.Amounts()).as_json(),
+                **by_team.rows.get((team,), Amounts()).as_json(),
                 "budget": budgets[team].as_json(),
             }
             for team in teams
@@ -125,9 +127,9 @@ async def overview(redis: Any, days: ledger.DateRange) -> dict[str, Any]:
     }
 
 
-async def spend_csv(redis: Any, days: ledger.DateRange) -> str:
+async def spend_csv(redis: Any, days: DateRange) -> str:
     """Exactly ``gateway report spend --start .. --end .. --format csv`` (grouped by team)."""
-    report = await ledger.spend_report(redis, days, ledger.DEFAULT_GROUP_BY)
+    report = await spend_report(redis, days, DEFAULT_GROUP_BY)
     return report.to_csv()
 
 

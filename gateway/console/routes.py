@@ -20,15 +20,17 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 
-from gateway import admin_auth, ledger
+from gateway.admin import auth as admin_auth
+from gateway.admin.keys import DEFAULT_ROTATE_GRACE_S, KeyCreate, KeyStore
+from gateway.admin.teams import TeamSettings, TeamStore
 from gateway.console import data, session
-from gateway.errors import GatewayError, bad_request, not_found
-from gateway.keys import DEFAULT_ROTATE_GRACE_S, KeyCreate, KeyStore
-from gateway.responses import json_response
+from gateway.core.errors import GatewayError, bad_request, not_found
+from gateway.ledger.exports import MEDIA_TYPES
+from gateway.ledger.query import DateRange
 from gateway.routes.admin import guard_redis
+from gateway.routes.responses import json_response
 from gateway.routes.teams import team_name
 from gateway.state import GatewayState, state_of
-from gateway.teams import TeamSettings, TeamStore
 
 STATIC = resources.files("gateway.console").joinpath("static")
 MEDIA = {
@@ -186,7 +188,7 @@ async def sign_out(request: Request) -> Response:
 # -- data ------------------------------------------------------------------------------------------
 
 
-def _month(month: str | None) -> ledger.DateRange:
+def _month(month: str | None) -> DateRange:
     try:
         return data.month_range(month)
     except data.MonthError as exc:
@@ -206,7 +208,7 @@ async def spend_csv(request: Request, month: str | None = None) -> Response:
     text = await guard_redis(data.spend_csv(state_of(request).redis, days))
     disposition = f'attachment; filename="spend-{days.start}-{days.end}.csv"'
     headers = {"content-disposition": disposition}
-    return _secured(Response(text, media_type=ledger.MEDIA_TYPES["csv"], headers=headers))
+    return _secured(Response(text, media_type=MEDIA_TYPES["csv"], headers=headers))
 
 
 @router.get("/api/keys")

@@ -27,9 +27,9 @@ import orjson
 from fastapi import Request
 from fastapi.responses import Response
 
-from gateway.errors import GatewayError, redis_unavailable
-from gateway.redis_client import REDIS_ERRORS
-from gateway.redis_keys import PREFIX
+from gateway.core.errors import GatewayError, redis_unavailable
+from gateway.store.client import REDIS_ERRORS
+from gateway.store.keyspace import PREFIX
 
 COOKIE = "gw_console"
 COOKIE_PATH = "/console"

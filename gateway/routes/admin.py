@@ -3,7 +3,7 @@
 Guarded by ``Authorization: Bearer $GATEWAY_ADMIN_TOKEN`` compared in constant time; with no
 token configured every admin route answers 503 rather than being open. A team key is never an
 admin token: they are different secrets with different prefixes. Wrong tokens are rate-limited
-per client address and every change is audited (gateway/admin_auth.py).
+per client address and every change is audited (gateway/admin/auth.py).
 """
 
 from __future__ import annotations
@@ -17,14 +17,15 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 
-from gateway import admin_auth, pricing
-from gateway.errors import GatewayError, not_found, redis_unavailable
-from gateway.keys import DEFAULT_ROTATE_GRACE_S, KeyCreate, KeyLimits
-from gateway.model_names import check_model_name
-from gateway.money import micros_to_usd, usd_to_micros
-from gateway.responses import json_response
+from gateway.admin import auth as admin_auth
+from gateway.admin.keys import DEFAULT_ROTATE_GRACE_S, KeyCreate, KeyLimits
+from gateway.admin.usage_report import usage_report
+from gateway.core.errors import GatewayError, not_found, redis_unavailable
+from gateway.core.model_names import check_model_name
+from gateway.money import pricing
+from gateway.money.micros import micros_to_usd, usd_to_micros
+from gateway.routes.responses import json_response
 from gateway.state import GatewayState, state_of
-from gateway.usage_report import usage_report
 
 T = TypeVar("T")
 

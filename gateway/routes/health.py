@@ -6,9 +6,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway import budget_gauge, metrics, redis_client
-from gateway.responses import json_response
+from gateway.core import metrics
+from gateway.money import budget_gauge
+from gateway.routes.responses import json_response
 from gateway.state import state_of
+from gateway.store import client as redis_client
 
 router = APIRouter(tags=["operations"])
 

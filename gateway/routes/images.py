@@ -18,16 +18,16 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from gateway import errors
-from gateway.budget import Reservation, Settlement
 from gateway.call import authenticate, forward, idempotent, reserve, settle, stream, validate
 from gateway.call.admission import Gate
 from gateway.call.client import client_has_left
 from gateway.call.log import CallLog
 from gateway.call.relay import StreamedAnswer
-from gateway.errors import ErrorResponse, GatewayError
-from gateway.money import micros_to_usd
-from gateway.periods import Periods
+from gateway.core import errors
+from gateway.core.errors import ErrorResponse, GatewayError
+from gateway.money.budget import Reservation, Settlement
+from gateway.money.micros import micros_to_usd
+from gateway.money.periods import Periods
 from gateway.state import GatewayState, state_of
 
 router = APIRouter()

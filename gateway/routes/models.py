@@ -9,11 +9,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from gateway import errors
 from gateway.call.authenticate import bearer_token, known_key
-from gateway.errors import ErrorResponse, GatewayError
-from gateway.money import micros_to_usd
-from gateway.responses import json_response
+from gateway.core import errors
+from gateway.core.errors import ErrorResponse, GatewayError
+from gateway.money.micros import micros_to_usd
+from gateway.routes.responses import json_response
 from gateway.state import GatewayState, state_of
 
 router = APIRouter()

@@ -1,6 +1,6 @@
 """Finance's admin API: spend reports and raw usage exports (``/admin/v1``).
 
-The same numbers as ``gateway report spend`` and ``gateway usage export``; see gateway/ledger.py
+The same numbers as ``gateway report spend`` and ``gateway usage export``; see gateway/ledger/exports.py
 for where they come from. Exports are streamed: a busy month does not fit in memory.
 """
 
@@ -12,10 +12,13 @@ from typing import Literal, TypeVar
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
-from gateway import ledger
-from gateway.errors import GatewayError
-from gateway.responses import json_response
+from gateway.core.errors import GatewayError
+from gateway.ledger import reports
+from gateway.ledger.exports import MEDIA_TYPES, UsageExport
+from gateway.ledger.query import LedgerQueryError, parse_range
+from gateway.ledger.reports import parse_group_by
 from gateway.routes.admin import guard_redis, require_admin
+from gateway.routes.responses import json_response
 from gateway.state import state_of
 
 router = APIRouter(prefix="/admin/v1", tags=["reports"], dependencies=[Depends(require_admin)])
@@ -29,7 +32,7 @@ def _query(parse: Callable[..., T], *args: str) -> T:
     """Parse a query parameter; a malformed one is a 400 naming it."""
     try:
         return parse(*args)
-    except ledger.LedgerQueryError as exc:
+    except LedgerQueryError as exc:
         raise GatewayError(
             400, str(exc), "invalid_request_error", "invalid_query", exc.param, False, reason="bad_request"
         ) from None
@@ -64,12 +67,12 @@ async def spend_report(
     ),
     format: Literal["json", "csv"] = "json",
 ) -> Response:
-    days = _query(ledger.parse_range, start, end)
-    groups = _query(ledger.parse_group_by, group_by)
-    report = await guard_redis(ledger.spend_report(state_of(request).redis, days, groups))
+    days = _query(parse_range, start, end)
+    groups = _query(parse_group_by, group_by)
+    report = await guard_redis(reports.spend_report(state_of(request).redis, days, groups))
     if format == "csv":
         name = f"spend-{days.start}-{days.end}.csv"
-        return Response(report.to_csv(), media_type=ledger.MEDIA_TYPES["csv"], headers=_attachment(name))
+        return Response(report.to_csv(), media_type=MEDIA_TYPES["csv"], headers=_attachment(name))
     return json_response(report.as_json())
 
 
@@ -85,12 +88,12 @@ async def usage_export(
     end: str = END,
     format: Literal["jsonl", "csv"] = "jsonl",
 ) -> Response:
-    days = _query(ledger.parse_range, start, end)
+    days = _query(parse_range, start, end)
     # Opened before the answer starts, so a Redis outage is a 503 and not a cut-off stream.
-    export = await guard_redis(ledger.UsageExport.open(state_of(request).redis, days))
+    export = await guard_redis(UsageExport.open(state_of(request).redis, days))
     name = f"usage-{days.start}-{days.end}.{format}"
     return StreamingResponse(
-        export.chunks(format), media_type=ledger.MEDIA_TYPES[format], headers=_attachment(name)
+        export.chunks(format), media_type=MEDIA_TYPES[format], headers=_attachment(name)
     )
 
 

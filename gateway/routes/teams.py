@@ -8,12 +8,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from gateway import admin_auth
-from gateway.errors import GatewayError, not_found
-from gateway.responses import json_response
+from gateway.admin import auth as admin_auth
+from gateway.admin.teams import TeamSettings, TeamStore, check_team_name
+from gateway.core.errors import GatewayError, not_found
 from gateway.routes.admin import guard_redis, require_admin
+from gateway.routes.responses import json_response
 from gateway.state import state_of
-from gateway.teams import TeamSettings, TeamStore, check_team_name
 
 router = APIRouter(prefix="/admin/v1", tags=["admin"], dependencies=[Depends(require_admin)])
 

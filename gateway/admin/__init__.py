@@ -1,0 +1,1 @@
+"""Administration: team keys, team settings, admin authentication, the store's layout upgrade."""

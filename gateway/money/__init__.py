@@ -1,0 +1,1 @@
+"""Money: micro-USD amounts, periods, prices, budgets, reservations and settlements, usage records."""

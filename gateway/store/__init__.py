@@ -1,0 +1,1 @@
+"""Redis: the client and its connections, key names, scripts, pipelines, the embedded server."""
