@@ -10,8 +10,10 @@ OpenAI's schema, as gateway/call/openai_compat.py does for a buffered answer.
 
 Strings, where almost all the bytes are, are crossed with ``bytes.find`` (one memchr per chunk);
 only the structure between strings is walked byte by byte. The structure is checked (brackets,
-commas, colons, numbers, literals, escapes); the characters inside strings are not (control
-characters, UTF-8), which the caller's own parser still checks, since it gets the same bytes.
+commas, colons, numbers, literals, escapes, and a nesting depth of at most ``MAX_DEPTH``); the
+characters inside strings are not (control characters, UTF-8), which the caller's own parser still
+checks, since it gets the same bytes. What the scan holds is bounded whatever the answer: a frame
+per open container up to ``MAX_DEPTH``, and the few short values it captures.
 Duplicate names behave as in orjson: the last ``data`` counts.
 """
 
@@ -27,6 +29,10 @@ from gateway.call.openai_compat import complete_usage, usage_conforms
 USAGE_LIMIT = 64 * 1024  # a usage object is a few dozen bytes; larger is not an honest answer
 ERROR_LIMIT = 16 * 1024  # a failed entry's error object, parsed for its code; beyond: "unknown"
 NAME_LIMIT = 256  # member names compared with ours; longer ones cannot be ours
+# Containers open at once, the top object included: orjson's own bound, so a buffered answer and a
+# streamed one are refused alike. Without it a hostile answer of nested brackets made the scan
+# hold an object per bracket, hundreds of MB for a few MB of answer.
+MAX_DEPTH = 1024
 
 _WS = frozenset(b" \t\r\n")
 _TOKEN_CHARS = frozenset(b"0123456789+-.eEtruefalsn")
@@ -133,7 +139,7 @@ class ImagesScanner:
         if not self._stack:
             if self._done or c != 0x7B:  # '{'
                 raise Malformed("not a single JSON object")
-            self._stack.append(_Frame(True, _TOP))
+            self._stack.append(_Frame(True, _TOP))  # the first frame: no depth to check yet
             return
         frame = self._stack[-1]
         expect = frame.expect
@@ -184,6 +190,8 @@ class ImagesScanner:
                 child = _DATA
             elif role == _DATA and c == 0x7B:
                 child = _ENTRY
+            if len(self._stack) >= MAX_DEPTH:
+                raise Malformed(f"nested deeper than {MAX_DEPTH} levels")
             self._stack.append(_Frame(c == 0x7B, child))
         elif c == 0x22:
             self._open_string(name=False)
