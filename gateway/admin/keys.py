@@ -17,7 +17,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.admin import previous_secrets
 from gateway.admin.teams import check_team_name
@@ -34,7 +34,7 @@ TOKEN_PREFIX = "sk-gw-"
 KEY_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 KEY_ID_LENGTH = 12
 DEFAULT_ROTATE_GRACE_S = 3600
-_TOKEN_RE = re.compile(r"^sk-gw-([a-z2-7]{12})_([A-Za-z0-9_-]{20,128})$")
+_TOKEN_RE = re.compile(r"sk-gw-([a-z2-7]{12})_([A-Za-z0-9_-]{20,128})")
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
@@ -42,7 +42,7 @@ def hash_token(token: str) -> str:
 
 def parse_token(token: str) -> tuple[str, str] | None:
     """Return (key_id, sha256 of the token) for a well-formed key, else None."""
-    match = _TOKEN_RE.match(token)
+    match = _TOKEN_RE.fullmatch(token)
     if match is None:
         return None
     return match.group(1), hash_token(token)
@@ -79,6 +79,19 @@ class KeyLimits(BudgetFields):
         for name in value or []:
             check_model_name(name)
         return value
+
+
+class RotateRequest(BaseModel):
+    """``POST .../rotate`` (admin API and console): how long the old secret keeps working."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    grace_seconds: int = Field(
+        default=DEFAULT_ROTATE_GRACE_S,
+        ge=0,
+        le=30 * 86400,
+        description="How long the old secret keeps working.",
+    )
 
 
 class KeyCreate(KeyLimits):

@@ -21,7 +21,7 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 
 from gateway.admin import auth as admin_auth
-from gateway.admin.keys import DEFAULT_ROTATE_GRACE_S, KeyCreate, KeyStore
+from gateway.admin.keys import KeyCreate, KeyStore, RotateRequest
 from gateway.admin.teams import TeamSettings, TeamStore
 from gateway.console import data, session
 from gateway.core.errors import GatewayError, bad_request, not_found
@@ -236,17 +236,10 @@ async def revoke_key(key_id: str, request: Request) -> Response:
     return _api(record)
 
 
-class Rotate(BaseModel):
-    grace_seconds: int = Field(default=DEFAULT_ROTATE_GRACE_S, ge=0, le=30 * 86400)
-
-
 @router.post("/api/keys/{key_id}/rotate")
 async def rotate_key(key_id: str, request: Request) -> Response:
     await _session(request, mutating=True)
-    try:
-        grace = Rotate.model_validate(await _json_body(request)).grace_seconds
-    except ValidationError:
-        raise bad_request("grace_seconds must be 0 to 2592000.", "grace_seconds") from None
+    grace = _validated(RotateRequest, await _json_body(request)).grace_seconds
     rotated = await guard_redis(KeyStore(state_of(request).redis).rotate(key_id, grace))
     if rotated is None:
         raise not_found(f"No key with key_id '{key_id}'.")
