@@ -114,6 +114,13 @@ USAGE_MISMATCHES = Counter(
     ["model"],
     registry=REGISTRY,
 )
+OVER_DELIVERED = Counter(
+    "gateway_over_delivered_images",
+    "Images an upstream delivered beyond what their call reserved (n, or max_images): delivered, "
+    "not charged, recorded (over_delivered) for reconciliation with the upstream.",
+    ["model", "team"],
+    registry=REGISTRY,
+)
 LATE_OVERSPENDS = Counter(
     "gateway_late_settlements_over_budget",
     "Settlements whose reservation had lapsed (their process was cut off from Redis) and whose "
