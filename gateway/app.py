@@ -235,9 +235,9 @@ def _raise_open_files_limit(max_inflight: int) -> None:
 def _tune_gc() -> None:
     """Fewer, cheaper garbage collections on the request path.
 
-    Measured in the benchmark: with the default thresholds the collector took 9% of a worker's CPU
-    at 32 connections and 27% with 1,000 requests in flight, with full collections pausing 30 to
-    170 ms. Freezing what start-up allocated (modules, the app, clients) takes it out of every
+    With the default thresholds the collector took a large share of a worker's CPU under load,
+    more the more requests were in flight, and full collections paused every request for tens of
+    milliseconds. Freezing what start-up allocated (modules, the app, clients) takes it out of every
     later collection, and a larger first threshold makes young collections rarer.
     """
     gc.collect()

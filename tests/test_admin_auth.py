@@ -1,4 +1,4 @@
-"""Issue 11.7: admin token guessing is slowed per client address, and every admin action is audited.
+"""Admin token guessing is slowed per client address, and every admin action is audited.
 
 Real gateways on loopback. uvicorn trusts ``X-Forwarded-For`` from 127.0.0.1 (its default
 ``FORWARDED_ALLOW_IPS``), exactly as it would from a load balancer configured there, so each test

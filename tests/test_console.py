@@ -1,4 +1,4 @@
-"""The console (issue 15) in a real browser: Debian's chromium driven by Playwright.
+"""The console in a real browser: Debian's chromium driven by Playwright.
 
 A gateway of its own (own Redis: the overview's "every team" is what this module put there), some
 traffic through the official SDK, then the pages are read and every number is compared with the

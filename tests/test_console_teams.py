@@ -1,4 +1,4 @@
-"""Team budgets in the console (issue 14): set, seen with their use, refused, cleared; in a real browser.
+"""Team budgets in the console: set, seen with their use, refused, cleared; in a real browser.
 
 A gateway of its own with two teams; calls are made with the team's keys through the official SDK
 (the simulator upstream), and every number on the page is compared with ``GET

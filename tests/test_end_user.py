@@ -1,4 +1,4 @@
-"""OpenAI's ``user`` field (issue 14, "Spend per end user"): validated like any other field,
+"""OpenAI's ``user`` field, for spend per end user: validated like any other field,
 forwarded to the upstream as sent, recorded in the ledger and carried by the exports, never a
 metric label nor in the access log.
 

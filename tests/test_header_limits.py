@@ -1,4 +1,4 @@
-"""Issue 11 item 3: request headers are bounded (GATEWAY_MAX_HEADER_BYTES, 64 KiB by default).
+"""Request headers are bounded (GATEWAY_MAX_HEADER_BYTES, 64 KiB by default).
 
 Before the fix one 200 MB header was buffered whole (RSS 101 -> 501 MB) and stalled /healthz.
 """

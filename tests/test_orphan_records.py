@@ -1,4 +1,4 @@
-"""Issue 11 item 8: a process killed mid-call leaves no upstream call without a ledger record.
+"""A process killed mid-call leaves no upstream call without a ledger record.
 
 The sweeper that releases a dead holder's reservation writes the call's ledger record (outcome
 ``orphaned``, no charge, reconcile 1), so finance sees every call the upstream may bill.

@@ -1,4 +1,4 @@
-"""Issue 11 item 10: a spooled settlement is replayed only into the Redis store it belongs to.
+"""A spooled settlement is replayed only into the Redis store it belongs to.
 
 Two gateways started from one folder share its state directory (and spool) but not their Redis.
 """

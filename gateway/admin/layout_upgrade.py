@@ -18,8 +18,8 @@ Per key, in an order that is safe to interrupt and run again:
 
 Then each team's own totals (spend per period, images today, reserved, per-model rollups) are
 rebuilt from its keys' moved state with SET, never added to, so a second run computes the same.
-Nothing may serve during the move: the release before must be stopped first (the README says so),
-since anything it wrote to the legacy names after its key was moved would be lost.
+Nothing may serve during the move: the release before must be stopped first (docs/operations.md
+says so), since anything it wrote to the legacy names after its key was moved would be lost.
 """
 
 from __future__ import annotations

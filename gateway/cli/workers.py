@@ -4,7 +4,7 @@ connections over the workers.
 uvicorn's own supervisor binds one socket and hands it to every worker. Whichever worker wakes
 first takes every connection waiting (an asyncio server accepts up to its backlog per wake-up),
 so 32 keep-alive connections opened together often all landed on one worker while the other
-idled: two workers did 1.0x to 1.5x of one in the bench. Here the parent binds one socket per
+idled, and two workers did hardly more than one. Here the parent binds one socket per
 worker on the same address with ``SO_REUSEPORT``, and worker *i* always serves socket *i* (a
 restarted worker gets its predecessor's): the kernel hashes each new connection (addresses and
 ports) to one of the listening sockets, whatever the workers are busy with.

@@ -146,7 +146,8 @@ async def _json_body(request: Request) -> Any:
 
 @router.post("/api/session")
 async def sign_in(request: Request) -> Response:
-    """Exchange the admin token for a session cookie; wrong tokens count towards the 11.7 block."""
+    """Exchange the admin token for a session cookie; wrong tokens count towards the same
+    per-address guessing limit as the admin API's (gateway/admin/auth.py)."""
     state = _admin_state(request)
     limiter = admin_auth.limiter_of(request)
     await limiter.check(admin_auth.client_address(request))

@@ -1,7 +1,7 @@
 """A bound on the request line plus headers, which uvicorn's httptools protocol does not have.
 
-httptools (llhttp) buffers a header that is still arriving without limit, so one 200 MB header
-took a worker from 101 to 501 MB, and parsing it stalled every other request of that worker.
+httptools (llhttp) buffers a header that is still arriving without limit, so one huge header grew
+a worker's memory by its whole size, and parsing it stalled every other request of that worker.
 :class:`BoundedHttpToolsProtocol` counts the bytes received while a request's headers are not
 complete; past GATEWAY_MAX_HEADER_BYTES (64 KiB by default: more than any honest client sends,
 in line with common proxies) it answers 431 in the OpenAI envelope and closes the connection.

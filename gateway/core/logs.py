@@ -30,8 +30,8 @@ class JsonFormatter(logging.Formatter):
 class AccessLog:
     """One JSON line per request, written straight to stdout.
 
-    Not through ``logging``: a LogRecord, a formatter and a handler lock per request cost 10% of
-    the gateway's throughput in the benchmark. One ``os.write`` of a whole line keeps lines from
+    Not through ``logging``: a LogRecord, a formatter and a handler lock per request cost a visible
+    share of the gateway's throughput. One ``os.write`` of a whole line keeps lines from
     several workers sharing stdout intact.
     """
 
@@ -53,7 +53,7 @@ def configure_logging(level: str = "info") -> None:
     root.setLevel(level.upper())
     for noisy in ("uvicorn.access",):
         logging.getLogger(noisy).disabled = True
-    # The README promises one line per call: httpx logs every upstream request at INFO, which
+    # The access log is one line per call: httpx logs every upstream request at INFO, which
     # the access line already says. Its warnings and errors still come through.
     for chatty in ("httpx", "httpcore"):
         logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))

@@ -78,8 +78,8 @@ class Settings(BaseSettings):
         default=10_000,
         ge=1,
         description="Connection pool size towards the upstream. Each call in flight holds one for "
-        "the whole upstream call, so below GATEWAY_MAX_INFLIGHT calls queue behind it: 10,000 "
-        "calls over 2,000 connections to a 20 s upstream took 100 s.",
+        "the whole upstream call, so below GATEWAY_MAX_INFLIGHT calls queue behind it, each "
+        "waiting for whole upstream calls to end.",
     )
     max_upstream_response_bytes: int = Field(
         default=1536 * 1024 * 1024,
@@ -148,8 +148,8 @@ class Settings(BaseSettings):
         le=10_000,
         description="Image requests one client address may have whose body is still arriving or "
         "whose key is not yet checked; more get 429. Unset: GATEWAY_MAX_INFLIGHT (at least 1024), "
-        "so a batch job on one host may fire as many calls at once as the worker takes (a fixed "
-        "4096 refused 5,904 of a 10,000-call burst), and a small in-flight cap still answers its "
+        "so a batch job on one host may fire as many calls at once as the worker takes (a smaller "
+        "fixed cap refused most of such a burst), and a small in-flight cap still answers its "
         "own 503 rather than this 429. Behind a proxy, the proxy's address unless FORWARDED_ALLOW_IPS "
         "trusts its X-Forwarded-For.",
     )

@@ -68,8 +68,8 @@ def _team_state(team: TeamSpace) -> list[str]:
 
 
 # The two scripts of every call name ~20 keys each, the same for a key all day: built once per
-# (key, day) rather than from a dozen nested f-strings and dataclasses per call (3-4% of a
-# worker's CPU in the profile). 4,096 entries: a worker's active keys, a few hundred bytes each.
+# (key, day) rather than from a dozen nested f-strings and dataclasses per call, which showed in
+# the profile. 4,096 entries: a worker's active keys, a few hundred bytes each.
 @functools.lru_cache(maxsize=4096)
 def _reserve_keys(space: KeySpace, periods: Periods) -> tuple[str, ...]:
     team = space.team_space

@@ -33,7 +33,8 @@ class Periods:
 
 @functools.lru_cache(maxsize=64)
 def _of_day(day_number: int) -> Periods:
-    """Made once per day: every call asks (1% of a worker's CPU to format the same day again)."""
+    """Made once per day: every call asks, and formatting the same day again per call shows in
+    the profile."""
     t = time.gmtime(day_number * DAY_S)
     return Periods(f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}", f"{t.tm_year:04d}-{t.tm_mon:02d}")
 

@@ -56,7 +56,7 @@ The ``/_simulator`` endpoints have no authentication: the simulator is a develop
 not expose it.
 
 ``--latency SECONDS`` makes every authenticated generation call wait that long before answering,
-without blocking other calls (1,000 concurrent calls at 2 s finish in about 2 s).
+without blocking other calls (any number of concurrent calls at 2 s all finish after about 2 s).
 ``--stream-gap SECONDS`` (default 0.5) is the wait between a stream's image events.
 
 Faults

@@ -1,8 +1,8 @@
 """The simulator's command line: its options and help, without the server.
 
 Kept apart from ``command.py`` (which imports aiohttp) so that the ``gateway`` command can show
-``simulate-upstream --help`` and build its parser without importing the server: every CLI call
-paid about 0.3 s for that.
+``simulate-upstream --help`` and build its parser without importing the server, which every CLI
+call would otherwise pay for.
 """
 
 from __future__ import annotations

@@ -28,8 +28,8 @@ def _display_host(host: str) -> str:
 
 
 async def _serve(host: str, port: int, api_key: str | None, latency: float, stream_gap: float) -> None:
-    # Access logs off: at 1,000 concurrent requests, formatting log lines costs more than
-    # answering. A short shutdown timeout: in-flight calls are only simulated work. Handlers
+    # Access logs off: under a burst of concurrent requests, formatting log lines costs more
+    # than answering. A short shutdown timeout: in-flight calls are only simulated work. Handlers
     # are cancelled when their client leaves, so a stalled stream does not wait out its stall.
     runner = web.AppRunner(
         create_app(api_key, latency, stream_gap),

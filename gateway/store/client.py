@@ -11,7 +11,7 @@ Sentinel is addressed as ``redis+sentinel://[:password@]host1:26379,host2:26379/
 
 Each worker opens at most ``max_connections`` (``GATEWAY_REDIS_MAX_CONNECTIONS``, 64) connections
 to a single server or to the master of a Sentinel setup, and per node of a Cluster: commands share
-them, waiting their turn in a burst (``gateway.redis_slots`` says why and what was measured).
+them, waiting their turn in a burst (gateway/store/slots.py says why).
 
 Every failure leaves the clients made here as a ``RedisError``: the cluster client raises some
 outage errors (no reachable node, slot not covered) as ``RedisClusterException``, which is not
@@ -88,8 +88,8 @@ async def _detect(url: str, max_connections: int) -> Any:
 
 
 def _single_client(url: str, max_connections: int) -> aioredis.Redis:
-    # Not redis-py's BlockingConnectionPool: its condition, timeout and lock per command cost a
-    # quarter of Redis throughput here (26.7k vs 33.4k EVALSHA/s at 32 at once); see redis_slots.
+    # Not redis-py's BlockingConnectionPool: its condition, timeout and lock per command cost
+    # Redis throughput; see gateway/store/slots.py.
     pool = BoundedPool.from_url(
         url,
         max_connections=max_connections,
@@ -103,12 +103,11 @@ def _single_client(url: str, max_connections: int) -> aioredis.Redis:
 async def _open_all(pool: Any) -> None:
     """Open every connection of the bound now, while the worker is idle.
 
-    Measured in the burst (bench, 10,000 calls at once): the 64 connects made while the worker
-    accepted 10,000 connections all missed the 2 s connect timeout, the event loop being that
-    far behind, and those 64 calls got 503 with Redis healthy. Opened at start-up, a burst finds
+    Connects made while a burst is being accepted miss the connect timeout, the event loop being
+    that far behind, and their calls got 503 with Redis healthy. Opened at start-up, a burst finds
     them ready. Best effort: a failure here is only a connection opened later.
     """
-    # All at once: one by one, the 64 connects and handshakes took ~70 ms of every worker start.
+    # All at once: one by one, the connects and handshakes would add up in every worker's start.
     results = await asyncio.gather(
         *(pool.get_connection() for _ in range(pool.max_connections)), return_exceptions=True
     )
@@ -302,7 +301,7 @@ class SentinelMaster(aioredis.Redis):
     master keeps accepting writes until the sentinels get round to demoting it: spend written
     there is lost when it resyncs from the new master. Following the sentinels bounds that
     window to about a second (``min-replicas-to-write`` on the master closes it: see
-    docs/production.md).
+    docs/operations.md).
     """
 
     _follower: asyncio.Task[None] | None = None

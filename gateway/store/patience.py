@@ -2,15 +2,15 @@
 
 :class:`patient_timeout` is what gateway/store/wire.py puts around every Redis read: like
 ``asyncio.timeout(seconds)``, except that time the event loop itself spent behind (a burst of
-10,000 calls on one worker) does not count against Redis. Each check finds the loop late by
+thousands of calls on one worker) does not count against Redis. Each check finds the loop late by
 ``late`` seconds past when it should have run; a read that came due meanwhile is given as long
 again (at most the time it has been waiting), within :data:`MAX_PATIENCE` timeouts in all. A
 silent Redis on a worker that is not behind still times out on time, give or take one check.
 
 Why a watch rather than a timer per read: every call makes two reads, and a timer per read
-(``asyncio.Timeout`` plus ``loop.call_at``, and cancelling it) cost 8-12 µs per read under uvloop;
-adding to and removing from the watch's set costs 2-3 µs, and one check every :data:`TICK_S` serves
-every read in flight.
+(``asyncio.Timeout`` plus ``loop.call_at``, and cancelling it) costs several times what adding to
+and removing from the watch's set does; one check every :data:`TICK_S` serves every read in
+flight.
 """
 
 from __future__ import annotations

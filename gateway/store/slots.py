@@ -1,18 +1,18 @@
 """A bound on the Redis connections one worker opens: commands share a few connections.
 
-redis-py's plain pool opens one connection per concurrent command, so a burst of 10,000 calls on
-one worker opened thousands of connections at once: connects plus AUTH/HELLO on 2 cores missed
-the 2 s timeout and 8,365 of the 10,000 calls got 503 while Redis was healthy (issue 13).
-Here every connection taken from a pool first takes one of
-``size`` slots; a command that finds all slots busy waits its turn (FIFO) instead of opening
-another connection. Connections are reused, so a burst costs ``size`` connects, not thousands.
+redis-py's plain pool opens one connection per concurrent command, so a burst of calls on one
+worker opened thousands of connections at once: the connects plus AUTH/HELLO missed their
+timeout and most of the burst got 503 while Redis was healthy. Here every connection taken from a
+pool first takes one of ``size`` slots; a command that finds all slots busy waits its turn (FIFO)
+instead of opening another connection. Connections are reused, so a burst costs ``size``
+connects, not thousands.
 
-Why a slot in front of redis-py's plain pool rather than its ``BlockingConnectionPool``
-(bench/redis_pool.py, side by side, 64 connections): 142 vs 167 client CPU µs per EVALSHA at 32
-callers, and 10,000 commands at once all answered (7-8 s on a loaded machine) where the blocking
-pool failed 64 per burst on its 10 s deadline; the unbounded pool failed all 10,000. Not an
-auto-pipelining multiplexer: Redis is not what limits a worker (64 connections carry far more
-than the ~5,000 commands/s one worker issues at its peak); redis-py's packing and parsing in
+Why a slot in front of redis-py's plain pool rather than its ``BlockingConnectionPool``: the
+uncontended path is one ``Semaphore.acquire`` that does not suspend, where the blocking pool
+takes a condition, a timeout and a lock per command; and its wait is one a healthy but busy
+Redis does not miss, where the blocking pool's short deadline failed commands of a burst that
+Redis would have answered (bench/README.md has the side-by-side measurement). Not an
+auto-pipelining multiplexer: Redis is not what limits a worker; redis-py's packing and parsing in
 Python is, and a multiplexer in Python would not remove it.
 
 Redis really down must stay a fast 503, not a queue that holds requests for seconds: once a
@@ -36,12 +36,11 @@ from gateway.store.wire import fast
 
 DEFAULT_MAX_CONNECTIONS = 64
 # How long a command waits for a slot while Redis answers. Long on purpose: a healthy Redis
-# must never look like an outage. 10,000 commands at once through 64 connections took 5 to 15 s
-# on this 2-CPU machine while other jobs loaded it to a load average of 9 (bench/redis_pool.py);
-# with Redis down, waiting ends at once (``unreachable``), not after this. 30 s was not enough
-# for a 3,000-call burst on one starved worker (715 calls got 503 while Redis was idle): a wait
-# this long only ever happens when the worker itself is the bottleneck, and then a late answer
-# beats a 503 that blames the store. It matches the upstream timeout's scale (120 s default).
+# must never look like an outage, and a burst through 64 connections on a loaded machine takes
+# seconds to drain; with Redis down, waiting ends at once (``unreachable``), not after this. A
+# shorter wait refused calls of a burst on one starved worker while Redis was idle: a wait this
+# long only ever happens when the worker itself is the bottleneck, and then a late answer beats a
+# 503 that blames the store. It matches the upstream timeout's scale (120 s default).
 SLOT_WAIT_S = 120.0
 
 OUTAGE_ERRORS: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
@@ -106,8 +105,8 @@ class _SlotMixin:
         """One ``DriverInfo`` (the name and version sent by CLIENT SETINFO) for the pool's connections.
 
         Left to itself, redis-py builds one per connection, reading the installed package's
-        metadata each time (about 3 ms): 64 connections opened at start-up took 0.2 s of every
-        worker's start, and as much again whenever Redis comes back after an outage.
+        metadata each time: a noticeable part of every worker's start, where all the connections
+        are opened, and again whenever Redis comes back after an outage.
         """
         self.connection_kwargs.setdefault("driver_info", DriverInfo())
 

@@ -1,22 +1,22 @@
 """Cheaper command sending for redis-py's asyncio connections: the hot path's two scripts.
 
 Every call sends two EVALSHA commands (reserve, settle) of 30 to 40 arguments each. Two things in
-redis-py 8's ``Connection`` cost more than the rest of the command together, measured with
-cProfile on one worker at 32 connections:
+redis-py 8's ``Connection`` cost more than the rest of the command together, as a profile of one
+worker under load shows:
 
 - ``pack_command`` runs every argument through ``Encoder.encode`` (type checks, ``repr`` for
-  ints) and builds the message by re-joining a growing buffer per argument: ~30 µs for a reserve.
-  The gateway's arguments are only ``str``, ``bytes`` and ``int``; those are packed here in one
-  join (~13 µs), anything else goes to redis-py's own packer.
+  ints) and builds the message by re-joining a growing buffer per argument. The gateway's
+  arguments are only ``str``, ``bytes`` and ``int``; those are packed here in one join, anything
+  else goes to redis-py's own packer.
 - ``send_packed_command`` wraps every write in ``asyncio.wait_for``, which on Python 3.11
   creates a task and a timer for each command. A small command leaves the socket in one
   ``send`` and there is nothing to wait for; only a write that the kernel did not take whole
   (a full socket buffer) waits, under the same ``socket_timeout``.
 
 And one thing in how it waits for an answer: ``socket_timeout`` (2 s) is measured on the event
-loop's clock, so in a burst (10,000 calls arriving at once on one worker) a reply that had long
-arrived waited behind the worker's own backlog, the timer fired first, and the call got 503 with
-Redis healthy (19 to 64 per burst in the bench). Here a read times out after ``socket_timeout``
+loop's clock, so in a burst (thousands of calls arriving at once on one worker) a reply that had
+long arrived waited behind the worker's own backlog, the timer fired first, and the call got 503
+with Redis healthy. Here a read times out after ``socket_timeout``
 of Redis' silence (gateway/store/patience.py): when the check finds the loop itself was late by more
 than ``LOOP_LAG_S``, the reply gets that much longer (within ``MAX_PATIENCE``); a stalled Redis
 still times out on time when the worker is not the one behind.
@@ -26,7 +26,7 @@ front of whichever class redis-py picked for the URL (TCP, TLS, Unix socket, Sen
 
 :func:`execute` runs one command on a single server's or Sentinel master's bounded pool without
 ``Redis.execute_command``'s per-command layers (observability recording, event dispatch, option
-handling): 35-40 µs of client CPU less per EVALSHA at 32 callers (~25%), with the same connection
+handling), which cost a sizeable share of the client's CPU per EVALSHA, with the same connection
 handling and the same retry policy (``connection.retry``, which redis-py applies too).
 """
 
@@ -55,8 +55,8 @@ def pack(args: tuple[Any, ...]) -> bytes | None:
     those go to redis-py's packer too).
 
     Most strings recur from call to call (key names of the same key and day, record field names,
-    models, script hashes), so each string's packed form is kept in :data:`_FRAGMENTS`: a settle's
-    ~75 arguments pack in ~10 µs instead of ~30. The table is emptied when full, not evicted
+    models, script hashes), so each string's packed form is kept in :data:`_FRAGMENTS`, and a
+    settle's ~75 arguments are mostly joined, not packed. The table is emptied when full, not evicted
     entry by entry: strings seen once (request ids) cycle through it, the recurring ones come back
     on their next use, and its size stays bounded whatever callers send.
     """

@@ -1,5 +1,5 @@
-"""Issue 11 item 11: export dates the ledger cannot hold, a grace per rotated secret, one rule for
-model names, and an upstream answer with an oversized header."""
+"""Edge cases of four hardenings: export dates the ledger cannot hold, a grace per rotated secret,
+one rule for model names, and an upstream answer with an oversized header."""
 
 from __future__ import annotations
 
