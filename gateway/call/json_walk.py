@@ -32,7 +32,7 @@ _WS = frozenset(b" \t\r\n")
 _TOKEN_CHARS = frozenset(b"0123456789+-.eEtruefalsn")
 _TOKEN = re.compile(rb"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?|true|false|null")
 _ESCAPES = frozenset(b'"\\/bfnrtu')
-_CONTROL = re.compile(rb"[\x00-\x1f]")
+_CONTROL = bytes(range(0x20))
 _TOKEN_LIMIT = 512
 
 # What a frame (an open object or array) is: the top object, or a subclass's own roles from 1 on.
@@ -259,7 +259,8 @@ class JsonWalk:
         return n
 
     def _keep(self, chunk: bytes, start: int, end: int) -> None:
-        if self._strict_strings and _CONTROL.search(chunk, start, end):
+        # translate() deleting them runs at memory speed, several times a regex search's.
+        if self._strict_strings and len(chunk[start:end].translate(None, _CONTROL)) != end - start:
             raise Malformed("a control character in a string")
         self._string_len += end - start
         name = self._string_name
