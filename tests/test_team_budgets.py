@@ -77,7 +77,7 @@ def test_the_refusal_names_the_budget_that_ran_out(gateway: Gateway) -> None:
 
     assert generate(gateway, small).status_code == 200
     key_refusal = generate(gateway, small).json()["error"]["message"]
-    assert key_refusal.startswith("This key's monthly budget of $0.135000 is exhausted")
+    assert key_refusal.startswith("This key's monthly budget of $0.135000 is used up")
     assert generate(gateway, other).status_code == 200
     team_refusal = generate(gateway, other).json()["error"]["message"]
     assert team_refusal.startswith(
@@ -128,9 +128,9 @@ def test_the_team_api_sets_shows_lists_and_refuses_bad_values(gateway: Gateway) 
         usage = admin.get(f"/admin/v1/teams/{team}/usage").json()
         assert set(usage) == {
             "team", "period", "budget_usd", "spent_usd", "reserved_usd", "remaining_usd",
-            "images_today", "inflight", "resets_at",
+            "images_today", "inflight", "resets_at", "exhausted",
         }  # fmt: skip
-        assert (usage["period"], usage["remaining_usd"]) == ("day", "12.500000")
+        assert (usage["period"], usage["remaining_usd"], usage["exhausted"]) == ("day", "12.500000", False)
         for body, field in (
             ({"budget_usd": "-1"}, "budget_usd"),
             ({"budget_usd": "0.0000001"}, "budget_usd"),

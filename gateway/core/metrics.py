@@ -148,6 +148,22 @@ TEAM_BUDGET_USED = Gauge(
     multiprocess_mode="mostrecent",
     registry=REGISTRY,
 )
+BUDGET_EXHAUSTED = Gauge(
+    "gateway_budget_exhausted",
+    "1 while a key's budget is used up for its current period (spent reached it, or it refused a "
+    "call with less than one image left), else 0 (keys with a budget only).",
+    ["team", "key_name"],
+    multiprocess_mode="mostrecent",
+    registry=REGISTRY,
+)
+TEAM_BUDGET_EXHAUSTED = Gauge(
+    "gateway_team_budget_exhausted",
+    "1 while a team's budget is used up for its current period (spent reached it, or it refused "
+    "a call with less than one image left), else 0 (teams with a budget only).",
+    ["team"],
+    multiprocess_mode="mostrecent",
+    registry=REGISTRY,
+)
 ALERT_OUTCOMES = ("delivered", "failed", "expired")
 ALERT_DELIVERIES = Counter(
     "gateway_alert_deliveries",
