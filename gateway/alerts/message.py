@@ -75,6 +75,11 @@ def wire_id(alert_id: str, facts: AlertFacts) -> str:
 def body(alert_id: str, facts: AlertFacts) -> bytes:
     """The JSON POSTed for one alert (``alert_id``: its outbox id); the same facts always give
     the same bytes."""
+    return orjson.dumps(body_json(alert_id, facts))
+
+
+def body_json(alert_id: str, facts: AlertFacts) -> dict[str, Any]:
+    """The alert's body as a dict (what :func:`body` serialises)."""
     payload: dict[str, Any] = {
         "id": wire_id(alert_id, facts),
         "type": TYPE,
@@ -95,7 +100,7 @@ def body(alert_id: str, facts: AlertFacts) -> bytes:
     )
     if facts.refused_micros is not None:
         payload.update(exhausted=True, refused_call_usd=micros_to_usd(facts.refused_micros))
-    return orjson.dumps(payload)
+    return payload
 
 
 def sentence(facts: AlertFacts) -> str:

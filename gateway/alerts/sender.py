@@ -121,13 +121,9 @@ class AlertSender:
             if isinstance(outcome, Exception):  # Redis failed mid-way: this one is retried next pass
                 problem = f"{outcome.__class__.__name__}: {outcome}"
                 log.warning("alert %s of team %s: %s", alert.alert_id, alert.team, problem)
-        pending = 0
         for team in sorted(teams):
-            left = await outbox.unindex_if_empty(self.redis, team)
-            pending += left
-            if not left:
+            if not await outbox.unindex_if_empty(self.redis, team):
                 self._forget_team(team)
-        metrics.ALERTS_PENDING.set(pending)
         oldest = min(self._waiting.values(), default=None)
         metrics.ALERT_OLDEST_PENDING.set(0 if oldest is None else max(0.0, time.time() - oldest / 1000))
 
@@ -191,7 +187,6 @@ class AlertSender:
 
     def _stand_by(self) -> None:
         self._waiting.clear()  # the sender's own view; another process has it now
-        metrics.ALERTS_PENDING.set(0)
         metrics.ALERT_OLDEST_PENDING.set(0)
 
 

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from gateway.admin.keys import DEFAULT_ROTATE_GRACE_S, KeyCreate, KeyLimits, KeyStore
 from gateway.admin.usage_report import usage_report
+from gateway.cli.alerts import warn_if_no_webhook
 from gateway.cli.common import (
     CommandError,
     Commands,
@@ -91,6 +92,7 @@ def _create(args: argparse.Namespace) -> int:
     else:
         print_record(record)
         print(f"\nkey (shown once, store it now):\n  {token}")
+    warn_if_no_webhook(spec.alert_thresholds)
     return 0
 
 
@@ -126,6 +128,7 @@ def _show(args: argparse.Namespace) -> int:
 def _update(args: argparse.Namespace) -> int:
     limits = validated(KeyLimits, limits_from_args(args))
     _print(args, _one(args.key_id, lambda store: store.update(args.key_id, limits), Access.WRITE))
+    warn_if_no_webhook(limits.alert_thresholds)
     return 0
 
 

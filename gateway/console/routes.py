@@ -29,7 +29,7 @@ from gateway.ledger.exports import MEDIA_TYPES
 from gateway.ledger.query import DateRange
 from gateway.routes.admin import guard_redis
 from gateway.routes.responses import json_response
-from gateway.routes.teams import team_name
+from gateway.routes.teams import no_webhook_warning, team_name
 from gateway.state import GatewayState, state_of
 
 STATIC = resources.files("gateway.console").joinpath("static")
@@ -261,6 +261,7 @@ async def set_team(team: str, request: Request) -> Response:
     await _session(request, mutating=True)
     name = team_name(team)
     spec = _validated(TeamSettings, await _json_body(request))
-    record = await guard_redis(TeamStore(state_of(request).redis).set(name, spec))
+    state = state_of(request)
+    record = await guard_redis(TeamStore(state.redis).set(name, spec))
     admin_auth.audit(request, "team.set", via="console", team=name, fields=sorted(spec.model_fields_set))
-    return _api(record)
+    return _api({**record, **no_webhook_warning(state.settings, spec.alert_thresholds)})
