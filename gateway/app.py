@@ -39,7 +39,7 @@ from gateway.ledger.orphan_sweep import OrphanSweeper
 from gateway.money import pricing
 from gateway.money.spool import Spool
 from gateway.routes import admin, health, images, models, reports, teams
-from gateway.routes.openapi_docs import document_shared_errors
+from gateway.routes.openapi_docs import document_shared_errors, serve_docs_offline
 from gateway.state import GatewayState, instance_name
 from gateway.store import client as redis_client
 from gateway.store.directory import KeyDirectory
@@ -134,7 +134,10 @@ def build_app(settings: Settings) -> FastAPI:
         description="OpenAI-compatible `POST /v1/images/generations` with team keys, exact "
         "budgets and a spend ledger.",
         lifespan=lifespan,
+        docs_url=None,  # served by serve_docs_offline, with Swagger UI's files from the gateway
+        redoc_url=None,
     )
+    serve_docs_offline(app)
     _install_error_handlers(app)
     app.include_router(images.router)
     app.include_router(models.router)

@@ -138,7 +138,8 @@ def test_setting_a_team_needs_the_session_its_csrf_token_and_our_origin(console:
     assert _error(httpx.put(url, json={"budget_usd": "x"}, cookies=cookies, headers=own, verify=TLS)) == (
         400,
         "budget_usd",
-        "Input should be a valid decimal",
+        "Value error, 'x' is not a plain decimal number of US dollars such as 1000 or 0.135 "
+        "(no '$', no thousands separators)",
     )
     assert _error(httpx.put(url, json={"colour": "red"}, cookies=cookies, headers=own, verify=TLS))[:2] == (
         400,

@@ -13,15 +13,14 @@ budget is about the team's current period (day, month or total), whatever month 
 from __future__ import annotations
 
 import asyncio
-import calendar
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.admin.keys import KeyStore
 from gateway.admin.teams import TeamStore
 from gateway.admin.usage_report import usage_report
-from gateway.ledger.query import DateRange
+from gateway.ledger.query import DateRange, LedgerQueryError, parse_month
 from gateway.ledger.reports import DEFAULT_GROUP_BY, spend_report
 from gateway.money.micros import micros_to_usd, usd_to_micros
 from gateway.money.rollups import Amounts
@@ -38,15 +37,10 @@ def current_month() -> str:
 
 def month_range(month: str | None) -> DateRange:
     """``YYYY-MM`` (default: the current UTC month) as the range of its days."""
-    text = month or current_month()
     try:
-        if len(text) != 7 or text[4] != "-":
-            raise ValueError
-        year, number = int(text[:4]), int(text[5:])
-        first = date(year, number, 1)
-    except ValueError:
-        raise MonthError(f"'month' must look like 2026-11, not {text!r}.") from None
-    return DateRange(first, date(year, number, calendar.monthrange(year, number)[1]))
+        return parse_month(month or current_month())
+    except LedgerQueryError as exc:
+        raise MonthError(str(exc)) from None
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 
 from gateway.admin import auth as admin_auth
-from gateway.admin.keys import DEFAULT_ROTATE_GRACE_S, KeyCreate, KeyLimits
+from gateway.admin.keys import DEFAULT_ROTATE_GRACE_S, KeyCreate, KeyLimits, shown_key_id
 from gateway.admin.usage_report import usage_report
 from gateway.core.errors import GatewayError, not_found, redis_unavailable
 from gateway.core.model_names import check_model_name
@@ -73,7 +73,7 @@ async def guard_redis(awaitable: Awaitable[T]) -> T:
 
 def _found(value: Any, key_id: str) -> Any:
     if value is None:
-        raise not_found(f"No key with key_id '{key_id}'.")
+        raise not_found(f"No key with {shown_key_id(key_id)}.")
     return value
 
 
