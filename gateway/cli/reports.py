@@ -46,6 +46,7 @@ def add_report_commands(commands: Commands) -> None:
         help="comma-separated: team, key (key_id and key_name columns), model, day, user (the "
         "OpenAI 'user' a call named; '' for calls that named none); '' for totals only (default: team)",
     )
+    spend.add_argument("--team", help="only this team's calls")
     spend.add_argument("--format", choices=["table", "csv", "json"], default="table")
     spend.set_defaults(handler=_report_spend)
 
@@ -102,7 +103,9 @@ def _team(name: str | None) -> str | None:
 def _report_spend(args: argparse.Namespace) -> int:
     days = _days(args)
     group_by = _query(parse_group_by, args.group_by)
-    report = run_with_redis(lambda redis: spend_report(redis, days, group_by))
+    team = _team(args.team)
+    teams = None if team is None else [team]
+    report = run_with_redis(lambda redis: spend_report(redis, days, group_by, teams))
     if args.format == "json":
         print_json(report.as_json())
     elif args.format == "csv":

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.admin.keys import KeyStore
+from gateway.admin.key_listing import key_page
 from gateway.admin.teams import TeamStore
 from gateway.admin.usage_report import usage_report
 from gateway.ledger.query import DateRange, LedgerQueryError, parse_month
@@ -25,6 +25,8 @@ from gateway.ledger.reports import DEFAULT_GROUP_BY, spend_report
 from gateway.money.micros import micros_to_usd, usd_to_micros
 from gateway.money.rollups import Amounts
 from gateway.store.keyspace import KeySpace
+
+KEYS_PER_PAGE = 50
 
 
 class MonthError(ValueError):
@@ -71,6 +73,7 @@ class TeamBudget:
             "reserved_usd": usage["reserved_usd"],
             "remaining_usd": usage["remaining_usd"],
             "used_ratio": self.used_ratio(),
+            "exhausted": usage["exhausted"],
             "resets_at": usage["resets_at"],
             "images_per_day": settings["images_per_day"],
             "images_today": usage["images_today"],
@@ -91,23 +94,16 @@ async def team_budgets(redis: Any, teams: list[str]) -> dict[str, TeamBudget]:
 
 
 async def overview(redis: Any, days: DateRange) -> dict[str, Any]:
-    """The overview page: the team table (the month's spend, the budget now), totals, spend per day."""
-    by_team = await spend_report(redis, days, ("team",))
-    by_day = await spend_report(redis, days, ("team", "day"))
+    """The overview page: each team's calls, images and spend for the range, totals, spend per day
+    (budgets are on the Teams page: they are about each team's current period, not the range)."""
+    by_team, by_day = await asyncio.gather(
+        spend_report(redis, days, ("team",)), spend_report(redis, days, ("team", "day"))
+    )
     teams = sorted({row[0] for row in by_team.rows} | set(await TeamStore(redis).names()))
-    budgets = await team_budgets(redis, teams)
     return {
-        "month": days.start.strftime("%Y-%m"),
         **days.as_json(),
         "days": days.days(),
-        "teams": [
-            {
-                "team": team,
-                **by_team.rows.get((team,), Amounts()).as_json(),
-                "budget": budgets[team].as_json(),
-            }
-            for team in teams
-        ],
+        "teams": [{"team": team, **by_team.rows.get((team,), Amounts()).as_json()} for team in teams],
         "totals": by_team.totals.as_json(),
         "daily": [
             {
@@ -121,17 +117,28 @@ async def overview(redis: Any, days: DateRange) -> dict[str, Any]:
     }
 
 
+async def teams_page(redis: Any) -> dict[str, Any]:
+    """The Teams page: every team's budget now (its current period), as the admin API reads it."""
+    teams = await TeamStore(redis).names()
+    budgets = await team_budgets(redis, teams)
+    return {"object": "list", "data": [{"team": team, **budgets[team].as_json()} for team in teams]}
+
+
 async def spend_csv(redis: Any, days: DateRange) -> str:
     """Exactly ``gateway report spend --start .. --end .. --format csv`` (grouped by team)."""
     report = await spend_report(redis, days, DEFAULT_GROUP_BY)
     return report.to_csv()
 
 
-async def keys_page(redis: Any, team: str | None) -> dict[str, Any]:
-    """Every key (of ``team``) with its spend in its current budget period, and the team list."""
-    store = KeyStore(redis)
-    everyone = await store.list()
-    keys = [k for k in everyone if team is None or k["team"] == team]
+async def keys_page(
+    redis: Any, team: str | None, search: str | None = None, page: int = 1, per_page: int = KEYS_PER_PAGE
+) -> dict[str, Any]:
+    """One page of keys (of ``team``, matching ``search``), by team and name, each with its spend
+    in its current budget period; the team list for the filter."""
+    listing, teams = await asyncio.gather(
+        key_page(redis, team=team, search=search, page=page, per_page=per_page), TeamStore(redis).names()
+    )
+    keys = listing.data
     usages = await asyncio.gather(*(usage_report(redis, KeySpace(k["key_id"], k["team"])) for k in keys))
     rows = []
     for key, usage in zip(keys, usages, strict=True):
@@ -142,7 +149,8 @@ async def keys_page(redis: Any, team: str | None) -> dict[str, Any]:
                 **key,
                 "spent_usd": usage["spent_usd"],
                 "spent_period": usage["period"] or key["budget_period"] or "month",
-                "used_ratio": None if not budget else spent / budget,
+                "used_ratio": None if budget is None else (1.0 if budget == 0 else spent / budget),
+                "exhausted": usage["exhausted"],
             }
         )
-    return {"object": "list", "data": rows, "teams": sorted({k["team"] for k in everyone})}
+    return {**listing.as_json(), "data": rows, "teams": teams}

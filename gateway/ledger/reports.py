@@ -111,16 +111,20 @@ class SpendReport:
 
 
 async def spend_report(
-    redis: Any, days: DateRange, group_by: Sequence[str] = DEFAULT_GROUP_BY
+    redis: Any,
+    days: DateRange,
+    group_by: Sequence[str] = DEFAULT_GROUP_BY,
+    teams: Sequence[str] | None = None,
 ) -> SpendReport:
     """Sum the teams' daily rollups for every day of ``days``, grouped by ``group_by``.
 
     By team, model or day it reads one small hash per team and day (per model), whatever the
     number of keys ever issued; by key it reads the per-key rollups of the same days and the names
-    of the keys that spent; by user, the per-user rollups as well.
+    of the keys that spent; by user, the per-user rollups as well. ``teams``: only these teams'
+    (default: every team's).
     """
     report = SpendReport(days, tuple(group_by))
-    teams = await registered_teams(redis)
+    teams = list(teams) if teams is not None else await registered_teams(redis)
     if "user" in report.group_by:
         rows = _user_rows(redis, teams, days)
     elif "key" in report.group_by:

@@ -67,10 +67,12 @@ async def spend_report(
         "key_name columns; user: the OpenAI `user` a call named, empty for none); empty: totals only.",
     ),
     format: Literal["json", "csv"] = "json",
+    team: str | None = Query(default=None, description="Only this team's calls."),
 ) -> Response:
     days = _query(parse_range, start, end)
     groups = _query(parse_group_by, group_by)
-    report = await guard_redis(reports.spend_report(state_of(request).redis, days, groups))
+    teams = None if team is None else [team_name(team)]
+    report = await guard_redis(reports.spend_report(state_of(request).redis, days, groups, teams))
     if format == "csv":
         name = f"spend-{days.start}-{days.end}.csv"
         return Response(report.to_csv(), media_type=MEDIA_TYPES["csv"], headers=_attachment(name))
