@@ -214,3 +214,21 @@ def test_chart_colours_stay_with_their_team_when_another_team_appears(narrow: Pa
     after = colours()
     assert {team: after[team] for team in both} == both
     assert after["aardvark"] not in both.values() or len(set(after.values())) < 3
+
+
+def test_a_range_over_two_months_is_charted_per_month(narrow: Page, console: Console) -> None:
+    """A year per day was a point per team and day (3 MB at 100 teams): past 62 days, per month."""
+    sign_in(narrow, console)
+    year, month = int(console.month[:4]), int(console.month[5:])
+    first = f"{year - 1}-{month:02d}-01"  # a year back, to the end of this month
+    end = month_bounds(console.month)[1]
+    choose_days(narrow, first, end)
+    expect(narrow.get_by_label("From")).to_have_value(first)
+    titles = narrow.locator("#chart svg rect title")
+    expect(titles.first).to_be_attached()
+    assert sorted(titles.all_text_contents()) == sorted(
+        f"{console.month} · {r['team']}: ${r['spend_usd']}" for r in console.report("team")["data"]
+    )
+    labels = narrow.locator("#chart svg text.axis").all_text_contents()
+    assert console.month in labels and f"{year - 1}-{month:02d}" in labels
+    fits(narrow)

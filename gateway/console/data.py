@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gateway.admin.key_listing import key_page
@@ -93,28 +93,54 @@ async def team_budgets(redis: Any, teams: list[str]) -> dict[str, TeamBudget]:
     return dict(zip(teams, await asyncio.gather(*(one(t) for t in teams)), strict=True))
 
 
+MAX_DAILY_BARS = 62  # a longer range is charted per month: a year per day was 36,500 points
+
+
 async def overview(redis: Any, days: DateRange) -> dict[str, Any]:
-    """The overview page: each team's calls, images and spend for the range, totals, spend per day
-    (budgets are on the Teams page: they are about each team's current period, not the range)."""
-    by_team, by_day = await asyncio.gather(
-        spend_report(redis, days, ("team",)), spend_report(redis, days, ("team", "day"))
-    )
+    """The overview page: each team's calls, images and spend for the range, totals, and spend per
+    day (per month for a range over two months) for the chart. Budgets are on the Teams page:
+    they are about each team's current period, not the range."""
+    by_team = await spend_report(redis, days, ("team",))
     teams = sorted({row[0] for row in by_team.rows} | set(await TeamStore(redis).names()))
+    if len(days.days()) <= MAX_DAILY_BARS:
+        by_day = await spend_report(redis, days, ("team", "day"))
+        bucket, labels = "day", days.days()
+        points = sorted(by_day.rows.items())
+    else:
+        months = month_parts(days)
+        reports = await asyncio.gather(*(spend_report(redis, part, ("team",)) for part in months))
+        bucket, labels = "month", [part.start.strftime("%Y-%m") for part in months]
+        points = [
+            ((team, label), amounts)
+            for label, report in zip(labels, reports, strict=True)
+            for (team,), amounts in sorted(report.rows.items())
+        ]
     return {
         **days.as_json(),
-        "days": days.days(),
+        "bucket": bucket,
+        "days": labels,
         "teams": [{"team": team, **by_team.rows.get((team,), Amounts()).as_json()} for team in teams],
         "totals": by_team.totals.as_json(),
         "daily": [
             {
                 "team": team,
-                "day": day,
+                "day": label,
                 "spend_micros": amounts.spend_micros,
                 "spend_usd": micros_to_usd(amounts.spend_micros),
             }
-            for (team, day), amounts in sorted(by_day.rows.items())
+            for (team, label), amounts in points
         ],
     }
+
+
+def month_parts(days: DateRange) -> list[DateRange]:
+    """The range cut at month ends: its part of each calendar month it touches."""
+    parts, start = [], days.start
+    while start <= days.end:
+        month = parse_month(start.strftime("%Y-%m"))
+        parts.append(DateRange(start, min(month.end, days.end)))
+        start = month.end + timedelta(days=1)
+    return parts
 
 
 async def teams_page(redis: Any) -> dict[str, Any]:

@@ -138,7 +138,7 @@ function niceStep(max) {
   return 10 * power;
 }
 
-// Stacked bars: one column per day of the month, one colour per team.
+// Stacked bars: one column per day (per month for a range over two months), a colour per team.
 function renderChart(data) {
   const figure = document.getElementById("chart");
   figure.replaceChildren();
@@ -174,7 +174,7 @@ function renderChart(data) {
     });
     if (i % Math.ceil(data.days.length / 16) === 0) {
       const label = svg("text", { x: left + (i + 0.5) * slot, y: height - 6, "text-anchor": "middle", class: "axis" });
-      label.textContent = day.slice(8);
+      label.textContent = data.bucket === "month" ? day : day.slice(8);
       chart.append(label);
     }
   });
