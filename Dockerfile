@@ -27,7 +27,7 @@ COPY pyproject.toml uv.lock README.md ./
 RUN /opt/uv/bin/uv sync --frozen --no-install-project --no-editable --python /opt/venv/bin/python
 COPY gateway/ ./gateway/
 RUN /opt/uv/bin/uv sync --frozen --no-editable --python /opt/venv/bin/python \
-    && python -I -c "import gateway.cli, gateway.settings" \
+    && python -I -c "import gateway.cli, gateway.core.settings" \
     && command -v gateway
 
 # Stage 2: the same base image (so the venv's interpreter links stay valid) with only the venv.

@@ -25,11 +25,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway import __version__, console
 from gateway.admin.keys import KeyStore
 from gateway.admin.layout_upgrade import LayoutKeeper
+from gateway.alerts import pending
 from gateway.alerts import sender as alert_sender
 from gateway.call.admission import Admission
-from gateway.call.observe import Observer
+from gateway.call.observe import UPSTREAM_ERROR_REASONS, Observer
 from gateway.call.reserve import ReserveCancels
 from gateway.call.settle import Settler
+from gateway.core import metrics
 from gateway.core.errors import GatewayError, internal_error
 from gateway.core.logs import AccessLog, configure_logging
 from gateway.core.settings import Settings, load_settings
@@ -37,11 +39,12 @@ from gateway.ledger.orphan_sweep import OrphanSweeper
 from gateway.money import pricing
 from gateway.money.spool import Spool
 from gateway.routes import admin, health, images, models, reports, teams
-from gateway.routes.openapi_docs import document_shared_errors
+from gateway.routes.openapi_docs import document_shared_errors, serve_docs_offline
 from gateway.state import GatewayState, instance_name
 from gateway.store import client as redis_client
 from gateway.store.directory import KeyDirectory
 from gateway.store.protocol import Redis
+from gateway.store.registry import registered_teams
 from gateway.upstream.client import UpstreamClient
 
 log = logging.getLogger("gateway")
@@ -131,7 +134,10 @@ def build_app(settings: Settings) -> FastAPI:
         description="OpenAI-compatible `POST /v1/images/generations` with team keys, exact "
         "budgets and a spend ledger.",
         lifespan=lifespan,
+        docs_url=None,  # served by serve_docs_offline, with Swagger UI's files from the gateway
+        redoc_url=None,
     )
+    serve_docs_offline(app)
     _install_error_handlers(app)
     app.include_router(images.router)
     app.include_router(models.router)
@@ -149,6 +155,7 @@ async def _start(settings: Settings) -> GatewayState:
     _raise_open_files_limit(settings.max_inflight)
     redis = await redis_client.connect(settings.redis_url, settings.redis_max_connections)
     prices = await _price_book(redis, settings)
+    await _export_zeros(redis, prices)
     api_key = settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else ""
     upstream = UpstreamClient(
         settings.upstream_url,
@@ -184,10 +191,36 @@ async def _start(settings: Settings) -> GatewayState:
     state.alerts = alert_sender.from_settings(redis, settings, instance_name())
     if state.alerts is not None:
         state.alerts.start()
+    else:
+        await _warn_unsent_alerts(redis)
     if settings.drain_s > 0:
         _drain_before_exit(state.admission, settings.drain_s)
     _tune_gc()
     return state
+
+
+ZERO_SERIES_TEAMS = 500  # teams whose images and spend start at 0 on the page (bounded)
+
+
+async def _export_zeros(redis: Redis, prices: pricing.PriceBook) -> None:
+    """Counters at 0 from the start (core/metrics.export_zeros), for the models and known teams."""
+    try:
+        teams = (await registered_teams(redis))[:ZERO_SERIES_TEAMS]
+    except Exception as exc:  # Redis down at start: the per-team series come with their calls
+        log.warning("teams not read for the metrics' zero series: %s", exc.__class__.__name__)
+        teams = []
+    metrics.export_zeros(prices.prices, teams, UPSTREAM_ERROR_REASONS)
+
+
+async def _warn_unsent_alerts(redis: Redis) -> None:
+    """No webhook: say at start if thresholds are set or alerts wait, since none will be sent."""
+    try:
+        warning = await pending.unsent_warning(redis)
+    except Exception as exc:  # Redis down at start: nothing to say yet
+        log.debug("unsent alerts not checked: %s", exc.__class__.__name__)
+        return
+    if warning is not None:
+        log.warning(warning)
 
 
 def _access_log(settings: Settings) -> AccessLog:

@@ -128,7 +128,7 @@ def sign_in(page: Page, console: Console) -> None:
     page.get_by_label("Admin token").fill(ADMIN_TOKEN)
     page.get_by_role("button", name="Sign in").click()
     expect(page).to_have_url(console.gateway.url + "/console/")
-    expect(page.locator("#team-table tbody tr").first).to_be_visible()
+    expect(page.locator("#spend-table tbody tr").first).to_be_visible()
 
 
 def cell(page: Page, row: str, name: str) -> str:

@@ -39,7 +39,7 @@ def test_admin_key_lifecycle(gateway: Gateway) -> None:
         assert secret.startswith("sk-gw-" + key_id) and body["last4"] == secret[-4:]
         assert body["budget_usd"] == "12.500000" and body["models"] == [MODEL]
         shown = admin.get(f"/admin/v1/keys/{key_id}").json()
-        listed = admin.get("/admin/v1/keys").json()["data"]
+        listed = admin.get("/admin/v1/keys", params={"q": key_id}).json()["data"]
         assert secret not in json.dumps(shown) and secret not in json.dumps(listed)
         assert any(k["key_id"] == key_id for k in listed)
         patched = admin.patch(f"/admin/v1/keys/{key_id}", json={"rpm": None, "budget_usd": "20"}).json()

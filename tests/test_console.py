@@ -75,35 +75,29 @@ def test_sign_in_sets_a_session_cookie_that_is_not_the_token(page: Page, console
 # -- overview --------------------------------------------------------------------------------------
 
 
+def exact(page: Page, row: str, name: str) -> str:
+    """An amount cell's exact value (shown to the cent; the ledger's value on hover)."""
+    return page.locator(f"{row} [data-field='{name}']").get_attribute("data-exact") or "—"
+
+
 def test_overview_shows_exactly_what_the_admin_api_reports(page: Page, console: Console) -> None:
     sign_in(page, console)
-    expect(page.locator("#month")).to_have_value(console.month)
+    expect(page.get_by_label("From")).to_have_value(f"{console.month}-01")
     report = console.report("team")
     assert [r["team"] for r in report["data"]] == ["design", "finance"]
     with console.admin() as admin:
         teams = [t["team"] for t in admin.get("/admin/v1/teams").json()["data"]]
         usages = {t: admin.get(f"/admin/v1/teams/{t}/usage").json() for t in teams}
-    rows = page.locator("#team-table tbody tr").evaluate_all("rows => rows.map(r => r.dataset.team)")
+    rows = page.locator("#spend-table tbody tr").evaluate_all("rows => rows.map(r => r.dataset.team)")
     assert rows == teams  # every team, with spend or not
     for row in report["data"]:
-        selector = f"#team-table tr[data-team='{row['team']}']"
+        selector = f"#spend-table tr[data-team='{row['team']}']"
         assert cell(page, selector, "calls") == str(row["calls"])
         assert cell(page, selector, "images") == str(row["images"])
-        assert cell(page, selector, "spend_usd") == row["spend_usd"]
-    for team, usage in usages.items():  # the team's budget now: GET /admin/v1/teams/{team}/usage
-        selector = f"#team-table tr[data-team='{team}']"
-        budget = f"{usage['budget_usd']} / {usage['period']}" if usage["budget_usd"] else "—"
-        assert cell(page, selector, "budget_usd") == budget
-        assert cell(page, selector, "period_spent_usd") == usage["spent_usd"]
-        assert cell(page, selector, "reserved_usd") == usage["reserved_usd"]
-        assert cell(page, selector, "remaining_usd") == (usage["remaining_usd"] or "—")
-    design, finance = "#team-table tr[data-team='design']", "#team-table tr[data-team='finance']"
-    assert cell(page, design, "budget_usd") == "10.000000 / month"  # the team's, not its keys' 7.5
-    assert cell(page, design, "remaining_usd") == "9.244000"
-    assert cell(page, design, "budget_use") == "7.6%"  # 0.756 of 10
-    assert cell(page, finance, "budget_use") == "no budget"
-    totals = "#team-table tr[data-team='TOTAL']"
-    assert cell(page, totals, "spend_usd") == report["totals"]["spend_usd"] == "0.891000"
+        assert exact(page, selector, "spend_usd") == row["spend_usd"]
+    totals = "#spend-table tr[data-team='TOTAL']"
+    assert exact(page, totals, "spend_usd") == report["totals"]["spend_usd"] == "0.891000"
+    assert cell(page, totals, "spend_usd") == "$0.89"
     assert cell(page, totals, "images") == str(report["totals"]["images"]) == "6"
     # The chart: one bar per team and day, each labelled with the exact amount of the report.
     daily = console.report("team,day")["data"]
@@ -111,6 +105,21 @@ def test_overview_shows_exactly_what_the_admin_api_reports(page: Page, console: 
     assert titles == sorted(f"{r['day']} · {r['team']}: ${r['spend_usd']}" for r in daily)
     expect(page.locator("#chart figcaption")).to_contain_text("design")
     screenshot(page, "console-overview.png")
+
+    # Each team's budget now (GET /admin/v1/teams/{team}/usage), on the Teams page.
+    page.get_by_role("navigation").get_by_role("link", name="Teams").click()
+    expect(page.locator("#team-table tbody tr")).to_have_count(len(teams))
+    for team, usage in usages.items():
+        selector = f"#team-table tr[data-team='{team}']"
+        assert exact(page, selector, "budget_usd") == (usage["budget_usd"] or "—")
+        assert exact(page, selector, "period_spent_usd") == usage["spent_usd"]
+        assert exact(page, selector, "reserved_usd") == usage["reserved_usd"]
+        assert exact(page, selector, "remaining_usd") == (usage["remaining_usd"] or "—")
+    design, finance = "#team-table tr[data-team='design']", "#team-table tr[data-team='finance']"
+    assert cell(page, design, "budget_usd") == "$10.00 / month"  # the team's, not its keys' 7.5
+    assert exact(page, design, "remaining_usd") == "9.244000"
+    assert cell(page, design, "budget_use") == "7.6%"  # 0.756 of 10
+    assert cell(page, finance, "budget_use") == "no budget"
 
 
 def test_design_spent_exactly_0_486_on_seedream_4_0(console: Console) -> None:
@@ -136,17 +145,17 @@ def test_download_csv_is_the_cli_report(page: Page, console: Console) -> None:
 
 def test_another_month_is_another_report(page: Page, console: Console) -> None:
     sign_in(page, console)
-    page.locator("#month").fill("2020-02")
-    page.locator("#month").dispatch_event("change")
-    # Nothing was spent then; the teams are still listed with their budgets now (this month's use).
-    design, finance = "#team-table tr[data-team='design']", "#team-table tr[data-team='finance']"
-    expect(page.locator(f"{design} [data-field='spend_usd']")).to_have_text("0.000000")
-    expect(page.locator("#month-head")).to_have_text("2020-02 (UTC)")
-    assert cell(page, design, "budget_usd") == "10.000000 / month"
-    assert cell(page, design, "budget_use") == "7.6%"
-    assert cell(page, finance, "spend_usd") == "0.000000" and cell(page, finance, "budget_usd") == "—"
-    assert cell(page, "#team-table tr[data-team='TOTAL']", "spend_usd") == "0.000000"
-    assert page.locator("#download-csv").get_attribute("href") == "/console/api/spend.csv?month=2020-02"
+    page.get_by_label("From").fill("2020-02-01")
+    page.get_by_label("From").dispatch_event("change")  # To follows to the end of that month
+    expect(page.get_by_label("To")).to_have_value("2020-02-29")
+    # Nothing was spent then; the teams are still listed.
+    design, finance = "#spend-table tr[data-team='design']", "#spend-table tr[data-team='finance']"
+    expect(page.locator(f"{design} [data-field='spend_usd']")).to_have_text("$0.00")
+    assert exact(page, finance, "spend_usd") == "0.000000"
+    assert exact(page, "#spend-table tr[data-team='TOTAL']", "spend_usd") == "0.000000"
+    assert page.locator("#download-csv").get_attribute("href") == (
+        "/console/api/spend.csv?start=2020-02-01&end=2020-02-29"
+    )
 
 
 # -- keys ------------------------------------------------------------------------------------------
@@ -183,8 +192,9 @@ def test_create_use_rotate_and_revoke_a_key_from_the_page(page: Page, console: C
     )
     generate(console.gateway, secret, SEEDREAM_40, 1)  # the key works, through the official SDK
     page.reload()
-    assert cell(page, row, "spent_usd") == console.gateway.usage(key_id)["spent_usd"] + " / month"
-    assert cell(page, row, "budget_usd") == "1.500000 / month"
+    assert exact(page, row, "spent_usd") == console.gateway.usage(key_id)["spent_usd"]
+    assert cell(page, row, "spent_usd") == "$0.16 / month"
+    assert cell(page, row, "budget_usd") == "$1.50 / month"
     assert secret not in page.content()  # shown once, never again
 
     page.locator("#team-filter").select_option(team)

@@ -128,7 +128,8 @@ def test_deployment_runs_gateway_serve_highly_available_and_bounded():
     assert {p["containerPort"] for p in c["ports"]} == {8080}
     for kind in ("cpu", "memory"):
         assert c["resources"]["requests"][kind] and c["resources"]["limits"][kind], kind
-    assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    # The upgrade from the release before team budgets asks every old replica to stop first.
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}
     assert selects(dep["spec"]["selector"], dep["spec"]["template"]["metadata"]["labels"])
     ann = dep["spec"]["template"]["metadata"]["annotations"]
     assert ann["prometheus.io/scrape"] == "true"
@@ -278,3 +279,31 @@ def test_readme_explains_applying_and_redis():
     # every file the README tells people to apply exists
     for name in re.findall(r"deploy/k8s/([\w./-]+\.ya?ml)", text):
         assert (K8S / name).is_file(), name
+
+
+MIB = 1024 * 1024
+IDLE_WORKER_BYTES = 80 * 1000 * 1000  # docs/operations.md "Sizing": a worker's idle footprint
+PER_CALL_BYTES = 3 * MIB  # an answer up to 1 MiB held whole, about three copies (larger: streamed)
+PARENT_BYTES = 50 * 1000 * 1000
+
+
+def _bytes(quantity: str) -> int:
+    units = {"Ki": 1024, "Mi": MIB, "Gi": 1024 * MIB, "K": 1000, "M": 1000**2, "G": 1000**3}
+    for suffix, factor in units.items():
+        if quantity.endswith(suffix):
+            return int(float(quantity[: -len(suffix)]) * factor)
+    return int(quantity)
+
+
+def test_the_memory_limit_holds_every_worker_with_every_call_in_flight():
+    """The sizing rule of docs/operations.md, with the manifests' own numbers: workers x
+    (idle + GATEWAY_MAX_INFLIGHT x 3 MiB) + the parent stays under limits.memory."""
+    env = env_config()
+    workers = int(env.get("GATEWAY_WORKERS", "1"))
+    inflight = int(env.get("GATEWAY_MAX_INFLIGHT", str(Settings.model_fields["max_inflight"].default)))
+    limit = _bytes(container()["resources"]["limits"]["memory"])
+    needed = workers * (IDLE_WORKER_BYTES + inflight * PER_CALL_BYTES) + PARENT_BYTES
+    assert needed <= limit, f"{workers} workers x {inflight} in flight need {needed / MIB:.0f} MiB > limit"
+    sizing = (REPO / "docs" / "operations.md").read_text()
+    assert "80 MB + GATEWAY_MAX_INFLIGHT × 3 MiB" in sizing
+    assert f"GATEWAY_MAX_INFLIGHT={inflight}" in sizing and f"GATEWAY_WORKERS={workers}" in sizing

@@ -41,6 +41,8 @@ CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
     "gateway_late_settlements_over_budget": ("counter", frozenset({"team", "key_name"})),
     "gateway_over_delivered_images": ("counter", frozenset({"model", "team"})),
     "gateway_team_budget_used_ratio": ("gauge", frozenset({"team"})),
+    "gateway_budget_exhausted": ("gauge", frozenset({"team", "key_name"})),
+    "gateway_team_budget_exhausted": ("gauge", frozenset({"team"})),
     "gateway_alert_deliveries": ("counter", frozenset({"outcome"})),
     "gateway_alerts_pending": ("gauge", frozenset()),
     "gateway_alert_oldest_pending_seconds": ("gauge", frozenset()),
@@ -262,9 +264,11 @@ ALL_ALERTS = (
     "ImageGatewayRejectingRedisUnavailable",
     "ImageGatewaySpoolPending",
     "ImageGatewayTeamNearBudget",
+    "ImageGatewayKeyNearBudget",
+    "ImageGatewayTeamBudgetExhausted",
+    "ImageGatewayBudgetRefusalsSustained",
     "ImageGatewayBudgetOverspent",
     "ImageGatewayUpstreamOverDelivered",
-    "ImageGatewayTeamBudgetNearlySpent",
     "ImageGatewayAlertWebhookFailing",
 )
 ALERT_TESTS = [
@@ -280,6 +284,8 @@ ALERT_TESTS = [
             series("gateway_spool_pending_records", "0x30"),
             series("gateway_budget_used_ratio", "0.5x30", team="t", key_name="k"),
             series("gateway_team_budget_used_ratio", "0.6x30", team="t"),
+            series("gateway_team_budget_exhausted", "0x30", team="t"),
+            series("gateway_rejections_total", "0 1 1x28", team="t", reason="team_budget_exceeded"),
             series("gateway_alert_deliveries_total", "0+1x30", outcome="delivered"),
             series("gateway_alert_deliveries_total", "0x30", outcome="failed"),
             series("gateway_over_delivered_images_total", "0x30", model="m", team="t"),
@@ -378,14 +384,15 @@ ALERT_TESTS = [
             expect("20m", "ImageGatewaySpoolPending", {"severity": "warning", "instance": GW["instance"]}),
         ],
     },
-    {  # team t1's key has spent 95% of its budget, t2's 50%
+    {  # team t1's key "ci" has spent 95% of its budget; t2's key of the same name 50%
         "interval": "1m",
         "input_series": [
             series("gateway_budget_used_ratio", "0.95x20", team="t1", key_name="ci"),
-            series("gateway_budget_used_ratio", "0.5x20", team="t2", key_name="web"),
+            series("gateway_budget_used_ratio", "0.5x20", team="t2", key_name="ci"),
         ],
         "alert_rule_test": [
-            expect("10m", "ImageGatewayTeamNearBudget", {"severity": "info", "team": "t1", "key_name": "ci"}),
+            expect("10m", "ImageGatewayKeyNearBudget", {"severity": "info", "team": "t1", "key_name": "ci"}),
+            expect("10m", "ImageGatewayTeamNearBudget"),  # a key's budget is not its team's
         ],
     },
     {  # team t1 has spent 95% of its team budget, t2 50%
@@ -395,8 +402,39 @@ ALERT_TESTS = [
             series("gateway_team_budget_used_ratio", "0.5x20", team="t2"),
         ],
         "alert_rule_test": [
-            expect("3m", "ImageGatewayTeamBudgetNearlySpent"),
-            expect("10m", "ImageGatewayTeamBudgetNearlySpent", {"severity": "info", "team": "t1"}),
+            expect("3m", "ImageGatewayTeamNearBudget"),
+            expect("10m", "ImageGatewayTeamNearBudget", {"severity": "info", "team": "t1"}),
+            expect("10m", "ImageGatewayKeyNearBudget"),
+        ],
+    },
+    {  # team tiny's budget is used up at 81% (what is left cannot cover a call) from minute 2;
+        # big has budget left
+        "interval": "1m",
+        "input_series": [
+            series("gateway_team_budget_used_ratio", "0.81x30", team="tiny"),
+            series("gateway_team_budget_exhausted", "0 0 1x28", team="tiny"),
+            series("gateway_team_budget_exhausted", "0x30", team="big"),
+        ],
+        "alert_rule_test": [
+            expect("2m", "ImageGatewayTeamBudgetExhausted"),
+            expect("4m", "ImageGatewayTeamBudgetExhausted", {"severity": "info", "team": "tiny"}),
+            expect("4m", "ImageGatewayTeamNearBudget"),  # 81%: only the refusals say it is used up
+        ],
+    },
+    {  # tiny's calls are refused for its team budget every minute for half an hour; one refusal
+        # of big's key is no pattern
+        "interval": "1m",
+        "input_series": [
+            series("gateway_rejections_total", "0+2x40", team="tiny", reason="team_budget_exceeded"),
+            series("gateway_rejections_total", "0 1 1x38", team="big", reason="budget_exceeded"),
+        ],
+        "alert_rule_test": [
+            expect("10m", "ImageGatewayBudgetRefusalsSustained"),
+            expect(
+                "30m",
+                "ImageGatewayBudgetRefusalsSustained",
+                {"severity": "warning", "team": "tiny", "reason": "team_budget_exceeded"},
+            ),
         ],
     },
     {  # the webhook fails every attempt from minute 5 (one every 5 minutes at most: backed off),

@@ -11,6 +11,7 @@ install, fails here and not in someone's `docker build`. The image itself is bui
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -113,6 +114,17 @@ def test_build_is_multi_stage_and_the_final_stage_holds_only_the_venv():
         "scripts/uv-requirements.txt",
         "uv.lock",
     ]
+
+
+def test_the_builders_import_check_names_modules_that_exist():
+    """The build's own smoke test (`python -I -c "import ..."`) must name real modules: a module
+    moved or renamed would otherwise break every image build, and only there."""
+    runs = " ".join(args for word, args in stages()[0] if word == "RUN")
+    checks = re.findall(r'python -I -c "import ([\w., ]+)"', runs)
+    assert checks, "the builder stage imports the gateway once to check the install"
+    for name in (n.strip() for check in checks for n in check.split(",")):
+        exists = importlib.util.find_spec(name) is not None
+        assert exists, f"the Dockerfile imports {name}, which does not exist"
 
 
 def test_the_builder_installs_from_the_lock_with_the_pinned_uv():

@@ -63,3 +63,17 @@ def test_the_layering_contract_names_every_top_level_package() -> None:
     modules = {p.stem for p in GATEWAY.glob("*.py")} - {"__init__", "__main__"}
     unlayered = (_top_packages() | modules) - layered - standalone
     assert not unlayered, sorted(unlayered)
+
+
+def test_every_metric_the_gateway_exports_is_documented() -> None:
+    """Ops read the list of metrics, not the code: each family of /metrics is named in the README
+    or a page of docs/, as it appears on the page (counters with ``_total``)."""
+    from gateway.core.metrics import REGISTRY
+
+    text = "\n".join(p.read_text() for p in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))])
+    names = {
+        f"{m.name}_total" if m.type == "counter" else m.name
+        for m in REGISTRY.collect()  # type: ignore[no-untyped-call]
+    }
+    missing = sorted(name for name in names if f"`{name}" not in text)
+    assert not missing, f"exported but not documented: {missing}"

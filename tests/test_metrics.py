@@ -372,7 +372,7 @@ def test_budget_gauge_reads_the_current_period_so_a_reset_shows_zero(gateway: Ga
     finally:
         client.close()
 
-    async def read() -> dict[tuple[str, str], float]:
+    async def read() -> dict[tuple[str, str], Any]:
         import redis.asyncio
 
         aio = redis.asyncio.Redis.from_url(redis_server.url)
@@ -382,4 +382,4 @@ def test_budget_gauge_reads_the_current_period_so_a_reset_shows_zero(gateway: Ga
             await aio.aclose()
 
     ratios = asyncio.run(read())
-    assert (ratios[(team, "daily")], ratios[(team, "total")]) == (0.0, 0.25)
+    assert (ratios[(team, "daily")].ratio, ratios[(team, "total")].ratio) == (0.0, 0.25)

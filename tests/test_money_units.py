@@ -93,19 +93,31 @@ def test_a_total_budget_never_resets() -> None:
 # -- what refused callers read ----------------------------------------------------------------------
 
 
-def test_a_budget_refusal_gives_the_numbers_and_the_reset() -> None:
-    refusal = BudgetExhausted("t", "k", "key", 1_000_000, 600_000, 270_000, 270_000, "month")
+def test_a_budget_that_cannot_cover_a_call_gives_the_numbers_the_reset_and_who_raises_it() -> None:
+    refusal = BudgetExhausted("t", "k", "key", 1_000_000, 600_000, 270_000, 270_000, "month", 135_000)
+    text = budget_message(refusal, epoch("2026-11-30T10:00:00"), key_id="abcdefghijkl")
+    assert text == (
+        "This key's monthly budget of $1.000000 cannot cover this call: $0.600000 spent and "
+        "$0.270000 reserved by calls in flight leave $0.130000, and this call may cost up to "
+        "$0.270000 (2 images at $0.135000). It resets at 2026-12-01T00:00:00Z. A gateway admin can "
+        "raise it (gateway keys update abcdefghijkl --budget-usd ...)."
+    )
+
+
+def test_a_budget_with_less_than_one_image_left_reads_as_used_up() -> None:
+    """$0.03 left of $0.30 at $0.162 an image: not "exhausted" with money left, but used up."""
+    refusal = BudgetExhausted("design", None, "team", 300_000, 270_000, 0, 162_000, "day", 162_000, 1)
     text = budget_message(refusal, epoch("2026-11-30T10:00:00"))
     assert text == (
-        "This key's monthly budget of $1.000000 is exhausted: $0.600000 spent and $0.270000 "
-        "reserved by calls in flight, and this call may cost up to $0.270000. "
-        "It resets at 2026-12-01T00:00:00Z."
+        "Your team's (design, shared by all its keys) daily budget of $0.300000 is used up: "
+        "$0.270000 spent leaves $0.030000, less than one image at $0.162000. It resets at "
+        "2026-12-01T00:00:00Z. A gateway admin can raise it (gateway teams set design --budget-usd ...)."
     )
 
 
 def test_a_total_budget_refusal_says_it_does_not_reset() -> None:
-    refusal = BudgetExhausted("t", "k", "key", 0, 0, 0, 135_000, "total")
-    assert budget_message(refusal).endswith("A total budget does not reset; ask an admin to raise it.")
+    refusal = BudgetExhausted("t", "k", "key", 0, 0, 0, 135_000, "total", 135_000, 1)
+    assert "A total budget does not reset. A gateway admin can raise it" in budget_message(refusal)
 
 
 def test_an_images_per_day_refusal_counts_delivered_and_reserved() -> None:

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.ledger.reports import GROUP_FIELDS
 from gateway.money.micros import usd_to_micros
 from gateway.money.pricing import DEFAULT_PRICES_USD
 from gateway.store.keyspace import KeySpace, TeamSpace, directory_entry
@@ -43,6 +44,18 @@ from tests.support import (
 PRICES = {model: usd_to_micros(usd) for model, usd in DEFAULT_PRICES_USD.items()}
 FAULTS = ["", "", "", "", "images=K", "images=K", "status=500", "drop=1", "garbage=1"]
 GROUPINGS = ["", "team", "key", "model", "day", "team,model", "key,model,day", "day,team,key,model"]
+# End users named by calls: team fin-a's keys name one on some calls, fin-b's on every call, fin-c's
+# never (a team and a day where no call named a user must still be in a report by user).
+USERS = ["alice@example.com", "bob", "用户 42"]
+
+
+def every_grouping() -> list[str]:
+    """Every non-empty combination of the group fields, in their order and reversed."""
+    names = list(GROUP_FIELDS)
+    combos = [
+        [name for bit, name in enumerate(names) if mask >> bit & 1] for mask in range(1, 2 ** len(names))
+    ]
+    return [",".join(c) for c in combos] + [",".join(reversed(c)) for c in combos if len(c) > 1]
 
 
 def today() -> date:
@@ -84,22 +97,25 @@ def world(tmp_path_factory: pytest.TempPathFactory, simulator: Simulator) -> Ite
     keys = []
     for i in range(6):
         team = f"fin-{'abc'[i % 3]}"
-        keys.append(gw.create_key(team=team, name=f'key {i}, "quoted"'))
-    sent = asyncio.run(_random_traffic(gw, [k for k, _ in keys], rng, 90))
-    yield World(gw, redis, [kid for _, kid in keys], sent, seed)
+        keys.append((team, *gw.create_key(team=team, name=f'key {i}, "quoted"')))
+    sent = asyncio.run(_random_traffic(gw, [(team, k) for team, k, _ in keys], rng, 90))
+    yield World(gw, redis, [kid for _, _, kid in keys], sent, seed)
     gw.stop()
     redis.stop()
 
 
-async def _random_traffic(gw: Gateway, secrets_: list[str], rng: random.Random, count: int) -> Sent:
+async def _random_traffic(gw: Gateway, keys: list[tuple[str, str]], rng: random.Random, count: int) -> Sent:
     bodies = []
     for _ in range(count):
         n = rng.randint(1, 4)
         fault = rng.choice(FAULTS).replace("K", str(rng.randint(0, n + 1)))
+        team, key = rng.choice(keys)
         body: dict[str, Any] = {"model": rng.choice(sorted(PRICES)), "prompt": "ledger", "n": n}
         if fault:
             body["simulator_fault"] = fault
-        bodies.append((rng.choice(secrets_), body))
+        if team == "fin-b" or (team == "fin-a" and rng.random() < 0.5):
+            body["user"] = rng.choice(USERS)
+        bodies.append((key, body))
     sent = Sent()
     limit = asyncio.Semaphore(12)
     async with httpx.AsyncClient(base_url=gw.url, timeout=60, verify=TLS) as client:
@@ -178,12 +194,7 @@ def test_every_grouping_adds_up_to_the_totals_and_to_the_raw_records(world: Worl
         body = report(world.gateway, group_by)
         assert body["group_by"] == [g for g in group_by.split(",") if g]
         columns = [c for g in filter(None, group_by.split(",")) for c in _columns(g)]
-        expected: dict[tuple[str, ...], list[int]] = defaultdict(lambda: [0, 0, 0])
-        for rec in records:
-            sums = expected[tuple(str(rec[c]) for c in columns)]
-            sums[0] += 1
-            sums[1] += rec["images"]
-            sums[2] += rec["charge_micros"]
+        expected = records_by(records, columns)
         rows = {
             tuple(row[c] for c in columns): [row["calls"], row["images"], micros(row["spend_usd"])]
             for row in body["data"]
@@ -191,9 +202,44 @@ def test_every_grouping_adds_up_to_the_totals_and_to_the_raw_records(world: Worl
         if not columns:
             assert body["data"] == [], "grouped by nothing: the totals alone"
             continue
-        assert rows == dict(expected), group_by
+        assert rows == expected, group_by
         for i, name in enumerate(("calls", "images", "spend_micros")):
             assert sum(v[i] for v in rows.values()) == body["totals"][name], (group_by, name)
+
+
+def test_every_combination_of_groupings_adds_up_to_the_ledgers_total(world: World) -> None:
+    """Team, key, model, day and user, alone and in every combination: each report of the range
+    has the ledger's calls, images and spend, row by row and in total (calls naming no user
+    are user "")."""
+    why = f"(seed {world.seed}; rerun with LEDGER_TEST_SEED={world.seed})"
+    records = jsonl(export(world.gateway))
+    ledger = [len(records), sum(r["images"] for r in records), sum(r["charge_micros"] for r in records)]
+    assert {r["team"] for r in records if r["user"]} and {r["team"] for r in records if not r["user"]}
+    wrong = {}
+    for group_by in every_grouping():
+        body = report(world.gateway, group_by)
+        columns = [c for g in group_by.split(",") for c in _columns(g)]
+        expected = records_by(records, columns)
+        rows = {
+            tuple(row[c] for c in columns): [row["calls"], row["images"], row["spend_micros"]]
+            for row in body["data"]
+        }
+        summed = [sum(v[i] for v in rows.values()) for i in range(3)]
+        totals = [body["totals"][n] for n in ("calls", "images", "spend_micros")]
+        if summed != ledger or totals != ledger or rows != expected:
+            wrong[group_by] = f"rows add up to {summed}, totals {totals}"
+    assert not wrong, f"the ledger has {ledger} (calls, images, micro-USD); {wrong} {why}"
+
+
+def records_by(records: list[dict[str, Any]], columns: list[str]) -> dict[tuple[str, ...], list[int]]:
+    """Calls, images and micro-USD of the ledger's records, summed per value of ``columns``."""
+    sums: dict[tuple[str, ...], list[int]] = defaultdict(lambda: [0, 0, 0])
+    for rec in records:
+        row = sums[tuple(str(rec[c]) for c in columns)]
+        row[0] += 1
+        row[1] += rec["images"]
+        row[2] += rec["charge_micros"]
+    return dict(sums)
 
 
 def _columns(group: str) -> list[str]:
@@ -327,6 +373,10 @@ def test_report_sums_rollups_without_reading_a_single_record(world: World) -> No
     assert body["totals"]["spend_usd"] == "150.660000"  # 930 x $0.162
     assert not {"cmdstat_xrange", "cmdstat_xrevrange", "cmdstat_xread", "cmdstat_scan"} & set(stats)
     assert stats["cmdstat_hgetall"]["calls"] >= teams * 30
+    # Rollups written with no per-user hash at all (no call named a user): by user, one row "".
+    by_user = report(world.gateway, "team,user", "2025-04-01", "2025-04-30")
+    assert [(r["team"], r["user"], r["calls"]) for r in by_user["data"]] == [("seeded", "", 465)]
+    assert by_user["totals"] == body["totals"]
 
 
 def test_export_merges_streams_across_pages_by_time_and_selects_by_call_day(world: World) -> None:

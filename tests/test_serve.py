@@ -221,6 +221,42 @@ def test_bad_setting_fails_at_start_with_one_clear_line(tmp_path: Path) -> None:
         assert len(lines) == 1 and name in lines[0], result.stderr
 
 
+def _template_value(path: Path, name: str) -> str:
+    """The value a shipped template gives ``name`` (``NAME=value`` or ``NAME: "value"``)."""
+    found = re.search(rf'^\s*{name}[=:]\s*"?([^"\n]+)"?\s*$', path.read_text(), re.M)
+    assert found, f"{name} is not in {path}"
+    return found.group(1)
+
+
+def test_a_placeholder_secret_fails_at_start_naming_the_variable(tmp_path: Path) -> None:
+    """The templates' placeholders and the usual made-up values never start a gateway."""
+    env_file, secret = ROOT / ".env.example", ROOT / "deploy/k8s/secret.yaml"
+    placeholders = [
+        ("GATEWAY_UPSTREAM_API_KEY", _template_value(env_file, "GATEWAY_UPSTREAM_API_KEY")),
+        ("GATEWAY_UPSTREAM_API_KEY", _template_value(secret, "GATEWAY_UPSTREAM_API_KEY")),
+        ("GATEWAY_ADMIN_TOKEN", _template_value(env_file, "GATEWAY_ADMIN_TOKEN")),
+        ("GATEWAY_REDIS_URL", _template_value(secret, "GATEWAY_REDIS_URL")),
+        ("GATEWAY_UPSTREAM_API_KEY", "changeme"),
+        ("GATEWAY_UPSTREAM_API_KEY", "<the upstream master key>"),
+        ("GATEWAY_ADMIN_TOKEN", "xxxxxxxxxxxxxxxx"),
+    ]
+    base = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    results = run_together(
+        [[sys.executable, "-m", "gateway", "serve"]] * len(placeholders),
+        envs=[
+            {**base, "GATEWAY_STATE_DIR": str(tmp_path / f"var-{i}"), name: value}
+            for i, (name, value) in enumerate(placeholders)
+        ],
+    )
+    for (name, value), result in zip(placeholders, results, strict=True):
+        assert result.returncode == 2, (name, value, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"GATEWAY: invalid setting {name}:".lower() in lines[0].lower(), lines
+        assert "placeholder" in lines[0]
+        assert len(value) < 12 or value not in lines[0], "the value itself is not printed"
+    assert not any((tmp_path / f"var-{i}").exists() for i in range(len(placeholders)))
+
+
 def test_bad_prices_file_fails_at_start(tmp_path: Path) -> None:
     prices = tmp_path / "prices.yaml"
     prices.write_text("models:\n  m: {price_usd: '0.1234567'}\n")

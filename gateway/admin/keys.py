@@ -35,6 +35,7 @@ KEY_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 KEY_ID_LENGTH = 12
 DEFAULT_ROTATE_GRACE_S = 3600
 _TOKEN_RE = re.compile(r"sk-gw-([a-z2-7]{12})_([A-Za-z0-9_-]{20,128})")
+KEY_ID_RE = re.compile(r"[a-z2-7]{12}")  # matched whole (fullmatch), as every name is
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
@@ -46,6 +47,19 @@ def parse_token(token: str) -> tuple[str, str] | None:
     if match is None:
         return None
     return match.group(1), hash_token(token)
+
+
+def shown_key_id(text: str) -> str:
+    """How an error names a key_id someone gave: itself if it is one, else a description, never
+    the text (a whole key pasted where a key_id belongs must not be printed or answered back)."""
+    if KEY_ID_RE.fullmatch(text):
+        return f"key_id '{text}'"
+    if text.startswith("sk-"):
+        return (
+            "that key_id (what was given is a secret key, not printed here; a key_id is the 12 "
+            "characters after sk-gw-)"
+        )
+    return "that key_id (a key_id is 12 characters, a-z and 2-7, as `gateway keys list` shows)"
 
 
 def new_key_id() -> str:

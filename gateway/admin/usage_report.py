@@ -31,6 +31,7 @@ def usage_json(used: budget.KeyUsage) -> dict[str, Any]:
         "period": used.period if has_budget else None,
         "budget_usd": usd(used.budget_micros) if has_budget else None,
         "spent_usd": usd(used.spent_micros),
+        "exhausted": has_budget and used.exhausted == 1,
         "reserved_usd": usd(used.reserved_micros),
         "remaining_usd": usd(max(0, used.budget_micros - used.spent_micros - used.reserved_micros))
         if has_budget

@@ -37,6 +37,9 @@ class AlertFacts:
     period: str  # day, month, total
     period_start: str  # "2026-11-30", "2026-11-01", "" (total)
     at_ms: int
+    # The call a budget refused with less than one image left (reserve.lua): the budget is used
+    # up although spend is below it. None: spend itself reached the threshold (settle.lua).
+    refused_micros: int | None = None
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> AlertFacts:
@@ -53,6 +56,7 @@ class AlertFacts:
             period=str(fields["period"]),
             period_start=str(fields.get("period_start") or ""),
             at_ms=int(fields["at_ms"]),
+            refused_micros=None if fields.get("refused_micros") is None else int(fields["refused_micros"]),
         )
 
 
@@ -71,6 +75,11 @@ def wire_id(alert_id: str, facts: AlertFacts) -> str:
 def body(alert_id: str, facts: AlertFacts) -> bytes:
     """The JSON POSTed for one alert (``alert_id``: its outbox id); the same facts always give
     the same bytes."""
+    return orjson.dumps(body_json(alert_id, facts))
+
+
+def body_json(alert_id: str, facts: AlertFacts) -> dict[str, Any]:
+    """The alert's body as a dict (what :func:`body` serialises)."""
     payload: dict[str, Any] = {
         "id": wire_id(alert_id, facts),
         "type": TYPE,
@@ -89,7 +98,9 @@ def body(alert_id: str, facts: AlertFacts) -> bytes:
         at=iso_utc(facts.at_ms),
         text=sentence(facts),
     )
-    return orjson.dumps(payload)
+    if facts.refused_micros is not None:
+        payload.update(exhausted=True, refused_call_usd=micros_to_usd(facts.refused_micros))
+    return payload
 
 
 def sentence(facts: AlertFacts) -> str:
@@ -99,6 +110,14 @@ def sentence(facts: AlertFacts) -> str:
     if facts.scope == "key":
         who = f"Key {facts.key_name or facts.key_id} of team {facts.team}"
     period = PERIOD_WORDS.get(facts.period, facts.period)
+    if facts.refused_micros is not None:
+        left = micros_to_usd(max(0, facts.budget_micros - facts.spent_micros))
+        return (
+            f"{who} has used up its ${micros_to_usd(facts.budget_micros)} {period} budget: "
+            f"${micros_to_usd(facts.spent_micros)} spent leaves ${left}, which cannot cover a call "
+            f"(this one asked for up to ${micros_to_usd(facts.refused_micros)}); its calls are refused "
+            "until the budget resets or is raised."
+        )
     spent_pct = percent(facts.spent_micros * PPM // max(facts.budget_micros, 1))
     threshold_pct = percent(facts.threshold_ppm)
     text = (

@@ -76,6 +76,31 @@ async def postpone(redis: Redis, team: str, alert_id: str, at_ms: int) -> None:
     await pipe.execute()
 
 
+@dataclass(frozen=True)
+class WaitingAlert:
+    """An alert in a team's outbox, for ``gateway alerts list``."""
+
+    team: str
+    alert_id: str
+    facts: bytes | None
+    attempts: int
+    next_attempt_ms: int
+
+
+async def waiting(redis: Redis, team: str, limit: int = 1000) -> list[WaitingAlert]:
+    """Up to ``limit`` of the team's alerts, due or not, earliest next attempt first."""
+    space = TeamSpace(team)
+    entries = await redis.zrange(space.outbox, 0, limit - 1, withscores=True)
+    if not entries:
+        return []
+    names = [text(name) for name, _ in entries]
+    values = await redis.hmget(space.outbox_bodies, [f for n in names for f in (n, n + ATTEMPTS_SUFFIX)])
+    return [
+        WaitingAlert(team, name, values[2 * i], int(values[2 * i + 1] or 0), int(score))
+        for i, (name, (_, score)) in enumerate(zip(names, entries, strict=True))
+    ]
+
+
 async def pending_counts(redis: Redis, teams: Iterable[str]) -> dict[str, int]:
     """Alerts waiting per team (ZCARD)."""
     counts = ((team, ("zcard", TeamSpace(team).outbox)) for team in teams)

@@ -119,14 +119,11 @@ class AlertSender:
         outcomes = await asyncio.gather(*map(handle, due), return_exceptions=True)
         for alert, outcome in zip(due, outcomes, strict=True):
             if isinstance(outcome, Exception):  # Redis failed mid-way: this one is retried next pass
-                log.warning("alert %s: %s: %s", alert.alert_id, outcome.__class__.__name__, outcome)
-        pending = 0
+                problem = f"{outcome.__class__.__name__}: {outcome}"
+                log.warning("alert %s of team %s: %s", alert.alert_id, alert.team, problem)
         for team in sorted(teams):
-            left = await outbox.unindex_if_empty(self.redis, team)
-            pending += left
-            if not left:
+            if not await outbox.unindex_if_empty(self.redis, team):
                 self._forget_team(team)
-        metrics.ALERTS_PENDING.set(pending)
         oldest = min(self._waiting.values(), default=None)
         metrics.ALERT_OLDEST_PENDING.set(0 if oldest is None else max(0.0, time.time() - oldest / 1000))
 
@@ -147,7 +144,12 @@ class AlertSender:
             await outbox.remove(self.redis, alert.team, alert.alert_id)
             self._waiting.pop((alert.team, alert.alert_id), None)
             metrics.ALERT_DELIVERIES.labels("expired").inc()
-            log.warning("alert %s expired unsent after %d attempts", alert.alert_id, alert.attempts)
+            log.warning(
+                "alert %s of team %s expired unsent after %d attempts",
+                alert.alert_id,
+                alert.team,
+                alert.attempts,
+            )
             return
         self._waiting[(alert.team, alert.alert_id)] = facts.at_ms
         raw = message.body(alert.alert_id, facts)
@@ -160,8 +162,9 @@ class AlertSender:
         metrics.ALERT_DELIVERIES.labels("failed").inc()
         delay_s = retry_delay_s(alert.attempts + 1, self.retry_first_s, self.retry_max_s)
         log.warning(
-            "alert %s not delivered (%s), attempt %d; next in %.0f s",
+            "alert %s of team %s not delivered (%s), attempt %d; next in %.0f s",
             alert.alert_id,
+            alert.team,
             "no answer" if status is None else f"status {status}",
             alert.attempts + 1,
             delay_s,
@@ -175,7 +178,7 @@ class AlertSender:
         self._delivered[(alert.team, alert.alert_id)] = None
         while len(self._delivered) > DELIVERED_MEMORY:
             self._delivered.popitem(last=False)
-        log.info("alert %s delivered", alert.alert_id)
+        log.info("alert %s of team %s delivered", alert.alert_id, alert.team)
         await outbox.remove(self.redis, alert.team, alert.alert_id)  # if it fails: retried above
 
     def _forget_team(self, team: str) -> None:
@@ -184,7 +187,6 @@ class AlertSender:
 
     def _stand_by(self) -> None:
         self._waiting.clear()  # the sender's own view; another process has it now
-        metrics.ALERTS_PENDING.set(0)
         metrics.ALERT_OLDEST_PENDING.set(0)
 
 

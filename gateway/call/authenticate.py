@@ -7,6 +7,7 @@ once the key is known to be good, so a caller with a bad key learns nothing abou
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from redis.exceptions import RedisError
@@ -35,7 +36,7 @@ def bearer_token(request: Request) -> Token:
     scheme, _, token = header.partition(" ")
     parsed = parse_token(token.strip()) if scheme.lower() == "bearer" else None
     if parsed is None:
-        raise refusals.invalid_key()
+        raise refusals.invalid_key(token.strip())
     return Token(*parsed)
 
 
@@ -53,3 +54,10 @@ async def known_key(keys: KeyStore, token: Token) -> dict[str, str]:
     if status == "expired":
         raise refusals.expired(int(record["expires_at"]))
     return record
+
+
+def usable_models(record: Mapping[str, str], prices: Mapping[str, int]) -> dict[str, int]:
+    """The models a key may use, with their prices: those served that its allow-list names (an
+    empty allow-list: all of them)."""
+    allowed = {m for m in record.get("models", "").split(",") if m}
+    return {m: p for m, p in sorted(prices.items()) if not allowed or m in allowed}

@@ -24,8 +24,20 @@ from gateway.money.periods import day_resets_at, iso_ms, iso_z, period_resets_at
 PERIOD_ADJECTIVES = {"day": "daily", "month": "monthly", "total": "total"}
 
 
-def invalid_key() -> GatewayError:
-    return errors.unauthorized("Invalid API key.")
+KEY_SHAPE = "sk-gw-<12 letters and digits>_<secret>"
+
+
+def invalid_key(presented: str | None = None) -> GatewayError:
+    """A token that is not a gateway key, or no key this gateway issued: say what one looks like
+    and who issues them (a caller who pasted their OpenAI key learns why it fails here)."""
+    if presented is not None and presented.startswith("sk-") and not presented.startswith("sk-gw-"):
+        what = "This is not a key of this gateway (an OpenAI or other provider's key does not work here)."
+    else:
+        what = "Invalid API key: no active key of this gateway matches it."
+    return errors.unauthorized(
+        f"{what} A gateway key looks like {KEY_SHAPE}; your gateway's admin issues them "
+        "(gateway keys create, or POST /admin/v1/keys)."
+    )
 
 
 def revoked(at_ms: int) -> GatewayError:
@@ -40,18 +52,39 @@ def expired(at_ms: int) -> GatewayError:
     )
 
 
-def budget_message(refusal: BudgetExhausted, now_s: float | None = None) -> str:
+def budget_message(refusal: BudgetExhausted, now_s: float | None = None, key_id: str | None = None) -> str:
+    """What a budget that cannot cover a call says: why (used up, or held by calls in flight, or
+    this call is larger than what is left), when it resets, and who can raise it."""
     usd = micros_to_usd
-    text = (
-        f"{_whose(refusal)} {PERIOD_ADJECTIVES.get(refusal.period, refusal.period)} budget of "
-        f"${usd(refusal.budget_micros)} is exhausted: ${usd(refusal.spent_micros)} spent and "
-        f"${usd(refusal.reserved_micros)} reserved by calls in flight, and this call may cost up "
-        f"to ${usd(refusal.amount_micros)}."
-    )
+    left = max(0, refusal.budget_micros - refusal.spent_micros - refusal.reserved_micros)
+    period = PERIOD_ADJECTIVES.get(refusal.period, refusal.period)
+    budget = f"{_whose(refusal)} {period} budget of ${usd(refusal.budget_micros)}"
+    price = refusal.unit_price_micros
+    if refusal.exhausted and price:
+        text = (
+            f"{budget} is used up: ${usd(refusal.spent_micros)} spent leaves "
+            f"${usd(max(0, refusal.budget_micros - refusal.spent_micros))}, less than one image "
+            f"at ${usd(price)}."
+        )
+    else:
+        images = refusal.amount_micros // price if price else 0
+        size = f" ({counted(images, 'image')} at ${usd(price)})" if images else ""
+        text = (
+            f"{budget} cannot cover this call: ${usd(refusal.spent_micros)} spent and "
+            f"${usd(refusal.reserved_micros)} reserved by calls in flight leave ${usd(left)}, and this "
+            f"call may cost up to ${usd(refusal.amount_micros)}{size}."
+        )
     resets = period_resets_at(refusal.period, now_s)
-    if resets is None:
-        return text + " A total budget does not reset; ask an admin to raise it."
-    return text + f" It resets at {iso_z(resets)}."
+    when = " A total budget does not reset." if resets is None else f" It resets at {iso_z(resets)}."
+    return text + when + " " + _who_raises(refusal, key_id)
+
+
+def _who_raises(refusal: BudgetExhausted, key_id: str | None) -> str:
+    if refusal.scope == "team":
+        how = f"gateway teams set {refusal.team} --budget-usd ..."
+    else:
+        how = f"gateway keys update {key_id or '<key_id>'} --budget-usd ..."
+    return f"A gateway admin can raise it ({how})."
 
 
 def daily_images_message(refusal: DailyImagesExhausted, now_s: float | None = None) -> str:
@@ -78,8 +111,8 @@ def rate_limited(refusal: RateLimited) -> GatewayError:
     )
 
 
-def refusal_error(refusal: Refusal, model: str) -> GatewayError:
-    """The error a caller gets for a refused reserve."""
+def refusal_error(refusal: Refusal, model: str, key_id: str | None = None) -> GatewayError:
+    """The error a caller gets for a refused reserve (``key_id``: the caller's, to name in hints)."""
     match refusal:
         case Revoked(at_ms=at_ms):
             return revoked(at_ms)
@@ -89,7 +122,7 @@ def refusal_error(refusal: Refusal, model: str) -> GatewayError:
             return errors.model_not_allowed(model)
         case BudgetExhausted(scope=scope):
             code = "team_budget_exceeded" if scope == "team" else "budget_exceeded"
-            return errors.insufficient_quota(budget_message(refusal), code)
+            return errors.insufficient_quota(budget_message(refusal, key_id=key_id), code)
         case DailyImagesExhausted(scope=scope):
             code = "team_images_per_day_exceeded" if scope == "team" else "images_per_day_exceeded"
             return errors.insufficient_quota(daily_images_message(refusal), code)

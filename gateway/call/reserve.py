@@ -8,13 +8,14 @@ import time
 
 from redis.exceptions import RedisError
 
+from gateway.alerts import outbox
 from gateway.call.authenticate import Token
 from gateway.call.log import CallLog
 from gateway.call.outage import store_unavailable
 from gateway.call.refusals import refusal_error
 from gateway.call.validate import ImageCall
 from gateway.money import budget
-from gateway.money.budget import InvalidKey, Refusal, Reservation
+from gateway.money.budget import BudgetExhausted, InvalidKey, Refusal, Reservation
 from gateway.money.periods import Periods
 from gateway.store.directory import KeyDirectory
 from gateway.store.keyspace import KeySpace
@@ -61,6 +62,14 @@ class ReserveCancels:
             await asyncio.wait(self._tasks, timeout=SHUTDOWN_WAIT_S)
 
 
+async def _index_alert(redis: Redis, team: str) -> None:
+    """The budget's used-up alert was queued: tell the sender (its sweep finds it if this fails)."""
+    try:
+        await outbox.mark_pending(redis, team)
+    except (RedisError, OSError) as exc:
+        log.warning("team %s not indexed for alerts (the sweep finds it): %s", team, exc)
+
+
 async def reserve(
     redis: Redis,
     *,
@@ -99,6 +108,8 @@ async def reserve(
         call.team = held.team or "unknown"
         if held.team is not None:  # a known key refused by a limit: ops want to know which
             call.key_id = token.key_id
-        raise refusal_error(held, image_call.model)
+        if isinstance(held, BudgetExhausted) and held.alerts_queued and held.team:
+            await _index_alert(redis, held.team)
+        raise refusal_error(held, image_call.model, token.key_id)
     call.team, call.key_id = held.team, token.key_id
     return held

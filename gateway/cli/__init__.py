@@ -1,4 +1,5 @@
-"""The ``gateway`` command: serve, simulate-upstream, keys, teams, prices, report, usage, admin-token.
+"""The ``gateway`` command: serve, simulate-upstream, keys, teams, prices, report, usage, alerts,
+admin-token.
 
 One module per group of commands; this one only assembles the parser and turns the errors a
 user can act on into one line and an exit code. Every command but ``serve`` and
@@ -13,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from gateway import __version__
+from gateway.cli.alerts import add_alerts_commands
 from gateway.cli.common import CommandError
 from gateway.cli.demo import add_admin_token_command
 from gateway.cli.keys import add_keys_commands
@@ -57,5 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_teams_commands(commands)
     add_prices_commands(commands)
     add_report_commands(commands)
+    add_alerts_commands(commands)
     add_admin_token_command(commands)
     return parser

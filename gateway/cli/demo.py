@@ -74,12 +74,14 @@ def print_example(settings: Settings, token: str, admin_token: str | None) -> No
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     base = f"http://{host}:{settings.port}"
     budget = f"${DEMO_SPEC.budget_usd:.2f} a day, {plural(DEMO_SPEC.rpm or 0, 'request')}/minute"
+    key_id = (parse_token(token) or ("<key_id>", ""))[0]
     print(
         f"""
 Gateway starting on {base}  (docs: {base}/docs, metrics: {base}/metrics)
 
 Demo team key (team "demo", {budget}; kept in {settings.state_dir / DEMO_KEY_FILE}):
   {token}
+To raise its budget: gateway keys update {key_id} --budget-usd 50  (calls past it get a 429)
 The team "demo" has a budget of ${DEMO_TEAM.budget_usd:.2f} a month for all its keys
 (gateway teams usage demo; gateway teams set demo --budget-usd ...).
 

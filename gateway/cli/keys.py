@@ -6,8 +6,17 @@ import argparse
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from gateway.admin.keys import DEFAULT_ROTATE_GRACE_S, KeyCreate, KeyLimits, KeyStore
+from gateway.admin.keys import (
+    DEFAULT_ROTATE_GRACE_S,
+    KEY_ID_RE,
+    KeyCreate,
+    KeyLimits,
+    KeyStore,
+    parse_token,
+    shown_key_id,
+)
 from gateway.admin.usage_report import usage_report
+from gateway.cli.alerts import warn_if_no_webhook
 from gateway.cli.common import (
     CommandError,
     Commands,
@@ -62,7 +71,7 @@ def add_keys_commands(commands: Commands) -> None:
         ("usage", "a key's budget, spend and reservations now", _usage),
     ):
         command = sub.add_parser(name, help=helptext)
-        command.add_argument("key_id")
+        command.add_argument("key_id", help="the key_id, or the whole key (sk-gw-...)")
         add_json_option(command)
         command.set_defaults(handler=handler)
 
@@ -91,6 +100,7 @@ def _create(args: argparse.Namespace) -> int:
     else:
         print_record(record)
         print(f"\nkey (shown once, store it now):\n  {token}")
+    warn_if_no_webhook(spec.alert_thresholds)
     return 0
 
 
@@ -103,12 +113,28 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _one(key_id: str, action: Callable[[KeyStore], Awaitable[T | None]], access: Access) -> T:
-    """``action`` on the key store; a key that does not exist is a one-line error."""
-    result = run_with_redis(lambda redis: action(KeyStore(redis)), access)
+def _one(given: str, action: Callable[[KeyStore, str], Awaitable[T | None]], access: Access) -> T:
+    """``action`` on the key store and the key given (its key_id, or the whole key, whose key_id is
+    used once its secret matches); a key that does not exist is a one-line error that never prints
+    a secret back."""
+
+    async def run(redis: Any) -> T | None:
+        store = KeyStore(redis)
+        key_id = await _key_id(store, given)
+        return None if key_id is None else await action(store, key_id)
+
+    result = run_with_redis(run, access)
     if result is None:
-        raise CommandError(f"no key with key_id {key_id!r}")
+        raise CommandError(f"no key with {shown_key_id(given)}")
     return result
+
+
+async def _key_id(store: KeyStore, given: str) -> str | None:
+    """The key_id of what was given: a key_id, or a whole key of this store (revoked included)."""
+    parsed = parse_token(given)
+    if parsed is not None:
+        return parsed[0] if await store.authenticate_parsed(*parsed) is not None else None
+    return given if KEY_ID_RE.fullmatch(given) else None
 
 
 def _print(args: argparse.Namespace, record: dict[str, Any]) -> None:
@@ -119,24 +145,25 @@ def _print(args: argparse.Namespace, record: dict[str, Any]) -> None:
 
 
 def _show(args: argparse.Namespace) -> int:
-    _print(args, _one(args.key_id, lambda store: store.get(args.key_id), Access.READ))
+    _print(args, _one(args.key_id, lambda store, key_id: store.get(key_id), Access.READ))
     return 0
 
 
 def _update(args: argparse.Namespace) -> int:
     limits = validated(KeyLimits, limits_from_args(args))
-    _print(args, _one(args.key_id, lambda store: store.update(args.key_id, limits), Access.WRITE))
+    _print(args, _one(args.key_id, lambda store, key_id: store.update(key_id, limits), Access.WRITE))
+    warn_if_no_webhook(limits.alert_thresholds)
     return 0
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    _print(args, _one(args.key_id, lambda store: store.revoke(args.key_id), Access.WRITE))
+    _print(args, _one(args.key_id, lambda store, key_id: store.revoke(key_id), Access.WRITE))
     return 0
 
 
 def _rotate(args: argparse.Namespace) -> int:
     token, record = _one(
-        args.key_id, lambda store: store.rotate(args.key_id, args.grace_seconds), Access.WRITE
+        args.key_id, lambda store, key_id: store.rotate(key_id, args.grace_seconds), Access.WRITE
     )
     if args.json:
         print_json({**record, "key": token, "previous_key_valid_for_s": args.grace_seconds})
@@ -148,9 +175,9 @@ def _rotate(args: argparse.Namespace) -> int:
 
 
 def _usage(args: argparse.Namespace) -> int:
-    async def report(store: KeyStore) -> dict[str, Any] | None:
-        space = await store.space_of(args.key_id)
-        if space is None or await store.get_record(args.key_id) is None:
+    async def report(store: KeyStore, key_id: str) -> dict[str, Any] | None:
+        space = await store.space_of(key_id)
+        if space is None or await store.get_record(key_id) is None:
             return None
         return await usage_report(store.redis, space)
 

@@ -24,7 +24,7 @@ from gateway.cli.common import Commands
 from gateway.cli.simulator_process import SimulatorProcess, launch_simulator, print_simulator_banner
 from gateway.cli.store import connected
 from gateway.core import private_files
-from gateway.core.settings import Settings, SettingsError, load_settings
+from gateway.core.settings import Settings, SettingsError, load_settings, placeholder_setting
 from gateway.money import pricing
 from gateway.store import embedded as embedded_redis
 
@@ -51,6 +51,9 @@ def add_serve_command(commands: Commands) -> None:
 def checked_settings() -> Settings:
     """The settings, refused before anything starts if the gateway could not run with them."""
     settings = load_settings()  # once, in the parent: a bad setting must not loop worker restarts
+    placeholder = placeholder_setting(settings)
+    if placeholder is not None:
+        raise SettingsError(placeholder)
     if settings.prices_file is not None:
         try:
             pricing.load_prices_file(settings.prices_file)

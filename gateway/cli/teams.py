@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from gateway.admin.teams import TeamSettings, TeamStore, check_team_name
+from gateway.cli.alerts import warn_if_no_webhook
 from gateway.cli.common import (
     CommandError,
     Commands,
@@ -89,6 +90,7 @@ def _set(args: argparse.Namespace) -> int:
         )
     spec = validated(TeamSettings, given)
     _print(args, run_with_redis(lambda redis: TeamStore(redis).set(team, spec), Access.WRITE))
+    warn_if_no_webhook(spec.alert_thresholds)
     return 0
 
 

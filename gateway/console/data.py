@@ -13,19 +13,20 @@ budget is about the team's current period (day, month or total), whatever month 
 from __future__ import annotations
 
 import asyncio
-import calendar
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from gateway.admin.keys import KeyStore
+from gateway.admin.key_listing import key_page
 from gateway.admin.teams import TeamStore
 from gateway.admin.usage_report import usage_report
-from gateway.ledger.query import DateRange
+from gateway.ledger.query import DateRange, LedgerQueryError, parse_month
 from gateway.ledger.reports import DEFAULT_GROUP_BY, spend_report
 from gateway.money.micros import micros_to_usd, usd_to_micros
 from gateway.money.rollups import Amounts
 from gateway.store.keyspace import KeySpace
+
+KEYS_PER_PAGE = 50
 
 
 class MonthError(ValueError):
@@ -38,15 +39,10 @@ def current_month() -> str:
 
 def month_range(month: str | None) -> DateRange:
     """``YYYY-MM`` (default: the current UTC month) as the range of its days."""
-    text = month or current_month()
     try:
-        if len(text) != 7 or text[4] != "-":
-            raise ValueError
-        year, number = int(text[:4]), int(text[5:])
-        first = date(year, number, 1)
-    except ValueError:
-        raise MonthError(f"'month' must look like 2026-11, not {text!r}.") from None
-    return DateRange(first, date(year, number, calendar.monthrange(year, number)[1]))
+        return parse_month(month or current_month())
+    except LedgerQueryError as exc:
+        raise MonthError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -77,6 +73,7 @@ class TeamBudget:
             "reserved_usd": usage["reserved_usd"],
             "remaining_usd": usage["remaining_usd"],
             "used_ratio": self.used_ratio(),
+            "exhausted": usage["exhausted"],
             "resets_at": usage["resets_at"],
             "images_per_day": settings["images_per_day"],
             "images_today": usage["images_today"],
@@ -96,35 +93,61 @@ async def team_budgets(redis: Any, teams: list[str]) -> dict[str, TeamBudget]:
     return dict(zip(teams, await asyncio.gather(*(one(t) for t in teams)), strict=True))
 
 
+MAX_DAILY_BARS = 62  # a longer range is charted per month: a year per day was 36,500 points
+
+
 async def overview(redis: Any, days: DateRange) -> dict[str, Any]:
-    """The overview page: the team table (the month's spend, the budget now), totals, spend per day."""
+    """The overview page: each team's calls, images and spend for the range, totals, and spend per
+    day (per month for a range over two months) for the chart. Budgets are on the Teams page:
+    they are about each team's current period, not the range."""
     by_team = await spend_report(redis, days, ("team",))
-    by_day = await spend_report(redis, days, ("team", "day"))
     teams = sorted({row[0] for row in by_team.rows} | set(await TeamStore(redis).names()))
-    budgets = await team_budgets(redis, teams)
+    if len(days.days()) <= MAX_DAILY_BARS:
+        by_day = await spend_report(redis, days, ("team", "day"))
+        bucket, labels = "day", days.days()
+        points = sorted(by_day.rows.items())
+    else:
+        months = month_parts(days)
+        reports = await asyncio.gather(*(spend_report(redis, part, ("team",)) for part in months))
+        bucket, labels = "month", [part.start.strftime("%Y-%m") for part in months]
+        points = [
+            ((team, label), amounts)
+            for label, report in zip(labels, reports, strict=True)
+            for (team,), amounts in sorted(report.rows.items())
+        ]
     return {
-        "month": days.start.strftime("%Y-%m"),
         **days.as_json(),
-        "days": days.days(),
-        "teams": [
-            {
-                "team": team,
-                **by_team.rows.get((team,), Amounts()).as_json(),
-                "budget": budgets[team].as_json(),
-            }
-            for team in teams
-        ],
+        "bucket": bucket,
+        "days": labels,
+        "teams": [{"team": team, **by_team.rows.get((team,), Amounts()).as_json()} for team in teams],
         "totals": by_team.totals.as_json(),
         "daily": [
             {
                 "team": team,
-                "day": day,
+                "day": label,
                 "spend_micros": amounts.spend_micros,
                 "spend_usd": micros_to_usd(amounts.spend_micros),
             }
-            for (team, day), amounts in sorted(by_day.rows.items())
+            for (team, label), amounts in points
         ],
     }
+
+
+def month_parts(days: DateRange) -> list[DateRange]:
+    """The range cut at month ends: its part of each calendar month it touches."""
+    parts, start = [], days.start
+    while start <= days.end:
+        month = parse_month(start.strftime("%Y-%m"))
+        parts.append(DateRange(start, min(month.end, days.end)))
+        start = month.end + timedelta(days=1)
+    return parts
+
+
+async def teams_page(redis: Any) -> dict[str, Any]:
+    """The Teams page: every team's budget now (its current period), as the admin API reads it."""
+    teams = await TeamStore(redis).names()
+    budgets = await team_budgets(redis, teams)
+    return {"object": "list", "data": [{"team": team, **budgets[team].as_json()} for team in teams]}
 
 
 async def spend_csv(redis: Any, days: DateRange) -> str:
@@ -133,11 +156,15 @@ async def spend_csv(redis: Any, days: DateRange) -> str:
     return report.to_csv()
 
 
-async def keys_page(redis: Any, team: str | None) -> dict[str, Any]:
-    """Every key (of ``team``) with its spend in its current budget period, and the team list."""
-    store = KeyStore(redis)
-    everyone = await store.list()
-    keys = [k for k in everyone if team is None or k["team"] == team]
+async def keys_page(
+    redis: Any, team: str | None, search: str | None = None, page: int = 1, per_page: int = KEYS_PER_PAGE
+) -> dict[str, Any]:
+    """One page of keys (of ``team``, matching ``search``), by team and name, each with its spend
+    in its current budget period; the team list for the filter."""
+    listing, teams = await asyncio.gather(
+        key_page(redis, team=team, search=search, page=page, per_page=per_page), TeamStore(redis).names()
+    )
+    keys = listing.data
     usages = await asyncio.gather(*(usage_report(redis, KeySpace(k["key_id"], k["team"])) for k in keys))
     rows = []
     for key, usage in zip(keys, usages, strict=True):
@@ -148,7 +175,8 @@ async def keys_page(redis: Any, team: str | None) -> dict[str, Any]:
                 **key,
                 "spent_usd": usage["spent_usd"],
                 "spent_period": usage["period"] or key["budget_period"] or "month",
-                "used_ratio": None if not budget else spent / budget,
+                "used_ratio": None if budget is None else (1.0 if budget == 0 else spent / budget),
+                "exhausted": usage["exhausted"],
             }
         )
-    return {"object": "list", "data": rows, "teams": sorted({k["team"] for k in everyone})}
+    return {**listing.as_json(), "data": rows, "teams": teams}

@@ -16,7 +16,7 @@ from importlib import resources
 from typing import Any, TypeVar
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 
@@ -26,10 +26,10 @@ from gateway.admin.teams import TeamSettings, TeamStore
 from gateway.console import data, session
 from gateway.core.errors import GatewayError, bad_request, not_found
 from gateway.ledger.exports import MEDIA_TYPES
-from gateway.ledger.query import DateRange
+from gateway.ledger.query import DateRange, LedgerQueryError, parse_range
 from gateway.routes.admin import guard_redis
 from gateway.routes.responses import json_response
-from gateway.routes.teams import team_name
+from gateway.routes.teams import no_webhook_warning, team_name
 from gateway.state import GatewayState, state_of
 
 STATIC = resources.files("gateway.console").joinpath("static")
@@ -189,33 +189,54 @@ async def sign_out(request: Request) -> Response:
 # -- data ------------------------------------------------------------------------------------------
 
 
-def _month(month: str | None) -> DateRange:
+def days_asked(start: str | None, end: str | None, month: str | None) -> DateRange:
+    """The range a page asks for: ``start`` and ``end`` (the From and To of the page), else a
+    ``month``, else the current UTC month; a malformed one is the admin API's 400."""
     try:
+        if start is not None or end is not None:
+            return parse_range(start, end)
         return data.month_range(month)
+    except LedgerQueryError as exc:
+        raise bad_request(str(exc), exc.param) from None
     except data.MonthError as exc:
         raise bad_request(str(exc), "month") from None
 
 
 @router.get("/api/overview")
-async def overview(request: Request, month: str | None = None) -> Response:
+async def overview(
+    request: Request, start: str | None = None, end: str | None = None, month: str | None = None
+) -> Response:
     await _session(request)
-    return _api(await guard_redis(data.overview(state_of(request).redis, _month(month))))
+    days = days_asked(start, end, month)
+    return _api(await guard_redis(data.overview(state_of(request).redis, days)))
 
 
 @router.get("/api/spend.csv")
-async def spend_csv(request: Request, month: str | None = None) -> Response:
+async def spend_csv(
+    request: Request, start: str | None = None, end: str | None = None, month: str | None = None
+) -> Response:
     await _session(request)
-    days = _month(month)
+    days = days_asked(start, end, month)
     text = await guard_redis(data.spend_csv(state_of(request).redis, days))
-    disposition = f'attachment; filename="spend-{days.start}-{days.end}.csv"'
-    headers = {"content-disposition": disposition}
+    return csv_download(text, f"spend-{days.start}-{days.end}.csv")
+
+
+def csv_download(text: str, filename: str) -> Response:
+    headers = {"content-disposition": f'attachment; filename="{filename}"'}
     return _secured(Response(text, media_type=MEDIA_TYPES["csv"], headers=headers))
 
 
 @router.get("/api/keys")
-async def keys(request: Request, team: str | None = None) -> Response:
+async def keys(
+    request: Request,
+    team: str | None = None,
+    q: str | None = Query(default=None, max_length=200),
+    page: int = Query(default=1, ge=1, le=1_000_000),
+    per_page: int = Query(default=data.KEYS_PER_PAGE, ge=1, le=200),
+) -> Response:
     await _session(request)
-    return _api(await guard_redis(data.keys_page(state_of(request).redis, team or None)))
+    listing = data.keys_page(state_of(request).redis, team or None, q, page, per_page)
+    return _api(await guard_redis(listing))
 
 
 @router.post("/api/keys")
@@ -255,6 +276,7 @@ async def set_team(team: str, request: Request) -> Response:
     await _session(request, mutating=True)
     name = team_name(team)
     spec = _validated(TeamSettings, await _json_body(request))
-    record = await guard_redis(TeamStore(state_of(request).redis).set(name, spec))
+    state = state_of(request)
+    record = await guard_redis(TeamStore(state.redis).set(name, spec))
     admin_auth.audit(request, "team.set", via="console", team=name, fields=sorted(spec.model_fields_set))
-    return _api(record)
+    return _api({**record, **no_webhook_warning(state.settings, spec.alert_thresholds)})

@@ -6,6 +6,7 @@ shape, the ``x-should-retry`` hint and ``retry-after`` are decided in exactly on
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import orjson
@@ -87,10 +88,15 @@ def unauthorized(message: str, code: str = "invalid_api_key", reason: str = "inv
     return GatewayError(401, message, "invalid_request_error", code, None, False, reason=reason)
 
 
-def model_not_found(model: str) -> GatewayError:
+def model_not_found(model: str, usable: Sequence[str] | None = None) -> GatewayError:
+    """``usable``: the models the caller's key may use, named so the caller can pick one."""
+    hint = ""
+    if usable is not None:
+        names = ", ".join(f"'{m}'" for m in usable)
+        hint = f" This key may use: {names}." if usable else " This key may use no model served now."
     return GatewayError(
         404,
-        f"The model '{model}' does not exist or is not served by this gateway.",
+        f"The model '{model}' does not exist or is not served by this gateway.{hint}",
         "invalid_request_error",
         "model_not_found",
         "model",

@@ -15,6 +15,7 @@ import functools
 import os
 import platform
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +156,22 @@ TEAM_BUDGET_USED = Gauge(
     multiprocess_mode="mostrecent",
     registry=REGISTRY,
 )
+BUDGET_EXHAUSTED = Gauge(
+    "gateway_budget_exhausted",
+    "1 while a key's budget is used up for its current period (spent reached it, or it refused a "
+    "call with less than one image left), else 0 (keys with a budget only).",
+    ["team", "key_name"],
+    multiprocess_mode="mostrecent",
+    registry=REGISTRY,
+)
+TEAM_BUDGET_EXHAUSTED = Gauge(
+    "gateway_team_budget_exhausted",
+    "1 while a team's budget is used up for its current period (spent reached it, or it refused "
+    "a call with less than one image left), else 0 (teams with a budget only).",
+    ["team"],
+    multiprocess_mode="mostrecent",
+    registry=REGISTRY,
+)
 ALERT_OUTCOMES = ("delivered", "failed", "expired")
 ALERT_DELIVERIES = Counter(
     "gateway_alert_deliveries",
@@ -167,8 +184,9 @@ for _outcome in ALERT_OUTCOMES:  # every outcome exported from the start (0), fo
     ALERT_DELIVERIES.labels(_outcome)
 ALERTS_PENDING = Gauge(
     "gateway_alerts_pending",
-    "Budget alerts waiting in Redis to be delivered, as the sender saw them last (0 elsewhere).",
-    multiprocess_mode="livemax",  # only the sender sets it; every other process shows 0
+    "Budget alerts waiting in Redis to be delivered, every team's, read from Redis when /metrics "
+    "is scraped (at most every 15 s), with or without a webhook configured.",
+    multiprocess_mode="mostrecent",  # every process reads the same Redis: the latest read wins
     registry=REGISTRY,
 )
 ALERT_OLDEST_PENDING = Gauge(
@@ -192,6 +210,30 @@ BUILD_INFO = Gauge(
     registry=REGISTRY,
 )
 BUILD_INFO.labels(__version__, platform.python_version()).set(1)
+
+
+ADMIN_AUTH_REASONS = ("invalid_token", "blocked")
+# What a caller whose key is not known yet (team "unknown") can be refused for.
+UNIDENTIFIED_REJECTIONS = ("invalid_key", "bad_request", "too_many_pending", "redis_unavailable")
+
+
+def export_zeros(models: Iterable[str], teams: Iterable[str], upstream_reasons: Iterable[str]) -> None:
+    """Put the counters' known series on the page at 0 before anything happened, so a dashboard
+    shows 0 rather than "No data" and rate() has a start: upstream errors per model and reason,
+    images and spend per team and model, rejections of unidentified callers, admin sign-in
+    failures. Series of other values (a team's first refusal) appear when first counted."""
+    models, reasons = sorted(models), sorted(upstream_reasons)
+    for model in models:
+        for reason in reasons:
+            UPSTREAM_ERRORS.labels(model, reason)
+        USAGE_MISMATCHES.labels(model)
+        for team in teams:
+            IMAGES.labels(model, team)
+            SPEND.labels(model, team)
+    for reason in UNIDENTIFIED_REJECTIONS:
+        REJECTIONS.labels("unknown", reason)
+    for reason in ADMIN_AUTH_REASONS:
+        ADMIN_AUTH_FAILURES.labels(reason)
 
 
 @functools.lru_cache(maxsize=8192)

@@ -7,6 +7,7 @@ the first request or in a worker restart loop.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -256,6 +257,38 @@ class Settings(BaseSettings):
     def reservation_ttl_s(self) -> int:
         """How long a reservation may live before it is presumed orphaned."""
         return int(self.upstream_timeout_s + self.reservation_grace_s) + 1
+
+
+# What a template's unfilled value looks like: .env.example's "replace-with-...", the Kubernetes
+# Secret's "REPLACE_ME-...", and the usual made-up values. A gateway started with one answers
+# every call 502 (or every admin call 401) while /readyz says it is fine.
+_PLACEHOLDER = re.compile(r"^(replace|change[-_ ]?me|xxx|todo\b|<.*>$)", re.IGNORECASE)
+# In a URL the placeholder sits inside (a password, a path): only the unmistakable ones.
+_PLACEHOLDER_IN_URL = re.compile(r"replace[-_](me|with)|change[-_]?me|<[^>]*>", re.IGNORECASE)
+SECRET_SETTINGS = ("upstream_api_key", "admin_token", "alert_webhook_secret")
+URL_SETTINGS = ("redis_url", "alert_webhook_url")
+
+
+def placeholder_setting(settings: Settings) -> str | None:
+    """The one-line refusal for a setting still holding a template's placeholder, else None.
+
+    The line names the variable and what gave it away, never the value (it may be a secret)."""
+    for name in SECRET_SETTINGS:
+        value = getattr(settings, name)
+        text = value.get_secret_value().strip() if value is not None else ""
+        if text and _PLACEHOLDER.match(text):
+            return (
+                f"invalid setting GATEWAY_{name.upper()}: it holds a placeholder (a value like "
+                "'replace...', 'REPLACE_ME...', 'changeme', '<...>' or 'xxx...'), not the real one"
+            )
+    for name in URL_SETTINGS:
+        url = getattr(settings, name)
+        if url is not None and _PLACEHOLDER_IN_URL.search(str(url)):
+            return (
+                f"invalid setting GATEWAY_{name.upper()}: it holds a placeholder ('REPLACE_ME', "
+                "'replace-with', 'changeme' or '<...>'), not the real value"
+            )
+    return None
 
 
 class SettingsError(Exception):

@@ -32,7 +32,7 @@ from gateway.ledger.query import DateRange
 from gateway.money.micros import micros_to_usd
 from gateway.money.usage_record import DEFAULTS, EXPORT_FIELDS, INT_FIELDS
 from gateway.store.directory import spaces_of
-from gateway.store.keyspace import KeySpace
+from gateway.store.keyspace import KeySpace, TeamSpace
 from gateway.store.pipelined import pipelined
 from gateway.store.protocol import text
 from gateway.store.registry import registered_keys
@@ -90,8 +90,13 @@ class UsageExport:
         self._days = frozenset(day.encode() for day in days.days())
 
     @classmethod
-    async def open(cls, redis: Any, days: DateRange) -> UsageExport:
-        spaces = await spaces_of(redis, await registered_keys(redis))
+    async def open(cls, redis: Any, days: DateRange, team: str | None = None) -> UsageExport:
+        """The records of ``days``: every key's, or those of the keys ``team`` ever had."""
+        if team is None:
+            key_ids = await registered_keys(redis)
+        else:
+            key_ids = sorted(text(k) for k in await redis.smembers(TeamSpace(team).keys))
+        spaces = await spaces_of(redis, key_ids)
         low, high = str(max(0, days.start_ms - LOOKBACK_MS)), str(days.end_ms + LOOKAHEAD_MS)
         page = max(MIN_PAGE, min(MAX_PAGE, EXPORT_BUFFER // max(1, len(spaces))))
         pages = [_StreamPages(redis, space, low, high, page) for _, space in sorted(spaces.items())]

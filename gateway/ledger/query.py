@@ -7,11 +7,20 @@ range ends at the midnight after its last day, which Python's dates have up to 9
 
 from __future__ import annotations
 
+import calendar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 MAX_RANGE_DAYS = 400
-__all__ = ["FIRST_DAY", "LAST_DAY", "MAX_RANGE_DAYS", "DateRange", "LedgerQueryError", "parse_range"]
+__all__ = [
+    "FIRST_DAY",
+    "LAST_DAY",
+    "MAX_RANGE_DAYS",
+    "DateRange",
+    "LedgerQueryError",
+    "parse_month",
+    "parse_range",
+]
 
 
 # The days the ledger holds: stream ids are ms since 1970-01-01; a day ends at the next midnight.
@@ -81,3 +90,17 @@ def _parse_day(text: str | None, param: str) -> date:
     if FIRST_DAY <= day <= LAST_DAY:
         return day
     raise LedgerQueryError(f"'{param}' must be between {FIRST_DAY} and {LAST_DAY}, not {day}.", param)
+
+
+def parse_month(text: str | None, param: str = "month") -> DateRange:
+    """``YYYY-MM`` (UTC) as the range of its days: the whole calendar month."""
+    try:
+        if text is None or len(text) != 7 or text[4] != "-":
+            raise ValueError
+        year, number = int(text[:4]), int(text[5:])
+        first = date(year, number, 1)
+    except ValueError:
+        raise LedgerQueryError(f"'{param}' must be a month like 2026-11, not {text!r}.", param) from None
+    if not FIRST_DAY <= first <= LAST_DAY:
+        raise LedgerQueryError(f"'{param}' must be between {FIRST_DAY:%Y-%m} and {LAST_DAY:%Y-%m}.", param)
+    return DateRange(first, date(year, number, calendar.monthrange(year, number)[1]))

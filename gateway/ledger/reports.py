@@ -111,16 +111,20 @@ class SpendReport:
 
 
 async def spend_report(
-    redis: Any, days: DateRange, group_by: Sequence[str] = DEFAULT_GROUP_BY
+    redis: Any,
+    days: DateRange,
+    group_by: Sequence[str] = DEFAULT_GROUP_BY,
+    teams: Sequence[str] | None = None,
 ) -> SpendReport:
     """Sum the teams' daily rollups for every day of ``days``, grouped by ``group_by``.
 
     By team, model or day it reads one small hash per team and day (per model), whatever the
     number of keys ever issued; by key it reads the per-key rollups of the same days and the names
-    of the keys that spent; by user, the per-user rollups as well.
+    of the keys that spent; by user, the per-user rollups as well. ``teams``: only these teams'
+    (default: every team's).
     """
     report = SpendReport(days, tuple(group_by))
-    teams = await registered_teams(redis)
+    teams = list(teams) if teams is not None else await registered_teams(redis)
     if "user" in report.group_by:
         rows = _user_rows(redis, teams, days)
     elif "key" in report.group_by:
@@ -209,19 +213,25 @@ async def _key_rows(redis: Any, teams: list[str], days: DateRange) -> AsyncItera
 
 
 async def _user_rows(redis: Any, teams: list[str], days: DateRange) -> AsyncIterator[RollupRow]:
-    """Per key, model and user; calls that named no user are what the key rollup has beyond them."""
-    keyed = {
-        (team, day): parse_keyed_rollup(raw)
-        async for (team, day), raw in _team_days(redis, teams, days, "key_rollup")
+    """Per key, model and user. Every call is in the per-key rollup; those that named a user are
+    also in the per-user one, so the calls that named none (user ``""``) are the difference. The
+    per-key rollups lead: a team and day where no call named a user has no per-user hash at all,
+    and its calls belong in the report all the same (rollups already written read the same way)."""
+    named = {
+        (team, day): parse_user_rollup(raw)
+        async for (team, day), raw in _team_days(redis, teams, days, "users")
     }
-    async for (team, day), raw in _team_days(redis, teams, days, "users"):
-        unnamed = keyed.get((team, day), {})
-        for (key_id, model, user), amounts in parse_user_rollup(raw).items():
+    async for (team, day), raw in _team_days(redis, teams, days, "key_rollup"):
+        unnamed = parse_keyed_rollup(raw)
+        for (key_id, model, user), amounts in named.pop((team, day), {}).items():
             unnamed.setdefault((key_id, model), Amounts()).subtract(amounts)
             yield RollupRow(team, day, model, amounts, key_id=key_id, user=user)
         for (key_id, model), amounts in unnamed.items():
             if amounts.calls or amounts.images or amounts.spend_micros:
                 yield RollupRow(team, day, model, amounts, key_id=key_id)
+    for (team, day), users in named.items():  # settle.lua writes both: only a hand-edited store
+        for (key_id, model, user), amounts in users.items():
+            yield RollupRow(team, day, model, amounts, key_id=key_id, user=user)
 
 
 async def _key_names(redis: Any, keys: set[tuple[str, str]]) -> dict[str, str]:

@@ -48,7 +48,7 @@ CANCEL_MEMORY_MS = 10 * 60 * 1000
 
 
 def _period_ids(periods: Periods) -> list[str]:
-    return [f"d{periods.day}", f"m{periods.month}", "total"]
+    return [periods.period_id(p) for p in ("day", "month", "total")]
 
 
 def _key_counters(space: KeySpace, periods: Periods) -> list[str]:
@@ -79,6 +79,8 @@ def _reserve_keys(space: KeySpace, periods: Periods) -> tuple[str, ...]:
         *_key_counters(space, periods),
         *_team_state(team),
         *_team_counters(team, periods),
+        team.outbox,  # a budget used up is alerted at threshold 1 by the refusal itself
+        team.outbox_bodies,
     )
 
 
@@ -144,12 +146,19 @@ class ModelNotAllowed(Refusal):
 
 @dataclass(frozen=True)
 class BudgetExhausted(Refusal):
+    """A budget that cannot cover this call. ``exhausted``: what is spent leaves less than one image
+    at this price, so the budget is used up for its period (marked in Redis, see reserve.lua);
+    otherwise calls in flight or this call's size are what it cannot cover now."""
+
     scope: str  # "key" or "team": whose budget ran out
     budget_micros: int
     spent_micros: int
     reserved_micros: int
     amount_micros: int
     period: str
+    unit_price_micros: int = 0
+    exhausted: int = 0
+    alerts_queued: int = 0  # the alert at threshold 1 this refusal put in the team's outbox
 
 
 @dataclass(frozen=True)
@@ -336,6 +345,7 @@ class KeyUsage:
     budget_micros: int  # -1: no budget
     period: str
     spent_micros: int
+    exhausted: int  # 1: spent reached the budget, or it refused a call it could no longer cover
     reserved_micros: int
     inflight: int
     images_today: int
@@ -345,7 +355,7 @@ async def usage(redis: Redis, space: KeySpace, periods: Periods) -> KeyUsage:
     """One key's budget state, after the team's orphaned reservations are released."""
     team = space.team_space
     keys = [space.record, space.state, *_key_counters(space, periods), team.state, team.reservation_deadlines]
-    reply = await scripts.USAGE(redis, keys, [periods.day, orphan_record.TEMPLATE, team.tag])
+    reply = await scripts.USAGE(redis, keys, [periods.day, orphan_record.TEMPLATE, team.tag, space.key_id])
     fields = named(reply)
     period = text(fields.pop("period"))
     return KeyUsage(period=period, **{name: int(value) for name, value in fields.items()})

@@ -6,13 +6,13 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.money import thresholds
-from gateway.money.micros import usd_to_micros
+from gateway.money.micros import USD_FORMAT, usd_to_micros
 
 MAX_LIMIT = 1_000_000_000  # keeps every number exact in the Lua scripts and printable as JSON
 
@@ -34,6 +34,17 @@ class BudgetFields(BaseModel):
     alert_thresholds: list[Decimal] | None = Field(
         default=None, description="Fractions of the budget in (0, 1] that send a webhook alert."
     )
+
+    @field_validator("budget_usd", mode="before")
+    @classmethod
+    def _plain_decimal(cls, value: object) -> object:
+        """"$1,000" is refused saying what is wanted, not just "not a valid decimal"."""
+        if isinstance(value, str):
+            try:
+                Decimal(value)
+            except InvalidOperation:
+                raise ValueError(f"{value!r} is not {USD_FORMAT}") from None
+        return value
 
     @field_validator("budget_usd")
     @classmethod

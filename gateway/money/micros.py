@@ -13,12 +13,15 @@ MICROS_PER_USD = 1_000_000
 MAX_USD = 1_000_000_000
 
 
+USD_FORMAT = "a plain decimal number of US dollars such as 1000 or 0.135 (no '$', no thousands separators)"
+
+
 def usd_to_micros(value: str | int | float | Decimal) -> int:
     """Parse a USD amount exactly; more than six decimals or a negative amount is an error."""
     try:
         amount = Decimal(str(value))
     except InvalidOperation:
-        raise ValueError(f"not a USD amount: {value!r}") from None
+        raise ValueError(f"not a USD amount: {value!r}; write {USD_FORMAT}") from None
     if not amount.is_finite() or amount < 0:
         raise ValueError(f"not a non-negative USD amount: {value!r}")
     if amount > MAX_USD:

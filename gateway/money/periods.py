@@ -30,6 +30,14 @@ class Periods:
     def now(cls) -> Periods:
         return cls.at(time.time())
 
+    def period_id(self, period: str) -> str:
+        """A budget period's id in counter and mark names: ``d2026-11-25``, ``m2026-11``, ``total``."""
+        if period == "day":
+            return f"d{self.day}"
+        if period == "month":
+            return f"m{self.month}"
+        return "total"
+
 
 @functools.lru_cache(maxsize=64)
 def _of_day(day_number: int) -> Periods:

@@ -12,13 +12,14 @@ import hmac
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
 from gateway.admin import auth as admin_auth
-from gateway.admin.keys import KeyCreate, KeyLimits, RotateRequest
+from gateway.admin.key_listing import DEFAULT_PER_PAGE, MAX_PER_PAGE, key_page
+from gateway.admin.keys import KeyCreate, KeyLimits, RotateRequest, shown_key_id
 from gateway.admin.usage_report import usage_report
 from gateway.core.errors import GatewayError, not_found, redis_unavailable
 from gateway.core.model_names import check_model_name
@@ -73,7 +74,7 @@ async def guard_redis(awaitable: Awaitable[T]) -> T:
 
 def _found(value: Any, key_id: str) -> Any:
     if value is None:
-        raise not_found(f"No key with key_id '{key_id}'.")
+        raise not_found(f"No key with {shown_key_id(key_id)}.")
     return value
 
 
@@ -84,9 +85,16 @@ async def create_key(spec: KeyCreate, request: Request) -> Response:
     return json_response({**record, "key": token}, status_code=201)
 
 
-@router.get("/keys", summary="List keys (never their secrets)")
-async def list_keys(request: Request, team: str | None = None) -> Response:
-    return json_response({"object": "list", "data": await guard_redis(state_of(request).keys.list(team))})
+@router.get("/keys", summary="List keys, a page at a time, by team and name (never their secrets)")
+async def list_keys(
+    request: Request,
+    team: str | None = None,
+    q: str | None = Query(default=None, max_length=200, description="In a name or team; a key_id's start."),
+    page: int = Query(default=1, ge=1, le=1_000_000),
+    per_page: int = Query(default=DEFAULT_PER_PAGE, ge=1, le=MAX_PER_PAGE),
+) -> Response:
+    listing = key_page(state_of(request).redis, team=team, search=q, page=page, per_page=per_page)
+    return json_response((await guard_redis(listing)).as_json())
 
 
 @router.get("/keys/{key_id}", summary="Show a key")

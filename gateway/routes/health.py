@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from gateway.alerts import pending
 from gateway.core import metrics
 from gateway.money import budget_gauge
 from gateway.routes.responses import json_response
@@ -37,5 +38,7 @@ async def readyz(request: Request) -> Response:
 
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
 async def prometheus_metrics(request: Request) -> Response:
-    await budget_gauge.GAUGE.refresh(state_of(request).redis)
+    redis = state_of(request).redis
+    await budget_gauge.GAUGE.refresh(redis)
+    await pending.GAUGE.refresh(redis)  # with or without a webhook: alerts may pile up unsent
     return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)

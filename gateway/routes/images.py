@@ -132,8 +132,10 @@ async def _generate(request: Request, state: GatewayState, call: CallLog, gate: 
         call.prompt = orjson.loads(body).get("prompt")
     unit_price = state.prices.get(image_call.model)
     if unit_price is None:
-        call.team = (await authenticate.known_key(state.keys, token))["team"]
-        raise errors.model_not_found(image_call.model)
+        record = await authenticate.known_key(state.keys, token)
+        call.team = record["team"]
+        usable = authenticate.usable_models(record, state.prices.prices)
+        raise errors.model_not_found(image_call.model, list(usable))
     attempt = Attempt(request, state, call, token, image_call, body, unit_price, gate)
     idempotency_key = request.headers.get("idempotency-key")
     if idempotency_key is None:

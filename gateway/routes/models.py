@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from gateway.call.authenticate import bearer_token, known_key
+from gateway.call.authenticate import bearer_token, known_key, usable_models
 from gateway.core import errors
 from gateway.core.errors import ErrorResponse, GatewayError
 from gateway.money.micros import micros_to_usd
@@ -35,9 +35,7 @@ async def _visible(request: Request) -> tuple[GatewayState, dict[str, int]]:
     """The models this key may use, with their prices: an empty allow-list means all of them."""
     state = state_of(request)
     record = await known_key(state.keys, bearer_token(request))
-    allowed = {m for m in record.get("models", "").split(",") if m}
-    prices = state.prices.prices
-    return state, {m: p for m, p in sorted(prices.items()) if not allowed or m in allowed}
+    return state, usable_models(record, state.prices.prices)
 
 
 @router.get("/v1/models", summary="List the models this key may use")
@@ -55,7 +53,7 @@ async def retrieve_model(model_id: str, request: Request) -> Response:
     """Like the list: a model the key may not use is not found, as OpenAI answers for them."""
     _, visible = await _visible(request)
     if model_id not in visible:
-        raise errors.model_not_found(model_id)
+        raise errors.model_not_found(model_id, list(visible))
     return json_response(_model(model_id, visible[model_id]))
 
 

@@ -9,9 +9,12 @@ schemathesis (tests/test_schemathesis.py) reports as undocumented status codes.
 
 from __future__ import annotations
 
+from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, Response
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
 UNUSED = ("HTTPValidationError", "ValidationError")
@@ -60,3 +63,35 @@ def document_shared_errors(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+# Swagger UI's files ship in the fastapi-offline package; the gateway serves them, so /docs works
+# on a machine with no internet access (FastAPI's own page loads them from a CDN). ReDoc is not
+# served: its page loads a logo from its CDN whatever it is given.
+DOCS_ASSETS = resources.files("fastapi_offline").joinpath("static")
+ASSET_TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
+ASSETS_PATH = "/docs/assets"
+
+
+def serve_docs_offline(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) with every file it loads served from here."""
+    schema_url = app.openapi_url or "/openapi.json"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=schema_url,
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{ASSETS_PATH}/swagger-ui-bundle.js",
+            swagger_css_url=f"{ASSETS_PATH}/swagger-ui.css",
+            swagger_favicon_url=f"{ASSETS_PATH}/favicon.png",
+        )
+
+    @app.get(ASSETS_PATH + "/{name}", include_in_schema=False)
+    async def asset(name: str) -> Response:
+        entry = DOCS_ASSETS.joinpath(name)
+        suffix = name[name.rfind(".") :]
+        if "/" in name or name.startswith(".") or suffix not in ASSET_TYPES or not entry.is_file():
+            return Response(status_code=404)
+        headers = {"cache-control": "public, max-age=86400"}
+        return Response(entry.read_bytes(), media_type=ASSET_TYPES[suffix], headers=headers)

@@ -19,6 +19,7 @@ from gateway.ledger.query import LedgerQueryError, parse_range
 from gateway.ledger.reports import parse_group_by
 from gateway.routes.admin import guard_redis, require_admin
 from gateway.routes.responses import json_response
+from gateway.routes.teams import team_name
 from gateway.state import state_of
 
 router = APIRouter(prefix="/admin/v1", tags=["reports"], dependencies=[Depends(require_admin)])
@@ -66,10 +67,12 @@ async def spend_report(
         "key_name columns; user: the OpenAI `user` a call named, empty for none); empty: totals only.",
     ),
     format: Literal["json", "csv"] = "json",
+    team: str | None = Query(default=None, description="Only this team's calls."),
 ) -> Response:
     days = _query(parse_range, start, end)
     groups = _query(parse_group_by, group_by)
-    report = await guard_redis(reports.spend_report(state_of(request).redis, days, groups))
+    teams = None if team is None else [team_name(team)]
+    report = await guard_redis(reports.spend_report(state_of(request).redis, days, groups, teams))
     if format == "csv":
         name = f"spend-{days.start}-{days.end}.csv"
         return Response(report.to_csv(), media_type=MEDIA_TYPES["csv"], headers=_attachment(name))
@@ -87,10 +90,11 @@ async def usage_export(
     start: str = START,
     end: str = END,
     format: Literal["jsonl", "csv"] = "jsonl",
+    team: str | None = Query(default=None, description="Only the records of this team's keys."),
 ) -> Response:
     days = _query(parse_range, start, end)
     # Opened before the answer starts, so a Redis outage is a 503 and not a cut-off stream.
-    export = await guard_redis(UsageExport.open(state_of(request).redis, days))
+    export = await guard_redis(UsageExport.open(state_of(request).redis, days, team and team_name(team)))
     name = f"usage-{days.start}-{days.end}.{format}"
     return StreamingResponse(
         export.chunks(format), media_type=MEDIA_TYPES[format], headers=_attachment(name)

@@ -5,17 +5,22 @@ Guarded like every admin route (routes/admin.py ``require_admin``).
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from gateway.admin import auth as admin_auth
 from gateway.admin.teams import TeamSettings, TeamStore, check_team_name
 from gateway.core.errors import GatewayError, not_found
+from gateway.core.settings import Settings
 from gateway.routes.admin import guard_redis, require_admin
 from gateway.routes.responses import json_response
 from gateway.state import state_of
 
 router = APIRouter(prefix="/admin/v1", tags=["admin"], dependencies=[Depends(require_admin)])
+log = logging.getLogger("gateway")
 
 
 def team_name(team: str) -> str:
@@ -35,9 +40,22 @@ async def _existing(store: TeamStore, team: str) -> str:
 @router.put("/teams/{team}", summary="Set a team's budget, image cap or alert thresholds (null clears)")
 async def set_team(team: str, settings: TeamSettings, request: Request) -> Response:
     name = team_name(team)
-    record = await guard_redis(TeamStore(state_of(request).redis).set(name, settings))
+    state = state_of(request)
+    record = await guard_redis(TeamStore(state.redis).set(name, settings))
     admin_auth.audit(request, "team.set", via="api", team=name, fields=sorted(settings.model_fields_set))
-    return json_response(record)
+    return json_response({**record, **no_webhook_warning(state.settings, settings.alert_thresholds)})
+
+
+def no_webhook_warning(settings: Settings, thresholds: list[Any] | None) -> dict[str, str]:
+    """``{"warning": ...}`` when thresholds were set on a gateway that sends no alert."""
+    if not thresholds or settings.alert_webhook_url is not None:
+        return {}
+    text = (
+        "GATEWAY_ALERT_WEBHOOK_URL is not set: these thresholds' alerts are not sent, they wait in "
+        "Redis (gateway alerts list, gateway_alerts_pending)."
+    )
+    log.warning("alert thresholds set without a webhook: %s", text)
+    return {"warning": text}
 
 
 @router.get("/teams", summary="List teams (every team with settings or keys)")

@@ -92,6 +92,11 @@ class TeamSpace:
         """Set of the thresholds already alerted for a scope (``team`` or ``key:<id>``) and period."""
         return f"{self.tag}:alerted:{scope}:{period_id}"
 
+    def exhausted(self, scope: str, period_id: str) -> str:
+        """String: the budget (micro-USD) a scope (``team`` or ``key:<id>``) had when it refused a
+        call in this period with less than one image left (reserve.lua writes it, with a TTL)."""
+        return f"{self.tag}:exhausted:{scope}:{period_id}"
+
     @property
     def outbox(self) -> str:
         """Sorted set: alert id scored by the time of its next delivery attempt."""

@@ -1,6 +1,6 @@
-// The console's pages: Overview (spend by team for a month; its team table and team budget form
-// are in teams.js) and Keys. Plain DOM, no framework, no build step; every value is inserted as
-// text, never as HTML.
+// The console's pages: Overview (spend by team for a range of days), Keys, and the plumbing every
+// page shares; the Teams page (budgets) is teams.js, a team's own page team.js. Plain DOM, no
+// framework, no build step; every value is inserted as text, never as HTML.
 "use strict";
 
 const SVG = "http://www.w3.org/2000/svg";
@@ -48,27 +48,81 @@ function showError(error) {
   banner.hidden = !error;
 }
 
-function usageBar(ratio) {
+// A budget's use: a bar of spent over budget, and "exhausted" once it refuses calls for lack of
+// money (spent reached it, or what is left cannot cover a call), whatever the bar says.
+function usageBar(ratio, exhausted) {
   if (ratio === null || ratio === undefined) return el("span", { class: "muted", text: "no budget" });
-  const bar = el("span", { class: "bar" + (ratio >= 1 ? " over" : ratio >= 0.8 ? " warn" : "") }, el("span"));
-  bar.firstChild.style.width = Math.min(100, ratio * 100).toFixed(1) + "%";
-  return el("span", {}, bar, el("span", { class: "pct", text: (ratio * 100).toFixed(1) + "%" }));
+  const over = exhausted || ratio >= 1;
+  const bar = el("span", { class: "bar" + (over ? " over" : ratio >= 0.8 ? " warn" : "") }, el("span"));
+  bar.firstChild.style.width = (exhausted ? 100 : Math.min(100, ratio * 100)).toFixed(1) + "%";
+  const shown = el("span", {}, bar, el("span", { class: "pct", text: (ratio * 100).toFixed(1) + "%" }));
+  if (exhausted) shown.append(" ", el("span", { class: "status exhausted", "data-field": "exhausted", text: "exhausted" }));
+  return shown;
 }
 
-function currentMonth() {
-  return new Date().toISOString().slice(0, 7); // UTC
+// Amounts arrive as the ledger's exact decimal strings ("0.486000"): shown to the cent ($0.49),
+// the exact value on hover and in data-exact. Integer micro-dollars: no float rounding on the way.
+function cents(exact) {
+  const [whole, frac = ""] = String(exact).split(".");
+  const micros = Number(whole) * 1e6 + Number((frac + "000000").slice(0, 6));
+  const rounded = Math.round(micros / 1e4); // cents, half up
+  return "$" + (rounded / 100).toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+}
+
+function money(attrs, exact) {
+  if (exact === null || exact === undefined) return el("td", { ...attrs, text: "—" });
+  return el("td", { ...attrs, text: cents(exact), title: `$${exact} exactly`, "data-exact": exact });
+}
+
+// -- the range of days (From, To) that Overview and a team's page show --------------------------------
+
+function monthBounds(now = new Date()) {
+  const first = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1));
+  const last = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 0));
+  return [first.toISOString().slice(0, 10), last.toISOString().slice(0, 10)];
+}
+
+function rangeQuery() {
+  const from = document.getElementById("from"), to = document.getElementById("to");
+  if (!from.value || !to.value) [from.value, to.value] = monthBounds(); // this UTC month
+  return "start=" + encodeURIComponent(from.value) + "&end=" + encodeURIComponent(to.value);
+}
+
+// Stable per team: the same colour whichever other teams appear in the range.
+function teamColor(team) {
+  let hash = 0;
+  for (const char of team) hash = (hash * 31 + char.codePointAt(0)) >>> 0;
+  return COLORS[hash % COLORS.length];
 }
 
 // -- overview --------------------------------------------------------------------------------------
 
 async function loadOverview() {
-  const input = document.getElementById("month");
-  if (!input.value) input.value = currentMonth();
-  const month = input.value;
-  document.getElementById("download-csv").href = "/console/api/spend.csv?month=" + encodeURIComponent(month);
-  const data = await api("/console/api/overview?month=" + encodeURIComponent(month));
-  renderTeamTable(data);
+  const query = rangeQuery();
+  document.getElementById("download-csv").href = "/console/api/spend.csv?" + query;
+  const data = await api("/console/api/overview?" + query);
+  renderSpendTable(data);
   renderChart(data);
+}
+
+function teamLink(team) {
+  return el("a", { href: "#team/" + encodeURIComponent(team), text: team });
+}
+
+function renderSpendTable(data) {
+  const body = document.querySelector("#spend-table tbody");
+  body.replaceChildren(...data.teams.map((row) => el("tr", { "data-team": row.team },
+    el("td", {}, teamLink(row.team)),
+    el("td", { class: "num", "data-field": "calls", text: String(row.calls) }),
+    el("td", { class: "num", "data-field": "images", text: String(row.images) }),
+    money({ class: "num", "data-field": "spend_usd" }, row.spend_usd))));
+  if (!data.teams.length) body.append(el("tr", {}, el("td", { colspan: "4", class: "muted", text: "No teams yet." })));
+  const t = data.totals;
+  document.querySelector("#spend-table tfoot").replaceChildren(el("tr", { "data-team": "TOTAL" },
+    el("td", { text: "Total" }),
+    el("td", { class: "num", "data-field": "calls", text: String(t.calls) }),
+    el("td", { class: "num", "data-field": "images", text: String(t.images) }),
+    money({ class: "num", "data-field": "spend_usd" }, t.spend_usd)));
 }
 
 function svg(tag, attrs = {}) {
@@ -84,7 +138,7 @@ function niceStep(max) {
   return 10 * power;
 }
 
-// Stacked bars: one column per day of the month, one colour per team.
+// Stacked bars: one column per day (per month for a range over two months), a colour per team.
 function renderChart(data) {
   const figure = document.getElementById("chart");
   figure.replaceChildren();
@@ -107,29 +161,29 @@ function renderChart(data) {
   }
   data.days.forEach((day, i) => {
     let y = top + plotH;
-    teams.forEach((team, t) => {
+    teams.forEach((team) => {
       const micros = perDay.get(day).get(team) || 0;
       if (!micros) return;
       const h = (micros / 1e6 / yMax) * plotH;
       y -= h;
-      const rect = svg("rect", { x: left + i * slot + slot * 0.15, y, width: slot * 0.7, height: h, fill: COLORS[t % COLORS.length] });
+      const rect = svg("rect", { x: left + i * slot + slot * 0.15, y, width: slot * 0.7, height: h, fill: teamColor(team) });
       const tip = svg("title");
       tip.textContent = `${day} · ${team}: $${(micros / 1e6).toFixed(6)}`;
       rect.append(tip);
       chart.append(rect);
     });
-    if (i % 2 === 0 || data.days.length <= 16) {
+    if (i % Math.ceil(data.days.length / 16) === 0) {
       const label = svg("text", { x: left + (i + 0.5) * slot, y: height - 6, "text-anchor": "middle", class: "axis" });
-      label.textContent = day.slice(8);
+      label.textContent = data.bucket === "month" ? day : day.slice(8);
       chart.append(label);
     }
   });
   const legend = el("figcaption", { class: "legend" });
   const spent = new Set(data.daily.map((point) => point.team));
-  teams.forEach((team, t) => {
+  teams.forEach((team) => {
     if (!spent.has(team)) return; // the table lists every team; the legend, those in the chart
     const swatch = el("i");
-    swatch.style.background = COLORS[t % COLORS.length];
+    swatch.style.background = teamColor(team);
     legend.append(el("span", {}, swatch, team));
   });
   figure.append(chart, legend);
@@ -137,10 +191,19 @@ function renderChart(data) {
 
 // -- keys ------------------------------------------------------------------------------------------
 
+let keysPage = 1;
+let keysAsked = 0; // answers to an older query (a search typed on) are dropped
+
 async function loadKeys() {
+  const asked = ++keysAsked;
   const filter = document.getElementById("team-filter");
   const team = filter.value;
-  const data = await api("/console/api/keys" + (team ? "?team=" + encodeURIComponent(team) : ""));
+  const params = new URLSearchParams({ page: String(keysPage) });
+  if (team) params.set("team", team);
+  const search = document.getElementById("key-search").value.trim();
+  if (search) params.set("q", search);
+  const data = await api("/console/api/keys?" + params);
+  if (asked !== keysAsked) return;
   filter.replaceChildren(el("option", { value: "", text: "All teams" }), ...data.teams.map((t) => el("option", { value: t, text: t })));
   filter.value = team;
   const body = document.querySelector("#keys-table tbody");
@@ -154,17 +217,30 @@ async function loadKeys() {
       revoke.addEventListener("click", () => revokeKey(key).catch(showError));
       actions.append(rotate, " ", revoke);
     }
+    const spent = money({ class: "num", "data-field": "spent_usd" }, key.spent_usd);
+    spent.append(el("span", { class: "muted period", text: " / " + key.spent_period }));
+    const budget = money({ class: "num", "data-field": "budget_usd" }, key.budget_usd);
+    if (key.budget_usd) budget.append(el("span", { class: "muted period", text: " / " + key.budget_period }));
     body.append(el("tr", { "data-key-id": key.key_id },
-      el("td", {}, el("code", { text: key.key_id })),
-      el("td", { text: key.team }),
+      el("td", {}, teamLink(key.team)),
       el("td", { text: key.name }),
+      el("td", {}, el("code", { text: key.key_id })),
       el("td", {}, el("span", { class: "status " + key.status, "data-field": "status", text: key.status })),
-      el("td", { class: "num", "data-field": "spent_usd", text: key.spent_usd + " / " + key.spent_period }),
-      el("td", { class: "num", "data-field": "budget_usd", text: key.budget_usd ? key.budget_usd + " / " + key.budget_period : "—" }),
-      el("td", {}, usageBar(key.used_ratio)),
+      spent, budget,
+      el("td", { "data-field": "budget_use" }, usageBar(key.used_ratio, key.exhausted)),
       actions));
   }
-  if (!data.data.length) body.append(el("tr", {}, el("td", { colspan: "8", class: "muted", text: "No keys yet." })));
+  if (!data.data.length) body.append(el("tr", {}, el("td", { colspan: "8", class: "muted", text: search || team ? "No key matches." : "No keys yet." })));
+  const first = data.total ? (data.page - 1) * data.per_page + 1 : 0;
+  const last = (data.page - 1) * data.per_page + data.data.length;
+  document.getElementById("keys-shown").textContent = `${first}–${last} of ${data.total.toLocaleString("en-US")}`;
+  document.getElementById("keys-previous").disabled = data.page <= 1;
+  document.getElementById("keys-next").disabled = !data.has_more;
+}
+
+function keysFrom(page) {
+  keysPage = page;
+  loadKeys().catch(showError);
 }
 
 function showSecret(title, secret) {
@@ -226,14 +302,41 @@ async function rotateKey(key) {
 
 // -- pages and session -----------------------------------------------------------------------------
 
+const PAGES = ["overview", "teams", "keys", "team"];
+
 function route() {
-  const page = window.location.hash === "#keys" ? "keys" : "overview";
-  for (const name of ["overview", "keys"]) {
+  const hash = window.location.hash;
+  const page = hash.startsWith("#team/") ? "team" : PAGES.includes(hash.slice(1)) ? hash.slice(1) : "overview";
+  for (const name of PAGES) {
     document.getElementById(name).hidden = name !== page;
-    document.getElementById("nav-" + name).classList.toggle("active", name === page);
+    const link = document.getElementById("nav-" + name);
+    if (link) link.classList.toggle("active", name === page || (page === "team" && name === "teams"));
+  }
+  document.getElementById("range").hidden = page !== "overview" && page !== "team";
+  showError(null);
+  const loads = {
+    overview: loadOverview,
+    teams: loadTeams,
+    keys: loadKeys,
+    team: () => loadTeam(decodeURIComponent(hash.slice("#team/".length))),
+  };
+  loads[page]().catch(showError);
+}
+
+// A new range: the page shows it, and what an earlier one left (a refused form's error) goes.
+// A day moved past the other end, or more than a report's 400 days away from it, takes the
+// other end to its own month's edge: a range that can be asked is always shown.
+function rangeChanged(event) {
+  const from = document.getElementById("from"), to = document.getElementById("to");
+  const days = (Date.parse(to.value) - Date.parse(from.value)) / 86400000;
+  if (from.value && to.value && (days < 0 || days >= 400)) {
+    const moved = event && event.target === to ? to : from;
+    const [first, last] = monthBounds(new Date(Date.parse(moved.value)));
+    if (moved === from) to.value = last; else from.value = first;
   }
   showError(null);
-  (page === "keys" ? loadKeys() : loadOverview()).catch(showError);
+  teamFormMessage(null, null);
+  route();
 }
 
 async function signOut() {
@@ -247,8 +350,15 @@ async function start() {
   const ends = new Date(session.expires_at_ms).toISOString().slice(0, 16).replace("T", " ");
   document.getElementById("session-info").textContent = "Session ends " + ends + " UTC";
   document.getElementById("sign-out").addEventListener("click", () => signOut().catch(showError));
-  document.getElementById("month").addEventListener("change", () => loadOverview().catch(showError));
-  document.getElementById("team-filter").addEventListener("change", () => loadKeys().catch(showError));
+  for (const id of ["from", "to"]) document.getElementById(id).addEventListener("change", rangeChanged);
+  document.getElementById("team-filter").addEventListener("change", () => keysFrom(1));
+  let typing;
+  document.getElementById("key-search").addEventListener("input", () => {
+    clearTimeout(typing);
+    typing = setTimeout(() => keysFrom(1), 200); // one query per pause in typing, not per key
+  });
+  document.getElementById("keys-previous").addEventListener("click", () => keysFrom(keysPage - 1));
+  document.getElementById("keys-next").addEventListener("click", () => keysFrom(keysPage + 1));
   document.getElementById("create-form").addEventListener("submit", (e) => createKey(e).catch(showError));
   document.getElementById("team-form").addEventListener("submit", (e) => saveTeam(e).catch(showError));
   document.getElementById("copy-secret").addEventListener("click", () => copySecret());

@@ -1,45 +1,36 @@
-// The overview's team table (the month's spend, each team's budget now) and the team budget form.
-// Loaded before console.js, whose helpers (api, el, usageBar) it calls once the page runs.
+// The Teams page: every team's budget now (its current period) and the team budget form.
+// Loaded before console.js, whose helpers (api, el, money, usageBar, teamLink) it calls once the
+// page runs.
 "use strict";
 
-let teamSettings = new Map(); // team -> its budget as the overview last showed it
+let teamSettings = new Map(); // team -> its budget as the Teams page last showed it
 
-function money(value) {
-  return value === null || value === undefined ? "—" : value;
+async function loadTeams() {
+  renderTeamTable(await api("/console/api/teams"));
 }
 
 function renderTeamTable(data) {
-  document.getElementById("month-head").textContent = data.month + " (UTC)";
-  teamSettings = new Map(data.teams.map((row) => [row.team, row.budget]));
-  document.getElementById("team-names").replaceChildren(...data.teams.map((row) => el("option", { value: row.team })));
+  teamSettings = new Map(data.data.map((row) => [row.team, row]));
+  document.getElementById("team-names").replaceChildren(...data.data.map((row) => el("option", { value: row.team })));
   const body = document.querySelector("#team-table tbody");
   body.replaceChildren();
-  for (const row of data.teams) {
-    const b = row.budget;
+  for (const b of data.data) {
     const edit = el("button", { type: "button", class: "small", text: "Edit" });
-    edit.addEventListener("click", () => editTeam(row.team));
-    const use = el("td", { "data-field": "budget_use" }, usageBar(b.used_ratio));
+    edit.addEventListener("click", () => editTeam(b.team));
+    const use = el("td", { "data-field": "budget_use" }, usageBar(b.used_ratio, b.exhausted));
     if (b.resets_at) use.title = "Resets " + b.resets_at.replace("T", " ").replace("Z", " UTC");
-    body.append(el("tr", { "data-team": row.team },
-      el("td", { text: row.team }),
-      el("td", { class: "num", "data-field": "calls", text: String(row.calls) }),
-      el("td", { class: "num", "data-field": "images", text: String(row.images) }),
-      el("td", { class: "num", "data-field": "spend_usd", text: row.spend_usd }),
-      el("td", { class: "num", "data-field": "budget_usd", text: b.budget_usd === null ? "—" : `${b.budget_usd} / ${b.period}` }),
-      el("td", { class: "num", "data-field": "period_spent_usd", text: b.spent_usd }),
-      el("td", { class: "num", "data-field": "reserved_usd", text: b.reserved_usd }),
-      el("td", { class: "num", "data-field": "remaining_usd", text: money(b.remaining_usd) }),
+    const budget = money({ class: "num", "data-field": "budget_usd" }, b.budget_usd);
+    if (b.budget_usd !== null) budget.append(el("span", { class: "muted period", text: " / " + b.period }));
+    body.append(el("tr", { "data-team": b.team, class: b.exhausted ? "exhausted" : "" },
+      el("td", {}, teamLink(b.team)),
+      budget,
+      money({ class: "num", "data-field": "period_spent_usd" }, b.spent_usd),
+      money({ class: "num", "data-field": "reserved_usd" }, b.reserved_usd),
+      money({ class: "num", "data-field": "remaining_usd" }, b.remaining_usd),
       use,
       el("td", { class: "actions" }, edit)));
   }
-  if (!data.teams.length) body.append(el("tr", {}, el("td", { colspan: "10", class: "muted", text: "No teams yet." })));
-  const t = data.totals;
-  document.querySelector("#team-table tfoot").replaceChildren(el("tr", { "data-team": "TOTAL" },
-    el("td", { text: "Total" }),
-    el("td", { class: "num", "data-field": "calls", text: String(t.calls) }),
-    el("td", { class: "num", "data-field": "images", text: String(t.images) }),
-    el("td", { class: "num", "data-field": "spend_usd", text: t.spend_usd }),
-    el("td", { colspan: "6" })));
+  if (!data.data.length) body.append(el("tr", {}, el("td", { colspan: "7", class: "muted", text: "No teams yet." })));
 }
 
 function teamFormMessage(error, done) {
@@ -92,6 +83,6 @@ async function saveTeam(event) {
     return;
   }
   const budget = saved.budget_usd === null ? "no budget" : `budget ${saved.budget_usd} / ${saved.budget_period}`;
-  teamFormMessage(null, `Saved ${saved.team}: ${budget}.`);
-  await loadOverview();
+  teamFormMessage(null, `Saved ${saved.team}: ${budget}.` + (saved.warning ? " " + saved.warning : ""));
+  await loadTeams();
 }

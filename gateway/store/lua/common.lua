@@ -118,6 +118,50 @@ local function reached(spent, ppm, budget)
   return ahead * 1000000 >= ppm * r
 end
 
+-- A budget period's id (as in alert ids and marks) and first day, from the UTC day 2026-11-30:
+-- d2026-11-30 and 2026-11-30, m2026-11 and 2026-11-01, or total and ''.
+local function period_of(period, today)
+  if period == 'day' then return 'd' .. today, today end
+  if period == 'month' then return 'm' .. string.sub(today, 1, 7), string.sub(today, 1, 7) .. '-01' end
+  return 'total', ''
+end
+
+-- How long what is remembered about a period (alerted thresholds, a used-up budget) is kept: past
+-- its end, with margin; a total budget's for ever (nil).
+local function period_ttl(period)
+  if period == 'day' then return 3 * 86400 end
+  if period == 'month' then return 40 * 86400 end
+  return nil
+end
+
+-- Queue one budget alert in the team's outbox for alerts/sender.py, once per scope, period and
+-- threshold: the alerted set remembers each threshold for the period. Answers 1 if queued.
+-- a: scope (team or key), scope_id (team or key:<key_id>), key_id, key_name, team_tag, team_name,
+-- outbox, bodies, period, period_id, period_start, ppm, spent, budget, now, and refused: the call
+-- the budget could not cover (nil when spend reached the threshold). alerts/message.py reads it.
+local function queue_alert(a)
+  local alerted = a.team_tag .. ':alerted:' .. a.scope_id .. ':' .. a.period_id
+  if redis.call('SADD', alerted, int(a.ppm)) == 0 then return 0 end
+  local ttl = period_ttl(a.period)
+  if ttl then redis.call('EXPIRE', alerted, ttl) end
+  local id = a.scope_id .. ':' .. a.period_id .. ':' .. int(a.ppm)
+  local facts = {scope = a.scope, team = a.team_name, key_id = a.key_id, key_name = a.key_name,
+    threshold_ppm = int(a.ppm), spent_micros = int(a.spent), budget_micros = int(a.budget),
+    period = a.period, period_start = a.period_start, at_ms = int(a.now)}
+  if a.refused then facts.refused_micros = int(a.refused) end
+  redis.call('HSET', a.bodies, id, cjson.encode(facts))
+  redis.call('ZADD', a.outbox, int(a.now), id)
+  return 1
+end
+
+-- Whether a budget is used up for its period: spent reached it, or it refused a call while what
+-- is spent left less than one image (reserve.lua marks that, with the budget it had; a budget
+-- raised since is not used up). mark: the mark's value, or false.
+local function exhausted(budget, spent, mark)
+  if budget < 0 then return false end
+  return spent >= budget or (mark and tonumber(mark) >= budget) or false
+end
+
 -- The spent counter that a budget period reads.
 local function period_key(period, day_key, month_key, total_key)
   if period == 'day' then return day_key end

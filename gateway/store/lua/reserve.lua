@@ -4,14 +4,18 @@
 -- limits with the one that retrying cannot fix first: the key's budget, the team's budget, the
 -- key's and the team's images per day, rate, concurrency.
 -- Nothing is written unless every check passes, nor when Redis runs it after the gateway's deadline
--- or after cancel.lua cancelled it (kind 'late'). Answers a flat list of name, value pairs whose
--- first pair is 'kind'; money/budget.py decodes it by name.
+-- or after cancel.lua cancelled it (kind 'late'), with one exception: a budget that refuses a call
+-- while what is spent leaves less than one image is used up for its period, and that is marked
+-- (and alerted at threshold 1, once per period) here, where it is found out.
+-- Answers a flat list of name, value pairs whose first pair is 'kind'; money/budget.py decodes
+-- it by name.
 local k = {record = KEYS[1], state = KEYS[2], res = KEYS[3], ledger = KEYS[4]}
 local cancelled_key = KEYS[5]
 local spent_day_key, spent_month_key, spent_total_key, images_day_key = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local team = {settings = KEYS[10], state = KEYS[11], deadlines = KEYS[12]}
 local team_spent_day, team_spent_month, team_spent_total = KEYS[13], KEYS[14], KEYS[15]
 local team_images_day = KEYS[16]
+local outbox_key, outbox_bodies_key = KEYS[17], KEYS[18]
 local presented_hash, model, request_id = ARGV[1], ARGV[2], ARGV[3]
 local max_images, unit_price = tonumber(ARGV[4]), tonumber(ARGV[5])
 local lifetime_ms = tonumber(ARGV[6])  -- how long until the reservation is presumed orphaned
@@ -84,13 +88,42 @@ local reserved = number_or(held.reserved_micros, 0)
 local reserved_images = number_or(held.reserved_images, 0)
 local inflight = number_or(held.inflight, 0)
 
+-- A budget whose spend leaves less than one image refused a call: it is used up for the period.
+-- The mark keeps the budget it applies to (a budget raised since is not used up: common.lua
+-- exhausted); the alert at threshold 1, if the scope has one, goes out once per period.
+local function mark_exhausted(scope, budget_micros, budget_period, spent)
+  local scope_id = scope == 'team' and 'team' or ('key:' .. k.id)
+  local period_id, period_start = period_of(budget_period, today)
+  local mark = team.tag .. ':exhausted:' .. scope_id .. ':' .. period_id
+  if redis.call('GET', mark) ~= int(budget_micros) then
+    redis.call('SET', mark, int(budget_micros))
+    local ttl = period_ttl(budget_period)
+    if ttl then redis.call('EXPIRE', mark, ttl) end
+  end
+  if budget_micros <= 0 then return 0 end
+  local thresholds = redis.call('HGET', scope == 'team' and team.settings or k.record, 'alert_thresholds')
+  for _, ppm in ipairs(thresholds_of(thresholds or '')) do
+    if ppm == 1000000 then
+      return queue_alert({scope = scope, scope_id = scope_id, key_id = scope == 'team' and '' or k.id,
+        key_name = scope == 'team' and '' or (key.name or ''), team_tag = team.tag, team_name = key.team,
+        outbox = outbox_key, bodies = outbox_bodies_key, period = budget_period, period_id = period_id,
+        period_start = period_start, ppm = ppm, spent = spent, budget = budget_micros, now = now,
+        refused = amount})
+    end
+  end
+  return 0
+end
+
 local function over_budget(scope, budget_micros, budget_period, spent_keys, reserved_micros)
   if budget_micros < 0 then return nil end
   local spent = number_or(redis.call('GET', period_key(budget_period, unpack(spent_keys))), 0)
   if spent + reserved_micros + amount <= budget_micros then return nil end
+  local exhausted_now, queued = spent + unit_price > budget_micros, 0
+  if exhausted_now then queued = mark_exhausted(scope, budget_micros, budget_period, spent) end
   return denied('budget', {'scope', scope, 'budget_micros', int(budget_micros), 'spent_micros',
     int(spent), 'reserved_micros', int(reserved_micros), 'amount_micros', int(amount),
-    'period', budget_period})
+    'period', budget_period, 'unit_price_micros', int(unit_price), 'exhausted', exhausted_now and 1 or 0,
+    'alerts_queued', queued})
 end
 
 local function over_images(scope, cap, counter_key, reserved_images_now)

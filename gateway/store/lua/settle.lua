@@ -104,22 +104,15 @@ local queued = 0
 local function queue_alerts(scope, key_id, budget_micros, budget_period, spent_micros, thresholds)
   if budget_micros <= 0 or thresholds == '' or charge <= 0 then return end
   local which = budget_period == 'day' and 1 or (budget_period == 'month' and 2 or 3)
-  local scope_id = scope == 'team' and 'team' or ('key:' .. key_id)
-  local alerted_key = team.tag .. ':alerted:' .. scope_id .. ':' .. period_ids[which]
   for _, threshold in ipairs(thresholds_of(thresholds)) do
-    if reached(spent_micros, threshold, budget_micros)
-        and redis.call('SADD', alerted_key, int(threshold)) == 1 then
-      local id = scope_id .. ':' .. period_ids[which] .. ':' .. int(threshold)
-      redis.call('HSET', outbox_bodies_key, id, cjson.encode({scope = scope, team = team.name,
-        key_id = key_id, key_name = key.name or '', threshold_ppm = int(threshold),
-        spent_micros = int(spent_micros), budget_micros = int(budget_micros),
-        period = budget_period, period_start = period_starts[which], at_ms = int(now)}))
-      redis.call('ZADD', outbox_key, int(now), id)
-      queued = queued + 1
+    if reached(spent_micros, threshold, budget_micros) then
+      queued = queued + queue_alert({scope = scope, scope_id = scope == 'team' and 'team' or ('key:' .. key_id),
+        key_id = key_id, key_name = key.name or '', team_tag = team.tag, team_name = team.name,
+        outbox = outbox_key, bodies = outbox_bodies_key, period = budget_period,
+        period_id = period_ids[which], period_start = period_starts[which], ppm = threshold,
+        spent = spent_micros, budget = budget_micros, now = now})
     end
   end
-  if which == 1 then redis.call('EXPIRE', alerted_key, 3 * 86400) end
-  if which == 2 then redis.call('EXPIRE', alerted_key, 40 * 86400) end
 end
 queue_alerts('key', k.id, budget, period, spent, key.alert_thresholds or '')
 queue_alerts('team', '', team_budget, team_period, team_spent, team_cfg.alert_thresholds or '')

@@ -10,8 +10,10 @@ local cfg = hmget_named(settings_key, {'budget_micros', 'budget_period'})
 local period = cfg.budget_period or 'month'
 local spent_key = period_key(period, spent_day_key, spent_month_key, spent_total_key)
 local held = hmget_named(team.state, {'reserved_micros'})
-return {'budget_micros', int(number_or(cfg.budget_micros, -1)), 'period', period,
-  'spent_micros', int(number_or(redis.call('GET', spent_key), 0)),
+local budget, spent = number_or(cfg.budget_micros, -1), number_or(redis.call('GET', spent_key), 0)
+local mark = redis.call('GET', team.tag .. ':exhausted:team:' .. period_of(period, today))
+return {'budget_micros', int(budget), 'period', period, 'spent_micros', int(spent),
+  'exhausted', exhausted(budget, spent, mark) and 1 or 0,
   'reserved_micros', int(number_or(held.reserved_micros, 0)),
   'inflight', int(redis.call('ZCARD', team.deadlines)),
   'images_today', int(number_or(redis.call('GET', images_day_key), 0))}
