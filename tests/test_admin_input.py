@@ -8,6 +8,7 @@ refuses a field it does not know, with a 400 whose ``param`` names it, and nothi
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import quote
 
@@ -18,7 +19,7 @@ from gateway.admin.keys import parse_token
 from gateway.admin.teams import check_team_name
 from gateway.call.validate import validate_image_request
 from gateway.core.errors import GatewayError
-from tests.support import ADMIN_TOKEN, TLS, Gateway, RedisServer, run_cli
+from tests.support import ADMIN_TOKEN, ROOT, TLS, Gateway, RedisServer, run_cli
 
 
 def refused(response: httpx.Response, param: str) -> None:
@@ -112,3 +113,17 @@ def test_the_console_refuses_a_field_it_does_not_know(gateway: Gateway) -> None:
     with gateway.admin() as admin:
         assert admin.get("/admin/v1/keys", params={"team": "strict-console"}).json()["data"] == []
         assert admin.get("/admin/v1/teams/strict-console").status_code == 404
+
+
+def test_no_pattern_in_the_gateway_relies_on_dollar_to_end_a_name() -> None:
+    """A pattern anchored ``^...$`` is meant to match a whole string, which ``re.match`` does not
+    do (``$`` matches before a final newline): such patterns are written unanchored and used with
+    ``fullmatch``. Pydantic's ``pattern=`` is left out: its engine has no such ``$``."""
+    anchored = re.compile(r"""re\.compile\(r?["']\^.*\$["']""")
+    found = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in (ROOT / "gateway").rglob("*.py")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if anchored.search(line)
+    ]
+    assert not found, found
