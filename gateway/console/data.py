@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -96,11 +97,13 @@ async def team_budgets(redis: Any, teams: list[str]) -> dict[str, TeamBudget]:
     return dict(zip(teams, await asyncio.gather(*(one(t) for t in teams)), strict=True))
 
 
-async def overview(redis: Any, days: DateRange) -> dict[str, Any]:
-    """The overview page: the team table (the month's spend, the budget now), totals, spend per day."""
-    by_team = await spend_report(redis, days, ("team",))
-    by_day = await spend_report(redis, days, ("team", "day"))
-    teams = sorted({row[0] for row in by_team.rows} | set(await TeamStore(redis).names()))
+async def overview(redis: Any, days: DateRange, only: Collection[str] | None = None) -> dict[str, Any]:
+    """The overview page: the team table (the month's spend, the budget now), totals, spend per day;
+    of the teams ``only`` if given (a team-admin's)."""
+    by_team = await spend_report(redis, days, ("team",), only)
+    by_day = await spend_report(redis, days, ("team", "day"), only)
+    named = [team for team in await TeamStore(redis).names() if only is None or team in only]
+    teams = sorted({row[0] for row in by_team.rows} | set(named))
     budgets = await team_budgets(redis, teams)
     return {
         "month": days.start.strftime("%Y-%m"),
@@ -127,16 +130,17 @@ async def overview(redis: Any, days: DateRange) -> dict[str, Any]:
     }
 
 
-async def spend_csv(redis: Any, days: DateRange) -> str:
+async def spend_csv(redis: Any, days: DateRange, only: Collection[str] | None = None) -> str:
     """Exactly ``gateway report spend --start .. --end .. --format csv`` (grouped by team)."""
-    report = await spend_report(redis, days, DEFAULT_GROUP_BY)
+    report = await spend_report(redis, days, DEFAULT_GROUP_BY, only)
     return report.to_csv()
 
 
-async def keys_page(redis: Any, team: str | None) -> dict[str, Any]:
-    """Every key (of ``team``) with its spend in its current budget period, and the team list."""
+async def keys_page(redis: Any, team: str | None, only: Collection[str] | None = None) -> dict[str, Any]:
+    """Every key (of ``team``; of the teams ``only``, if given) with its spend in its current budget
+    period, and the team list."""
     store = KeyStore(redis)
-    everyone = await store.list()
+    everyone = [key for key in await store.list() if only is None or key["team"] in only]
     keys = [k for k in everyone if team is None or k["team"] == team]
     usages = await asyncio.gather(*(usage_report(redis, KeySpace(k["key_id"], k["team"])) for k in keys))
     rows = []

@@ -22,7 +22,7 @@ import csv
 import heapq
 import io
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable
 from typing import Any
 
 import orjson
@@ -90,8 +90,11 @@ class UsageExport:
         self._days = frozenset(day.encode() for day in days.days())
 
     @classmethod
-    async def open(cls, redis: Any, days: DateRange) -> UsageExport:
+    async def open(cls, redis: Any, days: DateRange, teams: Collection[str] | None = None) -> UsageExport:
+        """The export of every key, or of the keys of ``teams`` only (a team-admin's export)."""
         spaces = await spaces_of(redis, await registered_keys(redis))
+        if teams is not None:
+            spaces = {key_id: space for key_id, space in spaces.items() if space.team in teams}
         low, high = str(max(0, days.start_ms - LOOKBACK_MS)), str(days.end_ms + LOOKAHEAD_MS)
         page = max(MIN_PAGE, min(MAX_PAGE, EXPORT_BUFFER // max(1, len(spaces))))
         pages = [_StreamPages(redis, space, low, high, page) for _, space in sorted(spaces.items())]
