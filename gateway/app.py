@@ -141,6 +141,7 @@ def build_app(settings: Settings) -> FastAPI:
     app.include_router(reports.router)
     app.include_router(access.router)
     app.include_router(console.router)
+    app.include_router(console.sso_router)
     return app
 
 

@@ -20,7 +20,8 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from datetime import time as dtime
 from typing import Any
 
 import orjson
@@ -94,6 +95,26 @@ async def record(redis: Redis, entry: AuditEntry, retention_days: int, log_line:
 async def first_root_use(redis: Redis, client: str) -> bool:
     """Whether this is the root token's first use from ``client`` in the window (then audit it)."""
     return bool(await redis.set(f"{ROOT_USE}:{client}", b"1", nx=True, ex=ROOT_USE_WINDOW_S))
+
+
+def parse_moment(text: str | None, end_of_day: bool = False) -> int | None:
+    """A UTC day (``2026-11-30``: its first ms, or its last with ``end_of_day``) or an ISO 8601
+    time with its offset, in ms since the epoch; None for nothing. ValueError says what is wrong."""
+    if text is None or text == "":
+        return None
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            moment = datetime.combine(day, dtime.max if end_of_day else dtime.min, tzinfo=UTC)
+        else:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            if moment.tzinfo is None:
+                raise ValueError
+    except ValueError:
+        raise ValueError(
+            "must be a day (2026-11-30) or a time with its offset (2026-11-30T18:00:00+01:00)"
+        ) from None
+    return int(moment.timestamp() * 1000)
 
 
 def _iso(ms: int) -> str:

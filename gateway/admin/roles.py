@@ -107,7 +107,13 @@ class Principal:
         return self.teams if self.scoped else None
 
     def as_json(self) -> dict[str, Any]:
-        return {"actor": self.actor, "role": self.role, "teams": sorted(self.teams) if self.scoped else None}
+        """Who, the role, its teams, and what it may do (the console shows only what it may do)."""
+        return {
+            "actor": self.actor,
+            "role": self.role,
+            "teams": sorted(self.teams) if self.scoped else None,
+            "permissions": [p.name.lower() for p in Permission if self.role in p.roles],
+        }
 
 
 def root(via: str) -> Principal:

@@ -1,4 +1,5 @@
-"""The ``gateway`` command: serve, simulate-upstream, keys, teams, prices, report, usage, admin-token.
+"""The ``gateway`` command: serve, simulate-upstream, keys, teams, prices, report, usage, admin-token,
+access, audit.
 
 One module per group of commands; this one only assembles the parser and turns the errors a
 user can act on into one line and an exit code. Every command but ``serve`` and
@@ -13,6 +14,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from gateway import __version__
+from gateway.cli.access import add_access_commands
+from gateway.cli.audit import add_audit_commands
 from gateway.cli.common import CommandError
 from gateway.cli.demo import add_admin_token_command
 from gateway.cli.keys import add_keys_commands
@@ -58,4 +61,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_prices_commands(commands)
     add_report_commands(commands)
     add_admin_token_command(commands)
+    add_access_commands(commands)
+    add_audit_commands(commands)
     return parser

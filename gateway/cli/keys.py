@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from gateway.admin.keys import DEFAULT_ROTATE_GRACE_S, KeyCreate, KeyLimits, KeyStore
 from gateway.admin.usage_report import usage_report
+from gateway.cli.audit import audited
 from gateway.cli.common import (
     CommandError,
     Commands,
@@ -85,7 +86,13 @@ def add_keys_commands(commands: Commands) -> None:
 
 def _create(args: argparse.Namespace) -> int:
     spec = validated(KeyCreate, {"team": args.team, "name": args.name, **limits_from_args(args)})
-    token, record = run_with_redis(lambda redis: KeyStore(redis).create(spec), Access.WRITE)
+
+    async def create(redis: Any) -> tuple[str, dict[str, Any]]:
+        token, record = await KeyStore(redis).create(spec)
+        await audited(redis, "key.create", key_id=record["key_id"], team=record["team"])
+        return token, record
+
+    token, record = run_with_redis(create, Access.WRITE)
     if args.json:
         print_json({**record, "key": token})
     else:
@@ -103,9 +110,23 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _one(key_id: str, action: Callable[[KeyStore], Awaitable[T | None]], access: Access) -> T:
-    """``action`` on the key store; a key that does not exist is a one-line error."""
-    result = run_with_redis(lambda redis: action(KeyStore(redis)), access)
+def _one(
+    key_id: str,
+    action: Callable[[KeyStore], Awaitable[T | None]],
+    access: Access,
+    audit: str = "",
+    **target: Any,
+) -> T:
+    """``action`` on the key store; a key that does not exist is a one-line error. A change names
+    its ``audit`` action (and what else it touched: ``target``) for the audit trail."""
+
+    async def run(redis: Any) -> T | None:
+        result = await action(KeyStore(redis))
+        if result is not None and audit:
+            await audited(redis, audit, key_id=key_id, **target)
+        return result
+
+    result = run_with_redis(run, access)
     if result is None:
         raise CommandError(f"no key with key_id {key_id!r}")
     return result
@@ -125,18 +146,32 @@ def _show(args: argparse.Namespace) -> int:
 
 def _update(args: argparse.Namespace) -> int:
     limits = validated(KeyLimits, limits_from_args(args))
-    _print(args, _one(args.key_id, lambda store: store.update(args.key_id, limits), Access.WRITE))
+    fields = sorted(limits.model_fields_set)
+    _print(
+        args,
+        _one(
+            args.key_id,
+            lambda store: store.update(args.key_id, limits),
+            Access.WRITE,
+            "key.update",
+            fields=fields,
+        ),
+    )
     return 0
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    _print(args, _one(args.key_id, lambda store: store.revoke(args.key_id), Access.WRITE))
+    _print(args, _one(args.key_id, lambda store: store.revoke(args.key_id), Access.WRITE, "key.revoke"))
     return 0
 
 
 def _rotate(args: argparse.Namespace) -> int:
     token, record = _one(
-        args.key_id, lambda store: store.rotate(args.key_id, args.grace_seconds), Access.WRITE
+        args.key_id,
+        lambda store: store.rotate(args.key_id, args.grace_seconds),
+        Access.WRITE,
+        "key.rotate",
+        grace_seconds=args.grace_seconds,
     )
     if args.json:
         print_json({**record, "key": token, "previous_key_valid_for_s": args.grace_seconds})

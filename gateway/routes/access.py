@@ -7,7 +7,6 @@ finance read the audit trail. A credential's token is in the answer that grants 
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime, time
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
@@ -73,24 +72,11 @@ async def revoke(name: str, request: Request) -> Response:
     return json_response(record)
 
 
-def parse_time(text: str | None, param: str, end_of_day: bool = False) -> int | None:
-    """ISO 8601 time with an offset, or a UTC day (``YYYY-MM-DD``: its start, or its end), in ms."""
-    if text is None or text == "":
-        return None
+def _moment(text: str | None, param: str, end_of_day: bool = False) -> int | None:
     try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
-            moment = datetime.combine(day, time.max if end_of_day else time.min, tzinfo=UTC)
-        else:
-            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-            if moment.tzinfo is None:
-                raise ValueError
-    except ValueError:
-        raise bad_request(
-            f"'{param}' must be a day (2026-11-30) or a time with its offset (2026-11-30T18:00:00+01:00).",
-            param,
-        ) from None
-    return int(moment.timestamp() * 1000)
+        return audit.parse_moment(text, end_of_day)
+    except ValueError as exc:
+        raise bad_request(f"'{param}' {exc}", param) from None
 
 
 @router.get(
@@ -109,7 +95,7 @@ async def audit_trail(
         raise bad_request(
             "'before' must be an entry id from a previous page, e.g. 1764547200000-0.", "before"
         )
-    since_ms, until_ms = parse_time(since, "since"), parse_time(until, "until", end_of_day=True)
+    since_ms, until_ms = _moment(since, "since"), _moment(until, "until", end_of_day=True)
     found = await guard_redis(audit.entries(state_of(request).redis, since_ms, until_ms, limit, before))
     page = {"object": "list", "data": found, "next_before": found[-1]["id"] if len(found) == limit else None}
     return json_response(page)

@@ -30,7 +30,7 @@ function renderTeamTable(data) {
       el("td", { class: "num", "data-field": "reserved_usd", text: b.reserved_usd }),
       el("td", { class: "num", "data-field": "remaining_usd", text: money(b.remaining_usd) }),
       use,
-      el("td", { class: "actions" }, edit)));
+      el("td", { class: "actions" }, ...(permissions.has("team_settings") ? [edit] : []))));
   }
   if (!data.teams.length) body.append(el("tr", {}, el("td", { colspan: "10", class: "muted", text: "No teams yet." })));
   const t = data.totals;
