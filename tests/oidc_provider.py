@@ -76,7 +76,7 @@ class OpenIdProvider:
             self.people({})
         if self.forged:  # the same key id as the signing key, another key: the signature cannot verify
             published = json.loads((self.directory / "published.json").read_text())
-            published["keys"][0]["kid"] = json.loads((self.directory / "signing.json").read_text())["keys"][0]["kid"]
+            published["keys"][0]["kid"] = self.key_id()
             self._write("published.json", published)
         env = {
             **os.environ,
@@ -99,7 +99,7 @@ class OpenIdProvider:
                 cwd=PROVIDER_DIR,
             )
         discovery = f"{self.issuer}/.well-known/openid-configuration"
-        wait_until(lambda: httpx.get(discovery, verify=TLS, timeout=2).status_code == 200, what="openid provider")
+        wait_until(lambda: httpx.get(discovery, verify=TLS, timeout=2).status_code == 200, what="provider")
         return self
 
     def stop(self) -> None:

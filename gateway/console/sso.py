@@ -164,6 +164,7 @@ async def sso_callback(request: Request) -> Response:
     state = _admin_state(request)
     await admin_auth.limiter_of(request).check(admin_auth.client_address(request))
     params = request.query_params
+    kept: dict[str, Any] | None = None
     try:
         kept = await _take_flow(request, params.get("state", ""))
         if kept is None:
@@ -171,6 +172,8 @@ async def sso_callback(request: Request) -> Response:
                 "This sign-in is not valid here: it expired, was used already, or was not started "
                 "in this browser."
             )
+        if params.get("iss") not in (None, client.issuer):  # RFC 9207: the answer of another provider
+            raise OidcError("The sign-in answer comes from another identity provider.")
         if params.get("error"):
             raise OidcError(f"The identity provider refused: {params['error'][:100]}.")
         flow = Flow(params["state"], str(kept["nonce"]), str(kept["verifier"]))
@@ -178,7 +181,9 @@ async def sso_callback(request: Request) -> Response:
         claims = await client.verify(id_token, flow.nonce)
     except OidcError as exc:
         await admin_auth.record_failure(request, via="console")
-        return _clear_flow(_page("Sign-in failed", str(exc), 400))
+        failed = _page("Sign-in failed", str(exc), 400)
+        # A bogus callback (a wrong state) must not spoil this browser's sign-in in progress.
+        return _clear_flow(failed) if kept is not None else failed
     actor, display = person(claims)
     granted = role_from_groups(
         groups(claims, state.settings.oidc_roles_claim), state.settings.oidc_group_prefix
