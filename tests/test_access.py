@@ -6,6 +6,7 @@ Most tests share the session's gateway and Redis: each uses teams and credential
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,7 @@ from tests.support import (
     UtcSpan,
     generate,
     ready_together,
+    run_cli,
     wait_until,
 )
 
@@ -303,3 +305,34 @@ def test_a_console_session_lasts_no_longer_than_its_credential(gateway: Gateway)
     keys_page = gateway.url + "/console/api/keys"
     wait_until(lambda: httpx.get(keys_page, headers=cookie_header, verify=TLS).status_code == 401, 10, 0.2)
     console.close()
+
+
+def test_the_cli_grants_lists_and_revokes_credentials(gateway: Gateway, redis_server: RedisServer) -> None:
+    name = unique("cli-lead")
+    teams = ["--team", "design", "--team", "ads"]
+    made = run_cli(
+        redis_server.url,
+        "access",
+        "grant",
+        name,
+        "--role",
+        "team-admin",
+        *teams,
+        "--expires",
+        in_an_hour(),
+        "--json",
+    )
+    assert made.returncode == 0, made.stderr
+    token = json.loads(made.stdout)["token"]
+    listed = run_cli(redis_server.url, "access", "list", "--json")
+    (mine,) = [c for c in json.loads(listed.stdout) if c["name"] == name]
+    assert mine["teams"] == ["ads", "design"] and mine["status"] == "active" and "token" not in mine
+    assert token not in listed.stdout and mine["created_by"] and mine["expires_at"]
+    with as_(gateway, token) as lead:
+        assert lead.get("/admin/v1/keys").status_code == 200
+        assert run_cli(redis_server.url, "access", "revoke", name).returncode == 0
+        assert lead.get("/admin/v1/keys").status_code == 401
+    again = run_cli(redis_server.url, "access", "revoke", name)
+    assert again.returncode == 1 and f"no credential named '{name}' in force" in again.stderr
+    lonely = run_cli(redis_server.url, "access", "grant", unique("x"), "--role", "team-admin")
+    assert lonely.returncode == 1 and "a team-admin credential needs at least one team" in lonely.stderr

@@ -3,7 +3,8 @@
 Each entry is written twice: one JSON line on stdout (whatever the log level, as before: log
 shippers keep it) and one entry of the Redis stream ``gw:audit``, so that it survives the
 process and can be read back (``GET /admin/v1/audit``, ``gateway audit list``) on any replica.
-The stream is trimmed by age at every append (``XADD ... MINID ~``): entries older than
+The stream is trimmed by age at every append (``XADD ... MINID``, exact: changes are few, and an
+approximate trim keeps old entries that share a node with new ones): entries older than
 ``GATEWAY_AUDIT_RETENTION_DAYS`` go.
 
 ``actor`` is a named credential's name, ``admin-token`` for the root ``GATEWAY_ADMIN_TOKEN``, the
@@ -78,7 +79,7 @@ async def store(redis: Redis, entry: AuditEntry, retention_days: int) -> bool:
     """Append ``entry`` to the stream, trimming what is past the retention; False if Redis failed."""
     oldest = int(time.time() * 1000) - retention_days * DAY_MS
     try:
-        await redis.xadd(AUDIT, {"entry": entry.stored()}, minid=str(max(0, oldest)), approximate=True)
+        await redis.xadd(AUDIT, {"entry": entry.stored()}, minid=str(max(0, oldest)), approximate=False)
     except REDIS_ERRORS as exc:
         log.warning("audit entry not stored in Redis (%s): %s", type(exc).__name__, entry.line())
         return False
