@@ -299,6 +299,7 @@ def test_a_wrong_state_signs_nobody_in_and_the_right_one_works_once(page: Page, 
     expect_failure(page, "not valid here")
     page.goto(callback)  # the genuine answer still works: the wrong state did not use it up
     expect(page).to_have_url(sso.url + "/console/")
+    page.goto("about:blank")  # the console's page would go to the sign-in page once its cookie is gone
     page.context.clear_cookies()
     page.goto(callback)  # but only once
     expect_failure(page, "used already")
@@ -324,6 +325,7 @@ def test_a_code_is_good_once_at_the_provider(page: Page, sso: Sso) -> None:
     (first,) = held
     page.goto(first)
     expect(page).to_have_url(sso.url + "/console/")
+    page.goto("about:blank")  # the console's page would go to the sign-in page once its cookie is gone
     page.context.clear_cookies(name="gw_console")
     # A new sign-in of this browser (its state and flow cookie), answered with the spent code:
     started = page.context.request.get(sso.url + "/console/oidc/login", max_redirects=0)

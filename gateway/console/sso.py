@@ -37,9 +37,11 @@ from gateway.admin.audit import AuditEntry, record
 from gateway.admin.roles import Principal, role_from_groups
 from gateway.console import session
 from gateway.console.oidc import Flow, OidcClient, OidcError, groups, person
-from gateway.console.routes import SECURITY_HEADERS, _admin_state, _api
+from gateway.console.routes import SECURITY_HEADERS
 from gateway.core.settings import Settings
-from gateway.routes.access_control import audited
+from gateway.routes.access_control import audited, enabled_state
+from gateway.routes.responses import json_response
+from gateway.state import GatewayState
 from gateway.store.client import REDIS_ERRORS
 from gateway.store.keyspace import OIDC_FLOW
 
@@ -51,7 +53,7 @@ FLOW_TTL_S = 600
 
 def _client(request: Request) -> OidcClient | None:
     """The process's provider client (its caches), made on first use; None without SSO settings."""
-    settings: Settings = _admin_state(request).settings
+    settings: Settings = _console_state(request).settings
     if settings.oidc_issuer is None or settings.oidc_client_id is None or settings.oidc_client_secret is None:
         return None
     client: OidcClient | None = getattr(request.app.state, "oidc_client", None)
@@ -61,6 +63,10 @@ def _client(request: Request) -> OidcClient | None:
         )
         request.app.state.oidc_client = client
     return client
+
+
+def _console_state(request: Request) -> GatewayState:
+    return enabled_state(request, "The console")
 
 
 def _page(title: str, message: str, status: int, extra_head: str = "", link: str = "") -> Response:
@@ -100,7 +106,9 @@ def _flow_key(state: str) -> str:
 @router.get("/api/signin-options")
 async def signin_options(request: Request) -> Response:
     """What the sign-in page offers besides the token form."""
-    return _api({"sso": _client(request) is not None})
+    response = json_response({"sso": _client(request) is not None})
+    response.headers.update(SECURITY_HEADERS)
+    return response
 
 
 @router.get("/oidc/login")
@@ -108,7 +116,7 @@ async def sso_login(request: Request) -> Response:
     client = _client(request)
     if client is None:
         return _page("Single sign-on is off", "This gateway has no identity provider configured.", 404)
-    state = _admin_state(request)
+    state = _console_state(request)
     await admin_auth.limiter_of(request).check(admin_auth.client_address(request))
     flow, binding = Flow.new(), secrets.token_urlsafe(32)
     redirect_uri = _redirect_uri(request)
@@ -145,7 +153,7 @@ async def _take_flow(request: Request, state_param: str) -> dict[str, Any] | Non
     if not state_param or len(state_param) > 200:
         return None
     try:
-        raw = await _admin_state(request).redis.getdel(_flow_key(state_param))
+        raw = await _console_state(request).redis.getdel(_flow_key(state_param))
     except REDIS_ERRORS:
         raise OidcError("The gateway's store does not answer; try again shortly.") from None
     if raw is None:
@@ -161,7 +169,7 @@ async def sso_callback(request: Request) -> Response:
     client = _client(request)
     if client is None:
         return _page("Single sign-on is off", "This gateway has no identity provider configured.", 404)
-    state = _admin_state(request)
+    state = _console_state(request)
     await admin_auth.limiter_of(request).check(admin_auth.client_address(request))
     params = request.query_params
     kept: dict[str, Any] | None = None

@@ -7,6 +7,7 @@ finance read the audit trail. A credential's token is in the answer that grants 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
@@ -25,8 +26,12 @@ ACCESS = [Depends(allow(Permission.ACCESS))]
 _STREAM_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
 
 
+CONFLICT: dict[int | str, dict[str, Any]] = {409: {"description": "A credential that is not revoked has this name."}}
+
+
 @router.post(
     "/access",
+    responses=CONFLICT,
     status_code=201,
     summary="Grant a named credential (its token is shown once)",
     dependencies=ACCESS,
