@@ -26,7 +26,9 @@ ACCESS = [Depends(allow(Permission.ACCESS))]
 _STREAM_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
 
 
-CONFLICT: dict[int | str, dict[str, Any]] = {409: {"description": "A credential that is not revoked has this name."}}
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"description": "A credential that is not revoked has this name."}
+}
 
 
 @router.post(
