@@ -6,6 +6,7 @@ Most tests share the session's gateway and Redis: each uses teams and credential
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from collections.abc import Callable
@@ -13,7 +14,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 
+from gateway.core.settings import SettingsError, load_settings
 from tests.support import (
     ADMIN_TOKEN,
     MODEL,
@@ -336,3 +339,40 @@ def test_the_cli_grants_lists_and_revokes_credentials(gateway: Gateway, redis_se
     assert again.returncode == 1 and f"no credential named '{name}' in force" in again.stderr
     lonely = run_cli(redis_server.url, "access", "grant", unique("x"), "--role", "team-admin")
     assert lonely.returncode == 1 and "a team-admin credential needs at least one team" in lonely.stderr
+
+
+def test_of_many_grants_of_one_name_at_once_exactly_one_wins(gateway: Gateway) -> None:
+    name = unique("race")
+
+    async def race() -> list[int]:
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        async with httpx.AsyncClient(base_url=gateway.url, headers=headers, verify=TLS, timeout=30) as client:
+            body = {"name": name, "role": "finance"}
+            answers = await asyncio.gather(*(client.post("/admin/v1/access", json=body) for _ in range(20)))
+        return sorted(answer.status_code for answer in answers)
+
+    assert asyncio.run(race()) == [201] + [409] * 19
+    with gateway.admin() as admin:
+        assert [c["status"] for c in admin.get("/admin/v1/access").json()["data"] if c["name"] == name] == [
+            "active"
+        ]
+
+
+def test_the_identity_provider_must_be_https_or_on_this_machine() -> None:
+    client = {"oidc_client_id": "console", "oidc_client_secret": "s"}
+    for issuer in (
+        "https://sso.example.com/realms/company",
+        "http://127.0.0.1:8443",
+        "http://localhost:9000/x",
+    ):
+        assert load_settings(oidc_issuer=issuer, **client).oidc_issuer == issuer
+    for issuer in (
+        "http://sso.example.com",
+        "http://10.0.0.5",
+        "ftp://127.0.0.1",
+        "https://sso.example.com/?a=b",
+    ):
+        with pytest.raises(SettingsError, match="GATEWAY_OIDC_ISSUER: .*https"):
+            load_settings(oidc_issuer=issuer, **client)
+    with pytest.raises(SettingsError, match="needs GATEWAY_OIDC_CLIENT_ID and GATEWAY_OIDC_CLIENT_SECRET"):
+        load_settings(oidc_issuer="https://sso.example.com")

@@ -230,6 +230,7 @@ def test_a_team_admin_signed_in_with_sso_sees_only_their_team(page: Page, sso: S
     expect(page.locator("#session-role")).to_have_text("team-admin of design")
     rows = page.locator("#team-table tbody tr")
     expect(rows).to_have_count(1)
+    page.screenshot(path=str(SCREENSHOTS / "console-sso-team-admin.png"), full_page=True)
     expect(page.locator("#team-table tr[data-team='design']")).to_be_visible()
     expect(page.locator("#set-team")).to_be_hidden()
     page.goto(sso.url + "/console/#keys")

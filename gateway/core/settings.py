@@ -345,5 +345,8 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         first = exc.errors()[0]
-        name = "GATEWAY_" + str(first["loc"][0]).upper() if first["loc"] else "GATEWAY_*"
+        if not first["loc"]:  # a rule between settings: its message names them
+            message = str(first["msg"]).removeprefix("Value error, ")
+            raise SettingsError(f"invalid settings: {message}") from None
+        name = "GATEWAY_" + str(first["loc"][0]).upper()
         raise SettingsError(f"invalid setting {name}: {first['msg']}") from None
