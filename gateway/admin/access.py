@@ -124,6 +124,7 @@ def principal_of(record: dict[str, Any], via: str) -> Principal:
         via,
         frozenset(record.get("teams") or ()),
         credential_id=record["id"],
+        expires_at_ms=int(record.get("expires_at_ms") or 0),
     )
 
 

@@ -71,6 +71,7 @@ class Principal:
     via: str = "api"
     teams: frozenset[str] = field(default_factory=frozenset)
     credential_id: str = ""  # a named credential's id: sessions made with it die with it
+    expires_at_ms: int = 0  # a named credential's expiry (0: never): its sessions end by then
 
     def require(self, permission: Permission) -> None:
         """403 naming the role needed unless this role may do ``permission``."""

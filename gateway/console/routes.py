@@ -22,7 +22,6 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 
 from gateway.admin import auth as admin_auth
-from gateway.admin.access import CredentialStore
 from gateway.admin.keys import DEFAULT_ROTATE_GRACE_S, KeyCreate, KeyStore
 from gateway.admin.roles import Permission
 from gateway.admin.teams import TeamSettings, TeamStore
@@ -31,7 +30,7 @@ from gateway.core.errors import bad_request, not_found
 from gateway.ledger.exports import MEDIA_TYPES
 from gateway.ledger.query import DateRange
 from gateway.routes.access_control import audited, check_token, enabled_state
-from gateway.routes.admin import guard_redis
+from gateway.routes.admin import guard_redis, visible_key
 from gateway.routes.responses import json_response
 from gateway.routes.teams import team_name
 from gateway.state import GatewayState, state_of
@@ -87,13 +86,6 @@ async def _session(
     request.state.principal = found.principal  # what audited() names as the actor
     found.principal.require(permission)
     return found
-
-
-async def _visible_key(request: Request, found: session.Session, key_id: str) -> None:
-    """404 for a key that does not exist or that the session's role may not see."""
-    space = await guard_redis(state_of(request).keys.space_of(key_id))
-    if space is None or not found.principal.sees(space.team):
-        raise not_found(f"No key with key_id '{key_id}'.")
 
 
 def _validated(model: type[Model], body: Any) -> Model:
@@ -168,11 +160,6 @@ async def sign_in(request: Request) -> Response:
         raise bad_request('Send {"token": "..."}.', "token") from None
     token = body.token.strip()
     principal = await check_token(request, token, "console")
-    record = (
-        await guard_redis(CredentialStore(state.redis).record(principal.credential_id))
-        if principal.credential_id
-        else None
-    )
     proof = (lambda session_id: session.root_proof(session_id, token)) if principal.kind == "root" else ""
     session_id, created, ttl = await session.create(
         state.redis,
@@ -181,7 +168,7 @@ async def sign_in(request: Request) -> Response:
         principal,
         principal.actor,
         proof,
-        int(record["expires_at_ms"]) if record else 0,
+        principal.expires_at_ms,
     )
     request.state.principal = principal
     await audited(request, "console.sign_in", method="token")
@@ -249,7 +236,8 @@ async def create_key(request: Request) -> Response:
 
 @router.post("/api/keys/{key_id}/revoke")
 async def revoke_key(key_id: str, request: Request) -> Response:
-    await _visible_key(request, await _session(request, mutating=True, permission=Permission.KEYS), key_id)
+    await _session(request, mutating=True, permission=Permission.KEYS)
+    await visible_key(request, key_id)
     record = await guard_redis(KeyStore(state_of(request).redis).revoke(key_id))
     if record is None:
         raise not_found(f"No key with key_id '{key_id}'.")
@@ -263,7 +251,8 @@ class Rotate(BaseModel):
 
 @router.post("/api/keys/{key_id}/rotate")
 async def rotate_key(key_id: str, request: Request) -> Response:
-    await _visible_key(request, await _session(request, mutating=True, permission=Permission.KEYS), key_id)
+    await _session(request, mutating=True, permission=Permission.KEYS)
+    await visible_key(request, key_id)
     try:
         grace = Rotate.model_validate(await _json_body(request)).grace_seconds
     except ValidationError:

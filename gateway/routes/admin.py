@@ -54,8 +54,9 @@ def _found(value: Any, key_id: str) -> Any:
     return value
 
 
-async def _visible_key(request: Request, key_id: str) -> KeySpace:
-    """The key's state, if it exists and the caller sees its team; else 404, as if it did not exist."""
+async def visible_key(request: Request, key_id: str) -> KeySpace:
+    """The key's state, if it exists and the caller (API or console) sees its team; else 404, as if
+    it did not exist."""
     space = await guard_redis(state_of(request).keys.space_of(key_id))
     if space is None or not current(request).sees(space.team):
         raise not_found(f"No key with key_id '{key_id}'.")
@@ -84,13 +85,13 @@ async def list_keys(request: Request, team: str | None = None) -> Response:
 
 @router.get("/keys/{key_id}", summary="Show a key", dependencies=READ)
 async def show_key(key_id: str, request: Request) -> Response:
-    await _visible_key(request, key_id)
+    await visible_key(request, key_id)
     return json_response(_found(await guard_redis(state_of(request).keys.get(key_id)), key_id))
 
 
 @router.patch("/keys/{key_id}", summary="Change a key's limits (only the fields given)", dependencies=KEYS)
 async def update_key(key_id: str, limits: KeyLimits, request: Request) -> Response:
-    await _visible_key(request, key_id)
+    await visible_key(request, key_id)
     record = _found(await guard_redis(state_of(request).keys.update(key_id, limits)), key_id)
     await audited(request, "key.update", key_id=key_id, fields=sorted(limits.model_fields_set))
     return json_response(record)
@@ -98,7 +99,7 @@ async def update_key(key_id: str, limits: KeyLimits, request: Request) -> Respon
 
 @router.delete("/keys/{key_id}", summary="Revoke a key, at once, on every replica", dependencies=KEYS)
 async def revoke_key(key_id: str, request: Request) -> Response:
-    await _visible_key(request, key_id)
+    await visible_key(request, key_id)
     record = _found(await guard_redis(state_of(request).keys.revoke(key_id)), key_id)
     await audited(request, "key.revoke", key_id=key_id)
     return json_response(record)
@@ -118,7 +119,7 @@ class RotateRequest(BaseModel):
 )
 async def rotate_key(key_id: str, request: Request, body: RotateRequest | None = None) -> Response:
     grace = (body or RotateRequest()).grace_seconds
-    await _visible_key(request, key_id)
+    await visible_key(request, key_id)
     token, record = _found(await guard_redis(state_of(request).keys.rotate(key_id, grace)), key_id)
     await audited(request, "key.rotate", key_id=key_id, grace_seconds=grace)
     return json_response({**record, "key": token, "previous_key_valid_for_s": grace})
@@ -126,7 +127,7 @@ async def rotate_key(key_id: str, request: Request, body: RotateRequest | None =
 
 @router.get("/keys/{key_id}/usage", summary="A key's budget, spend and reservations now", dependencies=READ)
 async def key_usage(key_id: str, request: Request) -> Response:
-    space = await _visible_key(request, key_id)
+    space = await visible_key(request, key_id)
     return json_response(await guard_redis(usage_report(state_of(request).redis, space)))
 
 
