@@ -9,7 +9,7 @@ UV_HOME := .tools/uv
 UV := $(UV_HOME)/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test bench lint lock-upgrade tools clean help
+.PHONY: run test bench lint lock-upgrade tools oidc-provider clean help
 
 help:
 	@echo "make run    start the gateway (embedded Redis; the simulator unless GATEWAY_UPSTREAM_API_KEY is set)"
@@ -35,9 +35,19 @@ run: $(STAMP)
 tools: $(STAMP)
 	@bash scripts/fetch-prometheus.sh
 
+# The console's sign-in tests start a real OpenID provider (panva's oidc-provider, pinned by
+# tests/oidc/package-lock.json) on Debian's Node: installed into tests/oidc/node_modules, no root.
+OIDC_STAMP := tests/oidc/node_modules/.installed
+$(OIDC_STAMP): tests/oidc/package.json tests/oidc/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "make test: the sign-in tests need Node and npm; install them with: sudo apt-get install -y nodejs npm" >&2; exit 1; }
+	npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
+	@touch $(OIDC_STAMP)
+
+oidc-provider: $(OIDC_STAMP)
+
 # The console's tests drive Debian's chromium (Playwright's own browser download needs internet
 # access): without it, stop at once with the command that installs it rather than skip them.
-test: $(STAMP) tools
+test: $(STAMP) tools $(OIDC_STAMP)
 	@command -v chromium >/dev/null 2>&1 || { echo "make test: the console's browser tests need chromium; install it with: sudo apt-get install -y chromium" >&2; exit 1; }
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
@@ -56,4 +66,4 @@ lock-upgrade: $(UV)
 	$(UV) lock --upgrade
 
 clean:
-	rm -rf $(VENV) var .tools .pytest_cache
+	rm -rf $(VENV) var .tools .pytest_cache tests/oidc/node_modules

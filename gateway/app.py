@@ -38,7 +38,7 @@ from gateway.core.settings import Settings, load_settings
 from gateway.ledger.orphan_sweep import OrphanSweeper
 from gateway.money import pricing
 from gateway.money.spool import Spool
-from gateway.routes import admin, health, images, models, reports, teams
+from gateway.routes import access, admin, health, images, models, reports, teams
 from gateway.routes.openapi_docs import document_shared_errors, serve_docs_offline
 from gateway.state import GatewayState, instance_name
 from gateway.store import client as redis_client
@@ -145,6 +145,7 @@ def build_app(settings: Settings) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(teams.router)
     app.include_router(reports.router)
+    app.include_router(access.router)
     app.include_router(console.router)
     return app
 

@@ -139,6 +139,7 @@ def test_every_admin_action_writes_one_audit_line_without_secrets(gateway: Gatew
         assert admin.get("/admin/v1/keys").status_code == 200  # reading is not audited
 
     expected = [
+        ("admin-token.used", {"method": "POST", "path": "/admin/v1/keys"}),  # the break-glass token's use
         ("key.create", {"key_id": key_id, "team": "audit"}),
         ("key.update", {"key_id": key_id, "fields": ["rpm"]}),
         ("key.rotate", {"key_id": key_id, "grace_seconds": 0}),
@@ -146,10 +147,10 @@ def test_every_admin_action_writes_one_audit_line_without_secrets(gateway: Gatew
         ("price.set", {"model": model, "price_usd": "0.250000"}),
         ("price.delete", {"model": model}),
     ]
-    lines = wait_until(lambda: (found := audit_lines(gateway, client=address)) and len(found) >= 6 and found)
+    lines = wait_until(lambda: (found := audit_lines(gateway, client=address)) and len(found) >= 7 and found)
     assert [line["audit"] for line in lines] == [action for action, _ in expected]
     for line, (_, fields) in zip(lines, expected, strict=True):
-        assert line["via"] == "api" and isinstance(line["ts"], float)
+        assert line["via"] == "api" and line["actor"] == "admin-token" and isinstance(line["ts"], float)
         assert {k: line[k] for k in fields} == fields
     text = json.dumps(lines)
     assert ADMIN_TOKEN not in text and not any(s in text or s[-20:] in text for s in secrets_seen)

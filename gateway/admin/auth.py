@@ -14,9 +14,9 @@ address only when the connection comes from an address in ``FORWARDED_ALLOW_IPS`
 127.0.0.1). Behind a load balancer that must be set to the balancer's addresses, or every client
 looks like the balancer and ten wrong tokens from anyone block the admin API for everyone.
 
-**Audit.** :func:`audit` writes one JSON line per admin action to stdout, whatever the log level:
-who (the client address), what (the action and its key_id or model), through what (API or
-console). Never a secret: the functions here take no token to log.
+**Audit.** :func:`audit` writes the authentication events (wrong tokens, blocks) as JSON lines on
+stdout, whatever the log level; a block is also stored in the audit trail. Changes are audited
+with their actor by gateway/admin/audit.py. Never a secret: the functions here take no token to log.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import os
 import time
 from typing import Any
 
-import orjson
 from starlette.requests import HTTPConnection
 
+from gateway.admin.audit import AuditEntry, store, write_line
 from gateway.core import metrics
 from gateway.core.errors import GatewayError, rate_limited, redis_unavailable
 from gateway.store.client import REDIS_ERRORS
@@ -119,11 +119,10 @@ async def record_failure(conn: HTTPConnection, via: str) -> None:
     audit(conn, "admin.auth_failed", via=via, path=conn.url.path)
     if block_s:
         audit(conn, "admin.auth_blocked", via=via, block_s=block_s)
+        entry = AuditEntry("admin.auth_blocked", "unknown", via, {"block_s": block_s}, address)
+        await store(conn.app.state.gateway.redis, entry, conn.app.state.gateway.settings.audit_retention_days)
 
 
 def audit(conn: HTTPConnection, action: str, **what: Any) -> None:
-    """One audit line: when, who (client address), what (action, key_id or model, ...)."""
-    entry = {"ts": time.time(), "audit": action, "client": client_address(conn), **what}
-    line = memoryview(orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE))
-    while line:  # one write per line: lines from several workers sharing stdout stay whole
-        line = line[os.write(1, line) :]
+    """One audit line of an authentication event: when, from where (client address), what."""
+    write_line({"ts": time.time(), "audit": action, "client": client_address(conn), **what})

@@ -8,6 +8,7 @@ whole. Used by ``GET /admin/v1/keys`` and the console's Keys page.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,14 +54,15 @@ def matches(search: str, team: str, name: str, key_id: str) -> bool:
 async def key_page(
     redis: Any,
     *,
-    team: str | None = None,
+    teams: Sequence[str] | None = None,
     search: str | None = None,
     page: int = 1,
     per_page: int = DEFAULT_PER_PAGE,
 ) -> KeyPage:
-    """Keys (of ``team``, matching ``search``) in team, name, key_id order; page ``page`` of them."""
-    teams = [team] if team is not None else await registered_teams(redis)
-    members = ((t, ("smembers", TeamSpace(t).keys)) for t in teams)
+    """Keys (of ``teams``, default every team's; matching ``search``) in team, name, key_id order;
+    page ``page`` of them."""
+    listed_teams = list(teams) if teams is not None else await registered_teams(redis)
+    members = ((t, ("smembers", TeamSpace(t).keys)) for t in listed_teams)
     owned = [(t, text(k)) async for t, ids in pipelined(redis, members) for k in ids]
     names = ((pair, ("hget", KeySpace(pair[1], pair[0]).record, "name")) for pair in owned)
     listed = [(t, text(name), k) async for (t, k), name in pipelined(redis, names) if name is not None]

@@ -1,5 +1,5 @@
 """The ``gateway`` command: serve, simulate-upstream, keys, teams, prices, report, usage, alerts,
-admin-token.
+access, audit, admin-token.
 
 One module per group of commands; this one only assembles the parser and turns the errors a
 user can act on into one line and an exit code. Every command but ``serve`` and
@@ -14,7 +14,9 @@ import sys
 from collections.abc import Callable, Sequence
 
 from gateway import __version__
+from gateway.cli.access import add_access_commands
 from gateway.cli.alerts import add_alerts_commands
+from gateway.cli.audit import add_audit_commands
 from gateway.cli.common import CommandError
 from gateway.cli.demo import add_admin_token_command
 from gateway.cli.keys import add_keys_commands
@@ -61,4 +63,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_commands(commands)
     add_alerts_commands(commands)
     add_admin_token_command(commands)
+    add_access_commands(commands)
+    add_audit_commands(commands)
     return parser

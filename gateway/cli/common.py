@@ -79,7 +79,8 @@ def validated(model: type[ModelT], data: dict[str, Any]) -> ModelT:
         return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise CommandError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        where = ".".join(map(str, first["loc"]))
+        raise CommandError(f"{where}: {first['msg']}" if where else str(first["msg"])) from None
 
 
 def add_json_option(parser: argparse.ArgumentParser) -> None:

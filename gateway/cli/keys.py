@@ -17,6 +17,7 @@ from gateway.admin.keys import (
 )
 from gateway.admin.usage_report import usage_report
 from gateway.cli.alerts import warn_if_no_webhook
+from gateway.cli.audit import audited
 from gateway.cli.common import (
     CommandError,
     Commands,
@@ -94,7 +95,13 @@ def add_keys_commands(commands: Commands) -> None:
 
 def _create(args: argparse.Namespace) -> int:
     spec = validated(KeyCreate, {"team": args.team, "name": args.name, **limits_from_args(args)})
-    token, record = run_with_redis(lambda redis: KeyStore(redis).create(spec), Access.WRITE)
+
+    async def create(redis: Any) -> tuple[str, dict[str, Any]]:
+        token, record = await KeyStore(redis).create(spec)
+        await audited(redis, "key.create", key_id=record["key_id"], team=record["team"])
+        return token, record
+
+    token, record = run_with_redis(create, Access.WRITE)
     if args.json:
         print_json({**record, "key": token})
     else:
@@ -113,15 +120,27 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _one(given: str, action: Callable[[KeyStore, str], Awaitable[T | None]], access: Access) -> T:
+def _one(
+    given: str,
+    action: Callable[[KeyStore, str], Awaitable[T | None]],
+    access: Access,
+    audit: str = "",
+    **target: Any,
+) -> T:
     """``action`` on the key store and the key given (its key_id, or the whole key, whose key_id is
     used once its secret matches); a key that does not exist is a one-line error that never prints
-    a secret back."""
+    a secret back. A change names its ``audit`` action (and what else it touched: ``target``) for
+    the audit trail, which records the key_id, never what was given."""
 
     async def run(redis: Any) -> T | None:
         store = KeyStore(redis)
         key_id = await _key_id(store, given)
-        return None if key_id is None else await action(store, key_id)
+        if key_id is None:
+            return None
+        result = await action(store, key_id)
+        if result is not None and audit:
+            await audited(redis, audit, key_id=key_id, **target)
+        return result
 
     result = run_with_redis(run, access)
     if result is None:
@@ -151,19 +170,33 @@ def _show(args: argparse.Namespace) -> int:
 
 def _update(args: argparse.Namespace) -> int:
     limits = validated(KeyLimits, limits_from_args(args))
-    _print(args, _one(args.key_id, lambda store, key_id: store.update(key_id, limits), Access.WRITE))
+    fields = sorted(limits.model_fields_set)
+    _print(
+        args,
+        _one(
+            args.key_id,
+            lambda store, key_id: store.update(key_id, limits),
+            Access.WRITE,
+            "key.update",
+            fields=fields,
+        ),
+    )
     warn_if_no_webhook(limits.alert_thresholds)
     return 0
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    _print(args, _one(args.key_id, lambda store, key_id: store.revoke(key_id), Access.WRITE))
+    _print(args, _one(args.key_id, lambda store, key_id: store.revoke(key_id), Access.WRITE, "key.revoke"))
     return 0
 
 
 def _rotate(args: argparse.Namespace) -> int:
     token, record = _one(
-        args.key_id, lambda store, key_id: store.rotate(key_id, args.grace_seconds), Access.WRITE
+        args.key_id,
+        lambda store, key_id: store.rotate(key_id, args.grace_seconds),
+        Access.WRITE,
+        "key.rotate",
+        grace_seconds=args.grace_seconds,
     )
     if args.json:
         print_json({**record, "key": token, "previous_key_valid_for_s": args.grace_seconds})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from gateway.cli.audit import audited
 from gateway.cli.common import CommandError, Commands, add_json_option, print_json, print_table
 from gateway.cli.store import Access, run_with_redis
 from gateway.core.model_names import check_model_name
@@ -59,7 +60,13 @@ def _set(args: argparse.Namespace) -> int:
         check_model_name(args.model)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
-    change = run_with_redis(lambda redis: pricing.set_price(redis, args.model, micros, "cli"), Access.WRITE)
+
+    async def set_price(redis: Any) -> pricing.PriceChange:
+        change = await pricing.set_price(redis, args.model, micros, "cli")
+        await audited(redis, "price.set", model=args.model, price_usd=micros_to_usd(micros))
+        return change
+
+    change = run_with_redis(set_price, Access.WRITE)
     shown = change.as_json()
     if args.json:
         print_json(shown)

@@ -121,7 +121,7 @@ def _usage_export(args: argparse.Namespace) -> int:
     out = sys.stdout.buffer
 
     async def action(redis: Any) -> None:
-        export = await UsageExport.open(redis, days, team)
+        export = await UsageExport.open(redis, days, None if team is None else [team])
         async for chunk in export.chunks(args.format):
             out.write(chunk)
         out.flush()

@@ -7,6 +7,7 @@ from typing import Any
 
 from gateway.admin.teams import TeamSettings, TeamStore, check_team_name
 from gateway.cli.alerts import warn_if_no_webhook
+from gateway.cli.audit import audited
 from gateway.cli.common import (
     CommandError,
     Commands,
@@ -89,7 +90,13 @@ def _set(args: argparse.Namespace) -> int:
             "nothing to change: give --budget-usd, --budget-period, --images-per-day or --alert-thresholds"
         )
     spec = validated(TeamSettings, given)
-    _print(args, run_with_redis(lambda redis: TeamStore(redis).set(team, spec), Access.WRITE))
+
+    async def set_team(redis: Any) -> dict[str, Any]:
+        record = await TeamStore(redis).set(team, spec)
+        await audited(redis, "team.set", team=team, fields=sorted(spec.model_fields_set))
+        return record
+
+    _print(args, run_with_redis(set_team, Access.WRITE))
     warn_if_no_webhook(spec.alert_thresholds)
     return 0
 

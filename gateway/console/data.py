@@ -13,6 +13,7 @@ budget is about the team's current period (day, month or total), whatever month 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -96,19 +97,20 @@ async def team_budgets(redis: Any, teams: list[str]) -> dict[str, TeamBudget]:
 MAX_DAILY_BARS = 62  # a longer range is charted per month: a year per day was 36,500 points
 
 
-async def overview(redis: Any, days: DateRange) -> dict[str, Any]:
+async def overview(redis: Any, days: DateRange, only: Collection[str] | None = None) -> dict[str, Any]:
     """The overview page: each team's calls, images and spend for the range, totals, and spend per
     day (per month for a range over two months) for the chart. Budgets are on the Teams page:
     they are about each team's current period, not the range."""
-    by_team = await spend_report(redis, days, ("team",))
-    teams = sorted({row[0] for row in by_team.rows} | set(await TeamStore(redis).names()))
+    by_team = await spend_report(redis, days, ("team",), only)
+    named = [team for team in await TeamStore(redis).names() if only is None or team in only]
+    teams = sorted({row[0] for row in by_team.rows} | set(named))
     if len(days.days()) <= MAX_DAILY_BARS:
-        by_day = await spend_report(redis, days, ("team", "day"))
+        by_day = await spend_report(redis, days, ("team", "day"), only)
         bucket, labels = "day", days.days()
         points = sorted(by_day.rows.items())
     else:
         months = month_parts(days)
-        reports = await asyncio.gather(*(spend_report(redis, part, ("team",)) for part in months))
+        reports = await asyncio.gather(*(spend_report(redis, part, ("team",), only) for part in months))
         bucket, labels = "month", [part.start.strftime("%Y-%m") for part in months]
         points = [
             ((team, label), amounts)
@@ -143,27 +145,34 @@ def month_parts(days: DateRange) -> list[DateRange]:
     return parts
 
 
-async def teams_page(redis: Any) -> dict[str, Any]:
+async def teams_page(redis: Any, only: Collection[str] | None = None) -> dict[str, Any]:
     """The Teams page: every team's budget now (its current period), as the admin API reads it."""
-    teams = await TeamStore(redis).names()
+    teams = [team for team in await TeamStore(redis).names() if only is None or team in only]
     budgets = await team_budgets(redis, teams)
     return {"object": "list", "data": [{"team": team, **budgets[team].as_json()} for team in teams]}
 
 
-async def spend_csv(redis: Any, days: DateRange) -> str:
+async def spend_csv(redis: Any, days: DateRange, only: Collection[str] | None = None) -> str:
     """Exactly ``gateway report spend --start .. --end .. --format csv`` (grouped by team)."""
-    report = await spend_report(redis, days, DEFAULT_GROUP_BY)
+    report = await spend_report(redis, days, DEFAULT_GROUP_BY, only)
     return report.to_csv()
 
 
 async def keys_page(
-    redis: Any, team: str | None, search: str | None = None, page: int = 1, per_page: int = KEYS_PER_PAGE
+    redis: Any,
+    teams: list[str] | None,
+    search: str | None = None,
+    page: int = 1,
+    per_page: int = KEYS_PER_PAGE,
+    only: Collection[str] | None = None,
 ) -> dict[str, Any]:
-    """One page of keys (of ``team``, matching ``search``), by team and name, each with its spend
-    in its current budget period; the team list for the filter."""
-    listing, teams = await asyncio.gather(
-        key_page(redis, team=team, search=search, page=page, per_page=per_page), TeamStore(redis).names()
+    """One page of keys (of ``teams``, default every team's; matching ``search``), by team and name,
+    each with its spend in its current budget period; the team list for the filter (the teams
+    ``only``, if given: a team-admin's)."""
+    listing, names = await asyncio.gather(
+        key_page(redis, teams=teams, search=search, page=page, per_page=per_page), TeamStore(redis).names()
     )
+    teams_listed = [team for team in names if only is None or team in only]
     keys = listing.data
     usages = await asyncio.gather(*(usage_report(redis, KeySpace(k["key_id"], k["team"])) for k in keys))
     rows = []
@@ -179,4 +188,4 @@ async def keys_page(
                 "exhausted": usage["exhausted"],
             }
         )
-    return {**listing.as_json(), "data": rows, "teams": teams}
+    return {**listing.as_json(), "data": rows, "teams": teams_listed}

@@ -6,12 +6,13 @@ of ``'self'`` makes the browser enforce that. The pages call ``/console/api/*`` 
 cookie (gateway/console/session.py); those calls reuse what the admin API uses (the key store,
 the team store, the ledger's spend report), validate with the admin API's models, and audit what
 changes, like the admin API. Every call that changes something needs the session's CSRF token and
-the gateway's own origin (session.check_csrf).
+the gateway's own origin (session.check_csrf). Every call checks the session's role as the admin
+API does (``_session(request, permission)``), and a team-admin's pages show its teams only.
+Single sign-on (OpenID Connect) is console/sso.py.
 """
 
 from __future__ import annotations
 
-import hmac
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -21,13 +22,15 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 
 from gateway.admin import auth as admin_auth
-from gateway.admin.keys import KeyCreate, KeyStore, RotateRequest
+from gateway.admin.keys import KeyCreate, KeyStore, RotateRequest, shown_key_id
+from gateway.admin.roles import Permission
 from gateway.admin.teams import TeamSettings, TeamStore
 from gateway.console import data, session
-from gateway.core.errors import GatewayError, bad_request, not_found
+from gateway.core.errors import bad_request, not_found
 from gateway.ledger.exports import MEDIA_TYPES
 from gateway.ledger.query import DateRange, LedgerQueryError, parse_range
-from gateway.routes.admin import guard_redis
+from gateway.routes.access_control import audited, check_token, enabled_state
+from gateway.routes.admin import guard_redis, visible_key
 from gateway.routes.responses import json_response
 from gateway.routes.teams import no_webhook_warning, team_name
 from gateway.state import GatewayState, state_of
@@ -66,25 +69,22 @@ def _file(name: str) -> Response:
 
 
 def _admin_state(request: Request) -> GatewayState:
-    state = state_of(request)
-    if state.settings.admin_token is None:
-        raise GatewayError(
-            503,
-            "The console is disabled: set GATEWAY_ADMIN_TOKEN to enable it.",
-            "server_error",
-            "admin_disabled",
-            retry=False,
-        )
-    return state
+    return enabled_state(request, "The console")
 
 
-async def _session(request: Request, mutating: bool = False) -> session.Session:
-    """The caller's session (401 without one); for a mutating call, its CSRF token too (403)."""
-    found = await session.load(_admin_state(request).redis, request)
+async def _session(
+    request: Request, mutating: bool = False, permission: Permission = Permission.READ
+) -> session.Session:
+    """The caller's session (401 without one, or once its credential no longer holds); for a
+    mutating call, its CSRF token too (403); and a role that may do ``permission`` (403)."""
+    state = _admin_state(request)
+    found = await session.load(state.redis, state.settings, request)
     if found is None:
         raise session.no_session()
     if mutating:
         session.check_csrf(request, found)
+    request.state.principal = found.principal  # what audited() names as the actor
+    found.principal.require(permission)
     return found
 
 
@@ -112,7 +112,8 @@ async def console_root() -> Response:
 @router.get("/")
 async def console_page(request: Request) -> Response:
     """The console itself; without a session, the sign-in page instead."""
-    if await session.load(_admin_state(request).redis, request) is None:
+    state = _admin_state(request)
+    if await session.load(state.redis, state.settings, request) is None:
         return _secured(RedirectResponse("/console/login", status_code=303))
     return _file("index.html")
 
@@ -146,8 +147,8 @@ async def _json_body(request: Request) -> Any:
 
 @router.post("/api/session")
 async def sign_in(request: Request) -> Response:
-    """Exchange the admin token for a session cookie; wrong tokens count towards the same
-    per-address guessing limit as the admin API's (gateway/admin/auth.py)."""
+    """Exchange an admin token (the root one or a named credential's) for a session cookie; wrong
+    tokens count towards the guessing block like the admin API's."""
     state = _admin_state(request)
     limiter = admin_auth.limiter_of(request)
     await limiter.check(admin_auth.client_address(request))
@@ -157,15 +158,20 @@ async def sign_in(request: Request) -> Response:
         body = SignIn.model_validate(await _json_body(request))
     except ValidationError:
         raise bad_request('Send {"token": "..."}.', "token") from None
-    expected = state.settings.admin_token.get_secret_value().encode()  # type: ignore[union-attr]
-    if not hmac.compare_digest(body.token.strip().encode(), expected):
-        await admin_auth.record_failure(request, via="console")
-        raise GatewayError(
-            401, "Wrong admin token.", "invalid_request_error", "invalid_admin_token", retry=False
-        )
-    ttl = state.settings.console_session_ttl_s
-    session_id, created = await session.create(state.redis, ttl, admin_auth.client_address(request))
-    admin_auth.audit(request, "console.sign_in", via="console")
+    token = body.token.strip()
+    principal = await check_token(request, token, "console")
+    proof = (lambda session_id: session.root_proof(session_id, token)) if principal.kind == "root" else ""
+    session_id, created, ttl = await session.create(
+        state.redis,
+        state.settings.console_session_ttl_s,
+        admin_auth.client_address(request),
+        principal,
+        principal.actor,
+        proof,
+        principal.expires_at_ms,
+    )
+    request.state.principal = principal
+    await audited(request, "console.sign_in", method="token")
     response = _api(created.as_json())
     session.set_cookie(response, request, session_id, ttl)
     return response
@@ -180,7 +186,7 @@ async def show_session(request: Request) -> Response:
 async def sign_out(request: Request) -> Response:
     await _session(request, mutating=True)
     await session.end(state_of(request).redis, request)
-    admin_auth.audit(request, "console.sign_out", via="console")
+    await audited(request, "console.sign_out")
     response = _api({"signed_out": True})
     session.clear_cookie(response, request)
     return response
@@ -206,18 +212,18 @@ def days_asked(start: str | None, end: str | None, month: str | None) -> DateRan
 async def overview(
     request: Request, start: str | None = None, end: str | None = None, month: str | None = None
 ) -> Response:
-    await _session(request)
+    only = (await _session(request)).principal.team_filter
     days = days_asked(start, end, month)
-    return _api(await guard_redis(data.overview(state_of(request).redis, days)))
+    return _api(await guard_redis(data.overview(state_of(request).redis, days, only)))
 
 
 @router.get("/api/spend.csv")
 async def spend_csv(
     request: Request, start: str | None = None, end: str | None = None, month: str | None = None
 ) -> Response:
-    await _session(request)
+    only = (await _session(request)).principal.team_filter
     days = days_asked(start, end, month)
-    text = await guard_redis(data.spend_csv(state_of(request).redis, days))
+    text = await guard_redis(data.spend_csv(state_of(request).redis, days, only))
     return csv_download(text, f"spend-{days.start}-{days.end}.csv")
 
 
@@ -234,49 +240,53 @@ async def keys(
     page: int = Query(default=1, ge=1, le=1_000_000),
     per_page: int = Query(default=data.KEYS_PER_PAGE, ge=1, le=200),
 ) -> Response:
-    await _session(request)
-    listing = data.keys_page(state_of(request).redis, team or None, q, page, per_page)
+    principal = (await _session(request)).principal
+    teams = principal.scope(team or None)
+    listing = data.keys_page(state_of(request).redis, teams, q, page, per_page, principal.team_filter)
     return _api(await guard_redis(listing))
 
 
 @router.post("/api/keys")
 async def create_key(request: Request) -> Response:
-    await _session(request, mutating=True)
+    found = await _session(request, mutating=True, permission=Permission.KEYS)
     spec = _validated(KeyCreate, await _json_body(request))
+    found.principal.require_team(Permission.KEYS, spec.team)
     token, record = await guard_redis(KeyStore(state_of(request).redis).create(spec))
-    admin_auth.audit(request, "key.create", via="console", key_id=record["key_id"], team=record["team"])
+    await audited(request, "key.create", key_id=record["key_id"], team=record["team"])
     return _api({**record, "key": token}, status_code=201)
 
 
 @router.post("/api/keys/{key_id}/revoke")
 async def revoke_key(key_id: str, request: Request) -> Response:
-    await _session(request, mutating=True)
+    await _session(request, mutating=True, permission=Permission.KEYS)
+    await visible_key(request, key_id)
     record = await guard_redis(KeyStore(state_of(request).redis).revoke(key_id))
     if record is None:
-        raise not_found(f"No key with key_id '{key_id}'.")
-    admin_auth.audit(request, "key.revoke", via="console", key_id=key_id)
+        raise not_found(f"No key with {shown_key_id(key_id)}.")
+    await audited(request, "key.revoke", key_id=key_id)
     return _api(record)
 
 
 @router.post("/api/keys/{key_id}/rotate")
 async def rotate_key(key_id: str, request: Request) -> Response:
-    await _session(request, mutating=True)
+    await _session(request, mutating=True, permission=Permission.KEYS)
+    await visible_key(request, key_id)
     grace = _validated(RotateRequest, await _json_body(request)).grace_seconds
     rotated = await guard_redis(KeyStore(state_of(request).redis).rotate(key_id, grace))
     if rotated is None:
-        raise not_found(f"No key with key_id '{key_id}'.")
+        raise not_found(f"No key with {shown_key_id(key_id)}.")
     token, record = rotated
-    admin_auth.audit(request, "key.rotate", via="console", key_id=key_id, grace_seconds=grace)
+    await audited(request, "key.rotate", key_id=key_id, grace_seconds=grace)
     return _api({**record, "key": token, "previous_key_valid_for_s": grace})
 
 
 @router.put("/api/teams/{team}")
 async def set_team(team: str, request: Request) -> Response:
     """``PUT /admin/v1/teams/{team}`` for the console: the fields given change, ``null`` clears one."""
-    await _session(request, mutating=True)
+    await _session(request, mutating=True, permission=Permission.TEAM_SETTINGS)
     name = team_name(team)
     spec = _validated(TeamSettings, await _json_body(request))
     state = state_of(request)
     record = await guard_redis(TeamStore(state.redis).set(name, spec))
-    admin_auth.audit(request, "team.set", via="console", team=name, fields=sorted(spec.model_fields_set))
+    await audited(request, "team.set", team=name, fields=sorted(spec.model_fields_set))
     return _api({**record, **no_webhook_warning(state.settings, spec.alert_thresholds)})

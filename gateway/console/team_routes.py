@@ -10,6 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from gateway.admin.roles import Principal
 from gateway.admin.teams import TeamStore
 from gateway.console import data, teams_page
 from gateway.console.routes import _api, _session, csv_download, days_asked
@@ -21,26 +22,28 @@ from gateway.state import state_of
 router = APIRouter(prefix="/console", include_in_schema=False)
 
 
-async def _team(request: Request, team: str) -> str:
+async def _team(request: Request, team: str, principal: Principal) -> str:
+    """The team asked for; 404 if it does not exist or this caller may not see it (a team-admin's
+    console holds its own teams only, as if no other existed)."""
     name = team_name(team)
-    if not await guard_redis(TeamStore(state_of(request).redis).exists(name)):
+    if not principal.sees(name) or not await guard_redis(TeamStore(state_of(request).redis).exists(name)):
         raise not_found(f"No team '{name}'.")
     return name
 
 
 @router.get("/api/teams")
 async def teams(request: Request) -> Response:
-    await _session(request)
-    return _api(await guard_redis(data.teams_page(state_of(request).redis)))
+    only = (await _session(request)).principal.team_filter
+    return _api(await guard_redis(data.teams_page(state_of(request).redis, only)))
 
 
 @router.get("/api/teams/{team}/report")
 async def team_report(
     team: str, request: Request, start: str | None = None, end: str | None = None, month: str | None = None
 ) -> Response:
-    await _session(request)
+    principal = (await _session(request)).principal
     days = days_asked(start, end, month)
-    name = await _team(request, team)
+    name = await _team(request, team, principal)
     return _api(await guard_redis(teams_page.team_page(state_of(request).redis, name, days)))
 
 
@@ -53,10 +56,10 @@ async def team_table_csv(
     end: str | None = None,
     month: str | None = None,
 ) -> Response:
-    await _session(request)
+    principal = (await _session(request)).principal
     if table not in teams_page.TABLES:
         raise bad_request(f"A team's tables are {', '.join(teams_page.TABLES)}; not {table!r}.", "table")
     days = days_asked(start, end, month)
-    name = await _team(request, team)
+    name = await _team(request, team, principal)
     text = await guard_redis(teams_page.table_csv(state_of(request).redis, name, days, table))
     return csv_download(text, f"{name}-{table}-{days.start}-{days.end}.csv")

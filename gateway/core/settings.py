@@ -7,17 +7,49 @@ the first request or in a worker restart loop.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    AnyHttpUrl,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_UPSTREAM = "https://gogogotoken.com"
 
 
 MIN_DEFAULT_PENDING_PER_CLIENT = 1024
+
+
+def issuer_allowed(url: str) -> bool:
+    """An OpenID issuer the console may trust: https, or plain http only on this machine's loopback
+    (tests, local trials), where nobody on a network can read or change what it answers."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        return False
+    if not host or parts.query or parts.fragment:
+        return False
+    if parts.scheme == "https":
+        return True
+    if parts.scheme != "http":
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Settings(BaseSettings):
@@ -188,6 +220,29 @@ class Settings(BaseSettings):
         le=7 * 86_400,
         description="How long a console sign-in lasts (from sign-in, not from the last click).",
     )
+    audit_retention_days: int = Field(
+        default=400,
+        ge=1,
+        le=3650,
+        description="How long audit entries (every change, by whom, through what) are kept in Redis.",
+    )
+    oidc_issuer: str | None = Field(
+        default=None,
+        description="The OpenID provider for console single sign-on (discovery at "
+        "{issuer}/.well-known/openid-configuration); https, or http on a loopback address. Unset: "
+        "no SSO, the console signs in with tokens only.",
+    )
+    oidc_client_id: str | None = Field(default=None, description="The console's client id at the provider.")
+    oidc_client_secret: SecretStr | None = Field(
+        default=None, description="The console's client secret at the provider (client_secret_basic)."
+    )
+    oidc_roles_claim: str = Field(
+        default="groups", min_length=1, description="The ID token claim that lists the person's groups."
+    )
+    oidc_group_prefix: str = Field(
+        default="gateway-",
+        description="Groups that grant a role: {prefix}admin, {prefix}finance, {prefix}team-admin:<team>.",
+    )
     alert_webhook_url: AnyHttpUrl | None = Field(
         default=None,
         description="Where budget alerts are POSTed (alerts/). Unset: no sender runs and alerts wait "
@@ -222,7 +277,29 @@ class Settings(BaseSettings):
             raise ValueError(f"must start with one of {', '.join(schemes)}")
         return value
 
-    @field_validator("upstream_api_key", "admin_token")
+    @field_validator("oidc_issuer", "oidc_client_id", mode="before")
+    @classmethod
+    def _empty_text_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip() == "" else value
+
+    @field_validator("oidc_issuer")
+    @classmethod
+    def _issuer_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not issuer_allowed(value):
+            raise ValueError(
+                "must be an https URL (http only on a loopback address: 127.0.0.1, ::1 or localhost)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _oidc_complete(self) -> Settings:
+        if self.oidc_issuer is not None and (self.oidc_client_id is None or self.oidc_client_secret is None):
+            raise ValueError(
+                "GATEWAY_OIDC_ISSUER needs GATEWAY_OIDC_CLIENT_ID and GATEWAY_OIDC_CLIENT_SECRET as well"
+            )
+        return self
+
+    @field_validator("upstream_api_key", "admin_token", "oidc_client_secret")
     @classmethod
     def _empty_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or value.get_secret_value().strip() == "":
@@ -301,5 +378,8 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         first = exc.errors()[0]
-        name = "GATEWAY_" + str(first["loc"][0]).upper() if first["loc"] else "GATEWAY_*"
+        if not first["loc"]:  # a rule between settings: its message names them
+            message = str(first["msg"]).removeprefix("Value error, ")
+            raise SettingsError(f"invalid settings: {message}") from None
+        name = "GATEWAY_" + str(first["loc"][0]).upper()
         raise SettingsError(f"invalid setting {name}: {first['msg']}") from None

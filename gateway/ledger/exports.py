@@ -22,7 +22,7 @@ import csv
 import heapq
 import io
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable
 from typing import Any
 
 import orjson
@@ -90,12 +90,13 @@ class UsageExport:
         self._days = frozenset(day.encode() for day in days.days())
 
     @classmethod
-    async def open(cls, redis: Any, days: DateRange, team: str | None = None) -> UsageExport:
-        """The records of ``days``: every key's, or those of the keys ``team`` ever had."""
-        if team is None:
+    async def open(cls, redis: Any, days: DateRange, teams: Collection[str] | None = None) -> UsageExport:
+        """The records of ``days``: every key's, or those of the keys ``teams`` ever had (one
+        team's export, or a team-admin's)."""
+        if teams is None:
             key_ids = await registered_keys(redis)
         else:
-            key_ids = sorted(text(k) for k in await redis.smembers(TeamSpace(team).keys))
+            key_ids = sorted({text(k) for team in teams for k in await redis.smembers(TeamSpace(team).keys)})
         spaces = await spaces_of(redis, key_ids)
         low, high = str(max(0, days.start_ms - LOOKBACK_MS)), str(days.end_ms + LOOKAHEAD_MS)
         page = max(MIN_PAGE, min(MAX_PAGE, EXPORT_BUFFER // max(1, len(spaces))))

@@ -30,7 +30,8 @@ def _shared_errors(path: str, operation: dict[str, Any]) -> dict[str, dict[str, 
     if operation.get("parameters") or operation.get("requestBody"):
         errors["400"] = _error("Invalid request: a parameter or the body is malformed.")
     if path.startswith("/admin/"):
-        errors["401"] = _error("Missing or wrong admin token.")
+        errors["401"] = _error("Missing, wrong, revoked or expired admin token or credential.")
+        errors["403"] = _error("The credential's role may not do this (the message names the role needed).")
         errors["503"] = _error("Redis is unavailable, or the admin API is disabled (no admin token).")
     elif path.startswith("/v1/"):
         errors["401"] = _error("Missing, unknown, revoked or expired key.")

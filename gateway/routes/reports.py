@@ -17,12 +17,14 @@ from gateway.ledger import reports
 from gateway.ledger.exports import MEDIA_TYPES, UsageExport
 from gateway.ledger.query import LedgerQueryError, parse_range
 from gateway.ledger.reports import parse_group_by
-from gateway.routes.admin import guard_redis, require_admin
+from gateway.routes.access_control import current
+from gateway.routes.admin import READ, guard_redis, require_admin
 from gateway.routes.responses import json_response
 from gateway.routes.teams import team_name
 from gateway.state import state_of
 
-router = APIRouter(prefix="/admin/v1", tags=["reports"], dependencies=[Depends(require_admin)])
+# Every caller may read these; a team-admin's are of its own teams (``current(request).team_filter``).
+router = APIRouter(prefix="/admin/v1", tags=["reports"], dependencies=[Depends(require_admin), *READ])
 
 T = TypeVar("T")
 START = Query(description="First UTC day, YYYY-MM-DD.", examples=["2026-11-01"])
@@ -71,7 +73,7 @@ async def spend_report(
 ) -> Response:
     days = _query(parse_range, start, end)
     groups = _query(parse_group_by, group_by)
-    teams = None if team is None else [team_name(team)]
+    teams = _teams(request, team)
     report = await guard_redis(reports.spend_report(state_of(request).redis, days, groups, teams))
     if format == "csv":
         name = f"spend-{days.start}-{days.end}.csv"
@@ -94,11 +96,16 @@ async def usage_export(
 ) -> Response:
     days = _query(parse_range, start, end)
     # Opened before the answer starts, so a Redis outage is a 503 and not a cut-off stream.
-    export = await guard_redis(UsageExport.open(state_of(request).redis, days, team and team_name(team)))
+    export = await guard_redis(UsageExport.open(state_of(request).redis, days, _teams(request, team)))
     name = f"usage-{days.start}-{days.end}.{format}"
     return StreamingResponse(
         export.chunks(format), media_type=MEDIA_TYPES[format], headers=_attachment(name)
     )
+
+
+def _teams(request: Request, team: str | None) -> list[str] | None:
+    """The teams a report or export reads (see Principal.scope); None: every team."""
+    return current(request).scope(None if team is None else team_name(team))
 
 
 def _attachment(filename: str) -> dict[str, str]:

@@ -31,6 +31,14 @@ LAYOUT_LOCK = f"{PREFIX}:layout:lock"  # held by the one process running the upg
 # sender drops it once the outbox is empty (a lost add is found by the sender's full sweep).
 ALERT_TEAMS = f"{PREFIX}:alerts:teams"
 ALERT_SENDER_LOCK = f"{PREFIX}:alerts:sender"  # the one process that POSTs alerts (alerts/leader.py)
+# Hash of the named admin credentials (admin/access.py): ``id:<id>`` -> record, ``name:<name>`` -> id.
+ACCESS = f"{PREFIX}:access"
+# Stream of audit entries, every change by whom and through what (admin/audit.py), trimmed by age.
+AUDIT = f"{PREFIX}:audit"
+# Prefix of the console's single sign-on flows in progress (console/sso.py): state -> nonce, verifier.
+OIDC_FLOW = f"{PREFIX}:oidc-flow"
+# Prefix of the markers that limit how often the root token's reads are audited (admin/audit.py).
+ROOT_USE = f"{PREFIX}:admin-token-used"
 
 
 def directory_entry(key_id: str) -> str:

@@ -6,6 +6,7 @@
 const SVG = "http://www.w3.org/2000/svg";
 const COLORS = ["#1f4e79", "#e07b39", "#2a9d8f", "#c44e52", "#8172b2", "#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd"];
 let csrfToken = "";
+let permissions = new Set(); // what the session's role may do: read, keys, team_settings, ...
 
 // -- plumbing --------------------------------------------------------------------------------------
 
@@ -210,7 +211,7 @@ async function loadKeys() {
   body.replaceChildren();
   for (const key of data.data) {
     const actions = el("td", { class: "actions" });
-    if (key.status === "active") {
+    if (key.status === "active" && permissions.has("keys")) {
       const rotate = el("button", { type: "button", class: "small", text: "Rotate" });
       rotate.addEventListener("click", () => rotateKey(key).catch(showError));
       const revoke = el("button", { type: "button", class: "small danger", text: "Revoke" });
@@ -347,7 +348,12 @@ async function signOut() {
 async function start() {
   const session = await api("/console/api/session");
   csrfToken = session.csrf_token;
+  permissions = new Set(session.permissions);
+  for (const part of document.querySelectorAll("[data-needs]")) part.hidden = !permissions.has(part.dataset.needs);
   const ends = new Date(session.expires_at_ms).toISOString().slice(0, 16).replace("T", " ");
+  const teams = session.teams ? " of " + session.teams.join(", ") : "";
+  document.getElementById("session-who").textContent = session.display;
+  document.getElementById("session-role").textContent = session.role + teams;
   document.getElementById("session-info").textContent = "Session ends " + ends + " UTC";
   document.getElementById("sign-out").addEventListener("click", () => signOut().catch(showError));
   for (const id of ["from", "to"]) document.getElementById(id).addEventListener("change", rangeChanged);

@@ -1,5 +1,11 @@
-// Sign-in: exchange the admin token for a session cookie (set by the server, HttpOnly).
+// Sign-in: exchange an admin token for a session cookie (set by the server, HttpOnly), or single
+// sign-on through the company's identity provider when the gateway has one configured.
 "use strict";
+
+fetch("/console/api/signin-options", { credentials: "same-origin" })
+  .then((response) => (response.ok ? response.json() : { sso: false }))
+  .then((options) => { document.getElementById("sso-choice").hidden = !options.sso; })
+  .catch(() => {});
 
 document.getElementById("signin-form").addEventListener("submit", async (event) => {
   event.preventDefault();

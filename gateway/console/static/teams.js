@@ -28,7 +28,7 @@ function renderTeamTable(data) {
       money({ class: "num", "data-field": "reserved_usd" }, b.reserved_usd),
       money({ class: "num", "data-field": "remaining_usd" }, b.remaining_usd),
       use,
-      el("td", { class: "actions" }, edit)));
+      el("td", { class: "actions" }, ...(permissions.has("team_settings") ? [edit] : []))));
   }
   if (!data.data.length) body.append(el("tr", {}, el("td", { colspan: "7", class: "muted", text: "No teams yet." })));
 }
