@@ -127,3 +127,22 @@ def test_no_pattern_in_the_gateway_relies_on_dollar_to_end_a_name() -> None:
         if anchored.search(line)
     ]
     assert not found, found
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": "alice@example.com\n", "role": "admin"},
+        {"name": "ci-reports\r\n", "role": "finance"},
+        {"name": "lead", "role": "team-admin", "teams": ["design\n"]},
+    ],
+    ids=["name-lf", "name-crlf", "team-lf"],
+)
+def test_a_credential_name_or_team_with_a_trailing_newline_is_refused(
+    gateway: Gateway, body: dict[str, Any]
+) -> None:
+    with gateway.admin() as admin:
+        refused = admin.post("/admin/v1/access", json=body)
+        assert refused.status_code == 400, refused.text
+        names = [c["name"] for c in admin.get("/admin/v1/access").json()["data"]]
+    assert body["name"] not in names
