@@ -38,6 +38,7 @@ from bench.measure import BODY, LARGE_BODY, arrangement, create_key, smoke
 from bench.profile_summary import parse_collapsed, summarise, summary_markdown
 from bench.report import RESULTS
 from bench.stack import DEFAULT_TRANSPORT, PYTHON, ROOT, Stack
+from gateway.upstream.transports import TRANSPORTS
 
 
 def py_spy() -> str:
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=200, help="samples per second")
     parser.add_argument("--native", action="store_true", help="include C frames (orjson, hiredis, GC...)")
     parser.add_argument("--svg", action="store_true", help="also record a flame graph (a second pass)")
-    parser.add_argument("--transport", choices=("h1", "aiohttp", "httpx"), default=DEFAULT_TRANSPORT)
+    parser.add_argument("--transport", choices=TRANSPORTS, default=DEFAULT_TRANSPORT)
     parser.add_argument("--log-level", choices=("warning", "info"), default="warning")
     parser.add_argument("--top", type=int, default=10)
     parser.add_argument("--no-pin", action="store_true")

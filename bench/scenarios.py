@@ -22,7 +22,6 @@ from bench.measure import (
     UPSTREAM_LATENCY_S,
     Bench,
     Row,
-    best,
     by_cpu,
     create_key,
     interleaved,
@@ -145,14 +144,6 @@ def run_all(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
             ratio(row, added, "direct", f"p50 +{added:.3f} ms over direct")
         return build_report(b.rows, [], pinned, floating, args, started)
 
-    gw = gateway(pinned.sut, "gateway-httpx", transport="httpx")
-    httpx32 = b.add(
-        "gateway, transport=httpx",
-        "cost",
-        best([b.load(gw.port, connections=32, sut=gw, headers=auth, **on_rest) for _ in range(rep2)], False),
-    )
-    stack.stop(gw)
-
     ratio(
         direct32,
         direct32.rps / pass32.rps,
@@ -160,11 +151,10 @@ def run_all(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         f"{direct32.rps / pass32.rps:.1f}x passthrough: upstream + load generator are not the bottleneck",
     )
     ratio(pass32, pass32.rps / direct32.rps, "direct", f"{pass32.rps / direct32.rps:.2f}x direct")
-    for row in (gw32, alt32, httpx32, info32):
+    for row in (gw32, alt32, info32):
         of_pass = f"{row.rps / pass32.rps:.1%} of passthrough"
         ratio(row, row.rps / pass32.rps, "passthrough", of_pass + by_cpu(row, pass32))
-    for row in (alt32, httpx32):
-        row.ratio_text += f"; {row.rps / gw32.rps:.2f}x the default transport ({DEFAULT_TRANSPORT})"
+    alt32.ratio_text += f"; {alt32.rps / gw32.rps:.2f}x the default transport ({DEFAULT_TRANSPORT})"
     info32.ratio_text += f"; {info32.rps / gw32.rps:.2f}x log level warning"
     ratio(direct1, None, "", "baseline for added latency")
     for row in (pass1, gw1, alt1, info1):

@@ -4,7 +4,7 @@ The choice behind ``GATEWAY_UPSTREAM_TRANSPORT``, measured apart from Redis, uvi
 route: ``gateway.upstream.UpstreamClient.generate`` (the request built, sent, the answer read
 whole) from 32 callers looping against ``bench/fixed_upstream.py`` for a few seconds, on uvloop
 as in a worker. This process is pinned to one CPU and the upstream stand-in to the other, and
-the transports run in turns (h1, aiohttp, httpx, h1, ...), so a disturbance of a shared machine
+the transports run in turns (h1, aiohttp, h1, ...), so a disturbance of a shared machine
 hits them alike. Figures: calls per second, and this process's CPU time per call (what a worker
 pays per request for its upstream call; it moves much less than calls/s when the machine is
 shared). The median of the turns is reported, and every turn is kept in the JSON.
@@ -26,6 +26,7 @@ from typing import Any
 import uvloop
 
 from bench.stack import Stack
+from gateway.upstream import transports
 from gateway.upstream.client import UpstreamClient
 from gateway.upstream.transports import TRANSPORTS
 
@@ -33,14 +34,14 @@ BODY = b'{"model": "doubao-seedream-4-5-251128", "prompt": "bench", "n": 1}'
 
 
 async def turn(url: str, transport: str, callers: int, warmup_s: float, seconds: float) -> dict[str, float]:
-    client = UpstreamClient(url, "up-bench", 30.0, 5.0, 1000, transport=transport)
+    client = UpstreamClient(url, "up-bench", 30.0, 5.0, transport=transports.build(transport, 1000))
     calls, counting, stop = 0, False, False
 
     async def caller() -> None:
         nonlocal calls
         while not stop:
             reply = await client.generate(BODY)
-            assert reply.status == 200 and reply.rest is None, reply.status
+            assert reply.status == 200 and reply.whole, reply.status
             if counting:
                 calls += 1
 

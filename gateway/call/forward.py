@@ -14,13 +14,9 @@ import orjson
 from gateway.call.log import CallLog
 from gateway.call.openai_compat import conform_images_body
 from gateway.core.errors import GatewayError
-from gateway.upstream.client import (
-    UpstreamClient,
-    UpstreamFailure,
-    UpstreamReply,
-    bad_response_error,
-    map_error_reply,
-)
+from gateway.upstream.client import UpstreamClient
+from gateway.upstream.failures import UpstreamFailure, bad_response_error, map_error_reply
+from gateway.upstream.reply import UpstreamReply
 
 
 @dataclass
@@ -50,7 +46,7 @@ async def forward(upstream: UpstreamClient, body: bytes, call: CallLog) -> Forwa
     if reply.status != 200:
         call.upstream_outcome, error = map_error_reply(reply, upstream.redact)
         return Forwarded(error=error)
-    if reply.rest is not None:  # the outcome and the images are known once it has been read
+    if not reply.whole:  # the outcome and the images are known once it has been read
         return Forwarded(streamed=reply)
 
     answer = deliverable(upstream.redact_bytes(reply.body), call)

@@ -24,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.call.answer_scan import ImagesScanner, Malformed
 from gateway.call.log import CallLog
-from gateway.upstream.client import BodyFailure, UpstreamReply
+from gateway.upstream.reply import BodyFailure, UpstreamReply
 
 log = logging.getLogger("gateway")
 
@@ -109,21 +109,20 @@ class StreamedAnswer(Response):
 
     async def _relay(self, send: Send) -> None:
         call, reply = self.call, self.reply
-        assert reply.rest is not None
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         scanner, sender = ImagesScanner(), _Sender(send, call)
         try:
             await sender.send(self.masker.feed(b"".join(scanner.feed(reply.body))))
-            async for chunk in reply.rest.chunks():
+            while chunk := await reply.read():
                 for piece in scanner.feed(chunk):
                     await sender.send(self.masker.feed(piece))
             scanner.finish()
         except (BodyFailure, Malformed) as failure:
-            outcome = failure.reason if isinstance(failure, BodyFailure) else "bad_response"
-            await self._cut(outcome, str(failure), reply.rest.received)
+            too_large = isinstance(failure, BodyFailure) and failure.reason == "too_large"
+            await self._cut("too_large" if too_large else "bad_response", str(failure), reply.received)
             return
         finally:
-            await reply.rest.aclose()
+            await reply.aclose()
         call.upstream_outcome, call.images = "ok", scanner.images
         call.failed_images, call.upstream_images = scanner.failed_images, scanner.upstream_images
         disagrees = call.upstream_images is not None and call.upstream_images != call.images

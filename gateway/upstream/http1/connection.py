@@ -26,7 +26,8 @@ import asyncio
 from typing import Protocol
 
 import httptools
-import httpx
+
+from gateway.upstream.transport import Dropped, Headers, UnreadableAnswer
 
 MAX_LINE_BYTES = 8190  # a status line or one header field: aiohttp's limit
 MAX_HEAD_BYTES = 64 * 1024  # the whole header section
@@ -37,15 +38,10 @@ NO_BODY = frozenset({204, 304})
 JOIN_BELOW = 64 * 1024
 
 
-class UnreadableAnswer(httpx.RemoteProtocolError):
-    """The upstream answered, in a way that cannot be read: a malformed status line or header,
-    a header section over the limits, or a body cut short. It got the call (and may bill it)."""
-
-
-def dropped(exc: BaseException | None) -> httpx.ReadError:
+def dropped(exc: BaseException | None) -> Dropped:
     """The connection ended before an answer's headers were in: nothing was answered."""
     why = f": {exc}" if exc is not None else ""
-    error = httpx.ReadError(f"the upstream closed the connection without answering{why}")
+    error = Dropped(f"the upstream closed the connection without answering{why}")
     error.__cause__ = exc
     return error
 
@@ -57,7 +53,7 @@ class Answer:
         "conn",
         "parser",
         "head",
-        "status_code",
+        "status",
         "reason",
         "headers",
         "head_bytes",
@@ -80,9 +76,9 @@ class Answer:
         self.conn: Connection | None = conn  # None once the answer has ended either way
         self.parser = httptools.HttpResponseParser(self)
         self.head: asyncio.Future[None] = conn.loop.create_future()
-        self.status_code = 0
+        self.status = 0
         self.reason = b""
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.headers: Headers = []
         self.head_bytes = 0  # header fields received, counted as on the wire
         self.head_fed = 0  # bytes fed while the header section was still incomplete
         self.headers_done = self.informational = self.complete = self.keep_alive = False
@@ -121,7 +117,7 @@ class Answer:
             self.informational = True
             self.reason, self.headers = b"", []
             return
-        self.status_code, self.headers_done = status, True
+        self.status, self.headers_done = status, True
         self.reason = self.reason.strip()
         if status not in NO_BODY:
             self._framing()
@@ -232,7 +228,7 @@ class Answer:
             conn.resume()
         return data
 
-    def abandon(self) -> None:
+    def close(self) -> None:
         """The caller is done with this answer: if it has not ended, its connection cannot be
         used again (the rest of the answer would come first), so it is closed."""
         self.chunks, self.buffered = [], 0
