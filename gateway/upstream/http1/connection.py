@@ -113,7 +113,9 @@ class Answer:
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
-        if 100 <= status < 200:  # "100 Continue" and the like: the answer proper follows
+        if status == 101:  # what follows is another protocol, which this call never asked for
+            raise self._refuse("switched protocols without being asked (status 101)")
+        if 100 <= status < 200:  # "100 Continue", "103 Early Hints": the answer proper follows
             self.informational = True
             self.reason, self.headers = b"", []
             return
@@ -127,14 +129,15 @@ class Answer:
     def _framing(self) -> None:
         """How the body ends, from the headers (the parser has checked them): at Content-Length
         (``body_left``, and the parser is skipped for it), with the last chunk, or with the
-        connection (``close_delimited``)."""
+        connection (``close_delimited``). Chunked framing holds only when chunked is the last
+        transfer coding; otherwise the body ends with the connection (RFC 9112, section 6.3)."""
         length, encoded, chunked = -1, False, False
         for name, value in self.headers:
             lowered = name.lower()
             if lowered == b"content-length":
                 length = int(value)
-            elif lowered == b"transfer-encoding":
-                encoded, chunked = True, chunked or b"chunked" in value.lower()
+            elif lowered == b"transfer-encoding":  # the last coding of the last field counts
+                encoded, chunked = True, value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
         self.close_delimited = length < 0 and not chunked
         if length >= 0 and not encoded:
             self.body_left = length
