@@ -172,3 +172,15 @@ def test_an_answer_compressed_as_the_call_allowed_reaches_the_caller_as_json(
     assert "content-encoding" not in response.headers
     assert gw.usage(key_id)["spent_usd"] == f"{0.135 * images:.6f}"
     assert asked == ["gzip, deflate"]
+
+
+@pytest.mark.parametrize("retry_after", ["1e999", "-1e999", "nan", "Wed, 21 Oct 2015 07:28:00 GMT"])
+def test_an_upstream_rate_limit_with_any_retry_after_is_a_429_with_a_bounded_wait(
+    gw: Gateway, upstream: ScriptedUpstream, retry_after: str
+) -> None:
+    upstream.answer = answer_json(429, {"error": {"message": "slow down"}}, {"Retry-After": retry_after})
+    key, key_id = gw.create_key()
+    response = generate(gw, key)
+    assert response.status_code == 429 and response.json()["error"]["code"] == "rate_limit_exceeded"
+    assert 1 <= int(response.headers["retry-after"]) <= 60
+    assert gw.usage(key_id)["inflight"] == 0

@@ -151,8 +151,10 @@ def map_error_reply(reply: UpstreamReply, redact: Callable[[str], str] = str) ->
 
 
 def _retry_after(value: str) -> int:
+    """The upstream's wait in whole seconds, kept within 1..60; 5 when it is not a number of
+    seconds (an HTTP date, garbage). Clamped as a float: an infinite one has no integer."""
     try:
-        return max(1, min(60, int(float(value))))
+        return int(min(60.0, max(1.0, float(value))))
     except ValueError:
         return 5
 
