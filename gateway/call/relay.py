@@ -19,10 +19,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from gateway.call.answer_scan import ImagesScanner, Malformed
+from gateway.call.ending import Relayed
 from gateway.call.log import CallLog
 from gateway.upstream.reply import BodyFailure, UpstreamReply
 
@@ -74,10 +74,8 @@ def _held_suffix(data: bytes, secret: bytes) -> int:
     return 0
 
 
-class StreamedAnswer(Response):
-    """The ASGI response of a streamed answer; ``on_done`` runs once it has ended, however."""
-
-    streamed = True  # an Idempotency-Key cannot keep this answer for a replay (see idempotent.py)
+class JsonRelay(Relayed):
+    """The caller's response to a large answer, sent on as it arrives; its call ends with it."""
 
     def __init__(
         self,
@@ -93,19 +91,15 @@ class StreamedAnswer(Response):
         self.reply, self.call, self.settle = reply, call, settle
         self.masker = Masker(secret)
         self.finished = False  # the whole answer reached the caller (or would have: it left)
-        # Run once it has ended, with this response if it finished, else None (idempotency).
-        self.after: list[Callable[[Response | None], Awaitable[None]]] = []
-        self.on_done: Callable[[], None] = lambda: None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await self._relay(send)
+        except Exception as exc:  # a fault of the gateway's own: the caller's connection is cut
+            self.failure = exc
+            log.exception("request %s failed in the gateway, relaying the answer", self.call.request_id)
         finally:
-            try:
-                for then in self.after:
-                    await then(self if self.finished else None)
-            finally:
-                self.on_done()
+            await self.ended(self.finished)
 
     async def _relay(self, send: Send) -> None:
         call, reply = self.call, self.reply

@@ -11,7 +11,7 @@ Two coroutines, so that a caller who hangs up does not stop the upstream call it
 
 - the *reader*, a task of its own, reads the upstream stream to its end, counts, queues every
   event for the caller, settles exactly once when the upstream's stream ends (or breaks, or
-  stalls), then calls the ``when_done`` callbacks (release the in-flight slot, observe);
+  stalls), then ends the call (gateway/call/ending.py: the route releases what it held, observes);
 - the *response* (:meth:`Relay.__call__`, the ASGI response) sends the queued events while the
   caller is there, and returns only once the reader has settled, so a SIGTERM drain waits for it.
 
@@ -33,10 +33,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from gateway.call.client import client_has_left
+from gateway.call.ending import Relayed
 from gateway.call.log import CallLog
 from gateway.core.errors import GatewayError
 from gateway.upstream.client import UpstreamClient
@@ -64,7 +64,7 @@ async def open_relay(
     idle_timeout_s: float,
     total_timeout_s: float,
     receive: Receive,
-) -> Relay:
+) -> EventRelay:
     """The caller's stream once the upstream streams; else settle and raise the mapped error."""
     call.stream, started = True, time.perf_counter()
     try:
@@ -85,7 +85,7 @@ async def open_relay(
         call.upstream_outcome = "bad_response"
         await settle(True)
         raise bad_response_error()
-    return Relay(
+    return EventRelay(
         reply,
         call,
         redact=upstream.redact_bytes,
@@ -97,7 +97,7 @@ async def open_relay(
     )
 
 
-class Relay(Response):
+class EventRelay(Relayed):
     """The caller's ``text/event-stream`` response; its reader task starts at once."""
 
     media_type = "text/event-stream"
@@ -124,18 +124,9 @@ class Relay(Response):
         self._idle_s, self._started = idle_timeout_s, started
         self._receive = receive
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self._callbacks: list[Callable[[], None]] = []
-        self._done = False
         self._task = asyncio.create_task(self._read(), name=f"stream-{call.request_id}")
         RUNNING.add(self._task)
         self._task.add_done_callback(RUNNING.discard)
-
-    def when_done(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` once the stream is settled (at once if it already is)."""
-        if self._done:
-            callback()
-        else:
-            self._callbacks.append(callback)
 
     # -- the reader ----------------------------------------------------------------------------
 
@@ -145,8 +136,9 @@ class Relay(Response):
             failure = await self._relay_upstream()
         except asyncio.CancelledError:  # the loop is closing: settle (or spool) all the same
             failure, cancelled = "stream_broken", True
-        except Exception:  # never let a reader die unsettled
+        except Exception as exc:  # a fault of the gateway's own: settled all the same, then answered for
             failure = "stream_broken"
+            self._failed(exc)
         finally:
             await self._upstream.aclose()
         try:
@@ -157,16 +149,17 @@ class Relay(Response):
             call.client_left = self.left or client_has_left(self._receive)
             disagrees = call.upstream_images is not None and call.upstream_images != call.images
             await self._settle(failure is not None or disagrees)
+        except Exception as exc:  # the call's end releases what it still holds
+            self._failed(exc)
         finally:
             self._queue.put_nowait(None)
-            self._done = True
-            for callback in self._callbacks:
-                try:
-                    callback()
-                except Exception:
-                    log.exception("after the stream %s settled", call.request_id)
+            await self.ended(failure is None and not self.left)
         if cancelled:
             raise asyncio.CancelledError
+
+    def _failed(self, exc: Exception) -> None:
+        self.failure = self.failure or exc
+        log.error("request %s failed in the gateway, relaying the stream", self.call.request_id, exc_info=exc)
 
     async def _relay_upstream(self) -> str | None:
         """Queue every event as it arrives; None if the stream ended whole, else what went wrong."""
