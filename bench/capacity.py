@@ -1,4 +1,4 @@
-"""The capacity scenarios of issue 13, each beside its direct baseline measured in the same run.
+"""The capacity scenarios, each beside its direct baseline measured in the same run.
 
 - burst: 10,000 calls arriving at once on one worker, upstream 20 s (``GATEWAY_MAX_INFLIGHT``
   10,000): statuses, p99 and the peak RSS of the gateway's process tree, beside the same burst

@@ -2,7 +2,7 @@
 
 The cost section runs the passthrough and the gateways side by side and measures them in turns, so
 that a disturbance of the machine hits all alike; the in-flight and large-image sections follow,
-then the workers (bench/workers.py) and issue 13's capacity rows (bench/capacity.py). The load
+then the workers (bench/workers.py) and the capacity rows (bench/capacity.py). The load
 itself is driven by bench/measure.py; the report is shaped by bench/report.py.
 """
 
@@ -73,7 +73,7 @@ def run_all(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         capacity.burst(b, stack, gateway, lambda port: create_key(port, admin))
         return build_report(b.rows, [], pinned, floating, args, started)
 
-    if args.only_capacity:  # the issue-13 scenarios alone (the LiteLLM row then has no ratio)
+    if args.only_capacity:  # the capacity scenarios alone (the LiteLLM row then has no ratio)
         capacity.run(b, stack, gateway, lambda port: create_key(port, admin), upstream_key, 0.0)
         return build_report(b.rows, [], pinned, floating, args, started)
 
@@ -247,7 +247,7 @@ def run_all(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     for row in (d_big, d_big1):
         ratio(row, None, "", f"{row.mean_response_bytes / 1e6:.1f} MB per answer")
 
-    # ---- issue 13: the burst, 20 large answers at once, and the LiteLLM proxy
+    # ---- capacity: the burst, 20 large answers at once, and the LiteLLM proxy
 
     capacity.run(b, stack, gateway, lambda port: create_key(port, admin), upstream_key, gw32.rps or 0.0)
 

@@ -1,4 +1,4 @@
-"""Large answers in bounded memory (issue 13) and the upstream answer's size cap (issue 11 item 4).
+"""Large answers in bounded memory, and the upstream answer's size cap.
 
 A 200 answer over 1 MiB is streamed to the caller as it arrives, its images counted on the way;
 the charge is settled once it has ended. Each test scripts a real upstream over HTTP and drives a

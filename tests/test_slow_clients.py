@@ -1,4 +1,4 @@
-"""Issue 11 item 2: strangers sending slow bodies must not take the capacity meant for teams.
+"""Strangers sending slow bodies must not take the capacity meant for teams.
 
 A few hundred loopback connections with a made-up key, ``Content-Length: 100000`` and a byte
 now and then, spread over many source addresses (127.0.0.2 and up: all of 127/8 is loopback),

@@ -37,13 +37,13 @@ class Masker:
     A piece is held back only from where its end could begin the key (a suffix that is a prefix
     of it), until the next piece shows whether it does: any key that starts in what is sent
     therefore ends inside what was scanned, and has been replaced. Usually nothing is held and
-    the piece goes on as it came, uncopied (copies of every 256 KB piece cost more than the scan).
+    the piece goes on as it came, uncopied (a copy of every piece would cost more than the scan).
     """
 
     def __init__(self, secret: bytes) -> None:
         self._secret, self._carry = secret, b""
         # A byte of the key that base64 never uses ('-' of "sk-..."): one memchr that finds no
-        # such byte proves the piece holds no key, at several times the speed of the full search.
+        # such byte proves the piece holds no key, without the full search.
         rare = [b for b in secret if not (chr(b).isalnum() or b in b"+/=")]
         self._probe = bytes(rare[:1])
 

@@ -12,9 +12,9 @@ here, however fast the upstream sends and however slowly the caller reads.
 
 A body whose length the headers give (``Content-Length``, the usual answer) skips the parser
 after the socket read that completed the headers: each later read is the body itself, kept as the
-very ``bytes`` object the event loop delivered, where the parser would hand over a copy (a tenth of
-a worker's CPU relaying 32 MB answers, measured with ``py-spy --native``). Chunked and
-close-delimited bodies go through the parser throughout.
+very ``bytes`` object the event loop delivered, where the parser would hand over a copy of every
+piece of a body that may be hundreds of MB. Chunked and close-delimited bodies go through the
+parser throughout.
 
 Limits: a status line or header field over :data:`MAX_LINE_BYTES` (aiohttp's 8 KB), or a header
 section over :data:`MAX_HEAD_BYTES`, is an unreadable answer, like one the parser refuses.
@@ -32,9 +32,9 @@ from gateway.upstream.transport import Dropped, Headers, UnreadableAnswer
 MAX_LINE_BYTES = 8190  # a status line or one header field: aiohttp's limit
 MAX_HEAD_BYTES = 64 * 1024  # the whole header section
 NO_BODY = frozenset({204, 304})
-# Unread pieces up to this much in all are read as one; above it, one piece per read. Joining
-# two 256 KB socket reads into one new 512 KB object took a third of the CPU of reading a 32 MB
-# answer (31 ms vs 20 ms per answer, side by side).
+# Unread pieces up to this much in all are read as one; above it, one piece per read: joining
+# large socket reads would copy every byte of a large answer once more, for a caller that
+# handles one piece at a time anyway.
 JOIN_BELOW = 64 * 1024
 
 
