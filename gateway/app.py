@@ -42,7 +42,6 @@ from gateway.state import GatewayState, instance_name
 from gateway.store import client as redis_client
 from gateway.store.directory import KeyDirectory
 from gateway.store.protocol import Redis
-from gateway.upstream import transports
 from gateway.upstream.client import UpstreamClient
 
 log = logging.getLogger("gateway")
@@ -156,8 +155,8 @@ async def _start(settings: Settings) -> GatewayState:
         api_key,
         settings.upstream_timeout_s,
         settings.upstream_connect_timeout_s,
+        settings.upstream_max_connections,
         max_response_bytes=settings.max_upstream_response_bytes,
-        transport=transports.build(settings.upstream_transport, settings.upstream_max_connections),
     )
     spool = Spool(settings.state_dir / "spool", instance_name())
     directory = KeyDirectory(redis, ready=False)  # until the store's layout is confirmed

@@ -1,5 +1,6 @@
-"""The upstream transport against real servers written here (tests/raw_http.py: asyncio streams
-sending exactly the bytes each test needs), on asyncio's loop and on uvloop (the gateway's).
+"""The upstream transport (gateway/upstream/http1/) against real servers written here
+(tests/raw_http.py: asyncio streams sending exactly the bytes each test needs), on asyncio's
+loop and on uvloop (the gateway's).
 Failures are checked twice: as the transport raises them, and as UpstreamClient classifies them
 (502 upstream_unavailable, bad_response to reconcile, 504), since that classification is what a
 caller and the ledger see. What the transport keeps is checked from the server's side: the
@@ -25,25 +26,19 @@ import uvloop
 from gateway.upstream import descriptors
 from gateway.upstream.client import UpstreamClient
 from gateway.upstream.failures import UpstreamFailure
+from gateway.upstream.http1 import MAX_HEAD_BYTES, H1Transport
 from gateway.upstream.transport import (
     Answer,
     ConnectFailed,
     Dropped,
     Target,
-    Transport,
     UnreadableAnswer,
 )
 from tests.raw_http import Peer, RawServer, answer, keep_answering, wait_for
-from tests.transports import MAX_HEAD_BYTES, TRANSPORTS, known_gap, make_transport
 
 MiB = 1024 * 1024
 READ_BUFFER = 256 * 1024
 HEADERS = [("Content-Type", "application/json")]
-
-
-@pytest.fixture(params=TRANSPORTS)
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.fixture(params=["asyncio", "uvloop"])
@@ -74,19 +69,19 @@ async def read_all(answer: Answer) -> bytes:
     return body
 
 
-async def fetch(transport: Transport, url: str, body: bytes = b'{"n": 1}') -> tuple[Answer, bytes]:
+async def fetch(transport: H1Transport, url: str, body: bytes = b'{"n": 1}') -> tuple[Answer, bytes]:
     """The answer to one POST, and its whole body."""
     answer = await transport.post(target(url), body, 10.0)
     return answer, await read_all(answer)
 
 
-async def content(transport: Transport, url: str, body: bytes = b'{"n": 1}') -> bytes:
+async def content(transport: H1Transport, url: str, body: bytes = b'{"n": 1}') -> bytes:
     return (await fetch(transport, url, body))[1]
 
 
-async def classify(kind: str, server: RawServer, timeout_s: float = 5.0) -> UpstreamFailure:
+async def classify(server: RawServer, timeout_s: float = 5.0) -> UpstreamFailure:
     """What UpstreamClient makes of the server's answer (it must fail)."""
-    client = UpstreamClient(server.url(), "sk-test", timeout_s, 1.0, transport=make_transport(kind, 4))
+    client = UpstreamClient(server.url(), "sk-test", timeout_s, 1.0, transport=H1Transport(4))
     try:
         with pytest.raises(UpstreamFailure) as failure:
             await client.generate(b'{"model": "m"}')
@@ -108,10 +103,10 @@ def answer_once(data: bytes, then_close: bool = True) -> Callable[[Peer], Corout
 # -- bodies ---------------------------------------------------------------------------------------
 
 
-def test_a_content_length_answer_and_the_request_as_sent(kind: str, run: Any) -> None:
+def test_a_content_length_answer_and_the_request_as_sent(run: Any) -> None:
     async def main() -> None:
         async with RawServer(keep_answering) as server:
-            transport = make_transport(kind)
+            transport = H1Transport(4)
             got, body = await fetch(transport, server.url(), '{"prompt": "é"}'.encode())
             assert got.status == 200
             assert dict(got.headers)[b"Content-Type"] == b"application/json"
@@ -126,7 +121,7 @@ def test_a_content_length_answer_and_the_request_as_sent(kind: str, run: Any) ->
     run(main())
 
 
-def test_a_chunked_answer_arrives_whole_and_leaves_its_connection_reusable(kind: str, run: Any) -> None:
+def test_a_chunked_answer_arrives_whole_and_leaves_its_connection_reusable(run: Any) -> None:
     async def script(peer: Peer) -> None:
         while await peer.request() is not None:
             await peer.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
@@ -136,7 +131,7 @@ def test_a_chunked_answer_arrives_whole_and_leaves_its_connection_reusable(kind:
 
     async def main() -> None:
         async with RawServer(script) as server:
-            transport = make_transport(kind)
+            transport = H1Transport(4)
             for _ in range(2):
                 assert await content(transport, server.url()) == b'{"data": [1, 2, 3]}'
             assert server.accepts == 1
@@ -145,7 +140,7 @@ def test_a_chunked_answer_arrives_whole_and_leaves_its_connection_reusable(kind:
     run(main())
 
 
-def test_a_close_delimited_answer_ends_with_the_connection_which_is_not_reused(kind: str, run: Any) -> None:
+def test_a_close_delimited_answer_ends_with_the_connection_which_is_not_reused(run: Any) -> None:
     async def script(peer: Peer) -> None:
         await peer.request()
         await peer.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n")
@@ -154,7 +149,7 @@ def test_a_close_delimited_answer_ends_with_the_connection_which_is_not_reused(k
 
     async def main() -> None:
         async with RawServer(script) as server:
-            transport = make_transport(kind)
+            transport = H1Transport(4)
             assert await content(transport, server.url()) == b'{"data": []}'
             assert await content(transport, server.url()) == b'{"data": []}'
             assert server.accepts == 2
@@ -164,7 +159,7 @@ def test_a_close_delimited_answer_ends_with_the_connection_which_is_not_reused(k
 
 
 @pytest.mark.parametrize("ending", [b"HTTP/1.1 200 OK\r\nConnection: close\r\n", b"HTTP/1.0 200 OK\r\n"])
-def test_an_answer_that_ends_the_connection_is_not_kept(kind: str, run: Any, ending: bytes) -> None:
+def test_an_answer_that_ends_the_connection_is_not_kept(run: Any, ending: bytes) -> None:
     async def script(peer: Peer) -> None:
         await peer.request()
         await peer.send(ending + b"Content-Length: 2\r\n\r\n{}")
@@ -172,7 +167,7 @@ def test_an_answer_that_ends_the_connection_is_not_kept(kind: str, run: Any, end
 
     async def main() -> None:
         async with RawServer(script) as server:
-            transport = make_transport(kind)
+            transport = H1Transport(4)
             for _ in range(2):
                 assert await content(transport, server.url()) == b"{}"
             assert server.accepts == 2
@@ -184,13 +179,11 @@ def test_an_answer_that_ends_the_connection_is_not_kept(kind: str, run: Any, end
 
 @pytest.mark.parametrize("after", [b"", b"HTTP/1.1 200 OK\r\n"], ids=["reused", "bytes-after"])
 def test_a_content_length_body_over_several_reads_is_whole_and_exact(
-    kind: str, run: Any, after: bytes, request: pytest.FixtureRequest
+    run: Any, after: bytes
 ) -> None:
     """The body after the read that completed the headers may be taken without the parser: it
     must still end exactly at Content-Length, keep the connection when nothing follows, and drop
     it when more bytes than the body came."""
-    if after:
-        known_gap(request, kind, "bytes-after")
     body = bytes(range(256)) * 400  # 100 KB
     took_first: list[asyncio.Event] = []
 
@@ -204,7 +197,7 @@ def test_a_content_length_body_over_several_reads_is_whole_and_exact(
 
     async def main() -> None:
         async with RawServer(script) as server:
-            transport = make_transport(kind)
+            transport = H1Transport(4)
             for _ in range(2):
                 got = await transport.post(target(server.url()), b"{}", 10.0)
                 first = await got.read()
@@ -218,14 +211,14 @@ def test_a_content_length_body_over_several_reads_is_whole_and_exact(
     run(main())
 
 
-def test_bytes_after_a_whole_answer_keep_the_answer_but_drop_the_connection(kind: str, run: Any) -> None:
+def test_bytes_after_a_whole_answer_keep_the_answer_but_drop_the_connection(run: Any) -> None:
     async def script(peer: Peer) -> None:
         while await peer.request() is not None:
             await peer.send(answer(b"{}") + answer(b'{"extra": 1}'))  # two answers to one request
 
     async def main() -> None:
         async with RawServer(script) as server:
-            transport = make_transport(kind)
+            transport = H1Transport(4)
             for _ in range(2):
                 assert await content(transport, server.url()) == b"{}"
                 await wait_for(lambda: server.open == 0, "the connection out of step closed")
@@ -238,10 +231,10 @@ def test_bytes_after_a_whole_answer_keep_the_answer_but_drop_the_connection(kind
 # -- the pool -------------------------------------------------------------------------------------
 
 
-def test_keep_alive_serves_the_next_requests_on_the_same_connection(kind: str, run: Any) -> None:
+def test_keep_alive_serves_the_next_requests_on_the_same_connection(run: Any) -> None:
     async def main() -> None:
         async with RawServer(keep_answering) as server:
-            transport = make_transport(kind)
+            transport = H1Transport(4)
             for n in range(3):
                 assert await content(transport, server.url(), b"%d" % n) == b'{"echo": %d}' % n
             assert server.accepts == 1 and server.open == 1
@@ -251,7 +244,7 @@ def test_keep_alive_serves_the_next_requests_on_the_same_connection(kind: str, r
     run(main())
 
 
-def test_an_idle_connection_the_server_closed_is_not_reused(kind: str, run: Any) -> None:
+def test_an_idle_connection_the_server_closed_is_not_reused(run: Any) -> None:
     closed = asyncio.Event()
 
     async def script(peer: Peer) -> None:
@@ -263,7 +256,7 @@ def test_an_idle_connection_the_server_closed_is_not_reused(kind: str, run: Any)
 
     async def main() -> None:
         async with RawServer(script) as server:
-            transport = make_transport(kind)
+            transport = H1Transport(4)
             assert (await fetch(transport, server.url()))[0].status == 200
             await closed.wait()
             await asyncio.sleep(0)  # the client's loop sees the end of the stream it was told of
@@ -274,10 +267,10 @@ def test_an_idle_connection_the_server_closed_is_not_reused(kind: str, run: Any)
     run(main())
 
 
-def test_idle_connections_are_closed_after_the_keepalive_time(kind: str, run: Any) -> None:
+def test_idle_connections_are_closed_after_the_keepalive_time(run: Any) -> None:
     async def main() -> None:
         async with RawServer(keep_answering) as server:
-            transport = make_transport(kind, keepalive_s=0.2)
+            transport = H1Transport(4, keepalive_s=0.2)
             await asyncio.gather(*(fetch(transport, server.url()) for _ in range(3)))
             assert server.open == 3
             await wait_for(lambda: server.open == 0, "the server saw every idle connection closed")
@@ -288,7 +281,7 @@ def test_idle_connections_are_closed_after_the_keepalive_time(kind: str, run: An
     run(main())
 
 
-def test_n_plus_one_calls_share_n_connections_first_come_first_served(kind: str, run: Any) -> None:
+def test_n_plus_one_calls_share_n_connections_first_come_first_served(run: Any) -> None:
     release = asyncio.Event()
 
     async def script(peer: Peer) -> None:
@@ -298,7 +291,7 @@ def test_n_plus_one_calls_share_n_connections_first_come_first_served(kind: str,
 
     async def main() -> None:
         async with RawServer(script) as server:
-            transport = make_transport(kind, 2)
+            transport = H1Transport(2)
             calls = []
             for n in range(5):
                 calls.append(asyncio.create_task(content(transport, server.url(), b"%d" % n)))
@@ -314,7 +307,7 @@ def test_n_plus_one_calls_share_n_connections_first_come_first_served(kind: str,
     run(main())
 
 
-def test_a_caller_that_gives_up_waiting_frees_its_turn(kind: str, run: Any) -> None:
+def test_a_caller_that_gives_up_waiting_frees_its_turn(run: Any) -> None:
     release = asyncio.Event()
 
     async def script(peer: Peer) -> None:
@@ -324,7 +317,7 @@ def test_a_caller_that_gives_up_waiting_frees_its_turn(kind: str, run: Any) -> N
 
     async def main() -> None:
         async with RawServer(script) as server:
-            transport = make_transport(kind, 1)
+            transport = H1Transport(1)
             first = asyncio.create_task(content(transport, server.url(), b"1"))
             await wait_for(lambda: len(server.requests) == 1, "the first request in")
             with pytest.raises(TimeoutError):
@@ -359,19 +352,18 @@ UNPARSABLE = {
 
 @pytest.mark.parametrize("case", UNPARSABLE)
 def test_an_answer_that_cannot_be_parsed_is_unreadable_and_reconciled(
-    kind: str, run: Any, case: str, request: pytest.FixtureRequest
+    run: Any, case: str
 ) -> None:
-    known_gap(request, kind, case)
     data = UNPARSABLE[case]
     async def main() -> None:
         script = answer_once(data, then_close=False)
         async with RawServer(script) as server:
-            transport = make_transport(kind)
+            transport = H1Transport(4)
             with pytest.raises(UnreadableAnswer):
                 await fetch(transport, server.url())
             await wait_for(lambda: server.open == 0, "a connection out of step is never kept")
             await transport.aclose()
-            failure = await classify(kind, server)
+            failure = await classify(server)
             assert (failure.reason, failure.reconcile, failure.error.code) == (
                 "bad_response",
                 True,
@@ -381,17 +373,17 @@ def test_an_answer_that_cannot_be_parsed_is_unreadable_and_reconciled(
     run(main())
 
 
-def test_a_connection_dropped_before_any_answer_is_unavailable_not_unreadable(kind: str, run: Any) -> None:
+def test_a_connection_dropped_before_any_answer_is_unavailable_not_unreadable(run: Any) -> None:
     async def script(peer: Peer) -> None:
         await peer.request()  # then closed, nothing said
 
     async def main() -> None:
         async with RawServer(script) as server:
-            transport = make_transport(kind)
+            transport = H1Transport(4)
             with pytest.raises(Dropped):
                 await fetch(transport, server.url())
             await transport.aclose()
-            failure = await classify(kind, server)
+            failure = await classify(server)
             assert (failure.reason, failure.reconcile, failure.error.code) == (
                 "connect",
                 False,
@@ -402,23 +394,23 @@ def test_a_connection_dropped_before_any_answer_is_unavailable_not_unreadable(ki
     run(main())
 
 
-def test_a_connection_dropped_mid_body_is_an_unreadable_answer(kind: str, run: Any) -> None:
+def test_a_connection_dropped_mid_body_is_an_unreadable_answer(run: Any) -> None:
     async def main() -> None:
         script = answer_once(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 500)
         async with RawServer(script) as server:
-            transport = make_transport(kind)
+            transport = H1Transport(4)
             got = await transport.post(target(server.url()), b"{}", 10.0)
             assert got.status == 200
             with pytest.raises(UnreadableAnswer):
                 await read_all(got)
             await transport.aclose()
-            failure = await classify(kind, server)
+            failure = await classify(server)
             assert (failure.reason, failure.reconcile) == ("bad_response", True)
 
     run(main())
 
 
-def test_an_answer_abandoned_mid_body_closes_its_connection(kind: str, run: Any) -> None:
+def test_an_answer_abandoned_mid_body_closes_its_connection(run: Any) -> None:
     seen_closed: list[bool] = []
 
     async def script(peer: Peer) -> None:
@@ -428,7 +420,7 @@ def test_an_answer_abandoned_mid_body_closes_its_connection(kind: str, run: Any)
 
     async def main() -> None:
         async with RawServer(script) as server:
-            transport = make_transport(kind)
+            transport = H1Transport(4)
             got = await transport.post(target(server.url()), b"{}", 10.0)
             assert len(await got.read()) == 1000
             got.close()
@@ -473,7 +465,7 @@ class Flood(asyncio.Protocol):
         self._push()
 
 
-def test_a_large_body_read_slowly_is_held_within_the_read_buffer(kind: str, run: Any) -> None:
+def test_a_large_body_read_slowly_is_held_within_the_read_buffer(run: Any) -> None:
     """The slowest reader: a piece is taken only once the server's writes are blocked (the
     client stopped reading), and the memory the client's process allocated meanwhile is
     measured: the read buffer and a few socket reads (a sixteenth of the answer), never the
@@ -484,7 +476,7 @@ def test_a_large_body_read_slowly_is_held_within_the_read_buffer(kind: str, run:
         flood = Flood(size)
         server = await asyncio.get_running_loop().create_server(lambda: flood, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        transport = make_transport(kind, read_buffer_bytes=READ_BUFFER)
+        transport = H1Transport(4, read_buffer_bytes=READ_BUFFER)
         got = await transport.post(target(f"http://127.0.0.1:{port}/"), b"{}", 10.0)
         received, pieces = 0, 0
         tracemalloc.start()
@@ -528,7 +520,7 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def test_https_with_sni_against_a_self_signed_certificate(
-    kind: str, run: Any, certificate: tuple[Path, Path]
+    run: Any, certificate: tuple[Path, Path]
 ) -> None:
     cert, key = certificate
     names: list[str | None] = []
@@ -538,12 +530,12 @@ def test_https_with_sni_against_a_self_signed_certificate(
 
     async def main() -> None:
         async with RawServer(keep_answering, tls=tls) as server:
-            trusting = make_transport(kind, ssl_context=ssl.create_default_context(cafile=str(cert)))
+            trusting = H1Transport(4, ssl_context=ssl.create_default_context(cafile=str(cert)))
             for n in range(2):
                 assert await content(trusting, server.url(host="localhost"), b"%d" % n) == b'{"echo": %d}' % n
             assert server.accepts == 1 and names == ["localhost"]  # one handshake, SNI = host
             await trusting.aclose()
-            default = make_transport(kind)  # certifi's CAs: the certificate is refused
+            default = H1Transport(4)  # certifi's CAs: the certificate is refused
             with pytest.raises(ConnectFailed) as refused:
                 await fetch(default, server.url(host="localhost"))
             assert isinstance(refused.value.__cause__, ssl.SSLCertVerificationError)
@@ -552,25 +544,25 @@ def test_https_with_sni_against_a_self_signed_certificate(
     run(main())
 
 
-def test_a_refused_connection_is_unavailable(kind: str, run: Any) -> None:
+def test_a_refused_connection_is_unavailable(run: Any) -> None:
     async def main() -> None:
         async with RawServer(keep_answering) as server:
             url = server.url()
-        transport = make_transport(kind)
+        transport = H1Transport(4)
         with pytest.raises(ConnectFailed) as refused:
             await fetch(transport, url)
         assert isinstance(refused.value.__cause__, ConnectionRefusedError)
         await transport.aclose()
-        failure = await classify(kind, server)
+        failure = await classify(server)
         assert (failure.reason, failure.error.code) == ("connect", "upstream_unavailable")
 
     run(main())
 
 
-def test_out_of_descriptors_is_recognised_so_the_call_can_wait(kind: str, run: Any) -> None:
+def test_out_of_descriptors_is_recognised_so_the_call_can_wait(run: Any) -> None:
     async def main() -> None:
         async with RawServer(keep_answering) as server:
-            transport = make_transport(kind)
+            transport = H1Transport(4)
             soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
             top = max(int(fd) for fd in os.listdir("/proc/self/fd"))
             held: list[int] = []
@@ -595,7 +587,7 @@ def test_out_of_descriptors_is_recognised_so_the_call_can_wait(kind: str, run: A
     run(main())
 
 
-def test_read_deadlines_are_the_callers_and_leave_no_connection_behind(kind: str, run: Any) -> None:
+def test_read_deadlines_are_the_callers_and_leave_no_connection_behind(run: Any) -> None:
     """The transport has no read timeout: UpstreamClient's deadline ends the call (504), and the
     connection it was using is closed, not returned half-read."""
     hung = asyncio.Event()
@@ -607,7 +599,7 @@ def test_read_deadlines_are_the_callers_and_leave_no_connection_behind(kind: str
 
     async def main() -> None:
         async with RawServer(script) as server:
-            client = UpstreamClient(server.url(), "sk-test", 0.3, 1.0, transport=make_transport(kind))
+            client = UpstreamClient(server.url(), "sk-test", 0.3, 1.0, transport=H1Transport(4))
             with pytest.raises(UpstreamFailure) as failure:
                 await client.generate(b"{}")
             assert hung.is_set() and (failure.value.reason, failure.value.error.status) == ("timeout", 504)

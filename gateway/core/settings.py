@@ -68,11 +68,6 @@ class Settings(BaseSettings):
     upstream_connect_timeout_s: float = Field(
         default=5.0, gt=0, le=120, description="Time allowed to open a connection upstream."
     )
-    upstream_transport: Literal["h1", "aiohttp"] = Field(
-        default="h1",
-        description="The HTTP client under the upstream calls: h1 (the gateway's own HTTP/1.1 "
-        "transport, gateway/upstream/http1/) or aiohttp (aiohttp's own client).",
-    )
     upstream_max_connections: int = Field(
         default=10_000,
         ge=1,

@@ -1,7 +1,7 @@
 """The one upstream client: the master key, explicit deadlines, and what each failure means.
 
 It speaks to the upstream through a transport of gateway/upstream/transport.py's API (the
-gateway's own HTTP/1.1 one, gateway/upstream/http1/, unless one is given) and hands back an
+gateway's own HTTP/1.1 one, gateway/upstream/http1/, unless a test gives another) and hands back an
 :class:`UpstreamReply` (gateway/upstream/reply.py), or raises :class:`UpstreamFailure` when no
 answer came: a timeout, a connection that failed or dropped, or an answer that came but cannot be
 read (which the upstream may bill, so it is reconciled). gateway/upstream/failures.py turns those
@@ -27,6 +27,7 @@ from gateway.upstream.failures import (
     too_large_error,
     unavailable_error,
 )
+from gateway.upstream.http1 import H1Transport
 from gateway.upstream.reply import BodyFailure, UpstreamReply
 from gateway.upstream.transport import (
     Answer,
@@ -65,8 +66,6 @@ class UpstreamClient:
         self.max_response_bytes = max_response_bytes
         self._api_key = api_key
         if transport is None:
-            from gateway.upstream.http1 import H1Transport
-
             transport = H1Transport(max_connections, KEEPALIVE_S, read_buffer_bytes=READ_CHUNK_BYTES)
         self.transport = transport
         # The request head is built once: per call only the body and its length are added. The
