@@ -615,3 +615,20 @@ def test_a_header_with_a_line_break_is_never_sent() -> None:
             Target.of("http://127.0.0.1:1/", [(name, value)])
     with pytest.raises(ValueError):
         UpstreamClient("http://127.0.0.1:1/", "sk-test\r\nX-Injected: 1", 1.0)
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "path"),
+    [
+        ("https://gogogotoken.com/v1/images/generations", b"gogogotoken.com", b"/v1/images/generations"),
+        ("http://Upstream.Example:8080/v1/x?y=1", b"upstream.example:8080", b"/v1/x?y=1"),
+        ("http://[::1]:9000/v1", b"[::1]:9000", b"/v1"),
+        ("https://bücher.example:443/", b"xn--bcher-kva.example", b"/"),
+    ],
+)
+def test_the_request_line_and_host_are_built_from_the_url_once(url: str, host: bytes, path: bytes) -> None:
+    built = Target.of(url, HEADERS)
+    assert built.head == b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n" % (path, host)
+    assert built.request(b"{}").endswith(b"Content-Length: 2\r\n\r\n{}")
+    with pytest.raises(ValueError):
+        Target.of("ftp://example.com/", HEADERS)

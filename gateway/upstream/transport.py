@@ -87,7 +87,7 @@ class Target:
         shown = f"[{host}]" if ":" in host else host
         netloc = shown if port == DEFAULT_PORTS[scheme] else f"{shown}:{port}"
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        fields = [(b"Host", netloc.encode("idna"))]
+        fields = [(b"Host", netloc.encode("ascii") if netloc.isascii() else netloc.encode("idna"))]
         for name, value in headers:
             raw_name, raw_value = name.encode("ascii"), value.encode("latin-1")
             if any(c in raw_name + raw_value for c in b"\r\n\x00") or not raw_name or b":" in raw_name:
