@@ -103,9 +103,9 @@ class JsonRelay(Relayed):
 
     async def _relay(self, send: Send) -> None:
         call, reply = self.call, self.reply
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         scanner, sender = ImagesScanner(), _Sender(send, call)
         try:
+            await sender.start(self.raw_headers)
             await sender.send(self.masker.feed(b"".join(scanner.feed(reply.body))))
             while chunk := await reply.read():
                 for piece in scanner.feed(chunk):
@@ -146,6 +146,12 @@ class _Sender:
 
     def __init__(self, send: Send, call: CallLog) -> None:
         self._send, self._call = send, call
+
+    async def start(self, headers: list[tuple[bytes, bytes]]) -> None:
+        try:
+            await self._send({"type": "http.response.start", "status": 200, "headers": headers})
+        except OSError:  # gone already: the answer is still read and counted
+            self._call.client_left = True
 
     async def send(self, piece: bytes, *, more_body: bool = True) -> None:
         if self._call.client_left or (not piece and more_body):
