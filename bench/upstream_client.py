@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
     finally:
         stack.close()
+        shutil.rmtree(stack.workdir, ignore_errors=True)
     print(f"\n{args.callers} callers, {args.turns} turns of {args.seconds:g} s each, median of the turns:")
     print("| client | calls/s | client CPU us per call | CPU per call vs the gateway's |")
     print("| --- | --- | --- | --- |")
