@@ -37,7 +37,7 @@ from pathlib import Path
 from bench.measure import BODY, LARGE_BODY, arrangement, create_key, smoke
 from bench.profile_summary import parse_collapsed, summarise, summary_markdown
 from bench.report import RESULTS
-from bench.stack import DEFAULT_TRANSPORT, PYTHON, ROOT, Stack
+from bench.stack import PYTHON, ROOT, Stack
 
 
 def py_spy() -> str:
@@ -77,7 +77,6 @@ def run(args: argparse.Namespace) -> int:
             upstream_key=upstream_key,
             admin_token=admin,
             workers=1,
-            transport=args.transport,
             log_level=args.log_level,
             label="gateway",
         )
@@ -174,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
 
     summary = summarise(parse_collapsed(raw), args.top)
     title = (
-        f"gateway profile: {args.scenario}, {connections} connections, transport {args.transport}, "
+        f"gateway profile: {args.scenario}, {connections} connections, "
         f"log level {args.log_level}, py-spy {args.rate} Hz for {args.seconds:g} s"
         + (", native frames" if args.native else "")
     )
@@ -201,7 +200,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=200, help="samples per second")
     parser.add_argument("--native", action="store_true", help="include C frames (orjson, hiredis, GC...)")
     parser.add_argument("--svg", action="store_true", help="also record a flame graph (a second pass)")
-    parser.add_argument("--transport", choices=("h1", "aiohttp", "httpx"), default=DEFAULT_TRANSPORT)
     parser.add_argument("--log-level", choices=("warning", "info"), default="warning")
     parser.add_argument("--top", type=int, default=10)
     parser.add_argument("--no-pin", action="store_true")

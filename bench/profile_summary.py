@@ -19,7 +19,6 @@ CATEGORIES: list[tuple[str, str]] = [
     ("pydantic", "pydantic"),
     ("redis/", "redis-py (client, pool, parser)"),
     ("hiredis", "redis-py (client, pool, parser)"),
-    ("httpx_aiohttp/", "httpx-aiohttp (transport)"),
     ("httpx/", "httpx (client, models)"),
     ("httpcore/", "httpx (client, models)"),
     ("aiohttp/", "aiohttp (upstream client)"),

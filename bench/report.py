@@ -92,7 +92,6 @@ def machine() -> dict[str, Any]:
         "starlette",
         "uvicorn",
         "httpx",
-        "httpx-aiohttp",
         "aiohttp",
         "redis",
         "hiredis",

@@ -1,9 +1,8 @@
 """``python -m bench.reports``: how long a year's spend report takes over 10,000 keys.
 
-Issue 14 measured the release before team budgets (one Redis, report by team): 2,000 keys a
-month 0.66 s, a year 7.8 s; 10,000 keys a month 3.3 s, a year 40 s, because a report read one
-rollup per key and day. Reports now read one rollup per team and day (by team, model or day),
-and the per-key rollups of those days only when grouped by key or user.
+Before team budgets a report read one rollup per key and day, so its time grew with the keys
+ever issued. Reports now read one rollup per team and day (by team, model or day), and the
+per-key rollups of those days only when grouped by key or user.
 
 The store is seeded directly with the rollups settle.lua writes (the same names and fields, from
 gateway.redis_keys), for a year: 10,000 keys in 100 teams, 3 models, and on each day a tenth of

@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "latest.md").write_text(markdown(report))
     print(f"written: {args.out / 'latest.json'}, {args.out / 'latest.md'}")
     if not any((args.only_capacity, args.only_cost, args.only_workers, args.only_burst, args.only_large)):
-        _spend_reports(args)  # a full run: issue 14's report scenario too
+        _spend_reports(args)  # a full run: the spend-report scenario too
     return 1 if args.strict and not all(t["met"] for t in report["targets"]) else 0
 
 

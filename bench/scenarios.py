@@ -2,7 +2,7 @@
 
 The cost section runs the passthrough and the gateways side by side and measures them in turns, so
 that a disturbance of the machine hits all alike; the in-flight and large-image sections follow,
-then the workers (bench/workers.py) and issue 13's capacity rows (bench/capacity.py). The load
+then the workers (bench/workers.py) and the capacity rows (bench/capacity.py). The load
 itself is driven by bench/measure.py; the report is shaped by bench/report.py.
 """
 
@@ -22,7 +22,6 @@ from bench.measure import (
     UPSTREAM_LATENCY_S,
     Bench,
     Row,
-    best,
     by_cpu,
     create_key,
     interleaved,
@@ -32,7 +31,7 @@ from bench.measure import (
     wrk_row,
 )
 from bench.report import build_report, check_targets
-from bench.stack import DEFAULT_TRANSPORT, OTHER_TRANSPORT, Proc, Stack
+from bench.stack import Proc, Stack
 
 
 def run_all(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
@@ -74,7 +73,7 @@ def run_all(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         capacity.burst(b, stack, gateway, lambda port: create_key(port, admin))
         return build_report(b.rows, [], pinned, floating, args, started)
 
-    if args.only_capacity:  # the issue-13 scenarios alone (the LiteLLM row then has no ratio)
+    if args.only_capacity:  # the capacity scenarios alone (the LiteLLM row then has no ratio)
         capacity.run(b, stack, gateway, lambda port: create_key(port, admin), upstream_key, 0.0)
         return build_report(b.rows, [], pinned, floating, args, started)
 
@@ -82,17 +81,14 @@ def run_all(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     # The passthrough and the gateway run side by side (the idle one costs nothing), measured in
     # turns, so that a disturbance of the machine hits both alike.
     say("cost (fixed-answer upstream)")
-    # The gateway with the other upstream transport runs beside it, in the same turns, so the
-    # choice of the default (DEFAULT_TRANSPORT) is measured in every run; so does one at log
-    # level info (the default level), whose ratio measured in a later window was mostly noise.
+    # A gateway at log level info (the default level) runs beside it, in the same turns: its
+    # ratio measured in a later window was mostly noise.
     proxy = stack.passthrough(pinned.sut, fixed_url)
     gw = gateway(pinned.sut, "gateway")
-    alt = gateway(pinned.sut, f"gateway-{OTHER_TRANSPORT}", transport=OTHER_TRANSPORT)
     info = gateway(pinned.sut, "gateway-info", log_level="info")
     key = create_key(gw.port, admin)
     auth = [f"Authorization: Bearer {key}"]
     smoke(gw.port, key)
-    smoke(alt.port, key)
     smoke(info.port, key)
     on_rest = {"cpus": pinned.rest}
     direct32 = b.add("direct", "cost", b.load(fixed.port, connections=32, sut=None, **on_rest), rss=False)
@@ -101,14 +97,12 @@ def run_all(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         {
             "pass32": dict(port=proxy.port, connections=32, sut=proxy, **on_rest),
             "gw32": dict(port=gw.port, connections=32, sut=gw, headers=auth, **on_rest),
-            "alt32": dict(port=alt.port, connections=32, sut=alt, headers=auth, **on_rest),
             "info32": dict(port=info.port, connections=32, sut=info, headers=auth, **on_rest),
         },
         rep,
     )
     pass32 = b.add("passthrough", "cost", res["pass32"])
     gw32 = b.add("gateway", "cost", res["gw32"])
-    alt32 = b.add(f"gateway, transport={OTHER_TRANSPORT}", "cost", res["alt32"])
     info32 = b.add("gateway, log level info", "cost", res["info32"])
     res = interleaved(
         b,
@@ -116,7 +110,6 @@ def run_all(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
             "direct1": dict(port=fixed.port, sut=None, **lat, **on_rest),
             "pass1": dict(port=proxy.port, sut=proxy, **lat, **on_rest),
             "gw1": dict(port=gw.port, sut=gw, headers=auth, **lat, **on_rest),
-            "alt1": dict(port=alt.port, sut=alt, headers=auth, **lat, **on_rest),
             "info1": dict(port=info.port, sut=info, headers=auth, **lat, **on_rest),
         },
         rep,
@@ -124,7 +117,6 @@ def run_all(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     direct1 = b.add("direct", "cost", res["direct1"], rss=False)
     pass1 = b.add("passthrough", "cost", res["pass1"])
     gw1 = b.add("gateway", "cost", res["gw1"])
-    alt1 = b.add(f"gateway, transport={OTHER_TRANSPORT}", "cost", res["alt1"])
     info1 = b.add("gateway, log level info", "cost", res["info1"])
     wrk_rows: list[Row] = []
     if b.args.wrk:
@@ -132,26 +124,16 @@ def run_all(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         wrk_rows.append(wrk_row(b, "gateway (wrk)", gw, pinned, auth))
     stack.stop(proxy)
     stack.stop(gw)
-    stack.stop(alt)
     stack.stop(info)
     if args.only_cost:  # the cost rows alone: a quick before/after check of a change
-        for row in (gw32, alt32, info32):
+        for row in (gw32, info32):
             of_pass = f"{row.rps / pass32.rps:.1%} of passthrough"
             ratio(row, row.rps / pass32.rps, "passthrough", of_pass + by_cpu(row, pass32))
-        alt32.ratio_text += f"; {alt32.rps / gw32.rps:.2f}x the default transport ({DEFAULT_TRANSPORT})"
         info32.ratio_text += f"; {info32.rps / gw32.rps:.2f}x log level warning"
-        for row in (pass1, gw1, alt1, info1):
+        for row in (pass1, gw1, info1):
             added = row.p50_ms - direct1.p50_ms  # type: ignore[operator]
             ratio(row, added, "direct", f"p50 +{added:.3f} ms over direct")
         return build_report(b.rows, [], pinned, floating, args, started)
-
-    gw = gateway(pinned.sut, "gateway-httpx", transport="httpx")
-    httpx32 = b.add(
-        "gateway, transport=httpx",
-        "cost",
-        best([b.load(gw.port, connections=32, sut=gw, headers=auth, **on_rest) for _ in range(rep2)], False),
-    )
-    stack.stop(gw)
 
     ratio(
         direct32,
@@ -160,14 +142,12 @@ def run_all(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         f"{direct32.rps / pass32.rps:.1f}x passthrough: upstream + load generator are not the bottleneck",
     )
     ratio(pass32, pass32.rps / direct32.rps, "direct", f"{pass32.rps / direct32.rps:.2f}x direct")
-    for row in (gw32, alt32, httpx32, info32):
+    for row in (gw32, info32):
         of_pass = f"{row.rps / pass32.rps:.1%} of passthrough"
         ratio(row, row.rps / pass32.rps, "passthrough", of_pass + by_cpu(row, pass32))
-    for row in (alt32, httpx32):
-        row.ratio_text += f"; {row.rps / gw32.rps:.2f}x the default transport ({DEFAULT_TRANSPORT})"
     info32.ratio_text += f"; {info32.rps / gw32.rps:.2f}x log level warning"
     ratio(direct1, None, "", "baseline for added latency")
-    for row in (pass1, gw1, alt1, info1):
+    for row in (pass1, gw1, info1):
         added = row.p50_ms - direct1.p50_ms  # type: ignore[operator]
         ratio(row, added, "direct", f"p50 +{added:.3f} ms over direct")
 
@@ -257,7 +237,7 @@ def run_all(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     for row in (d_big, d_big1):
         ratio(row, None, "", f"{row.mean_response_bytes / 1e6:.1f} MB per answer")
 
-    # ---- issue 13: the burst, 20 large answers at once, and the LiteLLM proxy
+    # ---- capacity: the burst, 20 large answers at once, and the LiteLLM proxy
 
     capacity.run(b, stack, gateway, lambda port: create_key(port, admin), upstream_key, gw32.rps or 0.0)
 

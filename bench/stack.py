@@ -21,13 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.core.settings import Settings
-
 ROOT = Path(__file__).resolve().parent.parent
-# The upstream transport the gateway uses unless told (GATEWAY_UPSTREAM_TRANSPORT), and the
-# other fast one, measured beside it so that the choice stays visible.
-DEFAULT_TRANSPORT: str = Settings.model_fields["upstream_transport"].default
-OTHER_TRANSPORT = "aiohttp" if DEFAULT_TRANSPORT == "h1" else "h1"
 PYTHON = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
@@ -274,7 +268,6 @@ class Stack:
         upstream_key: str,
         admin_token: str,
         workers: int = 1,
-        transport: str | None = None,
         log_level: str = "warning",
         label: str = "gateway",
         command: list[str] | None = None,
@@ -295,8 +288,6 @@ class Stack:
             "GATEWAY_WORKERS": str(workers),
             "GATEWAY_LOG_LEVEL": log_level,
         }
-        if transport is not None:  # else the gateway's default (DEFAULT_TRANSPORT)
-            env["GATEWAY_UPSTREAM_TRANSPORT"] = transport
         env.update(extra_env or {})
         proc = self.spawn(
             label,
@@ -306,7 +297,7 @@ class Stack:
             env,
             drop=("GATEWAY_", "PROMETHEUS_MULTIPROC_DIR"),
         )
-        proc.extra.update(workers=str(workers), transport=transport or DEFAULT_TRANSPORT, log_level=log_level)
+        proc.extra.update(workers=str(workers), log_level=log_level)
         wait_until(lambda: _http_status(port, "/readyz") == 200, proc, 60, label)
         if workers > 1:
             # The port answers before every worker exists: wait for all of them, then warm them.

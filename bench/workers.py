@@ -18,7 +18,7 @@ from typing import Any
 from bench.measure import interleaved, ratio, repin, say
 from bench.stack import Proc, Stack
 
-TARGET = 1.6  # issue 13: 2 workers >= 1.6x one, on this machine with the load generator on it
+TARGET = 1.6  # the bar: 2 workers >= 1.6x one, on this machine with the load generator on it
 
 
 def connections_per_process(port: int, pids: list[int]) -> dict[int, int]:

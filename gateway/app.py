@@ -164,7 +164,6 @@ async def _start(settings: Settings) -> GatewayState:
         settings.upstream_timeout_s,
         settings.upstream_connect_timeout_s,
         settings.upstream_max_connections,
-        settings.upstream_transport,
         max_response_bytes=settings.max_upstream_response_bytes,
     )
     spool = Spool(settings.state_dir / "spool", instance_name())

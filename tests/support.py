@@ -6,6 +6,7 @@ for it to answer (polling with a deadline, never a bare sleep).
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -396,6 +397,26 @@ def metric_value(text: str, name: str, **labels: str) -> float:
 
 
 GENERATIONS = "/v1/images/generations"
+
+
+def access_lines(gw: Gateway, request_id: str) -> list[dict[str, Any]]:
+    """The access-log lines of ``request_id`` in the gateway's log."""
+    lines = []
+    for line in gw.log().splitlines():
+        if line.startswith("{") and request_id in line:
+            record = json.loads(line)
+            if record.get("request_id") == request_id:
+                lines.append(record)
+    return lines
+
+
+def the_line(gw: Gateway, response: httpx.Response) -> dict[str, Any]:
+    """The one access line of a response, found by its x-request-id."""
+    request_id = response.headers["x-request-id"]
+    wait_until(lambda: access_lines(gw, request_id), timeout_s=10, what=f"access line of {request_id}")
+    lines = access_lines(gw, request_id)
+    assert len(lines) == 1, lines
+    return lines[0]
 
 
 def openai_sdk(server_url: str, key: str, **kwargs: Any) -> Any:

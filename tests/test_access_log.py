@@ -6,9 +6,6 @@ import json
 import secrets
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
-
-import httpx
 
 from tests.support import (
     ADMIN_TOKEN,
@@ -18,29 +15,11 @@ from tests.support import (
     RedisServer,
     Simulator,
     generate,
+    the_line,
     wait_until,
 )
 
 PROMPT = "一只在雪地里奔跑的柴犬, private detail "
-
-
-def access_lines(gw: Gateway, request_id: str) -> list[dict[str, Any]]:
-    lines = []
-    for line in gw.log().splitlines():
-        if line.startswith("{") and request_id in line:
-            record = json.loads(line)
-            if record.get("request_id") == request_id:
-                lines.append(record)
-    return lines
-
-
-def the_line(gw: Gateway, response: httpx.Response) -> dict[str, Any]:
-    """The one access line of a response, found by its x-request-id."""
-    request_id = response.headers["x-request-id"]
-    wait_until(lambda: access_lines(gw, request_id), timeout_s=10, what=f"access line of {request_id}")
-    lines = access_lines(gw, request_id)
-    assert len(lines) == 1, lines
-    return lines[0]
 
 
 def test_a_call_logs_one_line_with_what_ops_needs(gateway: Gateway) -> None:

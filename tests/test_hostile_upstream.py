@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
+from aiohttp import web
 
 from tests.scripted_upstream import FAILED, ScriptedUpstream, answer_json, gateway_of, ledger_record
 from tests.support import (
@@ -135,3 +139,48 @@ def test_a_free_model_costs_nothing_and_leaves_its_key_usable(
     usage = gw.usage(key_id)
     assert (usage["spent_usd"], usage["reserved_usd"], usage["inflight"]) == ("0.000000", "0.000000", 0)
     assert generate(gw, key).status_code == 200  # a priced model still works on the same key
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "raw-deflate"])
+@pytest.mark.parametrize("images", [1, 3], ids=["small", "over-1-mib"])
+def test_an_answer_compressed_as_the_call_allowed_reaches_the_caller_as_json(
+    gw: Gateway, upstream: ScriptedUpstream, encoding: str, images: int
+) -> None:
+    """The generations call accepts gzip and deflate: an upstream that uses them is decoded, so its
+    images are counted and charged and the caller reads the JSON itself (a large answer too, which
+    is relayed as it arrives)."""
+    picture = "A" * (512 * 1024)  # 3 of them make an answer over the 1 MiB read whole
+    document = {"created": 1, "data": [{"b64_json": picture} for _ in range(images)]}
+    raw = orjson.dumps(document)
+    packed = {
+        "gzip": lambda: gzip.compress(raw),
+        "deflate": lambda: zlib.compress(raw),
+        "raw-deflate": lambda: zlib.compress(raw, wbits=-zlib.MAX_WBITS),
+    }[encoding]()
+    asked: list[str] = []
+
+    def compressed(request: web.Request, body: bytes) -> web.Response:
+        asked.append(request.headers.get("Accept-Encoding", ""))
+        name = "deflate" if "deflate" in encoding else "gzip"
+        headers = {"Content-Encoding": name}
+        return web.Response(status=200, body=packed, content_type="application/json", headers=headers)
+
+    upstream.answer = compressed
+    key, key_id = gw.create_key(budget_usd="10")
+    response = generate(gw, key, n=images)
+    assert response.status_code == 200 and response.content == raw
+    assert "content-encoding" not in response.headers
+    assert gw.usage(key_id)["spent_usd"] == f"{0.135 * images:.6f}"
+    assert asked == ["gzip, deflate"]
+
+
+@pytest.mark.parametrize("retry_after", ["1e999", "-1e999", "nan", "Wed, 21 Oct 2015 07:28:00 GMT"])
+def test_an_upstream_rate_limit_with_any_retry_after_is_a_429_with_a_bounded_wait(
+    gw: Gateway, upstream: ScriptedUpstream, retry_after: str
+) -> None:
+    upstream.answer = answer_json(429, {"error": {"message": "slow down"}}, {"Retry-After": retry_after})
+    key, key_id = gw.create_key()
+    response = generate(gw, key)
+    assert response.status_code == 429 and response.json()["error"]["code"] == "rate_limit_exceeded"
+    assert 1 <= int(response.headers["retry-after"]) <= 60
+    assert gw.usage(key_id)["inflight"] == 0

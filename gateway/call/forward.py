@@ -14,53 +14,49 @@ import orjson
 from gateway.call.log import CallLog
 from gateway.call.openai_compat import conform_images_body
 from gateway.core.errors import GatewayError
-from gateway.upstream.client import (
-    UpstreamClient,
-    UpstreamFailure,
-    UpstreamReply,
-    bad_response_error,
-    map_error_reply,
-)
+from gateway.upstream.client import UpstreamClient
+from gateway.upstream.failures import UpstreamFailure, bad_response_error, map_error_reply
+from gateway.upstream.reply import UpstreamReply
 
 
 @dataclass
-class Forwarded:
-    """The upstream's verdict: a body for the caller, or the error to answer with instead.
-
-    Or, for a 200 too large to buffer, ``streamed``: its beginning and the rest to read, which
-    gateway/call/relay.py sends on as it arrives, counting the images as they go by.
+class Verdict:
+    """What the upstream's answer means for the caller: a body to send, or the error to answer
+    with instead. Or, for a 200 too large to buffer, the ``reply`` itself, its beginning read and
+    the rest to come, which gateway/call/relay.py sends on as it arrives, counting the images as
+    they go by.
     """
 
     body: bytes | None = None
     error: GatewayError | None = None
     reconcile: bool = False  # the upstream may have billed what the gateway could not count
-    streamed: UpstreamReply | None = None
+    reply: UpstreamReply | None = None
 
 
-async def forward(upstream: UpstreamClient, body: bytes, call: CallLog) -> Forwarded:
+async def forward(upstream: UpstreamClient, body: bytes, call: CallLog) -> Verdict:
     """POST the caller's bytes; fill in the call's upstream fields and images delivered."""
     try:
         reply = await upstream.generate(body)
     except UpstreamFailure as failure:
         call.upstream_latency_s, call.upstream_outcome = failure.latency_s, failure.reason
         # An answer refused for its size, or unreadable, was made (and maybe billed) upstream.
-        return Forwarded(error=failure.error, reconcile=failure.reconcile or failure.reason == "too_large")
+        return Verdict(error=failure.error, reconcile=failure.reconcile or failure.reason == "too_large")
 
     call.upstream_status, call.upstream_latency_s = reply.status, reply.latency_s
     if reply.status != 200:
         call.upstream_outcome, error = map_error_reply(reply, upstream.redact)
-        return Forwarded(error=error)
-    if reply.rest is not None:  # the outcome and the images are known once it has been read
-        return Forwarded(streamed=reply)
+        return Verdict(error=error)
+    if not reply.whole:  # the outcome and the images are known once it has been read
+        return Verdict(reply=reply)
 
     answer = deliverable(upstream.redact_bytes(reply.body), call)
     del reply  # with multi-MB images, keep one copy of the answer in memory, not two
     if answer is None:
         call.upstream_outcome = "bad_response"
-        return Forwarded(error=bad_response_error(), reconcile=True)
+        return Verdict(error=bad_response_error(), reconcile=True)
     call.upstream_outcome = "ok"
     disagrees = call.upstream_images is not None and call.upstream_images != call.images
-    return Forwarded(body=answer, reconcile=disagrees)
+    return Verdict(body=answer, reconcile=disagrees)
 
 
 def deliverable(raw: bytes, call: CallLog) -> bytes | None:

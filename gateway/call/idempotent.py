@@ -14,9 +14,9 @@ from starlette.responses import Response
 
 from gateway.admin.keys import KeyStore
 from gateway.call.authenticate import Token, known_key
+from gateway.call.ending import Relayed
 from gateway.call.log import CallLog
 from gateway.call.outage import note_store_failure, store_unavailable
-from gateway.call.relay import StreamedAnswer
 from gateway.money import idempotency
 from gateway.money.micros import micros_to_usd
 from gateway.store.keyspace import KeySpace
@@ -61,17 +61,22 @@ async def run_once(
         response = await generate()
         return response
     finally:
-        await _finish(redis, space, idempotency_key, response, keep_s)
+        if isinstance(response, Relayed):
+            # Known only once its body has been read: kept then, as a result too large to replay
+            # (a repeat gets 409, charged once), or abandoned if it broke off (a retry may go ahead).
+            relayed = response
+
+            async def keep(whole: bool) -> None:
+                await _finish(redis, space, idempotency_key, relayed if whole else None, keep_s)
+
+            relayed.then(keep)
+        else:
+            await _finish(redis, space, idempotency_key, response, keep_s)
 
 
 async def _finish(
     redis: Redis, space: KeySpace, idempotency_key: str, response: Response | None, keep_s: int
 ) -> None:
-    if isinstance(response, StreamedAnswer) and not response.finished:
-        # Known only once its body has been read: settled then, as a result too large to replay
-        # (a repeat gets 409, charged once), or abandoned if it broke off (a retry may go ahead).
-        response.after.append(lambda done: _finish(redis, space, idempotency_key, done, keep_s))
-        return
     try:
         if response is not None and response.status_code == 200:
             headers = {k: v for k, v in response.headers.items() if k.startswith("x-gateway-")}
@@ -81,7 +86,7 @@ async def _finish(
                 idempotency_key=idempotency_key,
                 status=200,
                 headers=headers,
-                body=None if isinstance(response, StreamedAnswer) else bytes(response.body),
+                body=None if isinstance(response, Relayed) else bytes(response.body),
                 ttl_s=keep_s,
             )
         else:

@@ -9,7 +9,7 @@ from gateway.call.log import CallLog
 from gateway.core import metrics
 from gateway.core.logs import AccessLog
 from gateway.money.micros import micros_to_usd
-from gateway.upstream.client import CONTENT_SAFETY_CODES
+from gateway.upstream.failures import CONTENT_SAFETY_CODES
 
 UPSTREAM_ERROR_REASONS = frozenset(
     {

@@ -41,7 +41,7 @@ def _quick_splice(body: bytes, usage: Any, completed: bytes, expected: dict[str,
     A small answer (URL images) is searched for its usage member written compactly or with
     Python's default separators, the two ways a JSON encoder writes it unprompted; the result
     is kept only if it parses to exactly the answer with the completed usage (a lookalike inside
-    a string fails that). The structural walk cost ~20 us per call, this ~5 us.
+    a string fails that). It spares the usual small answer the structural walk.
     """
     for name, write in ((b'"usage":', orjson.dumps), (b'"usage": ', _python_json)):
         value = write(usage)

@@ -19,12 +19,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from gateway.call.answer_scan import ImagesScanner, Malformed
+from gateway.call.ending import Relayed
 from gateway.call.log import CallLog
-from gateway.upstream.client import BodyFailure, UpstreamReply
+from gateway.upstream.reply import BodyFailure, UpstreamReply
 
 log = logging.getLogger("gateway")
 
@@ -37,13 +37,13 @@ class Masker:
     A piece is held back only from where its end could begin the key (a suffix that is a prefix
     of it), until the next piece shows whether it does: any key that starts in what is sent
     therefore ends inside what was scanned, and has been replaced. Usually nothing is held and
-    the piece goes on as it came, uncopied (copies of every 256 KB piece cost more than the scan).
+    the piece goes on as it came, uncopied (a copy of every piece would cost more than the scan).
     """
 
     def __init__(self, secret: bytes) -> None:
         self._secret, self._carry = secret, b""
         # A byte of the key that base64 never uses ('-' of "sk-..."): one memchr that finds no
-        # such byte proves the piece holds no key, at several times the speed of the full search.
+        # such byte proves the piece holds no key, without the full search.
         rare = [b for b in secret if not (chr(b).isalnum() or b in b"+/=")]
         self._probe = bytes(rare[:1])
 
@@ -74,10 +74,8 @@ def _held_suffix(data: bytes, secret: bytes) -> int:
     return 0
 
 
-class StreamedAnswer(Response):
-    """The ASGI response of a streamed answer; ``on_done`` runs once it has ended, however."""
-
-    streamed = True  # an Idempotency-Key cannot keep this answer for a replay (see idempotent.py)
+class JsonRelay(Relayed):
+    """The caller's response to a large answer, sent on as it arrives; its call ends with it."""
 
     def __init__(
         self,
@@ -93,37 +91,32 @@ class StreamedAnswer(Response):
         self.reply, self.call, self.settle = reply, call, settle
         self.masker = Masker(secret)
         self.finished = False  # the whole answer reached the caller (or would have: it left)
-        # Run once it has ended, with this response if it finished, else None (idempotency).
-        self.after: list[Callable[[Response | None], Awaitable[None]]] = []
-        self.on_done: Callable[[], None] = lambda: None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await self._relay(send)
+        except Exception as exc:  # a fault of the gateway's own: the caller's connection is cut
+            self.failure = exc
+            log.exception("request %s failed in the gateway, relaying the answer", self.call.request_id)
         finally:
-            try:
-                for then in self.after:
-                    await then(self if self.finished else None)
-            finally:
-                self.on_done()
+            await self.ended(self.finished)
 
     async def _relay(self, send: Send) -> None:
         call, reply = self.call, self.reply
-        assert reply.rest is not None
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         scanner, sender = ImagesScanner(), _Sender(send, call)
         try:
+            await sender.start(self.raw_headers)
             await sender.send(self.masker.feed(b"".join(scanner.feed(reply.body))))
-            async for chunk in reply.rest.chunks():
+            while chunk := await reply.read():
                 for piece in scanner.feed(chunk):
                     await sender.send(self.masker.feed(piece))
             scanner.finish()
         except (BodyFailure, Malformed) as failure:
-            outcome = failure.reason if isinstance(failure, BodyFailure) else "bad_response"
-            await self._cut(outcome, str(failure), reply.rest.received)
+            too_large = isinstance(failure, BodyFailure) and failure.reason == "too_large"
+            await self._cut("too_large" if too_large else "bad_response", str(failure), reply.received)
             return
         finally:
-            await reply.rest.aclose()
+            await reply.aclose()
         call.upstream_outcome, call.images = "ok", scanner.images
         call.failed_images, call.upstream_images = scanner.failed_images, scanner.upstream_images
         disagrees = call.upstream_images is not None and call.upstream_images != call.images
@@ -153,6 +146,12 @@ class _Sender:
 
     def __init__(self, send: Send, call: CallLog) -> None:
         self._send, self._call = send, call
+
+    async def start(self, headers: list[tuple[bytes, bytes]]) -> None:
+        try:
+            await self._send({"type": "http.response.start", "status": 200, "headers": headers})
+        except OSError:  # gone already: the answer is still read and counted
+            self._call.client_left = True
 
     async def send(self, piece: bytes, *, more_body: bool = True) -> None:
         if self._call.client_left or (not piece and more_body):

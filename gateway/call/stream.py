@@ -11,7 +11,7 @@ Two coroutines, so that a caller who hangs up does not stop the upstream call it
 
 - the *reader*, a task of its own, reads the upstream stream to its end, counts, queues every
   event for the caller, settles exactly once when the upstream's stream ends (or breaks, or
-  stalls), then calls the ``when_done`` callbacks (release the in-flight slot, observe);
+  stalls), then ends the call (gateway/call/ending.py: the route releases what it held, observes);
 - the *response* (:meth:`Relay.__call__`, the ASGI response) sends the queued events while the
   caller is there, and returns only once the reader has settled, so a SIGTERM drain waits for it.
 
@@ -32,21 +32,16 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
 import orjson
-from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from gateway.call.client import client_has_left
+from gateway.call.ending import Relayed
 from gateway.call.log import CallLog
 from gateway.core.errors import GatewayError
-from gateway.upstream.client import (
-    UpstreamClient,
-    UpstreamFailure,
-    UpstreamReply,
-    bad_response_error,
-    map_error_reply,
-)
+from gateway.upstream.client import UpstreamClient
+from gateway.upstream.failures import UpstreamFailure, bad_response_error, map_error_reply
+from gateway.upstream.reply import BodyFailure, UpstreamReply
 
 log = logging.getLogger("gateway")
 
@@ -54,7 +49,6 @@ SUCCEEDED = "image_generation.partial_succeeded"
 FAILED = "image_generation.partial_failed"
 COMPLETED = "image_generation.completed"
 EVENT_END = re.compile(rb"\r?\n\r?\n")
-ERROR_BODY_LIMIT = 1 << 20  # an upstream refusal is a small JSON envelope
 
 Settle = Callable[[bool], Awaitable[None]]  # settle(reconcile): the route's settlement, once
 RUNNING: set[asyncio.Task[None]] = set()  # readers whose caller may have left: keep them alive
@@ -70,75 +64,53 @@ async def open_relay(
     idle_timeout_s: float,
     total_timeout_s: float,
     receive: Receive,
-) -> Relay:
+) -> EventRelay:
     """The caller's stream once the upstream streams; else settle and raise the mapped error."""
     call.stream, started = True, time.perf_counter()
-    deadline = asyncio.get_running_loop().time() + total_timeout_s
     try:
-        response = await upstream.open_stream(body, min(idle_timeout_s, total_timeout_s))
+        reply = await upstream.open_stream(body, min(idle_timeout_s, total_timeout_s))
     except UpstreamFailure as failure:
         call.upstream_latency_s, call.upstream_outcome = failure.latency_s, failure.reason
         await settle(False)
         raise failure.error from None
-    call.upstream_status = response.status_code
-    if response.status_code != 200:
-        raw = await _error_body(response, min(idle_timeout_s, total_timeout_s))
+    call.upstream_status = reply.status
+    if reply.status != 200:
         call.upstream_latency_s = time.perf_counter() - started
-        reply = UpstreamReply(response.status_code, raw, response.headers, call.upstream_latency_s)
         call.upstream_outcome, error = map_error_reply(reply, upstream.redact)
         await settle(False)
         raise error
-    if not response.headers.get("content-type", "").startswith("text/event-stream"):
-        await response.aclose()  # a 200 that is not a stream: it may have made images unseen
+    if not (reply.header(b"content-type") or "").startswith("text/event-stream"):
+        await reply.aclose()  # a 200 that is not a stream: it may have made images unseen
         call.upstream_latency_s = time.perf_counter() - started
         call.upstream_outcome = "bad_response"
         await settle(True)
         raise bad_response_error()
-    return Relay(
-        response,
+    return EventRelay(
+        reply,
         call,
         redact=upstream.redact_bytes,
         settle=settle,
         headers=headers,
         idle_timeout_s=idle_timeout_s,
-        deadline=deadline,
         started=started,
         receive=receive,
     )
 
 
-async def _error_body(response: httpx.Response, timeout_s: float) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async with asyncio.timeout(timeout_s):
-            async for chunk in response.aiter_raw():
-                size += len(chunk)
-                if size > ERROR_BODY_LIMIT:
-                    break
-                chunks.append(chunk)
-    except Exception:  # the status decides the mapping; the body only adds its message
-        pass
-    finally:
-        await response.aclose()
-    return b"".join(chunks)
-
-
-class Relay(Response):
+class EventRelay(Relayed):
     """The caller's ``text/event-stream`` response; its reader task starts at once."""
 
     media_type = "text/event-stream"
 
     def __init__(
         self,
-        upstream_response: httpx.Response,
+        reply: UpstreamReply,
         call: CallLog,
         *,
         redact: Callable[[bytes], bytes],
         settle: Settle,
         headers: dict[str, str],
         idle_timeout_s: float,
-        deadline: float,
         started: float,
         receive: Receive,
     ) -> None:
@@ -148,22 +120,13 @@ class Relay(Response):
         self.init_headers({"cache-control": "no-cache", **headers})
         self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
         self.call, self.left = call, False
-        self._upstream, self._redact, self._settle = upstream_response, redact, settle
-        self._idle_s, self._deadline, self._started = idle_timeout_s, deadline, started
+        self._upstream, self._redact, self._settle = reply, redact, settle
+        self._idle_s, self._started = idle_timeout_s, started
         self._receive = receive
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self._callbacks: list[Callable[[], None]] = []
-        self._done = False
         self._task = asyncio.create_task(self._read(), name=f"stream-{call.request_id}")
         RUNNING.add(self._task)
         self._task.add_done_callback(RUNNING.discard)
-
-    def when_done(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` once the stream is settled (at once if it already is)."""
-        if self._done:
-            callback()
-        else:
-            self._callbacks.append(callback)
 
     # -- the reader ----------------------------------------------------------------------------
 
@@ -173,8 +136,9 @@ class Relay(Response):
             failure = await self._relay_upstream()
         except asyncio.CancelledError:  # the loop is closing: settle (or spool) all the same
             failure, cancelled = "stream_broken", True
-        except Exception:  # never let a reader die unsettled
+        except Exception as exc:  # a fault of the gateway's own: settled all the same, then answered for
             failure = "stream_broken"
+            self._failed(exc)
         finally:
             await self._upstream.aclose()
         try:
@@ -185,43 +149,34 @@ class Relay(Response):
             call.client_left = self.left or client_has_left(self._receive)
             disagrees = call.upstream_images is not None and call.upstream_images != call.images
             await self._settle(failure is not None or disagrees)
+        except Exception as exc:  # the call's end releases what it still holds
+            self._failed(exc)
         finally:
             self._queue.put_nowait(None)
-            self._done = True
-            for callback in self._callbacks:
-                try:
-                    callback()
-                except Exception:
-                    log.exception("after the stream %s settled", call.request_id)
+            await self.ended(failure is None and not self.left)
         if cancelled:
             raise asyncio.CancelledError
+
+    def _failed(self, exc: Exception) -> None:
+        self.failure = self.failure or exc
+        log.error("request %s failed in the gateway, relaying the stream", self.call.request_id, exc_info=exc)
 
     async def _relay_upstream(self) -> str | None:
         """Queue every event as it arrives; None if the stream ended whole, else what went wrong."""
         complete, pending = False, b""
+        read, idle_s = self._upstream.read, self._idle_s
         try:
-            async with asyncio.timeout_at(self._deadline):
-                chunks = self._upstream.aiter_raw()
-                while True:
-                    try:
-                        async with asyncio.timeout(self._idle_s):
-                            chunk = await anext(chunks)
-                    except StopAsyncIteration:
-                        break
-                    except (TimeoutError, httpx.TimeoutException):
-                        return "stream_stalled"
-                    pending += chunk
-                    start = 0
-                    for end in EVENT_END.finditer(pending):
-                        event = pending[start : end.end()]
-                        start = end.end()
-                        complete = count_event(event, self.call) or complete
-                        self._queue.put_nowait(self._redact(event))
-                    pending = pending[start:]
-        except TimeoutError:
-            return "timeout"
-        except Exception:  # dropped connection, unfinished chunked body, ...
-            return "stream_broken"
+            while chunk := await read(idle_s):
+                pending += chunk
+                start = 0
+                for end in EVENT_END.finditer(pending):
+                    event = pending[start : end.end()]
+                    start = end.end()
+                    complete = count_event(event, self.call) or complete
+                    self._queue.put_nowait(self._redact(event))
+                pending = pending[start:]
+        except BodyFailure as failure:  # dropped, cut short, stalled, past the deadline or the cap
+            return STREAM_FAILURES.get(failure.reason, "stream_broken")
         if pending:
             complete = count_event(pending, self.call) or complete
             self._queue.put_nowait(self._redact(pending))
@@ -278,6 +233,8 @@ def count_event(raw: bytes, call: CallLog) -> bool:
     return False
 
 
+# What a stream's reading failure is recorded as (anything else: "stream_broken").
+STREAM_FAILURES = {"stalled": "stream_stalled", "timeout": "timeout"}
 STREAM_ERRORS = {
     "stream_broken": ("upstream_stream_broken", "The image service's stream broke off"),
     "stream_stalled": ("upstream_stream_stalled", "The image service's stream stalled"),

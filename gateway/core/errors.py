@@ -164,7 +164,20 @@ def redis_unavailable() -> GatewayError:
     )
 
 
-def internal_error() -> GatewayError:
+def internal_error(upstream_called: bool = False) -> GatewayError:
+    """A fault of the gateway's own. Once the upstream may have made (and billed) the images, a
+    retry could be billed again: the SDKs are told not to retry, and the caller why."""
+    if upstream_called:
+        return GatewayError(
+            500,
+            "The gateway failed unexpectedly after the upstream answered: the images may already have "
+            "been made and billed, so retrying could be charged again. The call is recorded for "
+            "reconciliation.",
+            "server_error",
+            "internal_error",
+            retry=False,
+            reason="internal",
+        )
     return GatewayError(
         500,
         "The gateway failed unexpectedly.",

@@ -101,12 +101,6 @@ class Settings(BaseSettings):
     upstream_connect_timeout_s: float = Field(
         default=5.0, gt=0, le=120, description="Time allowed to open a connection upstream."
     )
-    upstream_transport: Literal["h1", "aiohttp", "httpx"] = Field(
-        default="h1",
-        description="The HTTP client under the upstream calls (httpx's API over it): h1 (the "
-        "gateway's own HTTP/1.1 transport, gateway/upstream/http1/), aiohttp (httpx-aiohttp's transport) "
-        "or httpx (httpx's own pool). Chosen by measurement: see the README's Performance.",
-    )
     upstream_max_connections: int = Field(
         default=10_000,
         ge=1,

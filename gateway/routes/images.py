@@ -9,6 +9,7 @@ and a Chinese prompt arrives exactly as sent.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -18,11 +19,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from gateway.call import authenticate, forward, idempotent, reserve, settle, stream, validate
+from gateway.call import authenticate, forward, idempotent, injected_fault, reserve, settle, stream, validate
 from gateway.call.admission import Gate
 from gateway.call.client import client_has_left
+from gateway.call.ending import Relayed
 from gateway.call.log import CallLog
-from gateway.call.relay import StreamedAnswer
+from gateway.call.relay import JsonRelay
 from gateway.core import errors
 from gateway.core.errors import ErrorResponse, GatewayError
 from gateway.money.budget import Reservation, Settlement
@@ -74,34 +76,30 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     },
 )
 async def create_image(request: Request) -> Response:
+    """One call, from arrival to its end: whatever it answers, it ends once, by :meth:`Attempt.end`."""
     state = state_of(request)
     call = CallLog(request_id=request.scope["request_id"], started=time.perf_counter())
     gate = Gate(state.admission, request.client.host if request.client else "unknown")
-    response: Response | None = None
+    attempt = Attempt(request, state, call, gate)
     try:
-        response = await _generate(request, state, call, gate)
-    except GatewayError as error:
-        if call.upstream_outcome is None:
-            call.rejection = error.reason
-        response = error.response()
-    except BaseException:
-        gate.release()
+        response = await attempt.answer()
+    except Exception as exc:  # a fault of the gateway's own: a 500, and the call ends like any other
+        response = attempt.failed(exc)
+    except BaseException:  # cancelled (the server is stopping): the call ends all the same
+        await asyncio.shield(attempt.end(500))
         raise
-    # A streamed response is in flight, and observed, until its body has ended and it settled.
-    if isinstance(response, stream.Relay):
-        response.when_done(lambda: _done(state, call, gate, 200))
-        return response
-    if isinstance(response, StreamedAnswer):
-        response.on_done = lambda: _done(state, call, gate, 200)
-        return response
-    _done(state, call, gate, response.status_code)
+    if isinstance(response, Relayed):  # in flight until its body has ended and it settled
+        relayed = response
+
+        async def end(whole: bool) -> None:
+            if relayed.failure is not None:
+                call.extra["error"] = relayed.failure.__class__.__name__
+            await attempt.end(500 if relayed.failure is not None else 200)
+
+        relayed.then(end)
+        return relayed
+    await attempt.end(response.status_code)
     return response
-
-
-def _done(state: GatewayState, call: CallLog, gate: Gate, status: int) -> None:
-    gate.release()
-    call.status = status
-    state.observer.observe(call)
 
 
 # Answers about the connection, not the body's content: given without checking the key first
@@ -109,124 +107,154 @@ def _done(state: GatewayState, call: CallLog, gate: Gate, status: int) -> None:
 TRANSPORT_ERRORS = frozenset({"body_timeout", "client_closed"})
 
 
-async def _generate(request: Request, state: GatewayState, call: CallLog, gate: Gate) -> Response:
-    """Authenticate and validate; then generate, or replay an Idempotency-Key's first result.
-
-    The call counts as pending for its client address until the reserve step has authenticated
-    its key, and only then against the in-flight cap (see gateway/call/admission.py).
-    """
-    token = authenticate.bearer_token(request)
-    gate.arrive()
-    settings = state.settings
-    try:
-        image_call, body = await validate.read_call(
-            request, settings.max_body_bytes, settings.max_prompt_chars, settings.body_timeout_s
-        )
-    except GatewayError as error:
-        if error.reason not in TRANSPORT_ERRORS:
-            # The key is checked first: a caller with a bad key learns nothing about its body.
-            call.team = (await authenticate.known_key(state.keys, token))["team"]
-        raise
-    call.model, call.n, call.user = image_call.model, image_call.n, image_call.user
-    if settings.log_prompts:  # off by default: prompts can hold personal data
-        call.prompt = orjson.loads(body).get("prompt")
-    unit_price = state.prices.get(image_call.model)
-    if unit_price is None:
-        record = await authenticate.known_key(state.keys, token)
-        call.team = record["team"]
-        usable = authenticate.usable_models(record, state.prices.prices)
-        raise errors.model_not_found(image_call.model, list(usable))
-    attempt = Attempt(request, state, call, token, image_call, body, unit_price, gate)
-    idempotency_key = request.headers.get("idempotency-key")
-    if idempotency_key is None:
-        return await attempt.run()
-    if image_call.stream:  # a stream cannot be replayed: refused, the key checked first
-        call.team = (await authenticate.known_key(state.keys, token))["team"]
-        raise errors.bad_request("'Idempotency-Key' cannot be used with 'stream': true.", "stream")
-    return await idempotent.run_once(
-        attempt.run,
-        redis=state.redis,
-        keys=state.keys,
-        call=call,
-        token=token,
-        idempotency_key=idempotency_key,
-        body=body,
-        pending_ms=settings.reservation_ttl_s * 1000,
-        keep_s=settings.idempotency_ttl_s,
-    )
-
-
 class Attempt:
-    """A validated call on its way through reserve, forward and settle."""
+    """One call through its steps, and what it holds until it ends: its admission (``gate``) and,
+    from reserve until it settles, its reservation (``hold``)."""
 
-    def __init__(
-        self,
-        request: Request,
-        state: GatewayState,
-        call: CallLog,
-        token: authenticate.Token,
-        image_call: validate.ImageCall,
-        body: bytes,
-        unit_price: int,
-        gate: Gate,
-    ) -> None:
-        self.request, self.state, self.call, self.token = request, state, call, token
-        self.image_call, self.body, self.unit_price = image_call, body, unit_price
-        self.gate = gate
+    def __init__(self, request: Request, state: GatewayState, call: CallLog, gate: Gate) -> None:
+        self.request, self.state, self.call, self.gate = request, state, call, gate
+        self.hold: tuple[Reservation, Periods] | None = None  # reserved, not yet settled
+        self.key_id, self.unit_price = "", 0
+        self.upstream_called = False  # the upstream may have made (and billed) images
+        self.ended = False
 
-    async def run(self) -> Response:
+    async def answer(self) -> Response:
+        """The call's response: the answer, or the OpenAI error that refuses it."""
+        try:
+            return await self._generate()
+        except GatewayError as error:
+            if self.call.upstream_outcome is None:
+                self.call.rejection = error.reason
+            return error.response()
+
+    def failed(self, exc: Exception) -> Response:
+        """An unexpected exception: logged with the call's request id, answered with a 500."""
+        log.error("request %s failed in the gateway", self.call.request_id, exc_info=exc)
+        self.call.extra["error"] = exc.__class__.__name__
+        return errors.internal_error(self.upstream_called).response()
+
+    async def end(self, status: int) -> None:
+        """The one way a call ends, once: a reservation still held is settled with no charge
+        (flagged for reconciliation if the upstream may have been called); the admission slot is
+        released; the call is counted and access-logged."""
+        if self.ended:
+            return
+        self.ended = True
+        try:
+            if self.hold is not None:
+                held, periods = self.hold
+                self.call.images, self.call.failed_images = 0, {}  # nothing reached the caller whole
+                order = self._order(held, periods, reconcile=self.upstream_called, outcome="internal_error")
+                await self._settle(order)
+        finally:
+            self.gate.release()
+            self.call.status = status
+            self.state.observer.observe(self.call)
+
+    async def _generate(self) -> Response:
+        """Authenticate and validate; then generate, or replay an Idempotency-Key's first result.
+
+        The call counts as pending for its client address until the reserve step has authenticated
+        its key, and only then against the in-flight cap (see gateway/call/admission.py).
+        """
+        request, state, call = self.request, self.state, self.call
+        token = authenticate.bearer_token(request)
+        self.gate.arrive()
+        settings = state.settings
+        try:
+            image_call, body = await validate.read_call(
+                request, settings.max_body_bytes, settings.max_prompt_chars, settings.body_timeout_s
+            )
+        except GatewayError as error:
+            if error.reason not in TRANSPORT_ERRORS:
+                # The key is checked first: a caller with a bad key learns nothing about its body.
+                call.team = (await authenticate.known_key(state.keys, token))["team"]
+            raise
+        call.model, call.n, call.user = image_call.model, image_call.n, image_call.user
+        if settings.log_prompts:  # off by default: prompts can hold personal data
+            call.prompt = orjson.loads(body).get("prompt")
+        unit_price = state.prices.get(image_call.model)
+        if unit_price is None:
+            record = await authenticate.known_key(state.keys, token)
+            call.team = record["team"]
+            usable = authenticate.usable_models(record, state.prices.prices)
+            raise errors.model_not_found(image_call.model, list(usable))
+        self.key_id, self.unit_price = token.key_id, unit_price
+
+        async def run() -> Response:
+            return await self._run(token, image_call, body)
+
+        idempotency_key = request.headers.get("idempotency-key")
+        if idempotency_key is None:
+            return await run()
+        if image_call.stream:  # a stream cannot be replayed: refused, the key checked first
+            call.team = (await authenticate.known_key(state.keys, token))["team"]
+            raise errors.bad_request("'Idempotency-Key' cannot be used with 'stream': true.", "stream")
+        return await idempotent.run_once(
+            run,
+            redis=state.redis,
+            keys=state.keys,
+            call=call,
+            token=token,
+            idempotency_key=idempotency_key,
+            body=body,
+            pending_ms=settings.reservation_ttl_s * 1000,
+            keep_s=settings.idempotency_ttl_s,
+        )
+
+    async def _run(self, token: authenticate.Token, image_call: validate.ImageCall, body: bytes) -> Response:
+        """Reserve, forward (or stream), settle."""
         state, call = self.state, self.call
         periods = Periods.now()
         held = await reserve.reserve(
             state.redis,
             directory=state.directory,
             call=call,
-            token=self.token,
-            image_call=self.image_call,
+            token=token,
+            image_call=image_call,
             unit_price_micros=self.unit_price,
             lifetime_ms=state.settings.reservation_ttl_s * 1000,
             periods=periods,
             cancels=state.cancels,
         )
+        self.hold = (held, periods)
         try:
             self.gate.admit()
         except GatewayError:  # over the in-flight cap: free the reservation, record no charge
-            await state.settler.settle(self._order(held, periods, reconcile=False, outcome="overloaded"))
+            await self._settle(self._order(held, periods, reconcile=False, outcome="overloaded"))
             raise
-        if self.image_call.stream:
-            return await self._stream(held, periods)
-        forwarded = await forward.forward(state.upstream, self.body, call)
-        if forwarded.streamed is not None:  # settled once its body has been read and counted
+        self.upstream_called = True
+        if image_call.stream:
+            return await self._stream(held, periods, body)
+        verdict = await forward.forward(state.upstream, body, call)
+        if verdict.reply is not None:  # settled once its body has been read and counted
 
-            async def settle_streamed(reconcile: bool) -> object:
-                return await state.settler.settle(self._order(held, periods, reconcile=reconcile))
+            async def settle_relayed(reconcile: bool) -> object:
+                injected_fault.trip(body)
+                return await self._settle(self._order(held, periods, reconcile=reconcile))
 
-            return StreamedAnswer(
-                forwarded.streamed,
-                call,
-                state.upstream.secret,
-                settle_streamed,
-                rate_limit_headers(held),
-            )
-        if forwarded.error is None:
+            secret, headers = state.upstream.secret, rate_limit_headers(held)
+            return JsonRelay(verdict.reply, call, secret, settle_relayed, headers)
+        if verdict.error is None:
             call.client_left = client_has_left(self.request.receive)
-        settled = await state.settler.settle(self._order(held, periods, reconcile=forwarded.reconcile))
-        if forwarded.error is not None or forwarded.body is None:
-            raise forwarded.error or errors.internal_error()
-        return Response(
-            forwarded.body, 200, success_headers(call, held, settled), media_type="application/json"
-        )
+        injected_fault.trip(body)
+        settled = await self._settle(self._order(held, periods, reconcile=verdict.reconcile))
+        if verdict.error is not None or verdict.body is None:
+            raise verdict.error or errors.internal_error()
+        headers = success_headers(call, held, settled)
+        return Response(verdict.body, 200, headers, media_type="application/json")
 
-    async def _stream(self, held: Reservation, periods: Periods) -> Response:
+    async def _stream(self, held: Reservation, periods: Periods, body: bytes) -> Response:
         """``"stream": true``: the events relayed as they come, settled when the upstream's ends."""
 
         async def settle_stream(reconcile: bool) -> None:
-            await self.state.settler.settle(self._order(held, periods, reconcile=reconcile))
+            injected_fault.trip(body)
+            await self._settle(self._order(held, periods, reconcile=reconcile))
 
         settings = self.state.settings
         return await stream.open_relay(
             self.state.upstream,
-            self.body,
+            body,
             self.call,
             settle=settle_stream,
             headers=rate_limit_headers(held),
@@ -235,12 +263,16 @@ class Attempt:
             receive=self.request.receive,
         )
 
+    async def _settle(self, order: settle.SettleOrder) -> Settlement | None:
+        self.hold = None  # settled, or spooled to be: nothing is left to release
+        return await self.state.settler.settle(order)
+
     def _order(
         self, held: Reservation, periods: Periods, *, reconcile: bool, outcome: str | None = None
     ) -> settle.SettleOrder:
         return settle.order_for(
             self.call,
-            key_id=self.token.key_id,
+            key_id=self.key_id,
             held=held,
             unit_price_micros=self.unit_price,
             periods=periods,
@@ -261,9 +293,9 @@ def success_headers(call: CallLog, held: Reservation, settled: Settlement | None
 async def serve_asgi(scope: Scope, receive: Receive, send: Send) -> None:
     """The image route as plain ASGI, called by the app's outermost middleware.
 
-    FastAPI's routing and middleware layers cost about a quarter of a worker's CPU per request
-    in the profile; this path skips them. The FastAPI route stays registered for /docs and
-    behaves the same, since both call :func:`create_image`.
+    FastAPI's routing and middleware layers do nothing this route needs, on every call; this
+    path skips them. The FastAPI route stays registered for /docs and behaves the same, since
+    both call :func:`create_image`.
     """
     request = Request(scope, receive)
     try:

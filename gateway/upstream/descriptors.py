@@ -3,9 +3,9 @@
 A call in flight holds two sockets, the caller's and the upstream's. When the worker has no
 descriptor left (``EMFILE``: its open-file limit; ``ENFILE``: the whole system's), opening the
 upstream connection fails before a byte is sent. That used to answer 502 ``upstream_unavailable``
-and count an upstream ``connect`` error: 78 calls of a 10,000-call burst on a host whose hard
-limit is 20,000 (10,000 callers + 10,000 upstream connections + the worker's own ~80 files),
-with a healthy upstream. Since nothing was sent, the call may simply try again: it waits for a
+and count an upstream ``connect`` error in a large burst, with a healthy upstream, on a host
+whose hard limit could not hold two sockets per call plus the worker's own files. Since nothing
+was sent, the call may simply try again: it waits for a
 descriptor to be freed (every call that ends frees two), within its own deadline, and a warning
 says the limit is too low (at most every 10 s per worker).
 """

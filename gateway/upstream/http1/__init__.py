@@ -1,13 +1,12 @@
-"""A lean HTTP/1.1 client transport for httpx, for the upstream calls (``GATEWAY_UPSTREAM_TRANSPORT=h1``).
+"""The gateway's own HTTP/1.1 transport for the upstream calls (gateway/upstream/transport.py's API).
 
-- ``transport.py``: :class:`H1Transport`, the ``httpx.AsyncBaseTransport``;
+- ``transport.py``: :class:`H1Transport`, one POST and its answer;
 - ``pool.py``: keep-alive connections per origin, bounded, first come first served;
 - ``connection.py``: one connection (an asyncio Protocol fed to httptools' parser) and the
   answer it is reading, with flow control.
 """
 
-from gateway.upstream.http1.connection import MAX_HEAD_BYTES, MAX_LINE_BYTES, UnreadableAnswer
-from gateway.upstream.http1.pool import PoolClosed
-from gateway.upstream.http1.transport import BodyStream, H1Transport
+from gateway.upstream.http1.connection import MAX_HEAD_BYTES, MAX_LINE_BYTES, Answer
+from gateway.upstream.http1.transport import H1Transport
 
-__all__ = ["MAX_HEAD_BYTES", "MAX_LINE_BYTES", "BodyStream", "H1Transport", "PoolClosed", "UnreadableAnswer"]
+__all__ = ["MAX_HEAD_BYTES", "MAX_LINE_BYTES", "Answer", "H1Transport"]

@@ -12,9 +12,9 @@ here, however fast the upstream sends and however slowly the caller reads.
 
 A body whose length the headers give (``Content-Length``, the usual answer) skips the parser
 after the socket read that completed the headers: each later read is the body itself, kept as the
-very ``bytes`` object the event loop delivered, where the parser would hand over a copy (a tenth of
-a worker's CPU relaying 32 MB answers, measured with ``py-spy --native``). Chunked and
-close-delimited bodies go through the parser throughout.
+very ``bytes`` object the event loop delivered, where the parser would hand over a copy of every
+piece of a body that may be hundreds of MB. Chunked and close-delimited bodies go through the
+parser throughout.
 
 Limits: a status line or header field over :data:`MAX_LINE_BYTES` (aiohttp's 8 KB), or a header
 section over :data:`MAX_HEAD_BYTES`, is an unreadable answer, like one the parser refuses.
@@ -26,26 +26,22 @@ import asyncio
 from typing import Protocol
 
 import httptools
-import httpx
+
+from gateway.upstream.transport import Dropped, Headers, UnreadableAnswer
 
 MAX_LINE_BYTES = 8190  # a status line or one header field: aiohttp's limit
 MAX_HEAD_BYTES = 64 * 1024  # the whole header section
 NO_BODY = frozenset({204, 304})
-# Unread pieces up to this much in all are read as one; above it, one piece per read. Joining
-# two 256 KB socket reads into one new 512 KB object took a third of the CPU of reading a 32 MB
-# answer (31 ms vs 20 ms per answer, side by side).
+# Unread pieces up to this much in all are read as one; above it, one piece per read: joining
+# large socket reads would copy every byte of a large answer once more, for a caller that
+# handles one piece at a time anyway.
 JOIN_BELOW = 64 * 1024
 
 
-class UnreadableAnswer(httpx.RemoteProtocolError):
-    """The upstream answered, in a way that cannot be read: a malformed status line or header,
-    a header section over the limits, or a body cut short. It got the call (and may bill it)."""
-
-
-def dropped(exc: BaseException | None) -> httpx.ReadError:
+def dropped(exc: BaseException | None) -> Dropped:
     """The connection ended before an answer's headers were in: nothing was answered."""
     why = f": {exc}" if exc is not None else ""
-    error = httpx.ReadError(f"the upstream closed the connection without answering{why}")
+    error = Dropped(f"the upstream closed the connection without answering{why}")
     error.__cause__ = exc
     return error
 
@@ -57,7 +53,7 @@ class Answer:
         "conn",
         "parser",
         "head",
-        "status_code",
+        "status",
         "reason",
         "headers",
         "head_bytes",
@@ -80,9 +76,9 @@ class Answer:
         self.conn: Connection | None = conn  # None once the answer has ended either way
         self.parser = httptools.HttpResponseParser(self)
         self.head: asyncio.Future[None] = conn.loop.create_future()
-        self.status_code = 0
+        self.status = 0
         self.reason = b""
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.headers: Headers = []
         self.head_bytes = 0  # header fields received, counted as on the wire
         self.head_fed = 0  # bytes fed while the header section was still incomplete
         self.headers_done = self.informational = self.complete = self.keep_alive = False
@@ -117,11 +113,13 @@ class Answer:
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
-        if 100 <= status < 200:  # "100 Continue" and the like: the answer proper follows
+        if status == 101:  # what follows is another protocol, which this call never asked for
+            raise self._refuse("switched protocols without being asked (status 101)")
+        if 100 <= status < 200:  # "100 Continue", "103 Early Hints": the answer proper follows
             self.informational = True
             self.reason, self.headers = b"", []
             return
-        self.status_code, self.headers_done = status, True
+        self.status, self.headers_done = status, True
         self.reason = self.reason.strip()
         if status not in NO_BODY:
             self._framing()
@@ -131,14 +129,15 @@ class Answer:
     def _framing(self) -> None:
         """How the body ends, from the headers (the parser has checked them): at Content-Length
         (``body_left``, and the parser is skipped for it), with the last chunk, or with the
-        connection (``close_delimited``)."""
+        connection (``close_delimited``). Chunked framing holds only when chunked is the last
+        transfer coding; otherwise the body ends with the connection (RFC 9112, section 6.3)."""
         length, encoded, chunked = -1, False, False
         for name, value in self.headers:
             lowered = name.lower()
             if lowered == b"content-length":
                 length = int(value)
-            elif lowered == b"transfer-encoding":
-                encoded, chunked = True, chunked or b"chunked" in value.lower()
+            elif lowered == b"transfer-encoding":  # the last coding of the last field counts
+                encoded, chunked = True, value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
         self.close_delimited = length < 0 and not chunked
         if length >= 0 and not encoded:
             self.body_left = length
@@ -232,7 +231,7 @@ class Answer:
             conn.resume()
         return data
 
-    def abandon(self) -> None:
+    def close(self) -> None:
         """The caller is done with this answer: if it has not ended, its connection cannot be
         used again (the rest of the answer would come first), so it is closed."""
         self.chunks, self.buffered = [], 0

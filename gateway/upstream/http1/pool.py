@@ -15,16 +15,11 @@ import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-import httpx
-
 from gateway.upstream.http1.connection import Connection
+from gateway.upstream.transport import PoolClosed
 
 Origin = tuple[str, str, int]  # scheme, host, port
 Waiter = tuple[Origin, "asyncio.Future[Connection | None]"]  # None: a slot to open one with
-
-
-class PoolClosed(httpx.TransportError):
-    """The pool was closed (the gateway is stopping) while a caller wanted a connection."""
 
 
 class Pool:

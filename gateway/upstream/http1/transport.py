@@ -1,56 +1,36 @@
-"""The httpx transport: an ``httpx.Request`` in, an ``httpx.Response`` with a streamed body out.
+"""The h1 transport: a request written in one piece, an :class:`Answer` read as it arrives.
 
-What it does per request: take a connection from the pool, write the request line, headers and
-body in one ``transport.write``, wait for the status and headers, and hand back a response whose
-body is read piece by piece as the caller asks (:class:`BodyStream`).
+What it does per call: take a connection from the pool, write the request line, headers and
+body in one ``transport.write``, wait for the status and headers, and hand back the answer, whose
+body is read piece by piece as the caller asks.
 
 What it does not do, by design: retry (a POST that may have reached the upstream is never sent
-twice: that could bill twice), decompress (the bytes are passed through as they came), follow
-redirects, or time out reads: the callers bound every wait (gateway/upstream/client.py and
-gateway/call/stream.py use ``asyncio.timeout``). The connect timeout is the request's
-``extensions["timeout"]["connect"]``, TLS handshake included.
+twice: that could bill twice), decompress (the bytes come as they were sent; gateway/upstream/
+client.py decodes what it asked for), follow redirects, or time out reads: the callers bound every
+wait (gateway/upstream/client.py and gateway/call/stream.py use ``asyncio.timeout``). The connect
+timeout is the caller's, TLS handshake included.
 
-Errors are httpx's: ``ConnectError``/``ConnectTimeout`` (the ``OSError`` as ``__cause__``, so
-gateway/upstream/descriptors.py still sees ``EMFILE``), ``ReadError`` for a connection that ended before
-the answer's headers, and :class:`UnreadableAnswer` (a ``RemoteProtocolError``) for an answer
-that came but cannot be read: malformed, over the header limits, or cut short in its body.
+Errors are gateway/upstream/transport.py's: ``ConnectFailed``/``ConnectTimeout`` (the ``OSError``
+as ``__cause__``, so gateway/upstream/descriptors.py still sees ``EMFILE``), ``Dropped`` for a
+connection that ended before the answer's headers, ``UnreadableAnswer`` for an answer that came
+but cannot be read: malformed, over the header limits, or cut short in its body.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator
-
-import httpx
 
 from gateway.upstream.http1.connection import Answer, Connection
 from gateway.upstream.http1.pool import Origin, Pool
-
-DEFAULT_PORTS = {"http": 80, "https": 443}
-HTTP_11 = {"http_version": b"HTTP/1.1"}
+from gateway.upstream.transport import ConnectFailed, ConnectTimeout, Target
 
 
-class BodyStream(httpx.AsyncByteStream):
-    """An answer's body as the socket delivers it; closing it early closes its connection."""
-
-    def __init__(self, answer: Answer) -> None:
-        self.answer = answer
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        read = self.answer.read
-        while chunk := await read():
-            yield chunk
-
-    async def aclose(self) -> None:
-        self.answer.abandon()
-
-
-class H1Transport(httpx.AsyncBaseTransport):
+class H1Transport:
     """HTTP/1.1 over asyncio protocols and httptools, with a keep-alive pool per origin.
 
-    ``read_buffer_bytes``: the body held unread per response before reading from the socket
-    pauses. ``ssl_context``: for https (default: httpx's, with certifi's CA bundle).
+    ``read_buffer_bytes``: the body held unread per answer before reading from the socket
+    pauses. ``ssl_context``: for https (default: certifi's CA bundle, as httpx's).
     """
 
     def __init__(
@@ -64,33 +44,16 @@ class H1Transport(httpx.AsyncBaseTransport):
         self.read_buffer_bytes = read_buffer_bytes
         self._ssl_context = ssl_context
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        url = request.url
-        scheme = url.scheme
-        if scheme not in DEFAULT_PORTS:
-            raise httpx.UnsupportedProtocol(f"{scheme!r} URLs are not supported (http and https are)")
-        origin = (scheme, url.host, url.port or DEFAULT_PORTS[scheme])
-        try:
-            body = request.content
-        except httpx.RequestNotRead:
-            body = await request.aread()
-        payload = _serialize(request, body)
-        timeout = request.extensions.get("timeout", {}).get("connect")
-        conn = await self.pool.acquire(origin, lambda: self._connect(origin, timeout))
-        answer = conn.send(payload, self.read_buffer_bytes)
+    async def post(self, target: Target, body: bytes, connect_timeout_s: float | None) -> Answer:
+        origin = (target.scheme, target.host, target.port)
+        conn = await self.pool.acquire(origin, lambda: self._connect(origin, connect_timeout_s))
+        answer = conn.send(target.request(body), self.read_buffer_bytes)
         try:
             await answer.head
         except BaseException:  # failed, or the caller gave up: the exchange is half done
             conn.abort()
             raise
-        extensions = {**HTTP_11, "reason_phrase": answer.reason}
-        return httpx.Response(
-            answer.status_code,
-            headers=answer.headers,
-            stream=BodyStream(answer),
-            request=request,
-            extensions=extensions,
-        )
+        return answer
 
     async def _connect(self, origin: Origin, timeout: float | None) -> Connection:
         scheme, host, port = origin
@@ -106,30 +69,18 @@ class H1Transport(httpx.AsyncBaseTransport):
                     server_hostname=host if tls is not None else None,
                 )
         except TimeoutError as exc:  # before OSError: TimeoutError is one
-            raise httpx.ConnectTimeout(f"connecting to {host}:{port} timed out") from exc
+            raise ConnectTimeout(f"connecting to {host}:{port} timed out") from exc
         except OSError as exc:  # refused, unreachable, out of descriptors, TLS refused
-            raise httpx.ConnectError(f"connecting to {host}:{port} failed: {exc}") from exc
+            raise ConnectFailed(f"connecting to {host}:{port} failed: {exc}") from exc
         return conn
 
     def ssl_context(self) -> ssl.SSLContext:
-        """Built on first https use (loading the CA bundle takes ~30 ms)."""
+        """Built on first https use: a gateway calling a plain-http upstream never loads the CA bundle."""
         if self._ssl_context is None:
+            import httpx  # only for its CA bundle (certifi's), once: not on any call's path
+
             self._ssl_context = httpx.create_ssl_context()
         return self._ssl_context
 
     async def aclose(self) -> None:
         await self.pool.aclose()
-
-
-def _serialize(request: httpx.Request, body: bytes) -> bytes:
-    """Request line, headers and body as one buffer. httpx has set Host and Content-Length."""
-    parts = [request.method.encode("ascii"), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
-    raw = request.headers.raw
-    for name, value in raw:
-        parts += (name, b": ", value, b"\r\n")
-    parts.append(b"\r\n")
-    head = b"".join(parts)
-    lines = len(raw) + 2
-    if head.count(b"\n") != lines or head.count(b"\r") != lines:  # a CR or LF inside a header
-        raise httpx.LocalProtocolError("a request header contains a line break")
-    return head + body if body else head
