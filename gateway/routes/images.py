@@ -233,8 +233,8 @@ class Attempt:
                 injected_fault.trip(body)
                 return await self._settle(self._order(held, periods, reconcile=reconcile))
 
-            secret, headers = state.upstream.secret, rate_limit_headers(held)
-            return JsonRelay(verdict.reply, call, secret, settle_relayed, headers)
+            mask, headers = state.upstream.mask, rate_limit_headers(held)
+            return JsonRelay(verdict.reply, call, mask, settle_relayed, headers)
         if verdict.error is None:
             call.client_left = client_has_left(self.request.receive)
         injected_fault.trip(body)

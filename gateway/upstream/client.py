@@ -19,6 +19,7 @@ import asyncio
 import time
 
 from gateway import __version__
+from gateway.core.secret_mask import SecretPattern
 from gateway.upstream import descriptors
 from gateway.upstream.failures import (
     UpstreamFailure,
@@ -65,6 +66,8 @@ class UpstreamClient:
         self.connect_timeout_s = connect_timeout_s
         self.max_response_bytes = max_response_bytes
         self._api_key = api_key
+        # Every spelling of the master key, for masking what is relayed (call/relay.py, stream.py).
+        self.mask = SecretPattern(api_key)
         if transport is None:
             transport = H1Transport(max_connections, KEEPALIVE_S, read_buffer_bytes=READ_CHUNK_BYTES)
         self.transport = transport
@@ -168,21 +171,15 @@ class UpstreamClient:
                     raise
             await backoff.wait()
 
-    @property
-    def secret(self) -> bytes:
-        """The master key as bytes, for masking a streamed answer (gateway/call/relay.py)."""
-        return self._api_key.encode()
-
     def redact(self, text: str) -> str:
-        """Remove the master key from text that came from the upstream, just in case it echoes."""
+        """Remove the master key from text that came from the upstream (decoded, if it was JSON),
+        just in case it echoes."""
         return text.replace(self._api_key, "***") if self._api_key else text
 
     def redact_bytes(self, body: bytes) -> bytes:
-        """The same for a body relayed as it came: one scan, a copy only if the key is in it."""
-        if not self._api_key:
-            return body
-        secret = self._api_key.encode()
-        return body.replace(secret, b"***") if secret in body else body
+        """The same for a body relayed as it came, in every spelling a JSON parser would decode
+        back to the key (gateway/core/secret_mask.py); a copy only if the key is in it."""
+        return self.mask.mask(body)
 
 
 async def _error_body(reply: UpstreamReply, timeout_s: float) -> bytes:
