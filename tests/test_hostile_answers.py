@@ -7,17 +7,21 @@ each carry a code of their own. Each against a real gateway process and a script
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from aiohttp import web
 
 from tests.scripted_upstream import ScriptedUpstream, answer_json, gateway_of, record_when_written
 from tests.support import (
+    MODEL,
     MODEL_PRICE_MICROS,
+    TLS,
     UPSTREAM_KEY,
     Gateway,
     RedisServer,
@@ -135,3 +139,44 @@ def test_a_master_key_written_with_json_escapes_never_reaches_a_stream(
     assert len(datas) == 2 and not any(leaks(data.encode()) for data in datas), response.text
     record = record_when_written(gw, response.headers["x-request-id"])
     assert (record["images"], record["charge_micros"]) == (1, MODEL_PRICE_MICROS)
+
+
+# -- a body that stalls after its 200 --------------------------------------------------------------
+
+
+def stalls_after(head: bytes, declared: int) -> Any:
+    """A 200 that declares ``declared`` bytes, sends ``head``, then nothing more."""
+
+    async def answer(request: web.Request, body: bytes) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.content_length = declared
+        await response.prepare(request)
+        await response.write(head)
+        await asyncio.sleep(4 * TIMEOUT_S)  # the gateway gives up first
+        return response
+
+    return answer
+
+
+@pytest.mark.parametrize("size", [1000, 3 * MiB], ids=["buffered", "streamed"])
+def test_a_body_that_stalls_after_its_200_keeps_the_status_and_is_flagged_to_reconcile(
+    gw: Gateway, upstream: ScriptedUpstream, size: int
+) -> None:
+    upstream.answer = stalls_after(b'{"created": 1, "data": [{"b64_json": "' + b"A" * (size // 2), size)
+    key, key_id = gw.create_key(team="stalled-body", budget_usd="10")
+    payload = {"model": MODEL, "prompt": "x"}
+    headers = {"Authorization": f"Bearer {key}"}
+    url = f"{gw.url}/v1/images/generations"
+    with httpx.stream("POST", url, json=payload, headers=headers, verify=TLS, timeout=60) as response:
+        try:
+            response.read()
+            finished = True
+        except httpx.RemoteProtocolError:  # a streamed answer is cut, never finished with a made-up tail
+            finished = False
+    if size < MiB:  # read whole before answering: the caller is told it timed out
+        assert finished and response.status_code == 504, response.text
+    else:
+        assert not finished and response.status_code == 200
+    record = record_when_written(gw, response.headers["x-request-id"])
+    assert (record["upstream_status"], record["reconcile"], record["charge_micros"]) == (200, 1, 0), record
+    assert gw.usage(key_id)["spent_usd"] == "0.000000"

@@ -39,6 +39,7 @@ async def forward(upstream: UpstreamClient, body: bytes, call: CallLog) -> Verdi
         reply = await upstream.generate(body)
     except UpstreamFailure as failure:
         call.upstream_latency_s, call.upstream_outcome = failure.latency_s, failure.reason
+        call.upstream_status = failure.status  # the status that arrived before its body failed, if any
         # An answer refused for its size, or unreadable, was made (and maybe billed) upstream.
         return Verdict(error=failure.error, reconcile=failure.reconcile or failure.reason == "too_large")
 

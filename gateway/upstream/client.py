@@ -100,6 +100,7 @@ class UpstreamClient:
         """
         started = time.perf_counter()
         deadline = asyncio.get_running_loop().time() + self.timeout_s
+        answer: Answer | None = None
         try:
             async with asyncio.timeout_at(deadline):
                 answer = await self._send(self._target, body)
@@ -108,10 +109,18 @@ class UpstreamClient:
                 except BaseException:
                     answer.close()
                     raise
+        except UpstreamFailure as failure:  # its body could not be read whole: it did answer
+            failure.status = answer.status if answer is not None else None
+            raise
         except (TimeoutError, ConnectTimeout):
-            raise UpstreamFailure("timeout", timeout_error(self.timeout_s), _since(started)) from None
+            # A 200 whose body then stopped may be billed by the upstream: keep its status, reconcile.
+            status = answer.status if answer is not None else None
+            error = timeout_error(self.timeout_s)
+            raise UpstreamFailure("timeout", error, _since(started), status == 200, status) from None
         except UnreadableAnswer:  # it answered, in a way that cannot be read: it may bill
-            raise UpstreamFailure("bad_response", bad_response_error(), _since(started), True) from None
+            status = answer.status if answer is not None else None
+            error = bad_response_error()
+            raise UpstreamFailure("bad_response", error, _since(started), True, status) from None
         except (TransportError, OSError):
             raise UpstreamFailure("connect", unavailable_error(), _since(started)) from None
 
