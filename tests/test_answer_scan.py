@@ -182,3 +182,14 @@ def test_a_random_document_cut_short_is_never_complete(doc: dict[str, Any], at: 
     cut = raw[: at % len(raw)]
     with pytest.raises(Malformed):
         scanned(cut, [len(cut) // 3])
+
+
+def test_thousands_of_failure_codes_are_counted_within_bounds_on_both_paths() -> None:
+    from gateway.call.log import MAX_CODE_CHARS, MAX_FAILURE_CODES
+
+    entries = [{"error": {"code": f"C{i}" + "x" * 100}} for i in range(1000)]
+    raw = orjson.dumps({"data": [{"url": "u"}, *entries]})
+    for failed in (buffered(raw)[2], scanned(raw, [len(raw) // 2])[2]):
+        assert sum(failed.values()) == 1000
+        assert len(failed) <= MAX_FAILURE_CODES + 1 and max(map(len, failed)) <= MAX_CODE_CHARS
+    agree(raw, [len(raw) // 3])

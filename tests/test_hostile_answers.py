@@ -26,6 +26,7 @@ from tests.support import (
     Gateway,
     RedisServer,
     generate,
+    wait_until,
 )
 
 MiB = 1024 * 1024
@@ -180,3 +181,26 @@ def test_a_body_that_stalls_after_its_200_keeps_the_status_and_is_flagged_to_rec
     record = record_when_written(gw, response.headers["x-request-id"])
     assert (record["upstream_status"], record["reconcile"], record["charge_micros"]) == (200, 1, 0), record
     assert gw.usage(key_id)["spent_usd"] == "0.000000"
+
+
+# -- log lines --------------------------------------------------------------------------------------
+
+
+def test_an_answer_with_thousands_of_failure_codes_writes_a_bounded_log_line(
+    gw: Gateway, upstream: ScriptedUpstream
+) -> None:
+    entries = [{"error": {"code": f"Code{i:05d}" + "x" * 80, "message": "no"}} for i in range(20_000)]
+    upstream.answer = answer_json(200, {"created": 1, "data": [{"url": "https://x/0.png"}, *entries]})
+    key, _ = gw.create_key(team="log-bound", budget_usd="10")
+    response = generate(gw, key)
+    assert response.status_code == 200 and len(response.json()["data"]) == 20_001
+    request_id = response.headers["x-request-id"]
+
+    def line() -> str | None:
+        return next((x for x in gw.log().splitlines() if f'"request_id":"{request_id}"' in x), None)
+
+    found = wait_until(line, what="the access line")
+    assert len(found) < 4096, len(found)
+    logged = json.loads(found)
+    assert logged["images"] == 1 and logged["failed_images_total"] == 20_000, logged
+    assert 0 < len(logged["failed_images"]) <= 20

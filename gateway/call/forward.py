@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from gateway.call.log import CallLog
+from gateway.call.log import CallLog, count_failure
 from gateway.call.openai_compat import conform_images_body
 from gateway.core.errors import GatewayError
 from gateway.upstream.client import UpstreamClient
@@ -82,8 +82,7 @@ def count_images(payload: dict[str, Any], call: CallLog) -> None:
             continue
         error = entry.get("error") if isinstance(entry, dict) else None
         code = error.get("code") if isinstance(error, dict) else None
-        name = code if isinstance(code, str) and code else "unknown"
-        call.failed_images[name] = call.failed_images.get(name, 0) + 1
+        count_failure(call.failed_images, code if isinstance(code, str) and code else "unknown")
     call.images = images
     usage = payload.get("usage")
     generated = usage.get("generated_images") if isinstance(usage, dict) else None
