@@ -6,11 +6,12 @@ Nothing here touches Redis: the route settles whatever this step found, failures
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from gateway.call.answer_scan import ImagesScanner, Malformed
 from gateway.call.log import CallLog, count_failure
 from gateway.call.openai_compat import conform_images_body
 from gateway.core.errors import GatewayError
@@ -24,13 +25,15 @@ class Verdict:
     """What the upstream's answer means for the caller: a body to send, or the error to answer
     with instead. Or, for a 200 too large to buffer, the ``reply`` itself, its beginning read and
     the rest to come, which gateway/call/relay.py sends on as it arrives, counting the images as
-    they go by.
+    they go by: ``scanner`` has read the beginning already, and ``head`` is what it gave to send.
     """
 
     body: bytes | None = None
     error: GatewayError | None = None
     reconcile: bool = False  # the upstream may have billed what the gateway could not count
     reply: UpstreamReply | None = None
+    scanner: ImagesScanner | None = None
+    head: list[bytes] = field(default_factory=list)
 
 
 async def forward(upstream: UpstreamClient, body: bytes, call: CallLog) -> Verdict:
@@ -48,7 +51,16 @@ async def forward(upstream: UpstreamClient, body: bytes, call: CallLog) -> Verdi
         call.upstream_outcome, error = map_error_reply(reply, upstream.redact)
         return Verdict(error=error)
     if not reply.whole:  # the outcome and the images are known once it has been read
-        return Verdict(reply=reply)
+        # Its beginning is scanned before the caller gets a status: an answer already unreadable
+        # there (nested past the scan's depth, not JSON) is an ordinary 502, not a cut connection.
+        scanner = ImagesScanner()
+        try:
+            head = scanner.feed(reply.body)
+        except Malformed:
+            await reply.aclose()
+            call.upstream_outcome = "bad_response"
+            return Verdict(error=bad_response_error(), reconcile=True)
+        return Verdict(reply=reply, scanner=scanner, head=head)
 
     answer = deliverable(upstream.redact_bytes(reply.body), call)
     del reply  # with multi-MB images, keep one copy of the answer in memory, not two

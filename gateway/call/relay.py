@@ -42,11 +42,16 @@ class JsonRelay(Relayed):
         mask: SecretPattern,
         settle: Settle,
         headers: dict[str, str],
+        scanner: ImagesScanner,
+        head: list[bytes],
     ) -> None:
+        """``scanner`` has read the answer's beginning already (``reply.body``); ``head`` is what it
+        gave to send on."""
         super().__init__(None, 200, headers, media_type="application/json")
         # The length is not known before the end: the body goes out chunked.
         self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
         self.reply, self.call, self.settle = reply, call, settle
+        self.scanner, self.head = scanner, head
         self.masker = Masker(mask)
         self.finished = False  # the whole answer reached the caller (or would have: it left)
 
@@ -61,10 +66,10 @@ class JsonRelay(Relayed):
 
     async def _relay(self, send: Send) -> None:
         call, reply = self.call, self.reply
-        scanner, sender = ImagesScanner(), _Sender(send, call)
+        scanner, sender = self.scanner, _Sender(send, call)
         try:
             await sender.start(self.raw_headers)
-            await sender.send(self.masker.feed(b"".join(scanner.feed(reply.body))))
+            await sender.send(self.masker.feed(b"".join(self.head)))
             while chunk := await reply.read():
                 for piece in scanner.feed(chunk):
                     await sender.send(self.masker.feed(piece))
