@@ -72,8 +72,8 @@ def _find(piece: bytes, byte: int, start: int, end: int) -> int:
 class EventReader:
     """Feed the stream's pieces in order; the counts go into ``call``.
 
-    ``ended`` is set once the stream said it is complete; ``mid_line`` and ``mid_event`` say
-    where the bytes seen so far stop, so a relay that must cut the stream can first end what
+    ``ended`` is set once the stream said it is complete; ``closing`` says what ends the line and
+    event the bytes seen so far stop in, so a relay that must cut the stream can first end what
     the caller's parser is in the middle of.
     """
 
@@ -101,6 +101,14 @@ class EventReader:
     @property
     def mid_event(self) -> bool:
         return self._event_lines > 0 or not self._at_line_start
+
+    def closing(self) -> bytes:
+        """What ends the line and the event the bytes so far leave open (nothing if none is), so
+        that what a relay sends next is an event of its own to the caller's parser. After a CR,
+        an LF would only complete a CRLF: one more is needed."""
+        if not self.mid_event:
+            return b""
+        return (b"\n" if self._after_cr else b"") + (b"\n" if self.mid_line else b"") + b"\n"
 
     def feed(self, piece: bytes) -> None:
         if not self._started:

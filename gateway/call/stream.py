@@ -155,7 +155,7 @@ class EventRelay(Relayed):
             call.upstream_outcome = failure or "ok"
             self._pipe.put_now(self._masker.flush())
             if failure is not None:
-                self._pipe.put_now(self._cut_open_event() + error_event(failure))
+                self._pipe.put_now(self._events.closing() + error_event(failure))
             call.client_left = self.left or client_has_left(self._receive)
             disagrees = call.upstream_images is not None and call.upstream_images != call.images
             await self._settle(failure is not None or disagrees)
@@ -188,11 +188,6 @@ class EventRelay(Relayed):
         except TimeoutError:  # the caller read too slowly for the stream to end in time
             return "timeout"
         return None if events.ended else "stream_broken"
-
-    def _cut_open_event(self) -> bytes:
-        """What ends the line and the event a cut left open, so that what follows stands alone."""
-        events = self._events
-        return (b"\n" if events.mid_line else b"") + (b"\n" if events.mid_event else b"")
 
     # -- the response --------------------------------------------------------------------------
 
