@@ -27,7 +27,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from tests.support import Gateway, free_port, gateway_env
+from tests.support import Gateway, free_port, gateway_env, wait_until
 
 # An answer is a response, or a coroutine that writes one as it goes (a streamed, endless or
 # broken body).
@@ -131,3 +131,19 @@ def ledger_record(gw: Gateway, request_id: str) -> dict[str, Any]:
     found = [r for r in map(orjson.loads, lines.splitlines()) if r.get("request_id") == request_id]
     assert len(found) == 1, lines
     return dict(found[0])
+
+
+def record_when_written(gw: Gateway, request_id: str) -> dict[str, Any]:
+    """The ledger record of ``request_id`` once it is written (a streamed call settles after its
+    caller's response began, so the record may trail the response)."""
+    found: list[dict[str, Any]] = []
+
+    def written() -> bool:
+        try:
+            found.append(ledger_record(gw, request_id))
+        except AssertionError:
+            return False
+        return True
+
+    wait_until(written, what=f"the ledger record of {request_id}")
+    return found[-1]

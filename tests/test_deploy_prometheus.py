@@ -39,6 +39,7 @@ CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
     "gateway_build_info": ("gauge", frozenset({"version"})),
     "gateway_budget_used_ratio": ("gauge", frozenset({"team", "key_name"})),
     "gateway_late_settlements_over_budget": ("counter", frozenset({"team", "key_name"})),
+    "gateway_over_delivered_images": ("counter", frozenset({"model", "team"})),
     "gateway_team_budget_used_ratio": ("gauge", frozenset({"team"})),
     "gateway_budget_exhausted": ("gauge", frozenset({"team", "key_name"})),
     "gateway_team_budget_exhausted": ("gauge", frozenset({"team"})),
@@ -267,6 +268,7 @@ ALL_ALERTS = (
     "ImageGatewayTeamBudgetExhausted",
     "ImageGatewayBudgetRefusalsSustained",
     "ImageGatewayBudgetOverspent",
+    "ImageGatewayUpstreamOverDelivered",
     "ImageGatewayAlertWebhookFailing",
 )
 ALERT_TESTS = [
@@ -286,6 +288,7 @@ ALERT_TESTS = [
             series("gateway_rejections_total", "0 1 1x28", team="t", reason="team_budget_exceeded"),
             series("gateway_alert_deliveries_total", "0+1x30", outcome="delivered"),
             series("gateway_alert_deliveries_total", "0x30", outcome="failed"),
+            series("gateway_over_delivered_images_total", "0x30", model="m", team="t"),
         ],
         "alert_rule_test": [expect("25m", name) for name in ALL_ALERTS],
     },
@@ -460,6 +463,21 @@ ALERT_TESTS = [
             ),
         ],
     },
+    {  # the upstream sent team t1 9,999 images beyond one asked for; t2's counter stays at 0;
+        # it clears an hour later
+        "interval": "1m",
+        "input_series": [
+            series("gateway_over_delivered_images_total", "0 0 9999x90", model="m", team="t1"),
+            series("gateway_over_delivered_images_total", "0x90", model="m", team="t2"),
+        ],
+        "alert_rule_test": [
+            expect("1m", "ImageGatewayUpstreamOverDelivered"),
+            expect(
+                "5m", "ImageGatewayUpstreamOverDelivered", {"severity": "warning", "team": "t1", "model": "m"}
+            ),
+            expect("80m", "ImageGatewayUpstreamOverDelivered"),
+        ],
+    },
 ]
 
 
@@ -526,6 +544,7 @@ def test_the_required_alerts_exist():
     assert alerts_on("gateway_budget_used_ratio")
     assert alerts_on("gateway_team_budget_used_ratio")
     assert alerts_on("gateway_alert_deliveries_total", outcome="failed")
+    assert alerts_on("gateway_over_delivered_images_total")
     [budget] = [r for r in alert_rules() if "gateway_budget_used_ratio" in r["expr"]]
     assert "> 0.9" in budget["expr"]
     pages = {r["alert"] for r in alert_rules() if r["labels"]["severity"] == "critical"}

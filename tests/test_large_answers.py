@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,8 +17,16 @@ import pytest
 from aiohttp import web
 
 from gateway.call.openai_compat import conform_images_body
-from tests.scripted_upstream import FAILED, ScriptedUpstream, answer_json, gateway_of, ledger_record
-from tests.support import MODEL, MODEL_PRICE_MICROS, TLS, UPSTREAM_KEY, Gateway, RedisServer, wait_until
+from tests.measure import gateway_rss
+from tests.scripted_upstream import (
+    FAILED,
+    ScriptedUpstream,
+    answer_json,
+    gateway_of,
+    ledger_record,
+    record_when_written,
+)
+from tests.support import MODEL, MODEL_PRICE_MICROS, TLS, UPSTREAM_KEY, Gateway, RedisServer
 
 MiB = 1024 * 1024
 CAP = 128 * MiB
@@ -38,26 +45,6 @@ def gw(
         yield gateway
 
 
-def rss_kb(pid: int) -> int:
-    """VmRSS of a process and its descendants (a worker may run as a child of ``gateway serve``)."""
-    total, pending = 0, [pid]
-    while pending:
-        current = pending.pop()
-        try:
-            status = Path(f"/proc/{current}/status").read_text()
-        except FileNotFoundError:
-            continue
-        total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
-        for task in Path(f"/proc/{current}/task").glob("*/children"):
-            pending += [int(child) for child in task.read_text().split()]
-    return total
-
-
-def gateway_rss(gw: Gateway) -> int:
-    assert gw.process is not None
-    return rss_kb(gw.process.pid)
-
-
 def request_stream(gw: Gateway, key: str) -> Any:
     return httpx.stream(
         "POST",
@@ -71,20 +58,6 @@ def request_stream(gw: Gateway, key: str) -> Any:
 
 def b64_image(index: int, size: int) -> str:
     return base64.b64encode(bytes([index]) * (size * 3 // 4)).decode()
-
-
-def record_when_written(gw: Gateway, request_id: str) -> dict[str, Any]:
-    found: list[dict[str, Any]] = []
-
-    def written() -> bool:
-        try:
-            found.append(ledger_record(gw, request_id))
-        except AssertionError:
-            return False
-        return True
-
-    wait_until(written, what=f"the ledger record of {request_id}")
-    return found[-1]
 
 
 def test_a_large_answer_arrives_intact_and_is_charged_per_image(

@@ -200,30 +200,34 @@ def test_the_usage_record_is_written_and_exported_in_one_field_order() -> None:
     assert {"images", "charge_micros", "reserved"} <= INT_FIELDS and "team" not in INT_FIELDS
 
 
-def test_the_end_user_is_the_last_export_column_and_empty_for_older_records() -> None:
+def test_fields_added_later_are_the_last_export_columns_with_defaults_for_older_records() -> None:
     from gateway.call.settle import SettleOrder
     from gateway.ledger.exports import export_record
 
-    assert EXPORT_FIELDS[-1] == "user", "a column added later comes last: positional CSV readers"
-    assert "user" not in INT_FIELDS
+    later = ("user", "over_delivered")
+    assert EXPORT_FIELDS[-2:] == later, "columns added later come last: positional CSV readers"
+    assert "user" not in INT_FIELDS and "over_delivered" in INT_FIELDS
     record = UsageRecord(
         request_id="req_u", ts_ms=1, day="2026-11-30", team="t", key_id="k", key_name="n", model="m",
         n=1, images=1, upstream_images=1, unit_price_micros=1, charge_micros=1, upstream_status=200,
         upstream_latency_ms=1, outcome="ok", client_left=0, reconcile=0, user="alice",
     )  # fmt: skip
     fields = record.stream_fields()
-    assert fields[-2:] == ["user", "alice"]
+    assert fields[-4:] == ["user", "alice", "over_delivered", "0"]
     stored = {name.encode(): value.encode() for name, value in zip(fields[::2], fields[1::2], strict=True)}
     assert export_record("1-0", stored)["user"] == "alice"
-    older = {name: value for name, value in stored.items() if name not in (b"user", b"stream")}
+    older = {
+        name: value for name, value in stored.items() if name not in (b"user", b"stream", b"over_delivered")
+    }
     exported = export_record("1-0", older)
-    assert (exported["user"], exported["stream"]) == ("", 0), "written before the fields existed"
+    assert (exported["user"], exported["stream"], exported["over_delivered"]) == ("", 0, 0), "written before"
     assert list(exported) == [f for f in EXPORT_FIELDS if f not in SCRIPT_FIELDS]
-    # A settlement spooled by the release before: its record has no user, and replays with "".
+    # A settlement spooled by an older release: no user nor over_delivered; replays with the defaults.
     entry = {
         "key_id": "k", "request_id": "req_u", "model": "m", "images": 1, "charge_micros": 1,
         "day": "2026-11-30", "month": "2026-11",
-        "record": {k: v for k, v in record.__dict__.items() if k != "user"},
+        "record": {k: v for k, v in record.__dict__.items() if k not in later},
     }  # fmt: skip
-    assert SettleOrder.from_json(entry).record.user == ""
+    replayed = SettleOrder.from_json(entry).record
+    assert (replayed.user, replayed.over_delivered) == ("", 0)
     assert SettleOrder.from_json({**entry, "record": record.__dict__}).record.user == "alice"

@@ -30,8 +30,8 @@ from gateway.store.keyspace import ACCESS
 from gateway.store.protocol import Redis
 
 TOKEN_PREFIX = "gw-cred-"
-_TOKEN_RE = re.compile(r"^gw-cred-([a-z2-7]{12})_([A-Za-z0-9_-]{43})$")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,99}$")
+_TOKEN_RE = re.compile(r"gw-cred-([a-z2-7]{12})_([A-Za-z0-9_-]{43})")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,99}")  # matched whole (fullmatch)
 
 
 class CredentialSpec(BaseModel):
@@ -49,7 +49,7 @@ class CredentialSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not NAME_RE.match(value):
+        if not NAME_RE.fullmatch(value):
             raise ValueError("name must be 1-100 letters, digits, '_', '.', '@', '+' or '-'")
         return value
 
@@ -84,7 +84,7 @@ def hash_token(token: str) -> str:
 
 def parse_token(token: str) -> str | None:
     """The credential id of a well-formed credential token, else None."""
-    match = _TOKEN_RE.match(token)
+    match = _TOKEN_RE.fullmatch(token)
     return match.group(1) if match else None
 
 

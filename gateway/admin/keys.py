@@ -17,7 +17,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.admin import previous_secrets
 from gateway.admin.teams import check_team_name
@@ -34,8 +34,8 @@ TOKEN_PREFIX = "sk-gw-"
 KEY_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 KEY_ID_LENGTH = 12
 DEFAULT_ROTATE_GRACE_S = 3600
-_TOKEN_RE = re.compile(r"^sk-gw-([a-z2-7]{12})_([A-Za-z0-9_-]{20,128})$")
-KEY_ID_RE = re.compile(r"^[a-z2-7]{12}$")
+_TOKEN_RE = re.compile(r"sk-gw-([a-z2-7]{12})_([A-Za-z0-9_-]{20,128})")
+KEY_ID_RE = re.compile(r"[a-z2-7]{12}")  # matched whole (fullmatch), as every name is
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
@@ -43,7 +43,7 @@ def hash_token(token: str) -> str:
 
 def parse_token(token: str) -> tuple[str, str] | None:
     """Return (key_id, sha256 of the token) for a well-formed key, else None."""
-    match = _TOKEN_RE.match(token)
+    match = _TOKEN_RE.fullmatch(token)
     if match is None:
         return None
     return match.group(1), hash_token(token)
@@ -52,7 +52,7 @@ def parse_token(token: str) -> tuple[str, str] | None:
 def shown_key_id(text: str) -> str:
     """How an error names a key_id someone gave: itself if it is one, else a description, never
     the text (a whole key pasted where a key_id belongs must not be printed or answered back)."""
-    if KEY_ID_RE.match(text):
+    if KEY_ID_RE.fullmatch(text):
         return f"key_id '{text}'"
     if text.startswith("sk-"):
         return (
@@ -93,6 +93,19 @@ class KeyLimits(BudgetFields):
         for name in value or []:
             check_model_name(name)
         return value
+
+
+class RotateRequest(BaseModel):
+    """``POST .../rotate`` (admin API and console): how long the old secret keeps working."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    grace_seconds: int = Field(
+        default=DEFAULT_ROTATE_GRACE_S,
+        ge=0,
+        le=30 * 86400,
+        description="How long the old secret keeps working.",
+    )
 
 
 class KeyCreate(KeyLimits):

@@ -143,7 +143,7 @@ def role_from_groups(groups: Iterable[str], prefix: str) -> tuple[Role, frozense
     teams = frozenset(
         name[len(marker) :]
         for name in names
-        if name.startswith(marker) and TEAM_NAME_RE.match(name[len(marker) :])
+        if name.startswith(marker) and TEAM_NAME_RE.fullmatch(name[len(marker) :])
     )
     if teams:
         return TEAM_ADMIN, teams

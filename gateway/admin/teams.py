@@ -11,8 +11,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import ConfigDict
-
 from gateway.admin.usage_report import usage_json
 from gateway.money import budget, thresholds
 from gateway.money.budget_fields import BudgetFields
@@ -21,20 +19,21 @@ from gateway.money.periods import Periods
 from gateway.store.keyspace import TEAM_REGISTRY, TeamSpace
 from gateway.store.protocol import Redis
 
-TEAM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+TEAM_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 DEFAULT_PERIOD = "month"
 
 def check_team_name(value: str) -> str:
-    """Letters, digits, ``_ . -``: a team's name goes into a Redis hash tag and into URLs."""
-    if not TEAM_NAME_RE.match(value):
+    """Letters, digits, ``_ . -``: a team's name goes into a Redis hash tag and into URLs.
+
+    Matched whole (``fullmatch``): an anchored ``re.match`` lets ``$`` match before a final
+    newline, and ``design\n`` became a look-alike team with a budget of its own."""
+    if not TEAM_NAME_RE.fullmatch(value):
         raise ValueError("team must be 1-64 letters, digits, '_', '.' or '-'")
     return value
 
 
 class TeamSettings(BudgetFields):
     """``PUT /admin/v1/teams/{team}``: the fields given change, ``null`` clears one."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 def settings_fields(spec: TeamSettings) -> tuple[dict[str, str | int], list[str]]:

@@ -6,12 +6,13 @@ Nothing here touches Redis: the route settles whatever this step found, failures
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from gateway.call.log import CallLog
+from gateway.call.answer_scan import ImagesScanner, Malformed
+from gateway.call.log import CallLog, count_failure
 from gateway.call.openai_compat import conform_images_body
 from gateway.core.errors import GatewayError
 from gateway.upstream.client import UpstreamClient
@@ -24,13 +25,15 @@ class Verdict:
     """What the upstream's answer means for the caller: a body to send, or the error to answer
     with instead. Or, for a 200 too large to buffer, the ``reply`` itself, its beginning read and
     the rest to come, which gateway/call/relay.py sends on as it arrives, counting the images as
-    they go by.
+    they go by: ``scanner`` has read the beginning already, and ``head`` is what it gave to send.
     """
 
     body: bytes | None = None
     error: GatewayError | None = None
     reconcile: bool = False  # the upstream may have billed what the gateway could not count
     reply: UpstreamReply | None = None
+    scanner: ImagesScanner | None = None
+    head: list[bytes] = field(default_factory=list)
 
 
 async def forward(upstream: UpstreamClient, body: bytes, call: CallLog) -> Verdict:
@@ -39,6 +42,7 @@ async def forward(upstream: UpstreamClient, body: bytes, call: CallLog) -> Verdi
         reply = await upstream.generate(body)
     except UpstreamFailure as failure:
         call.upstream_latency_s, call.upstream_outcome = failure.latency_s, failure.reason
+        call.upstream_status = failure.status  # the status that arrived before its body failed, if any
         # An answer refused for its size, or unreadable, was made (and maybe billed) upstream.
         return Verdict(error=failure.error, reconcile=failure.reconcile or failure.reason == "too_large")
 
@@ -47,7 +51,16 @@ async def forward(upstream: UpstreamClient, body: bytes, call: CallLog) -> Verdi
         call.upstream_outcome, error = map_error_reply(reply, upstream.redact)
         return Verdict(error=error)
     if not reply.whole:  # the outcome and the images are known once it has been read
-        return Verdict(reply=reply)
+        # Its beginning is scanned before the caller gets a status: an answer already unreadable
+        # there (nested past the scan's depth, not JSON) is an ordinary 502, not a cut connection.
+        scanner = ImagesScanner()
+        try:
+            head = scanner.feed(reply.body)
+        except Malformed:
+            await reply.aclose()
+            call.upstream_outcome = "bad_response"
+            return Verdict(error=bad_response_error(), reconcile=True)
+        return Verdict(reply=reply, scanner=scanner, head=head)
 
     answer = deliverable(upstream.redact_bytes(reply.body), call)
     del reply  # with multi-MB images, keep one copy of the answer in memory, not two
@@ -81,8 +94,7 @@ def count_images(payload: dict[str, Any], call: CallLog) -> None:
             continue
         error = entry.get("error") if isinstance(entry, dict) else None
         code = error.get("code") if isinstance(error, dict) else None
-        name = code if isinstance(code, str) and code else "unknown"
-        call.failed_images[name] = call.failed_images.get(name, 0) + 1
+        count_failure(call.failed_images, code if isinstance(code, str) and code else "unknown")
     call.images = images
     usage = payload.get("usage")
     generated = usage.get("generated_images") if isinstance(usage, dict) else None

@@ -5,6 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# An answer may carry thousands of failed entries, each with an error code of its own: a call
+# keeps the counts of a few codes (each cut to a sane length: longer than any code the upstream
+# documents, so a cut one never reads as one of those), and counts the rest as "other", so neither
+# its memory nor its access-log line grows with the answer.
+MAX_FAILURE_CODES = 16
+MAX_CODE_CHARS = 64
+
+
+def count_failure(failed: dict[str, int], code: str) -> None:
+    """Count one failed entry under ``code`` in ``failed`` (code -> entries), within the bounds."""
+    code = code[:MAX_CODE_CHARS]
+    if code not in failed and len(failed) >= MAX_FAILURE_CODES:
+        code = "other"
+    failed[code] = failed.get(code, 0) + 1
+
 
 @dataclass
 class CallLog:

@@ -76,7 +76,13 @@ class Observer:
             "model": call.model,
             "n": call.n,
             "images": call.images,
-            **({"failed_images": call.failed_images} if call.failed_images else {}),
+            # The failed entries' total, and their count for at most a few codes (call/log.py):
+            # one line stays short whatever the answer held.
+            **(
+                {"failed_images_total": sum(call.failed_images.values()), "failed_images": call.failed_images}
+                if call.failed_images
+                else {}
+            ),
             "cost_usd": micros_to_usd(call.charge_micros),
             "status": call.status,
             "upstream_status": call.upstream_status,

@@ -24,54 +24,12 @@ from starlette.types import Receive, Scope, Send
 from gateway.call.answer_scan import ImagesScanner, Malformed
 from gateway.call.ending import Relayed
 from gateway.call.log import CallLog
+from gateway.core.secret_mask import Masker, SecretPattern
 from gateway.upstream.reply import BodyFailure, UpstreamReply
 
 log = logging.getLogger("gateway")
 
 Settle = Callable[[bool], Awaitable[object]]  # reconcile -> (settles the call as it now stands)
-
-
-class Masker:
-    """Masks the master key in a stream, including a key split across two chunks.
-
-    A piece is held back only from where its end could begin the key (a suffix that is a prefix
-    of it), until the next piece shows whether it does: any key that starts in what is sent
-    therefore ends inside what was scanned, and has been replaced. Usually nothing is held and
-    the piece goes on as it came, uncopied (a copy of every piece would cost more than the scan).
-    """
-
-    def __init__(self, secret: bytes) -> None:
-        self._secret, self._carry = secret, b""
-        # A byte of the key that base64 never uses ('-' of "sk-..."): one memchr that finds no
-        # such byte proves the piece holds no key, without the full search.
-        rare = [b for b in secret if not (chr(b).isalnum() or b in b"+/=")]
-        self._probe = bytes(rare[:1])
-
-    def feed(self, piece: bytes) -> bytes:
-        secret = self._secret
-        if not secret:
-            return piece
-        data = self._carry + piece if self._carry else piece
-        if (not self._probe or self._probe in data) and secret in data:
-            data = data.replace(secret, b"***")
-        held = _held_suffix(data, secret)
-        self._carry = data[len(data) - held :] if held else b""
-        return data[: len(data) - held] if held else data
-
-    def flush(self) -> bytes:
-        carry, self._carry = self._carry, b""
-        return carry
-
-
-def _held_suffix(data: bytes, secret: bytes) -> int:
-    """Length of the longest end of ``data`` that is the beginning of ``secret`` (not all of it)."""
-    first, size = secret[:1], len(data)
-    at = data.find(first, max(0, size - len(secret) + 1))
-    while at != -1:
-        if secret.startswith(data[at:]):
-            return size - at
-        at = data.find(first, at + 1)
-    return 0
 
 
 class JsonRelay(Relayed):
@@ -81,15 +39,20 @@ class JsonRelay(Relayed):
         self,
         reply: UpstreamReply,
         call: CallLog,
-        secret: bytes,
+        mask: SecretPattern,
         settle: Settle,
         headers: dict[str, str],
+        scanner: ImagesScanner,
+        head: list[bytes],
     ) -> None:
+        """``scanner`` has read the answer's beginning already (``reply.body``); ``head`` is what it
+        gave to send on."""
         super().__init__(None, 200, headers, media_type="application/json")
         # The length is not known before the end: the body goes out chunked.
         self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
         self.reply, self.call, self.settle = reply, call, settle
-        self.masker = Masker(secret)
+        self.scanner, self.head = scanner, head
+        self.masker = Masker(mask)
         self.finished = False  # the whole answer reached the caller (or would have: it left)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -103,10 +66,10 @@ class JsonRelay(Relayed):
 
     async def _relay(self, send: Send) -> None:
         call, reply = self.call, self.reply
-        scanner, sender = ImagesScanner(), _Sender(send, call)
+        scanner, sender = self.scanner, _Sender(send, call)
         try:
             await sender.start(self.raw_headers)
-            await sender.send(self.masker.feed(b"".join(scanner.feed(reply.body))))
+            await sender.send(self.masker.feed(b"".join(self.head)))
             while chunk := await reply.read():
                 for piece in scanner.feed(chunk):
                     await sender.send(self.masker.feed(piece))

@@ -23,7 +23,7 @@ from gateway.call.outage import note_store_failure
 from gateway.core import background, metrics
 from gateway.money import budget
 from gateway.money.budget import Reservation, Settlement
-from gateway.money.micros import charge_micros
+from gateway.money.micros import charge_micros, chargeable
 from gateway.money.periods import Periods
 from gateway.money.spool import RecordForeign, RecordRefused, Spool
 from gateway.money.usage_record import UsageRecord
@@ -81,8 +81,13 @@ def order_for(
     reconcile: bool,
     outcome: str | None = None,
 ) -> SettleOrder:
-    """The settlement of a finished call; sets the call's charge, the one the ledger will show."""
-    call.charge_micros = charge_micros(call.images, unit_price_micros)
+    """The settlement of a finished call; sets the call's charge, the one the ledger will show.
+
+    ``call.images`` is what was delivered; the charge stops at what ``held`` reserved, and the
+    images beyond it are recorded as over-delivered, to reconcile.
+    """
+    images, over_delivered = chargeable(call.images, held.images)
+    call.charge_micros = charge_micros(images, unit_price_micros)
     record = UsageRecord(
         request_id=call.request_id,
         ts_ms=int(time.time() * 1000),
@@ -92,7 +97,7 @@ def order_for(
         key_name=held.key_name,
         model=call.model,
         n=call.n,
-        images=call.images,
+        images=images,
         upstream_images=-1 if call.upstream_images is None else call.upstream_images,
         unit_price_micros=unit_price_micros,
         charge_micros=call.charge_micros,
@@ -102,13 +107,14 @@ def order_for(
         client_left=int(call.client_left),
         stream=int(call.stream),
         user=call.user,
-        reconcile=int(reconcile),
+        reconcile=int(reconcile or over_delivered > 0),
+        over_delivered=over_delivered,
     )
     return SettleOrder(
         key_id,
         call.request_id,
         call.model,
-        call.images,
+        images,
         call.charge_micros,
         periods.day,
         periods.month,
@@ -166,9 +172,20 @@ class Settler:
             retention_days=self.retention_days,
             record_fields=order.record.stream_fields(),
             user=order.record.user,
+            over_delivered=order.record.over_delivered,
         )
         if settled is not None and settled.alerts_queued > 0:
             await self._index_alerts(order.record.team)
+        if settled is not None and settled.over_delivered > 0:
+            record = order.record
+            metrics.OVER_DELIVERED.labels(record.model, record.team).inc(settled.over_delivered)
+            log.warning(
+                "request %s: the upstream delivered %d images beyond the call's reservation (key "
+                "%s): not charged, recorded for reconciliation",
+                order.request_id,
+                settled.over_delivered,
+                order.key_id,
+            )
         if settled is not None and settled.over_budget:
             metrics.LATE_OVERSPENDS.labels(order.record.team, order.record.key_name).inc()
             log.error(

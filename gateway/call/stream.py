@@ -2,53 +2,61 @@
 
 Every check (key, body, model, limits, the reservation) has happened before this step; an
 upstream refusal before its first event (its JSON 4xx/5xx) maps as without streaming. Once the
-upstream streams, each event is passed on as it arrives, byte for byte (the master key masked,
-should it ever appear), and parsed only to count: one charged image per
-``image_generation.partial_succeeded``, nothing for ``partial_failed``, and the ``completed``
-event's ``usage.generated_images`` kept beside the count.
+upstream streams, its bytes are passed on as they arrive, byte for byte (the master key masked,
+however JSON spells it, should it ever appear), and read as they go by to count
+(gateway/call/sse.py): one charged image per ``image_generation.partial_succeeded`` event,
+nothing for ``partial_failed``, and the ``completed`` event's ``usage.generated_images`` kept
+beside the count. Nothing waits for an event to end before it is relayed, and nothing is held but
+the pipe to the caller: memory per stream does not grow with an event's size, and the work is
+linear in the stream's.
 
 Two coroutines, so that a caller who hangs up does not stop the upstream call it is billed for:
 
-- the *reader*, a task of its own, reads the upstream stream to its end, counts, queues every
-  event for the caller, settles exactly once when the upstream's stream ends (or breaks, or
-  stalls), then ends the call (gateway/call/ending.py: the route releases what it held, observes);
-- the *response* (:meth:`Relay.__call__`, the ASGI response) sends the queued events while the
-  caller is there, and returns only once the reader has settled, so a SIGTERM drain waits for it.
+- the *reader*, a task of its own, reads the upstream stream to its end, counts, puts what it
+  relays in a bounded pipe (gateway/call/pipe.py), settles exactly once when the upstream's stream
+  ends (or breaks, stalls, or passes ``GATEWAY_MAX_UPSTREAM_RESPONSE_BYTES``), then ends the call
+  (gateway/call/ending.py: the route releases what it held, observes);
+- the *response* (:meth:`EventRelay.__call__`, the ASGI response) sends what the pipe holds while
+  the caller is there, and returns only once the reader has settled, so a SIGTERM drain waits.
+
+A caller that does not read fills the pipe: the reader then waits (within the call's deadline)
+and stops reading the upstream, whose connection's flow control stops the upstream in turn. A
+caller that has gone is not waited for: the stream is read to its end and counted all the same.
 
 Timeouts: ``GATEWAY_UPSTREAM_STREAM_IDLE_TIMEOUT_S`` bounds the wait for the headers and for each
 piece of the stream (Seedream makes an image every few tens of seconds: a quiet stream longer than
 that has stalled); ``GATEWAY_UPSTREAM_TIMEOUT_S`` still bounds the whole stream, since the
-reservation lives that long. A stream that breaks or stalls ends with an ``event: error`` carrying
-the OpenAI error envelope; the images delivered are charged and the record is flagged for
-reconciliation.
+reservation lives that long. A stream that breaks, stalls, runs out of time or passes the size
+cap ends with an ``event: error`` carrying the OpenAI error envelope, after the line and the event
+the cut left open are ended (so the error is an event of its own); the images whose events were
+delivered whole before it are charged, and the record is flagged for reconciliation.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from starlette.types import Receive, Scope, Send
 
 from gateway.call.client import client_has_left
 from gateway.call.ending import Relayed
 from gateway.call.log import CallLog
+from gateway.call.pipe import Pipe
+from gateway.call.sse import EventReader
 from gateway.core.errors import GatewayError
+from gateway.core.secret_mask import Masker, SecretPattern
 from gateway.upstream.client import UpstreamClient
 from gateway.upstream.failures import UpstreamFailure, bad_response_error, map_error_reply
 from gateway.upstream.reply import BodyFailure, UpstreamReply
 
 log = logging.getLogger("gateway")
 
-SUCCEEDED = "image_generation.partial_succeeded"
-FAILED = "image_generation.partial_failed"
-COMPLETED = "image_generation.completed"
-EVENT_END = re.compile(rb"\r?\n\r?\n")
+# What the pipe to the caller holds before the reader waits for it: a few of the upstream's pieces.
+PIPE_BYTES = 1024 * 1024
 
 Settle = Callable[[bool], Awaitable[None]]  # settle(reconcile): the route's settlement, once
 RUNNING: set[asyncio.Task[None]] = set()  # readers whose caller may have left: keep them alive
@@ -88,7 +96,7 @@ async def open_relay(
     return EventRelay(
         reply,
         call,
-        redact=upstream.redact_bytes,
+        mask=upstream.mask,
         settle=settle,
         headers=headers,
         idle_timeout_s=idle_timeout_s,
@@ -107,7 +115,7 @@ class EventRelay(Relayed):
         reply: UpstreamReply,
         call: CallLog,
         *,
-        redact: Callable[[bytes], bytes],
+        mask: SecretPattern,
         settle: Settle,
         headers: dict[str, str],
         idle_timeout_s: float,
@@ -120,10 +128,11 @@ class EventRelay(Relayed):
         self.init_headers({"cache-control": "no-cache", **headers})
         self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
         self.call, self.left = call, False
-        self._upstream, self._redact, self._settle = reply, redact, settle
+        self._upstream, self._masker, self._settle = reply, Masker(mask), settle
         self._idle_s, self._started = idle_timeout_s, started
         self._receive = receive
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._events = EventReader(call)
+        self._pipe = Pipe(PIPE_BYTES)
         self._task = asyncio.create_task(self._read(), name=f"stream-{call.request_id}")
         RUNNING.add(self._task)
         self._task.add_done_callback(RUNNING.discard)
@@ -144,15 +153,16 @@ class EventRelay(Relayed):
         try:
             call.upstream_latency_s = time.perf_counter() - self._started
             call.upstream_outcome = failure or "ok"
+            self._pipe.put_now(self._masker.flush())
             if failure is not None:
-                self._queue.put_nowait(error_event(failure))
+                self._pipe.put_now(self._events.closing() + error_event(failure))
             call.client_left = self.left or client_has_left(self._receive)
             disagrees = call.upstream_images is not None and call.upstream_images != call.images
             await self._settle(failure is not None or disagrees)
         except Exception as exc:  # the call's end releases what it still holds
             self._failed(exc)
         finally:
-            self._queue.put_nowait(None)
+            self._pipe.close()
             await self.ended(failure is None and not self.left)
         if cancelled:
             raise asyncio.CancelledError
@@ -162,36 +172,33 @@ class EventRelay(Relayed):
         log.error("request %s failed in the gateway, relaying the stream", self.call.request_id, exc_info=exc)
 
     async def _relay_upstream(self) -> str | None:
-        """Queue every event as it arrives; None if the stream ended whole, else what went wrong."""
-        complete, pending = False, b""
-        read, idle_s = self._upstream.read, self._idle_s
+        """Relay and count every piece as it arrives; None if the stream ended whole, else what
+        went wrong."""
+        read, idle_s, events, masker = self._upstream.read, self._idle_s, self._events, self._masker
         try:
-            while chunk := await read(idle_s):
-                pending += chunk
-                start = 0
-                for end in EVENT_END.finditer(pending):
-                    event = pending[start : end.end()]
-                    start = end.end()
-                    complete = count_event(event, self.call) or complete
-                    self._queue.put_nowait(self._redact(event))
-                pending = pending[start:]
+            while piece := await read(idle_s):
+                events.feed(piece)
+                out = masker.feed(piece)
+                if out:
+                    # The caller's pace, within the call's deadline: a full pipe stops the reading.
+                    async with asyncio.timeout_at(self._upstream.deadline):
+                        await self._pipe.put(out)
         except BodyFailure as failure:  # dropped, cut short, stalled, past the deadline or the cap
             return STREAM_FAILURES.get(failure.reason, "stream_broken")
-        if pending:
-            complete = count_event(pending, self.call) or complete
-            self._queue.put_nowait(self._redact(pending))
-        return None if complete else "stream_broken"
+        except TimeoutError:  # the caller read too slowly for the stream to end in time
+            return "timeout"
+        return None if events.ended else "stream_broken"
 
     # -- the response --------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
         await self._send(send, start)
-        while (event := await self._queue.get()) is not None:
+        while (piece := await self._pipe.get()) is not None:
             if not self.left and client_has_left(receive):
-                self.left = True
+                self._leave()
             if not self.left:
-                await self._send(send, {"type": "http.response.body", "body": event, "more_body": True})
+                await self._send(send, {"type": "http.response.body", "body": piece, "more_body": True})
         await asyncio.shield(self._task)  # settled: a drain waits for this response
         if not self.left:
             await self._send(send, {"type": "http.response.body", "body": b"", "more_body": False})
@@ -200,45 +207,24 @@ class EventRelay(Relayed):
         try:
             await send(message)
         except Exception:  # the caller is gone; the reader goes on
-            self.left = True
+            self._leave()
 
-
-def count_event(raw: bytes, call: CallLog) -> bool:
-    """Count one event into ``call``; True if it ends the stream (``completed`` or ``[DONE]``)."""
-    data = b"\n".join(
-        line[5:].removeprefix(b" ").rstrip(b"\r") for line in raw.split(b"\n") if line.startswith(b"data:")
-    )
-    if not data:
-        return False
-    if data.strip() == b"[DONE]":
-        return True
-    try:
-        document = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return False
-    kind = document.get("type") if isinstance(document, dict) else None
-    if kind == SUCCEEDED:
-        call.images += 1
-    elif kind == FAILED:
-        error = document.get("error")
-        code = error.get("code") if isinstance(error, dict) else None
-        name = code if isinstance(code, str) and code else "unknown"
-        call.failed_images[name] = call.failed_images.get(name, 0) + 1
-    elif kind == COMPLETED:
-        usage = document.get("usage")
-        generated = usage.get("generated_images") if isinstance(usage, dict) else None
-        if type(generated) is int:
-            call.upstream_images = generated
-        return True
-    return False
+    def _leave(self) -> None:
+        """The caller has gone: nothing more is kept for it, and the reader never waits for it."""
+        self.left = True
+        self._pipe.discard()
 
 
 # What a stream's reading failure is recorded as (anything else: "stream_broken").
-STREAM_FAILURES = {"stalled": "stream_stalled", "timeout": "timeout"}
+STREAM_FAILURES = {"stalled": "stream_stalled", "timeout": "timeout", "too_large": "too_large"}
 STREAM_ERRORS = {
     "stream_broken": ("upstream_stream_broken", "The image service's stream broke off"),
     "stream_stalled": ("upstream_stream_stalled", "The image service's stream stalled"),
     "timeout": ("upstream_timeout", "The image service's stream ran past the gateway's time limit"),
+    "too_large": (
+        "upstream_response_too_large",
+        "The image service's stream passed the gateway's size limit",
+    ),
 }
 
 

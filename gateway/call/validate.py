@@ -74,7 +74,7 @@ MAX_N = 10
 MAX_SIDE = 16384
 MAX_SEQUENTIAL_IMAGES = 15
 SIZE_PRESETS = frozenset({"1K", "2K", "3K", "4K"})
-_SIZE_RE = re.compile(r"^([1-9][0-9]{0,4})x([1-9][0-9]{0,4})$")
+_SIZE_RE = re.compile(r"([1-9][0-9]{0,4})x([1-9][0-9]{0,4})")
 MAX_USER_CHARS = 256
 # Control characters (C0, DEL, C1): written as regex escapes, the same in Python and in the
 # JSON Schema (ECMA-262) pattern of /docs.
@@ -132,7 +132,7 @@ def _check_size(size: Any) -> None:
         raise bad_request("'size' must be a string like '1024x1024' or a preset like '2K'.", "size")
     if size.upper() in SIZE_PRESETS:
         return
-    match = _SIZE_RE.match(size)
+    match = _SIZE_RE.fullmatch(size)
     if not match or not all(1 <= int(side) <= MAX_SIDE for side in match.groups()):
         raise bad_request(
             f"'size' must be WIDTHxHEIGHT with sides from 1 to {MAX_SIDE}, or one of "

@@ -153,7 +153,7 @@ async def _key_id(store: KeyStore, given: str) -> str | None:
     parsed = parse_token(given)
     if parsed is not None:
         return parsed[0] if await store.authenticate_parsed(*parsed) is not None else None
-    return given if KEY_ID_RE.match(given) else None
+    return given if KEY_ID_RE.fullmatch(given) else None
 
 
 def _print(args: argparse.Namespace, record: dict[str, Any]) -> None:

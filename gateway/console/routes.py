@@ -22,7 +22,7 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 
 from gateway.admin import auth as admin_auth
-from gateway.admin.keys import DEFAULT_ROTATE_GRACE_S, KeyCreate, KeyStore, shown_key_id
+from gateway.admin.keys import KeyCreate, KeyStore, RotateRequest, shown_key_id
 from gateway.admin.roles import Permission
 from gateway.admin.teams import TeamSettings, TeamStore
 from gateway.console import data, session
@@ -267,18 +267,11 @@ async def revoke_key(key_id: str, request: Request) -> Response:
     return _api(record)
 
 
-class Rotate(BaseModel):
-    grace_seconds: int = Field(default=DEFAULT_ROTATE_GRACE_S, ge=0, le=30 * 86400)
-
-
 @router.post("/api/keys/{key_id}/rotate")
 async def rotate_key(key_id: str, request: Request) -> Response:
     await _session(request, mutating=True, permission=Permission.KEYS)
     await visible_key(request, key_id)
-    try:
-        grace = Rotate.model_validate(await _json_body(request)).grace_seconds
-    except ValidationError:
-        raise bad_request("grace_seconds must be 0 to 2592000.", "grace_seconds") from None
+    grace = _validated(RotateRequest, await _json_body(request)).grace_seconds
     rotated = await guard_redis(KeyStore(state_of(request).redis).rotate(key_id, grace))
     if rotated is None:
         raise not_found(f"No key with {shown_key_id(key_id)}.")

@@ -115,6 +115,13 @@ USAGE_MISMATCHES = Counter(
     ["model"],
     registry=REGISTRY,
 )
+OVER_DELIVERED = Counter(
+    "gateway_over_delivered_images",
+    "Images an upstream delivered beyond what their call reserved (n, or max_images): delivered, "
+    "not charged, recorded (over_delivered) for reconciliation with the upstream.",
+    ["model", "team"],
+    registry=REGISTRY,
+)
 LATE_OVERSPENDS = Counter(
     "gateway_late_settlements_over_budget",
     "Settlements whose reservation had lapsed (their process was cut off from Redis) and whose "
@@ -247,7 +254,7 @@ def render() -> bytes:
     return generate_latest(registry)
 
 
-_LIVE_GAUGE_FILE = re.compile(r"^gauge_live[a-z]+_(\d+)\.db$")
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db")
 
 
 def mark_dead_workers(directory: str) -> list[int]:
@@ -257,7 +264,7 @@ def mark_dead_workers(directory: str) -> list[int]:
     with a new pid: without this its last value would be summed forever. Only ``live*`` gauge
     files go; counter files of dead workers stay, or the counters would go backwards.
     """
-    pids = {int(m.group(1)) for m in map(_LIVE_GAUGE_FILE.match, os.listdir(directory)) if m}
+    pids = {int(m.group(1)) for m in map(_LIVE_GAUGE_FILE.fullmatch, os.listdir(directory)) if m}
     dead = sorted(pid for pid in pids if not _alive(pid))
     for pid in dead:
         with contextlib.suppress(FileNotFoundError):  # another worker's scrape removed it first

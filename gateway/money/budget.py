@@ -113,6 +113,7 @@ class Reservation:
     rpm: int  # -1: no rate limit
     rpm_remaining: int
     rpm_reset_ms: int
+    images: int  # the images held (max_images): the most the call can be charged for
 
 
 @dataclass(frozen=True)
@@ -209,7 +210,7 @@ class ReserveTooLate(RedisError):
     any other Redis failure gets (a RedisError, so the request path needs no case of its own)."""
 
 
-def decode_reserve(reply: list[Any]) -> Reservation | Refusal:
+def decode_reserve(reply: list[Any], images: int) -> Reservation | Refusal:
     """The reservation or the refusal; raises :class:`ReserveTooLate` for a reserve run too late."""
     fields = named(reply)
     kind = text(fields.pop("kind"))
@@ -223,6 +224,7 @@ def decode_reserve(reply: list[Any]) -> Reservation | Refusal:
         rpm=int(fields.get("rpm", -1)),
         rpm_remaining=int(fields.get("rpm_remaining", -1)),
         rpm_reset_ms=int(fields.get("rpm_reset_ms", 0)),
+        images=images,
     )
 
 
@@ -254,7 +256,7 @@ async def reserve(
         space.key_id,
         space.team_space.tag,
     ]
-    return decode_reserve(await scripts.RESERVE(redis, keys, args))
+    return decode_reserve(await scripts.RESERVE(redis, keys, args), max_images)
 
 
 async def cancel(redis: Redis, *, space: KeySpace, request_id: str) -> bool:
@@ -277,6 +279,7 @@ class Settlement:
     reserved_micros: int
     over_budget: bool  # a late settlement took the key's or the team's budget past its limit
     alerts_queued: int = 0  # budget alerts this settlement put in the team's outbox
+    over_delivered: int = 0  # images delivered beyond the reservation, recorded and not charged
 
     @property
     def remaining_micros(self) -> int | None:
@@ -297,6 +300,7 @@ async def settle(
     retention_days: int,
     record_fields: list[str],
     user: str = "",
+    over_delivered: int = 0,
 ) -> Settlement | None:
     """Settle a call; safe to run twice for the same request id (the second answers None)."""
     keys = _settle_keys(space, periods)
@@ -317,7 +321,8 @@ async def settle(
         month_id,
         periods.day,
         f"{periods.month}-01",
-        *record_fields,  # last: settle.lua reads them from ARGV[15] on
+        over_delivered,
+        *record_fields,  # last: settle.lua reads them from ARGV[16] on
     ]
     fields = named(await scripts.SETTLE(redis, keys, args))
     if text(fields["kind"]) == "duplicate":
@@ -328,6 +333,7 @@ async def settle(
         reserved_micros=int(fields["reserved_micros"]),
         over_budget=int(fields["over_budget"]) == 1,
         alerts_queued=int(fields["alerts_queued"]),
+        over_delivered=int(fields["over_delivered"]),
     )
 
 

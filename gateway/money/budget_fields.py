@@ -9,7 +9,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.money import thresholds
 from gateway.money.micros import USD_FORMAT, usd_to_micros
@@ -20,6 +20,10 @@ BudgetPeriod = Literal["day", "month", "total"]
 
 
 class BudgetFields(BaseModel):
+    # A field the API does not know is refused, never dropped: a misspelled "budget" once made
+    # a key with no budget at all.
+    model_config = ConfigDict(extra="forbid")
+
     budget_usd: Decimal | None = Field(
         default=None, ge=0, description="Spend budget in USD (number or string)."
     )

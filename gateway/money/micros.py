@@ -39,6 +39,17 @@ def micros_to_usd(micros: int) -> str:
     return f"{sign}{whole}.{frac:06d}"
 
 
+def chargeable(delivered: int, reserved: int) -> tuple[int, int]:
+    """The images a call is charged for, and those delivered beyond its reservation.
+
+    A call is charged at most what it reserved (``n``, or the sequential ``max_images``): the
+    budget is a ceiling whatever the upstream does. The images beyond are delivered all the same
+    and recorded as over-delivered, for finance to settle with the upstream.
+    """
+    charged = min(max(0, delivered), max(0, reserved))
+    return charged, max(0, delivered) - charged
+
+
 def charge_micros(images: int, unit_price_micros: int) -> int:
     """What a call costs: the images delivered at the price it was reserved at.
 

@@ -22,7 +22,9 @@ class UsageRecord:
     key_name: str
     model: str
     n: int  # images asked for
-    images: int  # images delivered, and charged: the answer's entries that are images
+    # Images charged: the answer's entries that are images, up to what the call reserved (n, or
+    # the sequential max_images); those beyond it are over_delivered. Delivered: the two summed.
+    images: int
     upstream_images: int  # the upstream's usage.generated_images; -1 when it did not say
     unit_price_micros: int
     charge_micros: int  # money.charge_micros(images, unit_price_micros)
@@ -33,6 +35,10 @@ class UsageRecord:
     reconcile: int  # 1: the upstream may have billed what the gateway could not count
     stream: int = 0  # 1: "stream": true, relayed as server-sent events
     user: str = ""  # OpenAI's "user" field as the caller sent it (validated); "" when absent
+    # Images delivered beyond the reservation: not charged (a budget is a ceiling whatever the
+    # upstream does), reconcile 1, so finance can settle them with the upstream. settle.lua
+    # raises it if the order claimed more images than the reservation in Redis holds.
+    over_delivered: int = 0
 
     def stream_fields(self) -> list[str]:
         """Name, value strings, as settle.lua appends them to the stream.
@@ -53,7 +59,7 @@ SCRIPT_FIELDS = ("reserved", "over_budget")
 
 # Record fields added after the script fields were first exported: their columns come after the
 # script's, so a CSV reader that goes by column position keeps working.
-LATER_FIELDS = ("user",)
+LATER_FIELDS = ("user", "over_delivered")
 
 
 # The record as exported, in CSV column order: the stream id, the record with the charge in USD
@@ -79,7 +85,7 @@ INT_FIELDS = frozenset(
     name for name, spec in UsageRecord.__dataclass_fields__.items() if spec.type == "int"
 ) | frozenset(SCRIPT_FIELDS)
 # Fields added to the record with a default: a record written before one existed is exported
-# with the default (a record from before "user" had no end user: "").
+# with the default (a record from before "user" had no end user: "", nor any over-delivery: 0).
 DEFAULTS: dict[str, object] = {
     name: spec.default
     for name, spec in UsageRecord.__dataclass_fields__.items()

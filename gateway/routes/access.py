@@ -23,7 +23,7 @@ from gateway.state import state_of
 
 router = APIRouter(prefix="/admin/v1", tags=["access"], dependencies=[Depends(require_admin)])
 ACCESS = [Depends(allow(Permission.ACCESS))]
-_STREAM_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
+_STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 
 
 CONFLICT: dict[int | str, dict[str, Any]] = {
@@ -98,7 +98,7 @@ async def audit_trail(
     limit: int = Query(default=100, ge=1, le=audit.MAX_LIST),
     before: str | None = Query(default=None, description="The next page: entries older than this id."),
 ) -> Response:
-    if before is not None and not _STREAM_ID.match(before):
+    if before is not None and not _STREAM_ID.fullmatch(before):
         raise bad_request(
             "'before' must be an entry id from a previous page, e.g. 1764547200000-0.", "before"
         )

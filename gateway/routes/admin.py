@@ -14,11 +14,11 @@ from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
 from gateway.admin.key_listing import DEFAULT_PER_PAGE, MAX_PER_PAGE, key_page
-from gateway.admin.keys import DEFAULT_ROTATE_GRACE_S, KeyCreate, KeyLimits, shown_key_id
+from gateway.admin.keys import KeyCreate, KeyLimits, RotateRequest, shown_key_id
 from gateway.admin.roles import Permission, Principal
 from gateway.admin.usage_report import usage_report
 from gateway.core.errors import GatewayError, not_found, redis_unavailable
@@ -114,15 +114,6 @@ async def revoke_key(key_id: str, request: Request) -> Response:
     return json_response(record)
 
 
-class RotateRequest(BaseModel):
-    grace_seconds: int = Field(
-        default=DEFAULT_ROTATE_GRACE_S,
-        ge=0,
-        le=30 * 86400,
-        description="How long the old secret keeps working.",
-    )
-
-
 @router.post(
     "/keys/{key_id}/rotate", summary="A new secret for the same key, limits and spend", dependencies=KEYS
 )
@@ -158,6 +149,8 @@ async def list_prices(request: Request) -> Response:
 
 
 class PriceUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # as every admin body: an unknown field is a 400
+
     price_usd: str = Field(description='USD per image, at most six decimals, e.g. "0.135".')
 
 

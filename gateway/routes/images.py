@@ -227,14 +227,16 @@ class Attempt:
         if image_call.stream:
             return await self._stream(held, periods, body)
         verdict = await forward.forward(state.upstream, body, call)
-        if verdict.reply is not None:  # settled once its body has been read and counted
+        if verdict.reply is not None and verdict.scanner is not None:  # settled once read and counted
 
             async def settle_relayed(reconcile: bool) -> object:
                 injected_fault.trip(body)
                 return await self._settle(self._order(held, periods, reconcile=reconcile))
 
-            secret, headers = state.upstream.secret, rate_limit_headers(held)
-            return JsonRelay(verdict.reply, call, secret, settle_relayed, headers)
+            mask, headers = state.upstream.mask, rate_limit_headers(held)
+            return JsonRelay(
+                verdict.reply, call, mask, settle_relayed, headers, verdict.scanner, verdict.head
+            )
         if verdict.error is None:
             call.client_left = client_has_left(self.request.receive)
         injected_fault.trip(body)

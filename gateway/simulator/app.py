@@ -29,7 +29,7 @@ from gateway.simulator.recorder import Recorder
 from gateway.simulator.responses import drop, garbage_response, invalid_response, json_response, send
 from gateway.simulator.stream import events, send_stream
 
-_IMAGE_ID_RE = re.compile(r"^([0-9]+)x([0-9]+)-([0-9]+)-[0-9a-f]+$")
+_IMAGE_ID_RE = re.compile(r"([0-9]+)x([0-9]+)-([0-9]+)-[0-9a-f]+")
 
 
 @dataclass(slots=True)
@@ -108,7 +108,7 @@ async def _answer(request: web.Request, payload: Any, fault: Fault) -> web.Strea
 
 async def image(request: web.Request) -> web.StreamResponse:
     """``GET /images/{id}.png`` or ``.jpeg``: redraw the image the id describes (size, padding)."""
-    match = _IMAGE_ID_RE.match(request.match_info["image_id"])
+    match = _IMAGE_ID_RE.fullmatch(request.match_info["image_id"])
     if match is not None:
         width, height, image_bytes = int(match[1]), int(match[2]), int(match[3])
         if (

@@ -16,7 +16,7 @@ from gateway.simulator.limits import (
     SIZE_PRESETS,
 )
 
-_SIZE_RE = re.compile(r"^([1-9][0-9]{0,4})x([1-9][0-9]{0,4})$")
+_SIZE_RE = re.compile(r"([1-9][0-9]{0,4})x([1-9][0-9]{0,4})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +45,7 @@ def parse_size(size: Any) -> tuple[int, int]:
     preset = SIZE_PRESETS.get(size.upper())
     if preset:
         return preset, preset
-    match = _SIZE_RE.match(size.strip().lower())
+    match = _SIZE_RE.fullmatch(size.strip().lower())
     if match is None:
         raise InvalidRequest(f"size {size!r} is not WxH or one of 1K, 2K, 3K, 4K", "size")
     width, height = int(match[1]), int(match[2])

@@ -19,6 +19,7 @@ import asyncio
 import time
 
 from gateway import __version__
+from gateway.core.secret_mask import SecretPattern
 from gateway.upstream import descriptors
 from gateway.upstream.failures import (
     UpstreamFailure,
@@ -65,6 +66,8 @@ class UpstreamClient:
         self.connect_timeout_s = connect_timeout_s
         self.max_response_bytes = max_response_bytes
         self._api_key = api_key
+        # Every spelling of the master key, for masking what is relayed (call/relay.py, stream.py).
+        self.mask = SecretPattern(api_key)
         if transport is None:
             transport = H1Transport(max_connections, KEEPALIVE_S, read_buffer_bytes=READ_CHUNK_BYTES)
         self.transport = transport
@@ -97,6 +100,7 @@ class UpstreamClient:
         """
         started = time.perf_counter()
         deadline = asyncio.get_running_loop().time() + self.timeout_s
+        answer: Answer | None = None
         try:
             async with asyncio.timeout_at(deadline):
                 answer = await self._send(self._target, body)
@@ -105,10 +109,18 @@ class UpstreamClient:
                 except BaseException:
                     answer.close()
                     raise
+        except UpstreamFailure as failure:  # its body could not be read whole: it did answer
+            failure.status = answer.status if answer is not None else None
+            raise
         except (TimeoutError, ConnectTimeout):
-            raise UpstreamFailure("timeout", timeout_error(self.timeout_s), _since(started)) from None
+            # A 200 whose body then stopped may be billed by the upstream: keep its status, reconcile.
+            status = answer.status if answer is not None else None
+            error = timeout_error(self.timeout_s)
+            raise UpstreamFailure("timeout", error, _since(started), status == 200, status) from None
         except UnreadableAnswer:  # it answered, in a way that cannot be read: it may bill
-            raise UpstreamFailure("bad_response", bad_response_error(), _since(started), True) from None
+            status = answer.status if answer is not None else None
+            error = bad_response_error()
+            raise UpstreamFailure("bad_response", error, _since(started), True, status) from None
         except (TransportError, OSError):
             raise UpstreamFailure("connect", unavailable_error(), _since(started)) from None
 
@@ -168,21 +180,15 @@ class UpstreamClient:
                     raise
             await backoff.wait()
 
-    @property
-    def secret(self) -> bytes:
-        """The master key as bytes, for masking a streamed answer (gateway/call/relay.py)."""
-        return self._api_key.encode()
-
     def redact(self, text: str) -> str:
-        """Remove the master key from text that came from the upstream, just in case it echoes."""
+        """Remove the master key from text that came from the upstream (decoded, if it was JSON),
+        just in case it echoes."""
         return text.replace(self._api_key, "***") if self._api_key else text
 
     def redact_bytes(self, body: bytes) -> bytes:
-        """The same for a body relayed as it came: one scan, a copy only if the key is in it."""
-        if not self._api_key:
-            return body
-        secret = self._api_key.encode()
-        return body.replace(secret, b"***") if secret in body else body
+        """The same for a body relayed as it came, in every spelling a JSON parser would decode
+        back to the key (gateway/core/secret_mask.py); a copy only if the key is in it."""
+        return self.mask.mask(body)
 
 
 async def _error_body(reply: UpstreamReply, timeout_s: float) -> bytes:

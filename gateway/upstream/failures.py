@@ -31,14 +31,23 @@ CONTENT_SAFETY_CODES = frozenset(
 
 
 class UpstreamFailure(Exception):
-    """No answer at all: timeout or connection failure. ``reason`` is the metric label."""
+    """No answer that can be used: timeout, connection failure, or a body that could not be read
+    whole. ``reason`` is the metric label; ``status`` the upstream's status if one arrived."""
 
-    def __init__(self, reason: str, error: GatewayError, latency_s: float, reconcile: bool = False) -> None:
+    def __init__(
+        self,
+        reason: str,
+        error: GatewayError,
+        latency_s: float,
+        reconcile: bool = False,
+        status: int | None = None,
+    ) -> None:
         super().__init__(error.message)
         self.reason = reason
         self.error = error
         self.latency_s = latency_s
         self.reconcile = reconcile  # the upstream got the call and may have billed it
+        self.status = status
 
 
 def unavailable_error() -> GatewayError:

@@ -85,6 +85,11 @@ class UpstreamReply:
         self._limit, self._deadline = limit, deadline
         self._pending: deque[bytes] = deque()
 
+    @property
+    def deadline(self) -> float:
+        """When the call's time is up (the event loop's clock): every wait on this answer ends by then."""
+        return self._deadline
+
     def header(self, name: bytes) -> str | None:
         return header(self.headers, name)
 

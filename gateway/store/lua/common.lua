@@ -51,7 +51,8 @@ local function key_names(team, key_id)
 end
 
 -- Give back what one reservation holds: its money and images (the key's and the team's) and the
--- key's concurrency slot. k: key_names(); team: {tag, state, deadlines}.
+-- key's concurrency slot; returns the money and images it held. k: key_names(); team: {tag, state,
+-- deadlines}.
 local function release(k, team, request_id, value)
   local amount, images = parse_reservation(value)
   hincr(k.state, 'reserved_micros', -amount)
@@ -61,6 +62,7 @@ local function release(k, team, request_id, value)
   hincr(team.state, 'reserved_images', -images)
   redis.call('HDEL', k.res, request_id)
   redis.call('ZREM', team.deadlines, k.id .. '/' .. request_id)
+  return amount, images
 end
 
 -- The ledger record of a call whose holder died. sweep.template (orphan_record.TEMPLATE) is every

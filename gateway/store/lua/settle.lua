@@ -19,14 +19,32 @@ k.id, team.tag, team.name = ARGV[7], ARGV[8], ARGV[9]
 local user = ARGV[10]  -- '' when the call named no end user
 local period_ids = {ARGV[11], ARGV[12], 'total'}  -- 'd2026-11-30', 'm2026-11': the alert periods
 local period_starts = {ARGV[13], ARGV[14], ''}  -- their first days
-local RECORD_FROM = 15  -- ARGV[15..]: the usage record, name, value, name, value...
+local over_delivered = tonumber(ARGV[15])  -- images delivered beyond the reservation, as ordered
+local RECORD_FROM = 16  -- ARGV[16..]: the usage record, name, value, name, value...
 
 if redis.call('ZSCORE', settled_key, request_id) then return {'kind', 'duplicate'} end
 local now = now_ms()
 local held = redis.call('HGET', k.res, request_id)
-if held then release(k, team, request_id, held) end
+local held_micros, held_images
+if held then held_micros, held_images = release(k, team, request_id, held) end
 
--- Images delivered beyond the reservation are still charged: the upstream billed them.
+-- A call is charged at most what its reservation holds (n, or max_images): the budget is a
+-- ceiling whatever the upstream does. call/settle.py orders it so; an order that claims more (one
+-- spooled by an older release) is capped here against the reservation, and the images beyond it
+-- are recorded as over-delivered, to reconcile. Without a reservation (it lapsed) the order stands.
+-- The record's fields are copied only then, to be rewritten.
+local record, record_from = ARGV, RECORD_FROM
+if held and (images > held_images or charge > held_micros) then
+  over_delivered = over_delivered + math.max(0, images - held_images)
+  images, charge = math.min(images, held_images), math.min(charge, held_micros)
+  record, record_from = {unpack(ARGV, RECORD_FROM)}, 1
+  local rewritten = {images = int(images), charge_micros = int(charge),
+    over_delivered = int(over_delivered), reconcile = '1'}
+  for i = 1, #record - 1, 2 do
+    if rewritten[record[i]] then record[i + 1] = rewritten[record[i]] end
+  end
+end
+
 -- A period's counter gets its lifetime when this creates it (the increment is its whole value):
 -- an EXPIRE on every call was a third of the script's Redis commands. Counters only grow, and
 -- the one other writer (admin/layout_upgrade.py) sets them with their lifetime.
@@ -97,8 +115,9 @@ queue_alerts('team', '', team_budget, team_period, team_spent, team_cfg.alert_th
 
 -- The record fields only this script knows: whether a reservation was found, and the overspend.
 redis.call('XADD', k.ledger, 'MINID', '~', oldest_kept_ms, '*', 'reserved', held and '1' or '0',
-  'over_budget', over_budget and '1' or '0', unpack(ARGV, RECORD_FROM))
+  'over_budget', over_budget and '1' or '0', unpack(record, record_from))
 
 return {'kind', 'ok', 'budget_micros', int(budget), 'spent_micros', int(spent),
   'reserved_micros', int(number_or(redis.call('HGET', k.state, 'reserved_micros'), 0)),
-  'over_budget', over_budget and 1 or 0, 'alerts_queued', queued}
+  'over_budget', over_budget and 1 or 0, 'alerts_queued', queued,
+  'over_delivered', int(over_delivered)}

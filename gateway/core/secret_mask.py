@@ -1,0 +1,123 @@
+"""Masking a secret in bytes relayed from the upstream: raw, and as a JSON parser would decode it.
+
+The upstream may echo the master key into what the gateway relays. Matching only its raw bytes is
+not enough: in a JSON string any character may be written as ``\\uXXXX`` (hex digits in either
+case), ``/`` also as ``\\/``, and the caller's parser turns ``sk\\u002d...`` back into the key. So a
+:class:`SecretPattern` matches every way a JSON string can spell the secret, and replaces each
+with ``***``; a :class:`Masker` does it across the pieces of a stream, holding back only an end
+that may begin such a spelling.
+
+Most bytes relayed are base64, which has no backslash: the escaped forms are looked for only in
+a piece that holds a ``\\u`` (or a ``\\/`` where the secret has a ``/``), so a piece without one
+costs two memchr-speed scans, as before.
+"""
+
+from __future__ import annotations
+
+import re
+
+MASK = b"***"
+_SHORT_ESCAPES = {"/": b"\\/", "\\": b"\\\\", '"': b'\\"'}
+
+
+def _hex_class(digit: str) -> bytes:
+    return f"[{digit.lower()}{digit.upper()}]".encode() if digit.isalpha() else digit.encode()
+
+
+def _spellings(char: str) -> tuple[bytes, bytes]:
+    """A regex of every JSON spelling of ``char``, and one of every proper non-empty prefix of them."""
+    raw = char.encode("utf-8")
+    full = [re.escape(raw)]
+    prefixes = [re.escape(raw[:k]) for k in range(1, len(raw))]
+    if ord(char) <= 0xFFFF:
+        digits = [_hex_class(d) for d in f"{ord(char):04x}"]
+        full.append(rb"\\u" + b"".join(digits))
+        nested = b""
+        for digit in reversed(digits[:3]):
+            nested = b"(?:" + digit + nested + b")?"
+        prefixes.append(rb"\\(?:u" + nested + b")?")
+    if char in _SHORT_ESCAPES:
+        full.append(re.escape(_SHORT_ESCAPES[char]))
+    part = b"(?:" + b"|".join(prefixes) + b")" if prefixes else b""
+    return b"(?:" + b"|".join(full) + b")", part
+
+
+class SecretPattern:
+    """Every spelling of one secret in JSON text (built once per process: the master key)."""
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret.encode("utf-8")
+        spellings = [_spellings(char) for char in secret]
+        self._any = re.compile(b"".join(full for full, _ in spellings)) if secret else None
+        # A proper, non-empty prefix of some spelling of the secret: the whole spellings of its
+        # first characters, then part of the next one's, or nothing more. Built from the end:
+        # prefix(j) = spelling(j) prefix(j + 1)? | part(j), and prefix(last) = part(last).
+        partial = b""
+        for full, part in reversed(spellings):
+            options = [full + (b"(?:" + partial + b")?" if partial else b"")] if partial else []
+            options += [part] if part else []
+            partial = b"(?:" + b"|".join(options) + b")" if options else b""
+        self._partial = re.compile(partial) if partial else None
+        # Where a spelling can begin: the first character's first byte, or a backslash.
+        self._starts = {secret.encode("utf-8")[:1], b"\\"} if secret else set()
+        # Each spelling of a character is at most 6 bytes (\\uXXXX) or its UTF-8 bytes.
+        self.longest = sum(max(6, len(char.encode("utf-8"))) for char in secret)
+        self._escape_marks = [b"\\u"] + [b"\\" + c.encode() for c in secret if c in _SHORT_ESCAPES]
+
+    def mask(self, data: bytes) -> bytes:
+        """``data`` with every spelling of the secret replaced by ``***``; ``data`` itself if none.
+
+        With an escape in sight, one regex pass over it all, leftmost first: a raw replace made
+        first could land inside an escape (a key of hex digits after ``\\u0030``) and break it.
+        """
+        if not self.secret:
+            return data
+        if self._any is not None and any(mark in data for mark in self._escape_marks):
+            return self._any.sub(MASK, data)
+        return data.replace(self.secret, MASK) if self.secret in data else data
+
+    def held_suffix(self, data: bytes) -> int:
+        """Length of the longest end of ``data`` that may begin a spelling of the secret (not all of it)."""
+        if self._partial is None or not data:
+            return 0
+        size = len(data)
+        start = max(0, size - self.longest + 1)
+        candidates = sorted(at for first in self._starts for at in _positions(data, first, start))
+        for at in candidates:  # the earliest that fits holds back the longest end
+            if self._partial.fullmatch(data, at):
+                return size - at
+        return 0
+
+
+def _positions(data: bytes, byte: bytes, start: int) -> list[int]:
+    found, at = [], data.find(byte, start)
+    while at >= 0:
+        found.append(at)
+        at = data.find(byte, at + 1)
+    return found
+
+
+class Masker:
+    """Masks the secret in a stream, including a spelling split across two pieces.
+
+    A piece is held back only from where its end could begin a spelling, until the next piece
+    shows whether it does: any spelling that starts in what is sent therefore ends inside what
+    was scanned, and has been replaced. Usually nothing is held and the piece goes on as it came.
+    """
+
+    def __init__(self, pattern: SecretPattern) -> None:
+        self._pattern, self._carry = pattern, b""
+
+    def feed(self, piece: bytes) -> bytes:
+        pattern = self._pattern
+        if not pattern.secret:
+            return piece
+        data = self._carry + piece if self._carry else piece
+        data = pattern.mask(data)
+        held = pattern.held_suffix(data)
+        self._carry = data[len(data) - held :] if held else b""
+        return data[: len(data) - held] if held else data
+
+    def flush(self) -> bytes:
+        carry, self._carry = self._carry, b""
+        return carry
