@@ -11,12 +11,13 @@ from typing import Any
 
 import orjson
 
+from gateway.call.attempts import reach
 from gateway.call.log import CallLog
 from gateway.call.openai_compat import conform_images_body
 from gateway.core.errors import GatewayError
-from gateway.upstream.client import UpstreamClient
-from gateway.upstream.failures import UpstreamFailure, bad_response_error, map_error_reply
+from gateway.upstream.failures import bad_response_error
 from gateway.upstream.reply import UpstreamReply
+from gateway.upstream.routing import Channel, Router
 
 
 @dataclass
@@ -33,23 +34,23 @@ class Verdict:
     reply: UpstreamReply | None = None
 
 
-async def forward(upstream: UpstreamClient, body: bytes, call: CallLog) -> Verdict:
-    """POST the caller's bytes; fill in the call's upstream fields and images delivered."""
-    try:
-        reply = await upstream.generate(body)
-    except UpstreamFailure as failure:
-        call.upstream_latency_s, call.upstream_outcome = failure.latency_s, failure.reason
-        # An answer refused for its size, or unreadable, was made (and maybe billed) upstream.
-        return Verdict(error=failure.error, reconcile=failure.reconcile or failure.reason == "too_large")
+async def forward(router: Router, body: bytes, call: CallLog) -> Verdict:
+    """POST the caller's bytes to the call's channels in turn (gateway/call/attempts.py); fill in
+    the call's upstream fields and images delivered."""
 
-    call.upstream_status, call.upstream_latency_s = reply.status, reply.latency_s
-    if reply.status != 200:
-        call.upstream_outcome, error = map_error_reply(reply, upstream.redact)
-        return Verdict(error=error)
+    async def send(channel: Channel, sent: bytes, deadline: float) -> UpstreamReply:
+        return await channel.client.generate(sent, deadline)
+
+    reached = await reach(router, body, call, send)
+    judgement, reply = reached.judgement, reached.reply
+    if judgement is not None:
+        # An answer refused for its size, or unreadable, was made (and maybe billed) upstream.
+        return Verdict(error=reached.error, reconcile=judgement.reconcile or judgement.outcome == "too_large")
+    assert reply is not None
     if not reply.whole:  # the outcome and the images are known once it has been read
         return Verdict(reply=reply)
 
-    answer = deliverable(upstream.redact_bytes(reply.body), call)
+    answer = deliverable(reached.channel.client.redact_bytes(reply.body), call)
     del reply  # with multi-MB images, keep one copy of the answer in memory, not two
     if answer is None:
         call.upstream_outcome = "bad_response"

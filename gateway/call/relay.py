@@ -17,7 +17,7 @@ Nothing is charged for the images that did arrive: a caller whose JSON never end
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from starlette.types import Receive, Scope, Send
 
@@ -63,6 +63,24 @@ class Masker:
         return carry
 
 
+class Maskers:
+    """Every channel's key masked in one stream: a :class:`Masker` per key, one after another."""
+
+    def __init__(self, secrets: Sequence[bytes]) -> None:
+        self._maskers = [Masker(secret) for secret in secrets if secret]
+
+    def feed(self, piece: bytes) -> bytes:
+        for masker in self._maskers:
+            piece = masker.feed(piece)
+        return piece
+
+    def flush(self) -> bytes:
+        data = b""
+        for masker in self._maskers:  # what one holds back still passes the ones after it
+            data = masker.feed(data) + masker.flush()
+        return data
+
+
 def _held_suffix(data: bytes, secret: bytes) -> int:
     """Length of the longest end of ``data`` that is the beginning of ``secret`` (not all of it)."""
     first, size = secret[:1], len(data)
@@ -81,7 +99,7 @@ class JsonRelay(Relayed):
         self,
         reply: UpstreamReply,
         call: CallLog,
-        secret: bytes,
+        secrets: Sequence[bytes],
         settle: Settle,
         headers: dict[str, str],
     ) -> None:
@@ -89,7 +107,7 @@ class JsonRelay(Relayed):
         # The length is not known before the end: the body goes out chunked.
         self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
         self.reply, self.call, self.settle = reply, call, settle
-        self.masker = Masker(secret)
+        self.masker = Maskers(secrets)
         self.finished = False  # the whole answer reached the caller (or would have: it left)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -1,7 +1,8 @@
 """Step 4 with ``"stream": true``: relay the upstream's server-sent events, and count them.
 
 Every check (key, body, model, limits, the reservation) has happened before this step; an
-upstream refusal before its first event (its JSON 4xx/5xx) maps as without streaming. Once the
+upstream refusal before its first event (its JSON 4xx/5xx) maps as without streaming, and moves
+on to the next channel on the same terms (gateway/upstream/routing.py): never once a stream began. Once the
 upstream streams, each event is passed on as it arrives, byte for byte (the master key masked,
 should it ever appear), and parsed only to count: one charged image per
 ``image_generation.partial_succeeded``, nothing for ``partial_failed``, and the ``completed``
@@ -35,13 +36,14 @@ from typing import Any
 import orjson
 from starlette.types import Receive, Scope, Send
 
+from gateway.call.attempts import reach
 from gateway.call.client import client_has_left
 from gateway.call.ending import Relayed
 from gateway.call.log import CallLog
 from gateway.core.errors import GatewayError
-from gateway.upstream.client import UpstreamClient
-from gateway.upstream.failures import UpstreamFailure, bad_response_error, map_error_reply
+from gateway.upstream.failures import bad_response_error
 from gateway.upstream.reply import BodyFailure, UpstreamReply
+from gateway.upstream.routing import Channel, Router
 
 log = logging.getLogger("gateway")
 
@@ -55,7 +57,7 @@ RUNNING: set[asyncio.Task[None]] = set()  # readers whose caller may have left: 
 
 
 async def open_relay(
-    upstream: UpstreamClient,
+    router: Router,
     body: bytes,
     call: CallLog,
     *,
@@ -65,20 +67,21 @@ async def open_relay(
     total_timeout_s: float,
     receive: Receive,
 ) -> EventRelay:
-    """The caller's stream once the upstream streams; else settle and raise the mapped error."""
+    """The caller's stream once a channel streams (gateway/call/attempts.py tries them in turn);
+    else settle and raise the mapped error."""
     call.stream, started = True, time.perf_counter()
-    try:
-        reply = await upstream.open_stream(body, min(idle_timeout_s, total_timeout_s))
-    except UpstreamFailure as failure:
-        call.upstream_latency_s, call.upstream_outcome = failure.latency_s, failure.reason
-        await settle(False)
-        raise failure.error from None
-    call.upstream_status = reply.status
-    if reply.status != 200:
-        call.upstream_latency_s = time.perf_counter() - started
-        call.upstream_outcome, error = map_error_reply(reply, upstream.redact)
-        await settle(False)
-        raise error
+
+    async def send(channel: Channel, sent: bytes, deadline: float) -> UpstreamReply:
+        nonlocal started
+        started = time.perf_counter()
+        return await channel.client.open_stream(sent, min(idle_timeout_s, total_timeout_s), deadline)
+
+    reached = await reach(router, body, call, send)
+    reply = reached.reply
+    if reached.judgement is not None:
+        await settle(reached.judgement.reconcile)
+        raise reached.error
+    assert reply is not None
     if not (reply.header(b"content-type") or "").startswith("text/event-stream"):
         await reply.aclose()  # a 200 that is not a stream: it may have made images unseen
         call.upstream_latency_s = time.perf_counter() - started
@@ -88,7 +91,7 @@ async def open_relay(
     return EventRelay(
         reply,
         call,
-        redact=upstream.redact_bytes,
+        redact=reached.channel.client.redact_bytes,
         settle=settle,
         headers=headers,
         idle_timeout_s=idle_timeout_s,

@@ -31,14 +31,21 @@ CONTENT_SAFETY_CODES = frozenset(
 
 
 class UpstreamFailure(Exception):
-    """No answer at all: timeout or connection failure. ``reason`` is the metric label."""
+    """No answer at all: timeout or connection failure. ``reason`` is the metric label.
 
-    def __init__(self, reason: str, error: GatewayError, latency_s: float, reconcile: bool = False) -> None:
+    ``sent``: the request may have reached the upstream (False only when the connection failed
+    before it was written: refused, unreachable, TLS refused, connect timeout): another channel
+    may then be tried (gateway/upstream/routing.py), the upstream cannot have made an image."""
+
+    def __init__(
+        self, reason: str, error: GatewayError, latency_s: float, reconcile: bool = False, sent: bool = True
+    ) -> None:
         super().__init__(error.message)
         self.reason = reason
         self.error = error
         self.latency_s = latency_s
         self.reconcile = reconcile  # the upstream got the call and may have billed it
+        self.sent = sent
 
 
 def unavailable_error() -> GatewayError:
