@@ -159,18 +159,29 @@ def test_a_limit_of_one_is_said_in_the_singular() -> None:
 # -- the ledger's shapes ------------------------------------------------------------------------------
 
 
-def test_a_rollup_hash_reads_as_amounts_per_model() -> None:
+def test_a_rollup_hash_reads_as_amounts_per_model_and_channel() -> None:
     raw = {
         b"seedream|calls": b"3",
         b"seedream|images": b"5",
         b"seedream|spend": b"675000",
         b"odd|name|calls": b"1",  # a model name may hold a "|"
         b"idle|calls": b"0",
+        b"seedream\x1eark|calls": b"2",  # another channel's calls of the same model
+        b"seedream\x1eark|spend": b"270000",
+        b"seedream\x1eark|margin": b"-30000",  # it cost more than the price
     }
     assert parse_rollup(raw) == {
-        "seedream": Amounts(calls=3, images=5, spend_micros=675_000),
-        "odd|name": Amounts(calls=1, images=0, spend_micros=0),
+        ("seedream", "default"): Amounts(calls=3, images=5, spend_micros=675_000),
+        ("odd|name", "default"): Amounts(calls=1, images=0, spend_micros=0),
+        ("seedream", "ark"): Amounts(calls=2, spend_micros=270_000, margin_micros=-30_000),
     }
+    ark = parse_rollup(raw)[("seedream", "ark")]
+    assert (ark.cost_micros, ark.as_json()["cost_usd"], ark.as_json()["margin_usd"]) == (
+        300_000,
+        "0.300000",
+        "-0.030000",
+    )
+    assert parse_rollup(raw)[("seedream", "default")].cost_micros == 675_000, "no margin: cost is spend"
 
 
 def test_the_usage_record_is_written_and_exported_in_one_field_order() -> None:
@@ -200,11 +211,12 @@ def test_the_usage_record_is_written_and_exported_in_one_field_order() -> None:
     assert {"images", "charge_micros", "reserved"} <= INT_FIELDS and "team" not in INT_FIELDS
 
 
-def test_the_end_user_is_the_last_export_column_and_empty_for_older_records() -> None:
+def test_columns_added_later_come_last_and_older_records_read_with_their_defaults() -> None:
     from gateway.call.settle import SettleOrder
     from gateway.ledger.exports import export_record
 
-    assert EXPORT_FIELDS[-1] == "user", "a column added later comes last: positional CSV readers"
+    later = ("user", "channel", "cost_micros", "cost_usd", "margin_usd", "attempt", "failed_over")
+    assert EXPORT_FIELDS[-len(later) :] == later, "a column added later comes last: positional CSV readers"
     assert "user" not in INT_FIELDS
     record = UsageRecord(
         request_id="req_u", ts_ms=1, day="2026-11-30", team="t", key_id="k", key_name="n", model="m",
@@ -212,18 +224,24 @@ def test_the_end_user_is_the_last_export_column_and_empty_for_older_records() ->
         upstream_latency_ms=1, outcome="ok", client_left=0, reconcile=0, user="alice",
     )  # fmt: skip
     fields = record.stream_fields()
-    assert fields[-2:] == ["user", "alice"]
+    assert fields[fields.index("user") + 1] == "alice"
     stored = {name.encode(): value.encode() for name, value in zip(fields[::2], fields[1::2], strict=True)}
     assert export_record("1-0", stored)["user"] == "alice"
-    older = {name: value for name, value in stored.items() if name not in (b"user", b"stream")}
+    added = (b"user", b"stream", b"channel", b"cost_micros", b"attempt", b"failed_over")
+    older = {name: value for name, value in stored.items() if name not in added}
     exported = export_record("1-0", older)
     assert (exported["user"], exported["stream"]) == ("", 0), "written before the fields existed"
+    assert (exported["channel"], exported["attempt"], exported["failed_over"]) == ("default", 1, 0)
+    assert (exported["cost_micros"], exported["margin_usd"]) == (1, "0.000000"), "its cost was its price"
     assert list(exported) == [f for f in EXPORT_FIELDS if f not in SCRIPT_FIELDS]
-    # A settlement spooled by the release before: its record has no user, and replays with "".
+    # A settlement spooled by a release before: its record has no user, channel nor cost, and
+    # replays with "", the default channel, and its charge as its cost.
     entry = {
         "key_id": "k", "request_id": "req_u", "model": "m", "images": 1, "charge_micros": 1,
         "day": "2026-11-30", "month": "2026-11",
-        "record": {k: v for k, v in record.__dict__.items() if k != "user"},
+        "record": {k: v for k, v in record.__dict__.items() if k.encode() not in added},
     }  # fmt: skip
-    assert SettleOrder.from_json(entry).record.user == ""
+    replayed = SettleOrder.from_json(entry)
+    assert (replayed.record.user, replayed.record.channel, replayed.record.cost_micros) == ("", "default", 1)
+    assert replayed.attempts == ()
     assert SettleOrder.from_json({**entry, "record": record.__dict__}).record.user == "alice"
