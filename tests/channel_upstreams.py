@@ -150,16 +150,18 @@ def channel_gateway(
     directory: Path,
     channels: list[dict[str, Any]],
     upstreams: dict[str, StandIn | str],
+    wait: bool = True,
     **env: str,
 ) -> Iterator[Gateway]:
-    """A gateway whose channels are ``channels`` (keys from ``upstreams``), for a module's tests."""
+    """A gateway whose channels are ``channels`` (keys from ``upstreams``); ``wait=False`` for
+    several started side by side (then ``ready_together``)."""
     path = channels_file(directory, *channels)
     settings = {"GATEWAY_CHANNELS_FILE": str(path), **key_env(upstreams), **env}
     gw = Gateway(
         gateway_env(redis_url, refused_port(), directory / "state", **settings), directory / "gateway.log"
     )
     try:
-        yield gw.start()
+        yield gw.start(wait_ready=wait)
     finally:
         gw.stop()
 

@@ -119,8 +119,9 @@ CHANNEL_DURATION = Histogram(
 )
 CHANNEL_RESTING = Gauge(
     "gateway_channel_resting",
-    "1 while a channel rests, or is on probation (its rest over, no live call has succeeded there "
-    "since), else 0. Read from the shared rest state (Redis, refreshed every second) at scrape time.",
+    "1 while a channel rests (no call goes to it unless no other channel can take it), else 0; "
+    "once its rest is over it is on probation (0) until one live call there succeeds or fails. As "
+    "the shared rest state (Redis, copied every second) says at scrape time.",
     ["channel"],
     multiprocess_mode="mostrecent",  # every process reads the same Redis: the latest read wins
     registry=REGISTRY,

@@ -119,9 +119,9 @@ class RestBoard:
     def succeeded(self, name: str) -> None:
         """A call got a proper answer there: its failures in a row end; a rest that is over is
         lifted (one still running is not cut short by a call that started before it)."""
-        self._failures.pop(name, None)
+        # Redis' count is cleared if this process added to it, or another did (its last copy says).
+        tell = bool(self._failures.pop(name, 0)) | bool(self._shared_failures.pop(name, 0))
         self._probing.discard(name)
-        tell = bool(self._shared_failures.pop(name, 0))
         if self.state(name) == PROBATION:
             self._shared.pop(name, None)
             self._local.pop(name, None)

@@ -212,7 +212,7 @@ class Router:
     def export_state(self, models: Iterable[str]) -> None:
         """The resting gauges, as this process's copy of the shared rest state has them."""
         for channel in self.channels:
-            metrics.CHANNEL_RESTING.labels(channel.name).set(int(self.board.state(channel.name) != READY))
+            metrics.CHANNEL_RESTING.labels(channel.name).set(int(self.board.state(channel.name) == RESTING))
         for model in models:
             usable = [c for c in self.serving(model) if self.board.state(c.name) != RESTING]
             metrics.MODEL_CHANNELS.labels(model).set(len(usable))
