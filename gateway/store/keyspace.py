@@ -96,8 +96,9 @@ class TeamSpace:
         return f"{self.tag}:images:{day}"
 
     def rollup(self, day: str) -> str:
-        """Hash ``<model>|<what>`` (calls, images, spend, failed) for one UTC day: reports by
-        team, model or day read only these, so they do not grow with the keys ever issued."""
+        """Hash ``<model>|<what>`` (calls, images, spend, failed, margin; ``<model>\\x1e<channel>``
+        for a channel but the default one) for one UTC day: reports by team, model, day or
+        channel read only these, so they do not grow with the keys ever issued."""
         return f"{self.tag}:rollup:{day}"
 
     def key_rollup(self, day: str) -> str:
