@@ -137,6 +137,8 @@ def test_a_refused_connection_moves_on_and_leaves_no_record(gw: Gateway, alpha: 
     )
     assert record["charge_micros"] == record["cost_micros"] == 162_000
     assert calls_of(gw, "down", "connect") == before + 1
+    page = gw.metrics()
+    assert metric_value(page, "gateway_channel_upstream_duration_seconds_count", channel="alpha") >= 1
     assert (
         metric_value(gw.metrics(), "gateway_channel_failovers_total", channel="down", outcome="connect") >= 1
     )
