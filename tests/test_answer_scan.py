@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from gateway.call.answer_scan import ImagesScanner, Malformed
 from gateway.call.forward import deliverable
 from gateway.call.log import CallLog
-from gateway.call.relay import Masker
+from gateway.call.relay import Masker, Maskers
 
 
 def buffered(raw: bytes) -> tuple[bytes | None, int, dict[str, int], int | None]:
@@ -198,3 +198,24 @@ def test_the_master_key_is_masked_wherever_the_chunks_split_it(parts: list[bytes
         start = cut
     out.append(masker.flush())
     assert b"".join(out) == raw.replace(secret, b"***")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from([b"up-abcab", b"up-", b"ark-x", b"ark-", b"x", b"c", b"ab", b"up-abcabcab"]),
+        max_size=14,
+    ),
+    st.lists(st.integers(0, 200), max_size=6),
+)
+def test_every_channels_key_is_masked_wherever_the_chunks_split_them(
+    parts: list[bytes], cuts: list[int]
+) -> None:
+    """Two channels' keys: each is masked in a stream, wherever a chunk ends, and nothing else is."""
+    keys = (b"up-abcabcab", b"ark-xark-x")
+    raw, maskers, out, start = b"".join(parts), Maskers(keys), [], 0
+    for cut in [*sorted({c % (len(raw) + 1) for c in cuts}), len(raw)]:
+        out.append(maskers.feed(raw[start:cut]))
+        start = cut
+    out.append(maskers.flush())
+    assert b"".join(out) == raw.replace(keys[0], b"***").replace(keys[1], b"***")

@@ -299,6 +299,11 @@ def test_every_channels_key_is_masked_in_what_any_channel_answers(
     assert response.json()["error"]["message"] == "bad: *** / ***"
     alpha.answer = answer_json(200, {"created": 1, "data": [{"url": f"https://x/{beta.key}.png"}]})
     assert beta.key not in generate(gw, key).text
+    large = "A" * (2 * 1024 * 1024)  # over 1 MiB: relayed as it arrives, masked across its pieces
+    alpha.answer = answer_json(200, {"created": 1, "data": [{"b64_json": large + beta.key + large}]})
+    relayed = generate(gw, key)
+    assert relayed.status_code == 200 and len(relayed.content) > 4 * 1024 * 1024
+    assert beta.key not in relayed.text and "***" in relayed.text
 
 
 def test_readiness_lists_each_channel_and_the_access_line_names_it(gw: Gateway, alpha: StandIn) -> None:

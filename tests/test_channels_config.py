@@ -176,3 +176,10 @@ def test_a_key_that_could_break_the_request_head_is_refused(tmp_path: Path) -> N
     path.write_text(yaml.safe_dump({"channels": [{**GOOD, "api_key_env": "BROKEN"}]}))
     with pytest.raises(ChannelsError, match=r"\(ark\)\.api_key_env: the variable BROKEN holds a character"):
         load_channels_file(path, {"BROKEN": "sk-abc\r\nX-Injected: 1"})
+
+
+def test_the_shipped_example_is_a_valid_channels_file() -> None:
+    example = ROOT / "deploy" / "channels.example.yaml"
+    gogo, ark = load_channels_file(example, {"GOGOGOTOKEN_API_KEY": SECRET, "ARK_API_KEY": SECRET + "-ark"})
+    assert (gogo.name, gogo.priority, ark.name, ark.priority) == ("gogogotoken", 1, "ark", 2)
+    assert ark.url == "https://ark.cn-beijing.volces.com/api/v3/images/generations"
