@@ -184,10 +184,19 @@ class RestBoard:
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="channel-rests")
 
+    async def flush(self) -> None:
+        """Wait until what this process has to tell Redis is sent (or given up on)."""
+        while self._sending:
+            await asyncio.gather(*self._sending, return_exceptions=True)
+
     async def stop(self) -> None:
         await background.cancel(self._task)
-        for task in list(self._sending):
-            await background.cancel(task)
+        try:
+            async with asyncio.timeout(2):  # a failure seen just before stopping still reaches the others
+                await self.flush()
+        except TimeoutError:
+            for task in list(self._sending):
+                await background.cancel(task)
 
     async def _loop(self) -> None:
         while True:
