@@ -2,7 +2,8 @@
 
 Stand-in upstreams over real HTTP (tests/channel_upstreams.py), each counting the calls it
 received, behind a real gateway with a channels file: ``down`` (nothing listens, priority 0, only
-for Seedream 4.0), ``alpha`` (priority 1) and ``beta`` (priority 2, its own name for the model).
+for Seedream 4.0), ``tls`` (https to a plain-HTTP server: its handshake fails; priority 0, only for
+Seedream 5.0), ``alpha`` (priority 1) and ``beta`` (priority 2, its own name for the model).
 A call moves on only after an attempt that cannot have produced a billable image, and the money
 follows: one reservation and one settlement per call, a record for each attempt that reached an
 upstream, charged only for the one that delivered.
@@ -46,6 +47,7 @@ from tests.support import (
 )
 
 SEEDREAM_40 = "doubao-seedream-4-0-250828"
+SEEDREAM_50 = "doubao-seedream-5-0-260128"
 BETA_MODEL = "beta-seedream-4-5"
 TIMEOUT_S = 2
 
@@ -70,12 +72,14 @@ def gw(
 ) -> Iterator[Gateway]:
     """A short cooldown: a channel a test rested is back on probation for the next test."""
     down = refused_port()
+    not_tls = alpha.url.replace("http://", "https://")  # alpha speaks plain HTTP: the handshake fails
     channels = [
         channel("down", down, priority=0, models=[SEEDREAM_40]),
+        channel("tls", not_tls, priority=0, models=[SEEDREAM_50]),
         channel("alpha", alpha, priority=1),
         channel("beta", beta, priority=2, model_map={MODEL: BETA_MODEL}),
     ]
-    upstreams = {"down": down, "alpha": alpha, "beta": beta}
+    upstreams = {"down": down, "tls": not_tls, "alpha": alpha, "beta": beta}
     with channel_gateway(
         redis_server.url,
         tmp_path_factory.mktemp("channels"),
@@ -143,6 +147,19 @@ def test_a_refused_connection_moves_on_and_leaves_no_record(gw: Gateway, alpha: 
         metric_value(gw.metrics(), "gateway_channel_failovers_total", channel="down", outcome="connect") >= 1
     )
     assert spent(gw, key_id) == Decimal("0.162") and reserved(gw, key_id) == 0
+
+
+def test_a_failed_tls_handshake_moves_on_and_leaves_no_record(gw: Gateway, alpha: StandIn) -> None:
+    key, _ = gw.create_key(team="chan-tls")
+    before = calls_of(gw, "tls", "connect")
+    response = generate(gw, key, model=SEEDREAM_50)
+    assert response.status_code == 200, response.text
+    assert alpha.calls == 1, (
+        "the handshake's bytes never reached alpha's handler: only the call that moved on"
+    )
+    (record,) = records_of(gw, response.headers["x-request-id"])
+    assert (record["channel"], record["attempt"]) == ("alpha", 2)
+    assert calls_of(gw, "tls", "connect") == before + 1
 
 
 REFUSALS = [
@@ -308,7 +325,7 @@ def test_every_channels_key_is_masked_in_what_any_channel_answers(
 
 def test_readiness_lists_each_channel_and_the_access_line_names_it(gw: Gateway, alpha: StandIn) -> None:
     states = channel_states(gw)
-    assert set(states) == {"down", "alpha", "beta"}
+    assert set(states) == {"down", "tls", "alpha", "beta"}
     assert all(state["state"] in ("ready", "resting", "probation") for state in states.values())
     key, _ = gw.create_key(team="chan-log")
     alpha.answer = envelope(503)
