@@ -60,7 +60,8 @@ class RestBoard:
         self._local: dict[str, Rest] = {}  # decided here, kept until a success lifts it
         self._failures: dict[str, int] = {}  # in a row, seen here
         self._shared_failures: dict[str, int] = {}  # in a row, across replicas, at the last refresh
-        self._probing: set[str] = set()  # claimed here while Redis could not be asked
+        self._probing: set[str] = set()  # the channels whose one live call this process holds
+        self._lost: dict[str, float] = {}  # when another process was found holding it
         self._sending: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
 
@@ -85,23 +86,31 @@ class RestBoard:
         return max(0.0, rest.until - self.clock()) if rest is not None else 0.0
 
     async def claim_probe(self, name: str) -> bool:
-        """Whether this call may be the one live call testing ``name`` after its rest."""
+        """Whether this call may be the one live call testing ``name`` after its rest. Redis is
+        asked at most once per refresh period while another process holds the test, and never
+        while this process does."""
+        if name in self._probing:
+            return False
+        lost = self._lost.get(name)
+        if lost is not None and self.clock() - lost < self.refresh_s:
+            return False
         try:
             reply = await self._script("probe", name, int(self.probe_ttl_s * 1000))
         except Exception as exc:  # Redis unreachable: one live call per process
             log.debug("channel %s: probe not claimed in Redis: %s", name, exc.__class__.__name__)
-            return self._claim_here(name)
-        claimed = int(reply["probe"])
+            claimed = 1
+        else:
+            claimed = int(reply["probe"])
         if claimed == 2:  # Redis has no rest for it: a success elsewhere lifted it, or ours was lost
             self._shared.pop(name, None)
-            return self._claim_here(name) if name in self._local else True
-        return claimed == 1
-
-    def _claim_here(self, name: str) -> bool:
-        if name in self._probing:
-            return False
-        self._probing.add(name)
-        return True
+            if name not in self._local:
+                return True
+            claimed = 1
+        if claimed == 1:
+            self._probing.add(name)
+            return True
+        self._lost[name] = self.clock()
+        return False
 
     # -- what calls found ------------------------------------------------------------------------
 
@@ -111,6 +120,7 @@ class RestBoard:
         once if it was on probation."""
         count = self._failures[name] = self._failures.get(name, 0) + 1
         self._probing.discard(name)
+        self._lost.pop(name, None)
         if rest_s is not None or count >= self.threshold or self.state(name) == PROBATION:
             self._rest_here(name, self.cooldown_s if rest_s is None else rest_s, reason)
         rest_ms = 0 if rest_s is None else max(1, int(rest_s * 1000))
@@ -122,6 +132,7 @@ class RestBoard:
         # Redis' count is cleared if this process added to it, or another did (its last copy says).
         tell = bool(self._failures.pop(name, 0)) | bool(self._shared_failures.pop(name, 0))
         self._probing.discard(name)
+        self._lost.pop(name, None)
         if self.state(name) == PROBATION:
             self._shared.pop(name, None)
             self._local.pop(name, None)
