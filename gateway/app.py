@@ -45,7 +45,7 @@ from gateway.store import client as redis_client
 from gateway.store.directory import KeyDirectory
 from gateway.store.protocol import Redis
 from gateway.store.registry import registered_teams
-from gateway.upstream.client import UpstreamClient
+from gateway.upstream.routing import build_router
 
 log = logging.getLogger("gateway")
 # How long start-up waits for the layout check before serving anyway (it goes on in the
@@ -156,22 +156,14 @@ async def _start(settings: Settings) -> GatewayState:
     _raise_open_files_limit(settings.max_inflight)
     redis = await redis_client.connect(settings.redis_url, settings.redis_max_connections)
     prices = await _price_book(redis, settings)
-    await _export_zeros(redis, prices)
-    api_key = settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else ""
-    upstream = UpstreamClient(
-        settings.upstream_url,
-        api_key,
-        settings.upstream_timeout_s,
-        settings.upstream_connect_timeout_s,
-        settings.upstream_max_connections,
-        max_response_bytes=settings.max_upstream_response_bytes,
-    )
+    router = build_router(settings, redis)
+    await _export_zeros(redis, prices, router.names)
     spool = Spool(settings.state_dir / "spool", instance_name())
     directory = KeyDirectory(redis, ready=False)  # until the store's layout is confirmed
     state = GatewayState(
         settings=settings,
         redis=redis,
-        upstream=upstream,
+        router=router,
         prices=prices,
         keys=KeyStore(redis, directory),
         directory=directory,
@@ -188,6 +180,7 @@ async def _start(settings: Settings) -> GatewayState:
     state.settler.replay_gate = lambda: state.layout.ready
     state.settler.start_replay()
     state.sweeper.start()
+    state.router.start()
     state.alerts = alert_sender.from_settings(redis, settings, instance_name())
     if state.alerts is not None:
         state.alerts.start()
@@ -202,14 +195,14 @@ async def _start(settings: Settings) -> GatewayState:
 ZERO_SERIES_TEAMS = 500  # teams whose images and spend start at 0 on the page (bounded)
 
 
-async def _export_zeros(redis: Redis, prices: pricing.PriceBook) -> None:
+async def _export_zeros(redis: Redis, prices: pricing.PriceBook, channels: list[str]) -> None:
     """Counters at 0 from the start (core/metrics.export_zeros), for the models and known teams."""
     try:
         teams = (await registered_teams(redis))[:ZERO_SERIES_TEAMS]
     except Exception as exc:  # Redis down at start: the per-team series come with their calls
         log.warning("teams not read for the metrics' zero series: %s", exc.__class__.__name__)
         teams = []
-    metrics.export_zeros(prices.prices, teams, UPSTREAM_ERROR_REASONS)
+    metrics.export_zeros(prices.prices, teams, UPSTREAM_ERROR_REASONS, channels)
 
 
 async def _warn_unsent_alerts(redis: Redis) -> None:
@@ -308,7 +301,7 @@ async def _stop(state: GatewayState) -> None:
     await state.settler.stop_replay()
     await state.cancels.aclose()
     await state.prices.stop()
-    await state.upstream.aclose()
+    await state.router.aclose()
     await state.redis.aclose()
 
 

@@ -22,14 +22,14 @@ from gateway.ledger.orphan_sweep import OrphanSweeper
 from gateway.money.pricing import PriceBook
 from gateway.store.directory import KeyDirectory
 from gateway.store.protocol import Redis
-from gateway.upstream.client import UpstreamClient
+from gateway.upstream.routing import Router
 
 
 @dataclass
 class GatewayState:
     settings: Settings
     redis: Redis
-    upstream: UpstreamClient
+    router: Router  # the upstream channels, their order and rest state
     prices: PriceBook
     keys: KeyStore
     directory: KeyDirectory  # key_id -> team, remembered per process

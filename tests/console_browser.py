@@ -58,10 +58,12 @@ class Console:
 
 
 @contextmanager
-def console_of(directory: Path, upstream_url: str) -> Iterator[Console]:
-    """A Redis and a gateway of their own under ``directory``, shown for the current month."""
+def console_of(directory: Path, upstream_url: str, **env: str) -> Iterator[Console]:
+    """A Redis and a gateway of their own under ``directory`` (with the settings ``env``), shown
+    for the current month."""
     redis = RedisServer(directory / "redis").start()
-    gateway = Gateway(gateway_env(redis.url, upstream_url, directory / "state"), directory / "gateway.log")
+    settings = gateway_env(redis.url, upstream_url, directory / "state", **env)
+    gateway = Gateway(settings, directory / "gateway.log")
     try:
         yield Console(gateway.start(), redis, datetime.now(UTC).strftime("%Y-%m"))
     finally:

@@ -36,6 +36,7 @@ from gateway.money.periods import Periods
 from gateway.store import client as redis_client
 from gateway.store.embedded import redis_server_binary
 from gateway.store.keyspace import KeySpace, TeamSpace
+from gateway.upstream.rest import PROBATION, READY, RESTING, RestBoard
 from tests.support import (
     MODEL,
     MODEL_PRICE_MICROS,
@@ -420,6 +421,38 @@ def test_every_script_is_safe_to_run_twice(cluster: Cluster, cluster_gateway: Ga
     usage = cluster_gateway.usage(key_id)
     assert Decimal(usage["spent_usd"]) == PRICE_USD
     assert Decimal(usage["reserved_usd"]) == 0 and usage["inflight"] == 0
+
+
+def test_a_channels_rest_is_shared_through_the_cluster_and_one_live_call_tests_it(cluster: Cluster) -> None:
+    """Two processes' rest boards (as two replicas) over the cluster client: the channel one rests
+    the other learns, and after the rest exactly one of them claims its live call."""
+
+    async def run() -> None:
+        clients = [await redis_client.connect(node.url) for node in cluster.nodes[:2]]
+        try:
+            first, second = (RestBoard(c, threshold=3, cooldown_s=30, probe_ttl_s=60) for c in clients)
+            first.failed("cluster-chan", "rate_limited", rest_s=0.5)  # a 429's Retry-After
+            assert first.state("cluster-chan") == RESTING
+            await first.flush()  # the failure reaches Redis in the background
+            await second.refresh()
+            assert second.state("cluster-chan") == RESTING
+            assert second.rest_of("cluster-chan").reason == "rate_limited"  # type: ignore[union-attr]
+            while second.state("cluster-chan") != PROBATION:
+                await asyncio.sleep(0.05)
+            await first.refresh()
+            claims = await asyncio.gather(
+                first.claim_probe("cluster-chan"), second.claim_probe("cluster-chan")
+            )
+            assert sorted(claims) == [False, True]
+            (first if claims[0] else second).succeeded("cluster-chan")
+            await asyncio.gather(first.flush(), second.flush())
+            await second.refresh()
+            assert second.state("cluster-chan") == READY
+        finally:
+            for client in clients:
+                await client.aclose()
+
+    asyncio.run(run())
 
 
 def test_not_ready_while_one_primary_is_unreachable(cluster: Cluster, cluster_gateway: Gateway) -> None:

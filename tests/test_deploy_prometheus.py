@@ -46,6 +46,11 @@ CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
     "gateway_alert_deliveries": ("counter", frozenset({"outcome"})),
     "gateway_alerts_pending": ("gauge", frozenset()),
     "gateway_alert_oldest_pending_seconds": ("gauge", frozenset()),
+    "gateway_channel_calls": ("counter", frozenset({"channel", "outcome"})),
+    "gateway_channel_failovers": ("counter", frozenset({"channel", "outcome"})),
+    "gateway_channel_upstream_duration_seconds": ("histogram", frozenset({"channel"})),
+    "gateway_channel_resting": ("gauge", frozenset({"channel"})),
+    "gateway_model_channels_available": ("gauge", frozenset({"model"})),
 }
 UPSTREAM_REASONS = {
     "timeout",
@@ -72,6 +77,7 @@ REJECTION_REASONS = {
     "rate_limited",
     "concurrency_exceeded",
     "redis_unavailable",
+    "no_channel",
 }
 # Known values of enumerated labels, per series: a matcher on another value never matches.
 LABEL_VALUES: dict[tuple[str, str], set[str]] = {
@@ -81,6 +87,16 @@ LABEL_VALUES: dict[tuple[str, str], set[str]] = {
     ("gateway_upstream_duration_seconds_sum", "outcome"): UPSTREAM_REASONS | {"ok"},
     ("gateway_rejections_total", "reason"): REJECTION_REASONS,
     ("gateway_alert_deliveries_total", "outcome"): {"delivered", "failed", "expired"},
+    ("gateway_channel_calls_total", "outcome"): UPSTREAM_REASONS
+    | {"ok", "stream_broken", "stream_stalled", "too_large"},
+    ("gateway_channel_failovers_total", "outcome"): {
+        "connect",
+        "timeout",
+        "auth",
+        "insufficient_balance",
+        "rate_limited",
+        "5xx",
+    },
 }
 # Labels Prometheus adds to every scraped series.
 TARGET_LABELS = {"job", "instance"}
@@ -270,6 +286,9 @@ ALL_ALERTS = (
     "ImageGatewayBudgetOverspent",
     "ImageGatewayUpstreamOverDelivered",
     "ImageGatewayAlertWebhookFailing",
+    "ImageGatewayChannelResting",
+    "ImageGatewayModelWithoutChannel",
+    "ImageGatewayChannelAccountBroken",
 )
 ALERT_TESTS = [
     {  # a healthy gateway: traffic, fast answers, some prompts refused by content safety -> quiet
@@ -289,6 +308,10 @@ ALERT_TESTS = [
             series("gateway_alert_deliveries_total", "0+1x30", outcome="delivered"),
             series("gateway_alert_deliveries_total", "0x30", outcome="failed"),
             series("gateway_over_delivered_images_total", "0x30", model="m", team="t"),
+            series("gateway_channel_calls_total", "0+100x30", channel="gogo", outcome="ok"),
+            series("gateway_channel_calls_total", "0+2x30", channel="gogo", outcome="rate_limited"),
+            series("gateway_channel_resting", "0x30", channel="gogo"),
+            series("gateway_model_channels_available", "1x30", model="m"),
         ],
         "alert_rule_test": [expect("25m", name) for name in ALL_ALERTS],
     },
@@ -448,6 +471,51 @@ ALERT_TESTS = [
             expect("20m", "ImageGatewayAlertWebhookFailing"),
             expect("40m", "ImageGatewayAlertWebhookFailing", {"severity": "warning"}),
             expect("55m", "ImageGatewayAlertWebhookFailing"),
+        ],
+    },
+    {  # channel ark rests most of the time from minute 2 (a minute of probation between rests);
+        # gogo rested once, for a minute, and recovered
+        "interval": "1m",
+        "input_series": [
+            series(
+                "gateway_channel_resting", "0 0 1 1 1 0 1 1 1 0 1 1 1 0 1 1 1 0 1 1 1 1 1 1x10", channel="ark"
+            ),
+            series("gateway_channel_resting", "0 0 0 1 0x30", channel="gogo"),
+        ],
+        "alert_rule_test": [
+            expect("5m", "ImageGatewayChannelResting"),
+            expect("20m", "ImageGatewayChannelResting", {"severity": "warning", "channel": "ark"}),
+        ],
+    },
+    {  # every channel serving model m rests from minute 3 on both instances; n keeps one channel
+        "interval": "1m",
+        "input_series": [
+            series("gateway_model_channels_available", "2 2 2 0x20", model="m"),
+            series("gateway_model_channels_available", "2 2 2 0x20", model="m", instance="gw-2:8080"),
+            series("gateway_model_channels_available", "1 1 1 1x20", model="n"),
+        ],
+        "alert_rule_test": [
+            expect("4m", "ImageGatewayModelWithoutChannel"),
+            expect("6m", "ImageGatewayModelWithoutChannel", {"severity": "critical", "model": "m"}),
+        ],
+    },
+    {  # channel ark's balance runs out at minute 2 (its calls move on to gogo; callers see nothing)
+        "interval": "1m",
+        "input_series": [
+            series(
+                "gateway_channel_calls_total", "0 0 1 2 3x20", channel="ark", outcome="insufficient_balance"
+            ),
+            series("gateway_channel_calls_total", "0+5x25", channel="gogo", outcome="ok"),
+            series("gateway_upstream_errors_total", "0x25", model="m", reason="insufficient_balance"),
+        ],
+        "alert_rule_test": [
+            expect(
+                "4m",
+                "ImageGatewayChannelAccountBroken",
+                {"severity": "warning", "channel": "ark", "outcome": "insufficient_balance"},
+            ),
+            expect("4m", "ImageGatewayUpstreamAccountBroken"),  # no call failed for it
+            expect("15m", "ImageGatewayChannelAccountBroken"),
         ],
     },
     {  # one late settlement took team t1's key past its budget; t2's counter stays at 0
@@ -662,6 +730,11 @@ def test_dashboard_shows_what_operators_asked_for():
     assert panel_with("gateway_budget_used_ratio", "by (team, key_name)")
     assert panel_with("gateway_team_budget_used_ratio", "by (team)")
     assert panel_with("gateway_alert_deliveries_total", "by (outcome)")
+    assert panel_with("gateway_channel_calls_total", "by (channel, outcome)")
+    assert panel_with("gateway_channel_failovers_total", "by (channel, outcome)")
+    assert panel_with("histogram_quantile", "gateway_channel_upstream_duration_seconds_bucket", "channel")
+    assert panel_with("gateway_channel_resting", "by (channel)")
+    assert panel_with("gateway_model_channels_available", "by (model)")
 
 
 def test_grafana_provisioning_points_at_prometheus_and_the_dashboards_folder():

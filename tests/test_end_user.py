@@ -38,7 +38,8 @@ def export(gateway: Gateway, key_id: str, fmt: str) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = [orjson.loads(line) for line in response.text.splitlines()]
     else:
         rows = list(csv.DictReader(io.StringIO(response.text)))
-        assert list(rows[0])[-2:] == ["user", "over_delivered"], "columns added later come last"
+        columns = list(rows[0])
+        assert columns[columns.index("over_budget") + 1] == "user", "columns added later come after the rest"
     return [row for row in rows if row["key_id"] == key_id]
 
 

@@ -159,18 +159,29 @@ def test_a_limit_of_one_is_said_in_the_singular() -> None:
 # -- the ledger's shapes ------------------------------------------------------------------------------
 
 
-def test_a_rollup_hash_reads_as_amounts_per_model() -> None:
+def test_a_rollup_hash_reads_as_amounts_per_model_and_channel() -> None:
     raw = {
         b"seedream|calls": b"3",
         b"seedream|images": b"5",
         b"seedream|spend": b"675000",
         b"odd|name|calls": b"1",  # a model name may hold a "|"
         b"idle|calls": b"0",
+        b"seedream\x1eark|calls": b"2",  # another channel's calls of the same model
+        b"seedream\x1eark|spend": b"270000",
+        b"seedream\x1eark|margin": b"-30000",  # it cost more than the price
     }
     assert parse_rollup(raw) == {
-        "seedream": Amounts(calls=3, images=5, spend_micros=675_000),
-        "odd|name": Amounts(calls=1, images=0, spend_micros=0),
+        ("seedream", "default"): Amounts(calls=3, images=5, spend_micros=675_000),
+        ("odd|name", "default"): Amounts(calls=1, images=0, spend_micros=0),
+        ("seedream", "ark"): Amounts(calls=2, spend_micros=270_000, margin_micros=-30_000),
     }
+    ark = parse_rollup(raw)[("seedream", "ark")]
+    assert (ark.cost_micros, ark.as_json()["cost_usd"], ark.as_json()["margin_usd"]) == (
+        300_000,
+        "0.300000",
+        "-0.030000",
+    )
+    assert parse_rollup(raw)[("seedream", "default")].cost_micros == 675_000, "no margin: cost is spend"
 
 
 def test_the_usage_record_is_written_and_exported_in_one_field_order() -> None:
@@ -200,12 +211,21 @@ def test_the_usage_record_is_written_and_exported_in_one_field_order() -> None:
     assert {"images", "charge_micros", "reserved"} <= INT_FIELDS and "team" not in INT_FIELDS
 
 
-def test_fields_added_later_are_the_last_export_columns_with_defaults_for_older_records() -> None:
+def test_columns_added_later_come_last_and_older_records_read_with_their_defaults() -> None:
     from gateway.call.settle import SettleOrder
     from gateway.ledger.exports import export_record
 
-    later = ("user", "over_delivered")
-    assert EXPORT_FIELDS[-2:] == later, "columns added later come last: positional CSV readers"
+    later = (
+        "user",
+        "over_delivered",
+        "channel",
+        "cost_micros",
+        "cost_usd",
+        "margin_usd",
+        "attempt",
+        "failed_over",
+    )
+    assert EXPORT_FIELDS[-len(later) :] == later, "a column added later comes last: positional CSV readers"
     assert "user" not in INT_FIELDS and "over_delivered" in INT_FIELDS
     record = UsageRecord(
         request_id="req_u", ts_ms=1, day="2026-11-30", team="t", key_id="k", key_name="n", model="m",
@@ -213,21 +233,27 @@ def test_fields_added_later_are_the_last_export_columns_with_defaults_for_older_
         upstream_latency_ms=1, outcome="ok", client_left=0, reconcile=0, user="alice",
     )  # fmt: skip
     fields = record.stream_fields()
-    assert fields[-4:] == ["user", "alice", "over_delivered", "0"]
+    assert fields[fields.index("user") + 1] == "alice"
+    assert fields[fields.index("over_delivered") + 1] == "0"
     stored = {name.encode(): value.encode() for name, value in zip(fields[::2], fields[1::2], strict=True)}
     assert export_record("1-0", stored)["user"] == "alice"
-    older = {
-        name: value for name, value in stored.items() if name not in (b"user", b"stream", b"over_delivered")
-    }
+    added = (b"user", b"stream", b"over_delivered", b"channel", b"cost_micros", b"attempt", b"failed_over")
+    older = {name: value for name, value in stored.items() if name not in added}
     exported = export_record("1-0", older)
-    assert (exported["user"], exported["stream"], exported["over_delivered"]) == ("", 0, 0), "written before"
+    assert (exported["user"], exported["stream"]) == ("", 0), "written before the fields existed"
+    assert exported["over_delivered"] == 0
+    assert (exported["channel"], exported["attempt"], exported["failed_over"]) == ("default", 1, 0)
+    assert (exported["cost_micros"], exported["margin_usd"]) == (1, "0.000000"), "its cost was its price"
     assert list(exported) == [f for f in EXPORT_FIELDS if f not in SCRIPT_FIELDS]
-    # A settlement spooled by an older release: no user nor over_delivered; replays with the defaults.
+    # A settlement spooled by a release before: its record has no user, over-delivery, channel
+    # nor cost, and replays with "", 0, the default channel, and its charge as its cost.
     entry = {
         "key_id": "k", "request_id": "req_u", "model": "m", "images": 1, "charge_micros": 1,
         "day": "2026-11-30", "month": "2026-11",
-        "record": {k: v for k, v in record.__dict__.items() if k not in later},
+        "record": {k: v for k, v in record.__dict__.items() if k.encode() not in added},
     }  # fmt: skip
-    replayed = SettleOrder.from_json(entry).record
-    assert (replayed.user, replayed.over_delivered) == ("", 0)
+    replayed = SettleOrder.from_json(entry)
+    assert (replayed.record.user, replayed.record.channel, replayed.record.cost_micros) == ("", "default", 1)
+    assert replayed.record.over_delivered == 0
+    assert replayed.attempts == ()
     assert SettleOrder.from_json({**entry, "record": record.__dict__}).record.user == "alice"

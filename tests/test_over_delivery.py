@@ -141,7 +141,8 @@ def test_the_settle_script_caps_an_order_that_claims_more_than_its_reservation(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
     """Whatever built the order (a spooled one from an older release, a bug), the script charges
-    no more than the reservation in Redis holds, and records the rest as over-delivered."""
+    no more than the reservation in Redis holds, records the rest as over-delivered, and counts
+    the channel's cost of the images charged only."""
     from gateway.admin.keys import KeyCreate, KeyStore, parse_token
     from gateway.call.settle import SettleOrder, Settler
     from gateway.money.periods import Periods
@@ -162,6 +163,7 @@ def test_the_settle_script_caps_an_order_that_claims_more_than_its_reservation(
                 key_id=space.key_id, key_name="old", model="m", n=1, images=10, upstream_images=-1,
                 unit_price_micros=1_000_000, charge_micros=10_000_000, upstream_status=200,
                 upstream_latency_ms=1, outcome="ok", client_left=0, reconcile=0,
+                channel="alpha", cost_micros=10 * 150_000,
             )  # fmt: skip
             order = SettleOrder(
                 space.key_id, "req_claims_ten", "m", 10, 10_000_000, periods.day, periods.month, record
@@ -181,3 +183,4 @@ def test_the_settle_script_caps_an_order_that_claims_more_than_its_reservation(
         "1000000",
         "1",
     )
+    assert (fields["channel"], fields["cost_micros"]) == ("alpha", "150000")

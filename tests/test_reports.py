@@ -258,7 +258,7 @@ def test_csv_and_json_reports_say_the_same(world: World) -> None:
         assert "attachment" in response.headers["content-disposition"]
         table = list(csv.reader(io.StringIO(response.text)))
         columns = [c for g in filter(None, group_by.split(",")) for c in _columns(g)]
-        amounts = ["calls", "images", "spend_usd", "succeeded", "failed"]
+        amounts = ["calls", "images", "spend_usd", "succeeded", "failed", "cost_usd", "margin_usd"]
         assert table[0] == [*columns, *amounts]
         as_json = [[*(row[c] for c in columns), *(str(row[a]) for a in amounts)] for row in body["data"]]
         assert table[1:-1] == as_json, group_by
@@ -283,7 +283,9 @@ def test_cli_report_agrees_with_the_admin_api(world: World) -> None:
     api_csv = admin_get(world.gateway, "/admin/v1/reports/spend", start=first, end=last, format="csv")
     assert csv_out.stdout.replace("\r\n", "\n") == api_csv.text.replace("\r\n", "\n")
     lines = table.stdout.splitlines()
-    assert lines[0].split() == ["team", "calls", "images", "spend_usd", "succeeded", "failed"]
+    assert lines[0].split() == [
+        "team", "calls", "images", "spend_usd", "succeeded", "failed", "cost_usd", "margin_usd"
+    ]  # fmt: skip
     assert lines[-1].split()[0] == "TOTAL"
     assert lines[-1].split()[3] == report(world.gateway, "team")["totals"]["spend_usd"]
 
@@ -300,7 +302,8 @@ def test_exports_in_csv_and_jsonl_hold_the_same_records_with_every_field(world: 
         "request_id", "ts_ms", "day", "team", "key_id", "key_name", "model", "n", "images",
         "upstream_status", "upstream_latency_ms", "outcome", "client_left", "reconcile",
         "unit_price_micros", "charge_micros", "reserved", "ledger_id", "charge_usd", "time",
-        "stream", "upstream_images", "over_budget", "user", "over_delivered",
+        "stream", "upstream_images", "over_budget", "user", "over_delivered", "channel", "cost_micros",
+        "cost_usd", "margin_usd", "attempt", "failed_over",
     }  # fmt: skip
     assert set(rows[0]) == fields
     assert all(set(rec) == fields for rec in records)
@@ -311,6 +314,12 @@ def test_exports_in_csv_and_jsonl_hold_the_same_records_with_every_field(world: 
         assert rec["charge_micros"] == rec["images"] * rec["unit_price_micros"] == micros(rec["charge_usd"])
         assert rec["unit_price_micros"] == PRICES[rec["model"]]
         assert rec["images"] <= rec["n"] and (rec["over_delivered"] == 0 or rec["reconcile"] == 1)
+        # One channel, with no cost of its own: each call costs what it is charged.
+        assert (rec["channel"], rec["cost_micros"], rec["margin_usd"]) == (
+            "default",
+            rec["charge_micros"],
+            "0.000000",
+        )
     outcomes = {rec["outcome"] for rec in records}
     assert "ok" in outcomes and outcomes & {"5xx", "connect", "bad_response"}, outcomes
 
@@ -331,7 +340,8 @@ def test_a_day_without_calls_is_an_empty_report_and_export(world: World) -> None
     body = report(world.gateway, "team", "2020-02-29", "2020-02-29")
     assert body["data"] == []
     assert body["totals"] == {
-        "calls": 0, "images": 0, "spend_usd": "0.000000", "spend_micros": 0, "succeeded": 0, "failed": 0
+        "calls": 0, "images": 0, "spend_usd": "0.000000", "spend_micros": 0, "succeeded": 0, "failed": 0,
+        "cost_usd": "0.000000", "cost_micros": 0, "margin_usd": "0.000000", "margin_micros": 0,
     }  # fmt: skip
     assert export(world.gateway, "jsonl", "2020-02-29", "2020-02-29").text == ""
     assert export(world.gateway, "csv", "2020-02-29", "2020-02-29").text.startswith("ledger_id,request_id,")

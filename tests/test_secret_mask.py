@@ -10,7 +10,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.core.secret_mask import Masker, SecretPattern
+from gateway.core.secret_mask import Masker, SecretPattern, Secrets
 
 SECRET_CHARS = "abcXYZ019-_/"
 FILLER_CHARS = "qrstvw .,"  # nothing of the secret, no backslash: the key can only be where it was put
@@ -96,3 +96,29 @@ def test_the_master_key_is_masked_wherever_the_chunks_split_it(parts: list[bytes
         start = cut
     out.append(masker.flush())
     assert b"".join(out) == raw.replace(secret, b"***")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from([b"up-abcab", b"up-", b"ark-x", b"ark-", b"x", b"c", b"ab", b"up-abcabcab"]),
+        max_size=14,
+    ),
+    st.lists(st.integers(0, 200), max_size=6),
+)
+def test_every_channels_key_is_masked_wherever_the_chunks_split_them(
+    parts: list[bytes], cuts: list[int]
+) -> None:
+    """Two channels' keys: each is masked in a whole body and in a stream, wherever a piece ends,
+    and nothing else is."""
+    keys = ("up-abcabcab", "ark-xark-x")
+    secrets, raw, out, start = Secrets(keys), b"".join(parts), [], 0
+    maskers = secrets.masker()
+    for cut in [*sorted({c % (len(raw) + 1) for c in cuts}), len(raw)]:
+        out.append(maskers.feed(raw[start:cut]))
+        start = cut
+    out.append(maskers.flush())
+    expected = raw.replace(keys[0].encode(), b"***").replace(keys[1].encode(), b"***")
+    assert b"".join(out) == expected
+    assert secrets.mask(raw) == expected
+    assert secrets.redact(raw.decode()) == expected.decode()

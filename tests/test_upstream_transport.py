@@ -178,9 +178,7 @@ def test_an_answer_that_ends_the_connection_is_not_kept(run: Any, ending: bytes)
 
 
 @pytest.mark.parametrize("after", [b"", b"HTTP/1.1 200 OK\r\n"], ids=["reused", "bytes-after"])
-def test_a_content_length_body_over_several_reads_is_whole_and_exact(
-    run: Any, after: bytes
-) -> None:
+def test_a_content_length_body_over_several_reads_is_whole_and_exact(run: Any, after: bytes) -> None:
     """The body after the read that completed the headers may be taken without the parser: it
     must still end exactly at Content-Length, keep the connection when nothing follows, and drop
     it when more bytes than the body came."""
@@ -351,10 +349,9 @@ UNPARSABLE = {
 
 
 @pytest.mark.parametrize("case", UNPARSABLE)
-def test_an_answer_that_cannot_be_parsed_is_unreadable_and_reconciled(
-    run: Any, case: str
-) -> None:
+def test_an_answer_that_cannot_be_parsed_is_unreadable_and_reconciled(run: Any, case: str) -> None:
     data = UNPARSABLE[case]
+
     async def main() -> None:
         script = answer_once(data, then_close=False)
         async with RawServer(script) as server:
@@ -373,7 +370,12 @@ def test_an_answer_that_cannot_be_parsed_is_unreadable_and_reconciled(
     run(main())
 
 
-def test_a_connection_dropped_before_any_answer_is_unavailable_not_unreadable(run: Any) -> None:
+def test_a_connection_dropped_before_any_answer_is_unavailable_not_unreadable_and_reconciled(
+    run: Any,
+) -> None:
+    """The request was read before the connection closed: the upstream may have generated (and
+    billed) it, so the call is reconciled and never sent to another channel."""
+
     async def script(peer: Peer) -> None:
         await peer.request()  # then closed, nothing said
 
@@ -384,9 +386,10 @@ def test_a_connection_dropped_before_any_answer_is_unavailable_not_unreadable(ru
                 await fetch(transport, server.url())
             await transport.aclose()
             failure = await classify(server)
-            assert (failure.reason, failure.reconcile, failure.error.code) == (
+            assert (failure.reason, failure.reconcile, failure.sent, failure.error.code) == (
                 "connect",
-                False,
+                True,
+                True,
                 "upstream_unavailable",
             )
             assert failure.error.status == 502 and failure.error.retry
@@ -519,9 +522,7 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return cert, key
 
 
-def test_https_with_sni_against_a_self_signed_certificate(
-    run: Any, certificate: tuple[Path, Path]
-) -> None:
+def test_https_with_sni_against_a_self_signed_certificate(run: Any, certificate: tuple[Path, Path]) -> None:
     cert, key = certificate
     names: list[str | None] = []
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -555,6 +556,9 @@ def test_a_refused_connection_is_unavailable(run: Any) -> None:
         await transport.aclose()
         failure = await classify(server)
         assert (failure.reason, failure.error.code) == ("connect", "upstream_unavailable")
+        assert (failure.sent, failure.reconcile) == (False, False), (
+            "nothing sent: another channel may be tried"
+        )
 
     run(main())
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.core import background
-from gateway.money.rollups import parse_rollup
+from gateway.money.rollups import model_field, parse_rollup
 from gateway.store.directory import KeyDirectory
 from gateway.store.keyspace import (
     KEY_REGISTRY,
@@ -199,9 +199,9 @@ async def _copy_deadlines(redis: Any, space: KeySpace, source: str) -> None:
 
 async def _copy_rollup(redis: Any, space: KeySpace, source: str, day: str) -> None:
     fields: dict[str, int] = {}
-    for model, amounts in parse_rollup(await redis.hgetall(source)).items():
+    for (model, channel), amounts in parse_rollup(await redis.hgetall(source)).items():
         for what, value in _amount_fields(amounts).items():
-            fields[f"{space.key_id}|{what}|{model}"] = value
+            fields[f"{space.key_id}|{what}|{model_field(model, channel)}"] = value
     if fields:
         await redis.hset(space.team_space.key_rollup(day), mapping=fields)
 

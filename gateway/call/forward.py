@@ -12,12 +12,13 @@ from typing import Any
 import orjson
 
 from gateway.call.answer_scan import ImagesScanner, Malformed
+from gateway.call.attempts import reach
 from gateway.call.log import CallLog, count_failure
 from gateway.call.openai_compat import conform_images_body
 from gateway.core.errors import GatewayError
-from gateway.upstream.client import UpstreamClient
-from gateway.upstream.failures import UpstreamFailure, bad_response_error, map_error_reply
+from gateway.upstream.failures import bad_response_error
 from gateway.upstream.reply import UpstreamReply
+from gateway.upstream.routing import Channel, Router
 
 
 @dataclass
@@ -36,20 +37,19 @@ class Verdict:
     head: list[bytes] = field(default_factory=list)
 
 
-async def forward(upstream: UpstreamClient, body: bytes, call: CallLog) -> Verdict:
-    """POST the caller's bytes; fill in the call's upstream fields and images delivered."""
-    try:
-        reply = await upstream.generate(body)
-    except UpstreamFailure as failure:
-        call.upstream_latency_s, call.upstream_outcome = failure.latency_s, failure.reason
-        call.upstream_status = failure.status  # the status that arrived before its body failed, if any
-        # An answer refused for its size, or unreadable, was made (and maybe billed) upstream.
-        return Verdict(error=failure.error, reconcile=failure.reconcile or failure.reason == "too_large")
+async def forward(router: Router, body: bytes, call: CallLog) -> Verdict:
+    """POST the caller's bytes to the call's channels in turn (gateway/call/attempts.py); fill in
+    the call's upstream fields and images delivered."""
 
-    call.upstream_status, call.upstream_latency_s = reply.status, reply.latency_s
-    if reply.status != 200:
-        call.upstream_outcome, error = map_error_reply(reply, upstream.redact)
-        return Verdict(error=error)
+    async def send(channel: Channel, sent: bytes, deadline: float) -> UpstreamReply:
+        return await channel.client.generate(sent, deadline)
+
+    reached = await reach(router, body, call, send)
+    judgement, reply = reached.judgement, reached.reply
+    if judgement is not None:
+        # An answer refused for its size, or unreadable, was made (and maybe billed) upstream.
+        return Verdict(error=reached.error, reconcile=judgement.reconcile or judgement.outcome == "too_large")
+    assert reply is not None
     if not reply.whole:  # the outcome and the images are known once it has been read
         # Its beginning is scanned before the caller gets a status: an answer already unreadable
         # there (nested past the scan's depth, not JSON) is an ordinary 502, not a cut connection.
@@ -62,7 +62,7 @@ async def forward(upstream: UpstreamClient, body: bytes, call: CallLog) -> Verdi
             return Verdict(error=bad_response_error(), reconcile=True)
         return Verdict(reply=reply, scanner=scanner, head=head)
 
-    answer = deliverable(upstream.redact_bytes(reply.body), call)
+    answer = deliverable(reached.channel.client.redact_bytes(reply.body), call)
     del reply  # with multi-MB images, keep one copy of the answer in memory, not two
     if answer is None:
         call.upstream_outcome = "bad_response"

@@ -21,6 +21,17 @@ def count_failure(failed: dict[str, int], code: str) -> None:
     failed[code] = failed.get(code, 0) + 1
 
 
+@dataclass(frozen=True)
+class FailedOver:
+    """An attempt after which the call moved on to the next channel: it cannot have made an image."""
+
+    channel: str
+    attempt: int  # 1 for the call's first
+    outcome: str  # connect, timeout, rate_limited, auth, insufficient_balance, 5xx
+    status: int  # the upstream's status; 0 when no answer came (nothing was sent)
+    latency_s: float
+
+
 @dataclass
 class CallLog:
     request_id: str
@@ -42,4 +53,8 @@ class CallLog:
     stream: bool = False  # "stream": true, relayed as server-sent events (call/stream.py)
     user: str = ""  # OpenAI's end-user id: for the ledger only, never a metric label or logged
     prompt: str | None = None  # only with GATEWAY_LOG_PROMPTS=true
+    channel: str = ""  # the upstream channel of the call's last attempt; "" before any
+    attempt: int = 0  # how many attempts it made (channels tried)
+    unit_cost_micros: int | None = None  # what an image costs there; None: not configured
+    failovers: list[FailedOver] = field(default_factory=list)  # attempts before the last, in order
     extra: dict[str, Any] = field(default_factory=dict)

@@ -65,6 +65,13 @@ class Observer:
             child(metrics.FAILED_IMAGES, model, failure_label(code)).inc(count)
         if call.upstream_images is not None and call.upstream_images != call.images:
             child(metrics.USAGE_MISMATCHES, model).inc()
+        for failed in call.failovers:  # each attempt the call moved on from, then its last
+            child(metrics.CHANNEL_CALLS, failed.channel, failed.outcome).inc()
+            child(metrics.CHANNEL_FAILOVERS, failed.channel, failed.outcome).inc()
+            child(metrics.CHANNEL_DURATION, failed.channel).observe(failed.latency_s)
+        if call.channel and call.upstream_outcome is not None:
+            child(metrics.CHANNEL_CALLS, call.channel, call.upstream_outcome).inc()
+            child(metrics.CHANNEL_DURATION, call.channel).observe(call.upstream_latency_s or 0.0)
 
     def _line(self, call: CallLog, elapsed: float) -> dict[str, object]:
         upstream_ms = None if call.upstream_latency_s is None else round(call.upstream_latency_s * 1000, 2)
@@ -91,6 +98,8 @@ class Observer:
             "latency_ms": round(elapsed * 1000, 2),
             "upstream_latency_ms": upstream_ms,
             "client_left": call.client_left,
+            **({"channel": call.channel} if call.channel else {}),
+            **({"failovers": [f"{f.channel}:{f.outcome}" for f in call.failovers]} if call.failovers else {}),
             **({"stream": True} if call.stream else {}),
             **({"prompt": call.prompt} if self.log_prompts else {}),
             **call.extra,

@@ -1,7 +1,7 @@
 """Steps 4-6 for a large answer: send it on as it arrives, count its images, then settle.
 
 A 200 answer larger than ``upstream.BUFFERED_ANSWER_BYTES`` (base64 images) is not buffered:
-each chunk goes through the incremental scanner (gateway/call/answer_scan.py), has the master key
+each chunk goes through the incremental scanner (gateway/call/answer_scan.py), has every channel's key
 masked, and is sent to the caller, so memory per call stays at a few chunks whatever the size.
 The cost headers cannot precede the count, so this answer carries none: the charge is settled
 when the upstream's body has ended, before the caller's body is completed, and the ledger and
@@ -24,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 from gateway.call.answer_scan import ImagesScanner, Malformed
 from gateway.call.ending import Relayed
 from gateway.call.log import CallLog
-from gateway.core.secret_mask import Masker, SecretPattern
+from gateway.core.secret_mask import Secrets
 from gateway.upstream.reply import BodyFailure, UpstreamReply
 
 log = logging.getLogger("gateway")
@@ -39,7 +39,7 @@ class JsonRelay(Relayed):
         self,
         reply: UpstreamReply,
         call: CallLog,
-        mask: SecretPattern,
+        mask: Secrets,
         settle: Settle,
         headers: dict[str, str],
         scanner: ImagesScanner,
@@ -52,7 +52,7 @@ class JsonRelay(Relayed):
         self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
         self.reply, self.call, self.settle = reply, call, settle
         self.scanner, self.head = scanner, head
-        self.masker = Masker(mask)
+        self.masker = mask.masker()
         self.finished = False  # the whole answer reached the caller (or would have: it left)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

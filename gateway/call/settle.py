@@ -50,6 +50,9 @@ class SettleOrder:
     # None: spooled before the process could read it; such an entry, and one of the release
     # before (no "store" at all), is replayed into whichever store the replayer is connected to.
     store: str | None = None
+    # The records of the attempts the call moved on from (another channel was tried after them),
+    # written before the call's own; charged nothing.
+    attempts: tuple[UsageRecord, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,12 +65,14 @@ class SettleOrder:
             record["unit_price_micros"] = entry["unit_price_micros"]
             record["charge_micros"] = charge_micros(entry["images"], entry["unit_price_micros"])
         record.setdefault("upstream_images", -1)
+        record.setdefault("cost_micros", record["charge_micros"])  # before channels: cost was price
         fields = {k: entry[k] for k in ("key_id", "request_id", "model", "images", "day", "month")}
         return cls(
             **fields,
             charge_micros=record["charge_micros"],
             record=UsageRecord(**record),
             store=entry.get("store"),
+            attempts=tuple(UsageRecord(**attempt) for attempt in entry.get("attempts", ())),
         )
 
 
@@ -84,10 +89,12 @@ def order_for(
     """The settlement of a finished call; sets the call's charge, the one the ledger will show.
 
     ``call.images`` is what was delivered; the charge stops at what ``held`` reserved, and the
-    images beyond it are recorded as over-delivered, to reconcile.
+    images beyond it are recorded as over-delivered, to reconcile. Its cost is the channel's cost
+    of the images charged, or the charge where the channel has none.
     """
     images, over_delivered = chargeable(call.images, held.images)
     call.charge_micros = charge_micros(images, unit_price_micros)
+    unit_cost = call.unit_cost_micros
     record = UsageRecord(
         request_id=call.request_id,
         ts_ms=int(time.time() * 1000),
@@ -109,6 +116,30 @@ def order_for(
         user=call.user,
         reconcile=int(reconcile or over_delivered > 0),
         over_delivered=over_delivered,
+        channel=call.channel,
+        cost_micros=call.charge_micros if unit_cost is None else charge_micros(images, unit_cost),
+        attempt=call.attempt,
+    )
+    # An attempt that got no answer was never sent (else the call would not have moved on): no record.
+    attempts = tuple(
+        replace(
+            record,
+            images=0,
+            upstream_images=-1,
+            charge_micros=0,
+            upstream_status=failed.status,
+            upstream_latency_ms=int(failed.latency_s * 1000),
+            outcome=failed.outcome,
+            client_left=0,
+            reconcile=0,
+            over_delivered=0,
+            channel=failed.channel,
+            cost_micros=0,
+            attempt=failed.attempt,
+            failed_over=1,
+        )
+        for failed in call.failovers
+        if failed.status
     )
     return SettleOrder(
         key_id,
@@ -119,6 +150,7 @@ def order_for(
         periods.day,
         periods.month,
         record,
+        attempts=attempts,
     )
 
 
@@ -173,6 +205,7 @@ class Settler:
             record_fields=order.record.stream_fields(),
             user=order.record.user,
             over_delivered=order.record.over_delivered,
+            attempt_records=[attempt.stream_fields() for attempt in order.attempts],
         )
         if settled is not None and settled.alerts_queued > 0:
             await self._index_alerts(order.record.team)

@@ -1,9 +1,10 @@
 """Step 4 with ``"stream": true``: relay the upstream's server-sent events, and count them.
 
 Every check (key, body, model, limits, the reservation) has happened before this step; an
-upstream refusal before its first event (its JSON 4xx/5xx) maps as without streaming. Once the
-upstream streams, its bytes are passed on as they arrive, byte for byte (the master key masked,
-however JSON spells it, should it ever appear), and read as they go by to count
+upstream refusal before its first event (its JSON 4xx/5xx) maps as without streaming, and moves
+on to the next channel on the same terms (gateway/upstream/routing.py): never once a stream began.
+Once the upstream streams, its bytes are passed on as they arrive, byte for byte (every channel's
+key masked, however JSON spells it, should it ever appear), and read as they go by to count
 (gateway/call/sse.py): one charged image per ``image_generation.partial_succeeded`` event,
 nothing for ``partial_failed``, and the ``completed`` event's ``usage.generated_images`` kept
 beside the count. Nothing waits for an event to end before it is relayed, and nothing is held but
@@ -42,16 +43,17 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
+from gateway.call.attempts import reach
 from gateway.call.client import client_has_left
 from gateway.call.ending import Relayed
 from gateway.call.log import CallLog
 from gateway.call.pipe import Pipe
 from gateway.call.sse import EventReader
 from gateway.core.errors import GatewayError
-from gateway.core.secret_mask import Masker, SecretPattern
-from gateway.upstream.client import UpstreamClient
-from gateway.upstream.failures import UpstreamFailure, bad_response_error, map_error_reply
+from gateway.core.secret_mask import Secrets
+from gateway.upstream.failures import bad_response_error
 from gateway.upstream.reply import BodyFailure, UpstreamReply
+from gateway.upstream.routing import Channel, Router
 
 log = logging.getLogger("gateway")
 
@@ -63,7 +65,7 @@ RUNNING: set[asyncio.Task[None]] = set()  # readers whose caller may have left: 
 
 
 async def open_relay(
-    upstream: UpstreamClient,
+    router: Router,
     body: bytes,
     call: CallLog,
     *,
@@ -73,20 +75,21 @@ async def open_relay(
     total_timeout_s: float,
     receive: Receive,
 ) -> EventRelay:
-    """The caller's stream once the upstream streams; else settle and raise the mapped error."""
+    """The caller's stream once a channel streams (gateway/call/attempts.py tries them in turn);
+    else settle and raise the mapped error."""
     call.stream, started = True, time.perf_counter()
-    try:
-        reply = await upstream.open_stream(body, min(idle_timeout_s, total_timeout_s))
-    except UpstreamFailure as failure:
-        call.upstream_latency_s, call.upstream_outcome = failure.latency_s, failure.reason
-        await settle(False)
-        raise failure.error from None
-    call.upstream_status = reply.status
-    if reply.status != 200:
-        call.upstream_latency_s = time.perf_counter() - started
-        call.upstream_outcome, error = map_error_reply(reply, upstream.redact)
-        await settle(False)
-        raise error
+
+    async def send(channel: Channel, sent: bytes, deadline: float) -> UpstreamReply:
+        nonlocal started
+        started = time.perf_counter()
+        return await channel.client.open_stream(sent, min(idle_timeout_s, total_timeout_s), deadline)
+
+    reached = await reach(router, body, call, send)
+    reply = reached.reply
+    if reached.judgement is not None:
+        await settle(reached.judgement.reconcile)
+        raise reached.error
+    assert reply is not None
     if not (reply.header(b"content-type") or "").startswith("text/event-stream"):
         await reply.aclose()  # a 200 that is not a stream: it may have made images unseen
         call.upstream_latency_s = time.perf_counter() - started
@@ -96,7 +99,7 @@ async def open_relay(
     return EventRelay(
         reply,
         call,
-        mask=upstream.mask,
+        mask=reached.channel.client.mask,
         settle=settle,
         headers=headers,
         idle_timeout_s=idle_timeout_s,
@@ -115,7 +118,7 @@ class EventRelay(Relayed):
         reply: UpstreamReply,
         call: CallLog,
         *,
-        mask: SecretPattern,
+        mask: Secrets,
         settle: Settle,
         headers: dict[str, str],
         idle_timeout_s: float,
@@ -128,7 +131,7 @@ class EventRelay(Relayed):
         self.init_headers({"cache-control": "no-cache", **headers})
         self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
         self.call, self.left = call, False
-        self._upstream, self._masker, self._settle = reply, Masker(mask), settle
+        self._upstream, self._masker, self._settle = reply, mask.masker(), settle
         self._idle_s, self._started = idle_timeout_s, started
         self._receive = receive
         self._events = EventReader(call)

@@ -36,15 +36,17 @@ def add_report_commands(commands: Commands) -> None:
     sub = report.add_subparsers(title="report commands", metavar="REPORT")
     spend = sub.add_parser(
         "spend",
-        help="calls, images and spend per group, with totals",
-        description=f"Calls, images and spend (USD to the micro-dollar) per group, and totals. {DATES_HELP}.",
+        help="calls, images, spend, cost and margin per group, with totals",
+        description="Calls, images, spend, cost (what the upstream channels charged the company) and "
+        f"margin (spend - cost), USD to the micro-dollar, per group, and totals. {DATES_HELP}.",
     )
     _add_range(spend)
     spend.add_argument(
         "--group-by",
         default=",".join(DEFAULT_GROUP_BY),
         help="comma-separated: team, key (key_id and key_name columns), model, day, user (the "
-        "OpenAI 'user' a call named; '' for calls that named none); '' for totals only (default: team)",
+        "OpenAI 'user' a call named; '' for calls that named none), channel (the upstream channel that "
+        "answered); '' for totals only (default: team)",
     )
     spend.add_argument("--team", help="only this team's calls")
     spend.add_argument("--format", choices=["table", "csv", "json"], default="table")

@@ -1,7 +1,7 @@
 """``gateway serve``: settings checked once, local state made private, then uvicorn.
 
-Everything that can refuse to start (a bad setting, a bad prices file, no master key where the
-simulator is not allowed) is checked before anything is started or created, so a refused start
+Everything that can refuse to start (a bad setting, a bad prices or channels file, no master key
+where the simulator is not allowed) is checked before anything is started or created, so a refused start
 leaves no embedded Redis or state behind.
 """
 
@@ -27,6 +27,7 @@ from gateway.core import private_files
 from gateway.core.settings import Settings, SettingsError, load_settings, placeholder_setting
 from gateway.money import pricing
 from gateway.store import embedded as embedded_redis
+from gateway.upstream.channels import channels_of
 
 
 def add_serve_command(commands: Commands) -> None:
@@ -59,7 +60,9 @@ def checked_settings() -> Settings:
             pricing.load_prices_file(settings.prices_file)
         except (OSError, ValueError) as exc:
             raise SettingsError(f"invalid setting GATEWAY_PRICES_FILE: {exc}") from None
-    if settings.upstream_api_key is None and not settings.allow_simulator:
+    if settings.channels_file is not None:
+        channels_of(settings)  # every channel checked, its key read: the workers read it again
+    elif settings.upstream_api_key is None and not settings.allow_simulator:
         raise SettingsError(
             "invalid setting GATEWAY_UPSTREAM_API_KEY: not set, and GATEWAY_ALLOW_SIMULATOR is false"
         )
@@ -82,7 +85,7 @@ def serve_command(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         simulator: SimulatorProcess | None = None
-        if settings.upstream_api_key is None:
+        if settings.upstream_api_key is None and settings.channels_file is None:
             simulator = launch_simulator(stack)  # waited for just before serving
             env["GATEWAY_UPSTREAM_BASE_URL"], env["GATEWAY_UPSTREAM_API_KEY"] = simulator.url, simulator.key
             print_simulator_banner(simulator.url)

@@ -98,10 +98,12 @@ MAX_DAILY_BARS = 62  # a longer range is charted per month: a year per day was 3
 
 
 async def overview(redis: Any, days: DateRange, only: Collection[str] | None = None) -> dict[str, Any]:
-    """The overview page: each team's calls, images and spend for the range, totals, and spend per
-    day (per month for a range over two months) for the chart. Budgets are on the Teams page:
-    they are about each team's current period, not the range."""
-    by_team = await spend_report(redis, days, ("team",), only)
+    """The overview page: each team's and each channel's calls, images, spend, cost and margin for
+    the range, totals, and spend per day (per month for a range over two months) for the chart.
+    Budgets are on the Teams page: they are about each team's current period, not the range."""
+    by_team, by_channel = await asyncio.gather(
+        spend_report(redis, days, ("team",), only), spend_report(redis, days, ("channel",), only)
+    )
     named = [team for team in await TeamStore(redis).names() if only is None or team in only]
     teams = sorted({row[0] for row in by_team.rows} | set(named))
     if len(days.days()) <= MAX_DAILY_BARS:
@@ -123,6 +125,7 @@ async def overview(redis: Any, days: DateRange, only: Collection[str] | None = N
         "days": labels,
         "teams": [{"team": team, **by_team.rows.get((team,), Amounts()).as_json()} for team in teams],
         "totals": by_team.totals.as_json(),
+        "channels": by_channel.as_json()["data"],
         "daily": [
             {
                 "team": team,
@@ -152,9 +155,12 @@ async def teams_page(redis: Any, only: Collection[str] | None = None) -> dict[st
     return {"object": "list", "data": [{"team": team, **budgets[team].as_json()} for team in teams]}
 
 
-async def spend_csv(redis: Any, days: DateRange, only: Collection[str] | None = None) -> str:
-    """Exactly ``gateway report spend --start .. --end .. --format csv`` (grouped by team)."""
-    report = await spend_report(redis, days, DEFAULT_GROUP_BY, only)
+async def spend_csv(
+    redis: Any, days: DateRange, only: Collection[str] | None = None, by: str = DEFAULT_GROUP_BY[0]
+) -> str:
+    """Exactly ``gateway report spend --start .. --end .. --group-by BY --format csv`` (``by``: team,
+    the default, or channel)."""
+    report = await spend_report(redis, days, (by,), only)
     return report.to_csv()
 
 

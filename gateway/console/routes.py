@@ -14,7 +14,7 @@ Single sign-on (OpenID Connect) is console/sso.py.
 from __future__ import annotations
 
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import orjson
 from fastapi import APIRouter, Query, Request
@@ -219,12 +219,17 @@ async def overview(
 
 @router.get("/api/spend.csv")
 async def spend_csv(
-    request: Request, start: str | None = None, end: str | None = None, month: str | None = None
+    request: Request,
+    start: str | None = None,
+    end: str | None = None,
+    month: str | None = None,
+    by: Literal["team", "channel"] = "team",
 ) -> Response:
     only = (await _session(request)).principal.team_filter
     days = days_asked(start, end, month)
-    text = await guard_redis(data.spend_csv(state_of(request).redis, days, only))
-    return csv_download(text, f"spend-{days.start}-{days.end}.csv")
+    text = await guard_redis(data.spend_csv(state_of(request).redis, days, only, by))
+    name = "spend" if by == "team" else f"spend-by-{by}"
+    return csv_download(text, f"{name}-{days.start}-{days.end}.csv")
 
 
 def csv_download(text: str, filename: str) -> Response:

@@ -1,6 +1,7 @@
-"""What a team's page shows for a range of days: its keys, models and end users with their calls,
-images and spend, each as the spend report has it (so each CSV is ``gateway report spend --team
-T --group-by team,key|team,model|team,user --format csv`` for the same dates), and its budget now.
+"""What a team's page shows for a range of days: its keys, models, end users and upstream channels
+with their calls, images, spend, cost and margin, each as the spend report has it (so each CSV is
+``gateway report spend --team T --group-by team,key|team,model|team,user|team,channel --format csv``
+for the same dates), and its budget now.
 """
 
 from __future__ import annotations
@@ -13,7 +14,12 @@ from gateway.ledger.query import DateRange
 from gateway.ledger.reports import SpendReport, group_columns, spend_report
 
 # A table of the team's page -> the report's grouping (the team first, as the CSV's first column).
-TABLES = {"keys": ("team", "key"), "models": ("team", "model"), "users": ("team", "user")}
+TABLES = {
+    "keys": ("team", "key"),
+    "models": ("team", "model"),
+    "users": ("team", "user"),
+    "channels": ("team", "channel"),
+}
 
 
 async def table_report(redis: Any, team: str, days: DateRange, table: str) -> SpendReport:

@@ -96,6 +96,44 @@ UPSTREAM_ERRORS = Counter(
     ["model", "reason"],
     registry=REGISTRY,
 )
+CHANNEL_CALLS = Counter(
+    "gateway_channel_calls",
+    "Upstream attempts per channel, by outcome (ok, connect, timeout, 5xx, rate_limited, auth, ...): "
+    "a call that moved on to another channel counts once per channel it tried.",
+    ["channel", "outcome"],
+    registry=REGISTRY,
+)
+CHANNEL_FAILOVERS = Counter(
+    "gateway_channel_failovers",
+    "Attempts after which the call moved on to the next channel (they cannot have made an image), "
+    "by the channel left and why.",
+    ["channel", "outcome"],
+    registry=REGISTRY,
+)
+CHANNEL_DURATION = Histogram(
+    "gateway_channel_upstream_duration_seconds",
+    "Time a channel took to answer one attempt, whatever its outcome.",
+    ["channel"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+CHANNEL_RESTING = Gauge(
+    "gateway_channel_resting",
+    "1 while a channel rests (no call goes to it unless no other channel can take it), else 0; "
+    "once its rest is over it is on probation (0) until one live call there succeeds or fails. As "
+    "the shared rest state (Redis, copied every second) says at scrape time.",
+    ["channel"],
+    multiprocess_mode="mostrecent",  # every process reads the same Redis: the latest read wins
+    registry=REGISTRY,
+)
+MODEL_CHANNELS = Gauge(
+    "gateway_model_channels_available",
+    "Channels serving a priced model that are not resting (on probation counts): at 0 its calls "
+    "are refused with 503 until one's rest ends.",
+    ["model"],
+    multiprocess_mode="mostrecent",
+    registry=REGISTRY,
+)
 INFLIGHT = Gauge(
     "gateway_inflight_requests",
     "Image requests being processed now.",
@@ -217,12 +255,18 @@ ADMIN_AUTH_REASONS = ("invalid_token", "blocked")
 UNIDENTIFIED_REJECTIONS = ("invalid_key", "bad_request", "too_many_pending", "redis_unavailable")
 
 
-def export_zeros(models: Iterable[str], teams: Iterable[str], upstream_reasons: Iterable[str]) -> None:
+def export_zeros(
+    models: Iterable[str], teams: Iterable[str], upstream_reasons: Iterable[str], channels: Iterable[str] = ()
+) -> None:
     """Put the counters' known series on the page at 0 before anything happened, so a dashboard
     shows 0 rather than "No data" and rate() has a start: upstream errors per model and reason,
-    images and spend per team and model, rejections of unidentified callers, admin sign-in
-    failures. Series of other values (a team's first refusal) appear when first counted."""
+    images and spend per team and model, each channel's attempts per outcome, rejections of
+    unidentified callers, admin sign-in failures. Series of other values (a team's first refusal)
+    appear when first counted."""
     models, reasons = sorted(models), sorted(upstream_reasons)
+    for channel in channels:
+        for outcome in ("ok", *reasons):
+            CHANNEL_CALLS.labels(channel, outcome)
     for model in models:
         for reason in reasons:
             UPSTREAM_ERRORS.labels(model, reason)

@@ -15,6 +15,7 @@ costs two memchr-speed scans, as before.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 MASK = b"***"
 _SHORT_ESCAPES = {"/": b"\\/", "\\": b"\\\\", '"': b'\\"'}
@@ -121,3 +122,44 @@ class Masker:
     def flush(self) -> bytes:
         carry, self._carry = self._carry, b""
         return carry
+
+
+class Secrets:
+    """Several secrets masked together: every channel's key, in whatever any channel answers
+    (one channel's upstream may echo another's key if they share a back end)."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self.patterns = tuple(SecretPattern(secret) for secret in dict.fromkeys(secrets) if secret)
+
+    def mask(self, data: bytes) -> bytes:
+        """``data`` with every spelling of every secret replaced; ``data`` itself if none is in it."""
+        for pattern in self.patterns:
+            data = pattern.mask(data)
+        return data
+
+    def redact(self, text: str) -> str:
+        """The same for text already decoded from JSON (an error message): the raw secrets."""
+        for pattern in self.patterns:
+            text = text.replace(pattern.secret.decode("utf-8"), "***")
+        return text
+
+    def masker(self) -> Maskers:
+        return Maskers(self.patterns)
+
+
+class Maskers:
+    """Every secret masked in one stream: a :class:`Masker` per secret, one after another."""
+
+    def __init__(self, patterns: Iterable[SecretPattern]) -> None:
+        self._maskers = [Masker(pattern) for pattern in patterns]
+
+    def feed(self, piece: bytes) -> bytes:
+        for masker in self._maskers:
+            piece = masker.feed(piece)
+        return piece
+
+    def flush(self) -> bytes:
+        data = b""
+        for masker in self._maskers:  # what one holds back still passes the ones after it
+            data = masker.feed(data) + masker.flush()
+        return data

@@ -77,6 +77,25 @@ class Settings(BaseSettings):
     prices_file: Path | None = Field(
         default=None, description="YAML price table that overrides the built-in defaults."
     )
+    channels_file: Path | None = Field(
+        default=None,
+        description="YAML file of upstream channels (docs/channels.md): each with its own URL, key, "
+        "priority, weight, models and cost per image. Unset: one channel named default, from "
+        "GATEWAY_UPSTREAM_BASE_URL and GATEWAY_UPSTREAM_API_KEY.",
+    )
+    channel_cooldown_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="How long a channel rests after failing GATEWAY_CHANNEL_FAILURES times in a row "
+        "(or at once after refusing the gateway's key or balance); then one live call tests it.",
+    )
+    channel_failures: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description="Failures in a row, across replicas, after which a channel rests.",
+    )
     host: str = Field(default="127.0.0.1", description="Address to listen on.")
     port: int = Field(default=8080, ge=0, le=65535, description="Port to listen on.")
     workers: int = Field(default=1, ge=1, le=64, description="uvicorn worker processes.")
@@ -346,8 +365,7 @@ def placeholder_setting(settings: Settings) -> str | None:
     The line names the variable and what gave it away, never the value (it may be a secret)."""
     for name in SECRET_SETTINGS:
         value = getattr(settings, name)
-        text = value.get_secret_value().strip() if value is not None else ""
-        if text and _PLACEHOLDER.match(text):
+        if is_placeholder(value.get_secret_value() if value is not None else ""):
             return (
                 f"invalid setting GATEWAY_{name.upper()}: it holds a placeholder (a value like "
                 "'replace...', 'REPLACE_ME...', 'changeme', '<...>' or 'xxx...'), not the real one"
@@ -360,6 +378,12 @@ def placeholder_setting(settings: Settings) -> str | None:
                 "'replace-with', 'changeme' or '<...>'), not the real value"
             )
     return None
+
+
+def is_placeholder(secret: str) -> bool:
+    """Whether a secret still holds a template's placeholder (a channel's key is checked too)."""
+    text = secret.strip()
+    return bool(text) and _PLACEHOLDER.match(text) is not None
 
 
 class SettingsError(Exception):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,12 +14,14 @@ def iso_time(ts_ms: int) -> str:
 
 
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_NEGATIVE_AMOUNT = re.compile(r"-[0-9]+(\.[0-9]+)?")
 
 
 def csv_safe(cell: Any) -> Any:
     """A text cell a spreadsheet would run as a formula, prefixed with ``'`` (OWASP's CSV-injection
     advice). Key and team names are chosen by people, so a name like ``=HYPERLINK(...)`` must reach
-    finance's spreadsheet as text. Numbers are written as numbers and never start that way."""
-    if isinstance(cell, str) and cell.startswith(_FORMULA_STARTS):
+    finance's spreadsheet as text. Numbers are written as numbers: a negative amount (a margin
+    where a channel costs more than the price, ``-0.005000``) is a number, not a formula."""
+    if isinstance(cell, str) and cell.startswith(_FORMULA_STARTS) and not _NEGATIVE_AMOUNT.fullmatch(cell):
         return "'" + cell
     return cell

@@ -157,6 +157,9 @@ def export_record(ledger_id: str, fields: dict[bytes, bytes]) -> dict[str, Any]:
     charge = found.get("charge_micros")
     if isinstance(charge, int):
         found["charge_usd"] = micros_to_usd(charge)
+        cost = found.setdefault("cost_micros", charge)  # a record from before channels: its charge
+        if isinstance(cost, int):
+            found["cost_usd"], found["margin_usd"] = micros_to_usd(cost), micros_to_usd(charge - cost)
     ts_ms = found.get("ts_ms")
     if isinstance(ts_ms, int):
         found["time"] = iso_time(ts_ms)

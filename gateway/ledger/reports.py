@@ -1,11 +1,14 @@
-"""Spend reports: calls, images and spend grouped by team, key, model, day and end user.
+"""Spend reports: calls, images, spend, cost and margin grouped by team, key, model, day, end
+user and upstream channel.
 
 They read the rollups settle.lua keeps per team and UTC day, in the same atomic step that
 charges a call, never the usage records: by team, model or day one small hash per team and day
 (``rollup``, per model), so a year is teams x 365 HGETALLs (pipelined) however many keys were
 ever issued; by key the per-key rollups of the same days (``keyroll``: they grow with the keys
 that spent on those days) and the names of those keys; by user the per-user rollups as well
-(``users``). Money is summed as integer micro-USD and printed with :func:`micros_to_usd`.
+(``users``). Every rollup field names its channel (money/rollups.py), so a report by channel
+reads the same hashes. Money is summed as integer micro-USD and printed with :func:`micros_to_usd`;
+the cost is the spend less the margin settle.lua adds up (a rollup from before costs: the spend).
 """
 
 from __future__ import annotations
@@ -26,12 +29,13 @@ from gateway.store.pipelined import pipelined
 from gateway.store.protocol import text
 from gateway.store.registry import registered_teams
 
-GROUP_FIELDS = ("team", "key", "model", "day", "user")
+GROUP_FIELDS = ("team", "key", "model", "day", "user", "channel")
 DEFAULT_GROUP_BY = ("team",)
 
 
 def parse_group_by(text: str | None) -> tuple[str, ...]:
-    """``team,key,model,day,user`` in any order and subset (``""``: totals only); default ``team``."""
+    """``team,key,model,day,user,channel`` in any order and subset (``""``: totals only); default
+    ``team``."""
     if text is None:
         return DEFAULT_GROUP_BY
     fields: list[str] = []
@@ -141,6 +145,7 @@ async def spend_report(
             "model": (row.model,),
             "day": (row.day,),
             "user": (row.user,),
+            "channel": (row.channel,),
         }
         report.add(tuple(v for name in report.group_by for v in values[name]), row.amounts)
     return report
@@ -151,11 +156,13 @@ TeamDay = tuple[tuple[str, str], dict[bytes, bytes]]
 
 @dataclass(frozen=True)
 class RollupRow:
-    """One rollup entry: a team's calls of one day, for one model (and key, and user, if read)."""
+    """One rollup entry: a team's calls of one day, for one model and channel (and key, and user,
+    if read)."""
 
     team: str
     day: str
     model: str
+    channel: str
     amounts: Amounts
     key_id: str = ""
     user: str = ""
@@ -203,18 +210,18 @@ async def _read_days(redis: Any, team: str, chunk: list[str], name: str, by_day:
 
 async def _team_rows(redis: Any, teams: list[str], days: DateRange, by_day: bool) -> AsyncIterator[RollupRow]:
     async for (team, day), raw in _team_days(redis, teams, days, "rollup", by_day):
-        for model, amounts in parse_rollup(raw).items():
-            yield RollupRow(team, day, model, amounts)
+        for (model, channel), amounts in parse_rollup(raw).items():
+            yield RollupRow(team, day, model, channel, amounts)
 
 
 async def _key_rows(redis: Any, teams: list[str], days: DateRange) -> AsyncIterator[RollupRow]:
     async for (team, day), raw in _team_days(redis, teams, days, "key_rollup"):
-        for (key_id, model), amounts in parse_keyed_rollup(raw).items():
-            yield RollupRow(team, day, model, amounts, key_id=key_id)
+        for (key_id, model, channel), amounts in parse_keyed_rollup(raw).items():
+            yield RollupRow(team, day, model, channel, amounts, key_id=key_id)
 
 
 async def _user_rows(redis: Any, teams: list[str], days: DateRange) -> AsyncIterator[RollupRow]:
-    """Per key, model and user. Every call is in the per-key rollup; those that named a user are
+    """Per key, model, channel and user. Every call is in the per-key rollup; those that named a user are
     also in the per-user one, so the calls that named none (user ``""``) are the difference. The
     per-key rollups lead: a team and day where no call named a user has no per-user hash at all,
     and its calls belong in the report all the same (rollups already written read the same way)."""
@@ -224,15 +231,15 @@ async def _user_rows(redis: Any, teams: list[str], days: DateRange) -> AsyncIter
     }
     async for (team, day), raw in _team_days(redis, teams, days, "key_rollup"):
         unnamed = parse_keyed_rollup(raw)
-        for (key_id, model, user), amounts in named.pop((team, day), {}).items():
-            unnamed.setdefault((key_id, model), Amounts()).subtract(amounts)
-            yield RollupRow(team, day, model, amounts, key_id=key_id, user=user)
-        for (key_id, model), amounts in unnamed.items():
+        for (key_id, model, channel, user), amounts in named.pop((team, day), {}).items():
+            unnamed.setdefault((key_id, model, channel), Amounts()).subtract(amounts)
+            yield RollupRow(team, day, model, channel, amounts, key_id=key_id, user=user)
+        for (key_id, model, channel), amounts in unnamed.items():
             if amounts.calls or amounts.images or amounts.spend_micros:
-                yield RollupRow(team, day, model, amounts, key_id=key_id)
+                yield RollupRow(team, day, model, channel, amounts, key_id=key_id)
     for (team, day), users in named.items():  # settle.lua writes both: only a hand-edited store
-        for (key_id, model, user), amounts in users.items():
-            yield RollupRow(team, day, model, amounts, key_id=key_id, user=user)
+        for (key_id, model, channel, user), amounts in users.items():
+            yield RollupRow(team, day, model, channel, amounts, key_id=key_id, user=user)
 
 
 async def _key_names(redis: Any, keys: set[tuple[str, str]]) -> dict[str, str]:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from redis.exceptions import RedisError
 
 from gateway.money import orphan_record
@@ -301,8 +303,11 @@ async def settle(
     record_fields: list[str],
     user: str = "",
     over_delivered: int = 0,
+    attempt_records: Sequence[list[str]] = (),
 ) -> Settlement | None:
-    """Settle a call; safe to run twice for the same request id (the second answers None)."""
+    """Settle a call; safe to run twice for the same request id (the second answers None).
+
+    ``attempt_records``: the records of the attempts the call moved on from, written first."""
     keys = _settle_keys(space, periods)
     oldest_kept_ms = int((time.time() - retention_days * DAY_S) * 1000)
     day_id, month_id, _ = _period_ids(periods)
@@ -322,7 +327,8 @@ async def settle(
         periods.day,
         f"{periods.month}-01",
         over_delivered,
-        *record_fields,  # last: settle.lua reads them from ARGV[16] on
+        orjson.dumps(attempt_records).decode() if attempt_records else "",
+        *record_fields,  # last: settle.lua reads them from ARGV[17] on
     ]
     fields = named(await scripts.SETTLE(redis, keys, args))
     if text(fields["kind"]) == "duplicate":

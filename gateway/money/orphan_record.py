@@ -36,6 +36,10 @@ _FIXED: dict[str, str | int] = {
     "stream": 0,
     "user": "",  # not kept with the reservation: an orphan's end user is not known
     "over_delivered": 0,
+    "channel": "",  # nor its channel, nor which attempt it was in
+    "cost_micros": 0,
+    "attempt": 0,
+    "failed_over": 0,
     "charge_micros": 0,
     "upstream_status": 0,
     "upstream_latency_ms": 0,

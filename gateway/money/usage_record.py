@@ -39,6 +39,14 @@ class UsageRecord:
     # upstream does), reconcile 1, so finance can settle them with the upstream. settle.lua
     # raises it if the order claimed more images than the reservation in Redis holds.
     over_delivered: int = 0
+    channel: str = "default"  # the upstream channel of this attempt; "" when none was tried
+    # What the images charged cost the company at that channel (its cost per image; the charge
+    # when it has none configured). A record from before channels is read with its charge.
+    cost_micros: int = 0
+    attempt: int = 1  # which of the call's attempts this is: 1 for the first channel tried
+    # 1: the call moved on to another channel after this attempt, which cannot have made an
+    # image: charged nothing, and not a call of its own in reports (the call's record follows).
+    failed_over: int = 0
 
     def stream_fields(self) -> list[str]:
         """Name, value strings, as settle.lua appends them to the stream.
@@ -59,7 +67,7 @@ SCRIPT_FIELDS = ("reserved", "over_budget")
 
 # Record fields added after the script fields were first exported: their columns come after the
 # script's, so a CSV reader that goes by column position keeps working.
-LATER_FIELDS = ("user", "over_delivered")
+LATER_FIELDS = ("user", "over_delivered", "channel", "cost_micros", "attempt", "failed_over")
 
 
 # The record as exported, in CSV column order: the stream id, the record with the charge in USD
@@ -68,26 +76,30 @@ LATER_FIELDS = ("user", "over_delivered")
 def _export_fields() -> tuple[str, ...]:
     names = ["ledger_id"]
     for name in UsageRecord.__dataclass_fields__:
-        if name in LATER_FIELDS:
-            continue
-        names.append(name)
-        if name == "charge_micros":
-            names.append("charge_usd")
-        if name == "ts_ms":
-            names.append("time")  # ts_ms as ISO-8601 UTC, computed by the export
-    return (*names, *SCRIPT_FIELDS, *LATER_FIELDS)
+        if name not in LATER_FIELDS:
+            names += [name, *_DERIVED_AFTER.get(name, ())]
+    later = [column for name in LATER_FIELDS for column in (name, *_DERIVED_AFTER.get(name, ()))]
+    return (*names, *SCRIPT_FIELDS, *later)
 
 
+# Columns the export computes after a stored one: ts_ms as ISO-8601 UTC, the charge in USD, the
+# cost in USD and the margin (charge - cost) in USD.
+_DERIVED_AFTER = {
+    "ts_ms": ("time",),
+    "charge_micros": ("charge_usd",),
+    "cost_micros": ("cost_usd", "margin_usd"),
+}
 EXPORT_FIELDS = _export_fields()
-# Export columns computed by the export, never stored: the stream id, the charge in USD, ts_ms in ISO.
-DERIVED_FIELDS = ("ledger_id", "charge_usd", "time")
+# Export columns computed by the export, never stored.
+DERIVED_FIELDS = ("ledger_id", *(column for columns in _DERIVED_AFTER.values() for column in columns))
 INT_FIELDS = frozenset(
     name for name, spec in UsageRecord.__dataclass_fields__.items() if spec.type == "int"
 ) | frozenset(SCRIPT_FIELDS)
 # Fields added to the record with a default: a record written before one existed is exported
-# with the default (a record from before "user" had no end user: "", nor any over-delivery: 0).
+# with the default (a record from before "user" had no end user: "", nor any over-delivery: 0),
+# except its cost, which was its charge (no channel had a cost of its own).
 DEFAULTS: dict[str, object] = {
     name: spec.default
     for name, spec in UsageRecord.__dataclass_fields__.items()
-    if spec.default is not MISSING
+    if spec.default is not MISSING and name != "cost_micros"
 }

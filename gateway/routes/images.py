@@ -149,6 +149,8 @@ class Attempt:
         finally:
             self.gate.release()
             self.call.status = status
+            if self.call.upstream_status == 200:  # its channel's health, now that its body was read
+                self.state.router.ended(self.call.channel, self.call.upstream_outcome)
             self.state.observer.observe(self.call)
 
     async def _generate(self) -> Response:
@@ -179,6 +181,9 @@ class Attempt:
             call.team = record["team"]
             usable = authenticate.usable_models(record, state.prices.prices)
             raise errors.model_not_found(image_call.model, list(usable))
+        if not state.router.serving(image_call.model):  # priced, yet no channel serves it
+            call.team = (await authenticate.known_key(state.keys, token))["team"]
+            raise state.router.refusal(image_call.model)
         self.key_id, self.unit_price = token.key_id, unit_price
 
         async def run() -> Response:
@@ -226,14 +231,14 @@ class Attempt:
         self.upstream_called = True
         if image_call.stream:
             return await self._stream(held, periods, body)
-        verdict = await forward.forward(state.upstream, body, call)
+        verdict = await forward.forward(state.router, body, call)
         if verdict.reply is not None and verdict.scanner is not None:  # settled once read and counted
 
             async def settle_relayed(reconcile: bool) -> object:
                 injected_fault.trip(body)
                 return await self._settle(self._order(held, periods, reconcile=reconcile))
 
-            mask, headers = state.upstream.mask, rate_limit_headers(held)
+            mask, headers = state.router.mask, rate_limit_headers(held)
             return JsonRelay(
                 verdict.reply, call, mask, settle_relayed, headers, verdict.scanner, verdict.head
             )
@@ -255,7 +260,7 @@ class Attempt:
 
         settings = self.state.settings
         return await stream.open_relay(
-            self.state.upstream,
+            self.state.router,
             body,
             self.call,
             settle=settle_stream,

@@ -43,7 +43,9 @@ def _query(parse: Callable[..., T], *args: str) -> T:
 
 SPEND_200 = {
     "description": "The report: `data` rows per group and `totals` (JSON), or the same as CSV with a "
-    "header row and a final TOTAL row. Money is USD to the micro-dollar, as decimal strings.",
+    "header row and a final TOTAL row. Money is USD to the micro-dollar, as decimal strings: spend (what "
+    "teams were charged), cost (what the channels charged the company; the spend where a channel has no "
+    "cost configured) and margin (spend - cost).",
     "content": {"application/json": {}, "text/csv": {}},
 }
 USAGE_200 = {
@@ -55,7 +57,7 @@ USAGE_200 = {
 
 @router.get(
     "/reports/spend",
-    summary="Calls, images and spend per team, key, model or day",
+    summary="Calls, images, spend, cost and margin per team, key, model, day, user or channel",
     response_class=Response,
     responses={200: SPEND_200},
 )
@@ -65,8 +67,9 @@ async def spend_report(
     end: str = END,
     group_by: str = Query(
         default="team",
-        description="Comma-separated subset of team, key, model, day, user (key: key_id and "
-        "key_name columns; user: the OpenAI `user` a call named, empty for none); empty: totals only.",
+        description="Comma-separated subset of team, key, model, day, user, channel (key: key_id and "
+        "key_name columns; user: the OpenAI `user` a call named, empty for none; channel: the upstream "
+        "channel that answered); empty: totals only.",
     ),
     format: Literal["json", "csv"] = "json",
     team: str | None = Query(default=None, description="Only this team's calls."),

@@ -39,6 +39,18 @@ AUDIT = f"{PREFIX}:audit"
 OIDC_FLOW = f"{PREFIX}:oidc-flow"
 # Prefix of the markers that limit how often the root token's reads are audited (admin/audit.py).
 ROOT_USE = f"{PREFIX}:admin-token-used"
+# The upstream channels' rest state, shared by every replica (upstream/rest.py), under one hash tag
+# so that its script runs on Redis Cluster: the channels resting (hash name -> "<until_ms>:<reason>",
+# kept past its end until a live call succeeds), failures in a row (hash name -> count), and the
+# one live call testing a channel whose rest is over (``channel_probe``, expiring).
+CHANNELS_TAG = f"{PREFIX}:{{channels}}"
+CHANNEL_RESTS = f"{CHANNELS_TAG}:rests"
+CHANNEL_FAILURES = f"{CHANNELS_TAG}:failures"
+
+
+def channel_probe(channel: str) -> str:
+    """String, expiring: held by the one call testing ``channel`` after its rest."""
+    return f"{CHANNELS_TAG}:probe:{channel}"
 
 
 def directory_entry(key_id: str) -> str:
@@ -84,8 +96,9 @@ class TeamSpace:
         return f"{self.tag}:images:{day}"
 
     def rollup(self, day: str) -> str:
-        """Hash ``<model>|<what>`` (calls, images, spend, failed) for one UTC day: reports by
-        team, model or day read only these, so they do not grow with the keys ever issued."""
+        """Hash ``<model>|<what>`` (calls, images, spend, failed, margin; ``<model>\\x1e<channel>``
+        for a channel but the default one) for one UTC day: reports by team, model, day or
+        channel read only these, so they do not grow with the keys ever issued."""
         return f"{self.tag}:rollup:{day}"
 
     def key_rollup(self, day: str) -> str:

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 
 from gateway import __version__
-from gateway.core.secret_mask import SecretPattern
+from gateway.core.secret_mask import Secrets
 from gateway.upstream import descriptors
 from gateway.upstream.failures import (
     UpstreamFailure,
@@ -32,7 +33,9 @@ from gateway.upstream.http1 import H1Transport
 from gateway.upstream.reply import BodyFailure, UpstreamReply
 from gateway.upstream.transport import (
     Answer,
+    ConnectFailed,
     ConnectTimeout,
+    PoolClosed,
     Target,
     Transport,
     TransportError,
@@ -60,14 +63,16 @@ class UpstreamClient:
         max_connections: int = 2000,
         max_response_bytes: int = 1536 * 1024 * 1024,
         transport: Transport | None = None,
+        masked: Sequence[str] = (),
     ) -> None:
         self.url = url
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.max_response_bytes = max_response_bytes
         self._api_key = api_key
-        # Every spelling of the master key, for masking what is relayed (call/relay.py, stream.py).
-        self.mask = SecretPattern(api_key)
+        # Masked in whatever the upstream answers, however JSON spells them: its key, and the
+        # other channels' (``masked``).
+        self.mask = Secrets((api_key, *masked))
         if transport is None:
             transport = H1Transport(max_connections, KEEPALIVE_S, read_buffer_bytes=READ_CHUNK_BYTES)
         self.transport = transport
@@ -89,17 +94,18 @@ class UpstreamClient:
     async def aclose(self) -> None:
         await self.transport.aclose()
 
-    async def generate(self, body: bytes) -> UpstreamReply:
+    async def generate(self, body: bytes, deadline: float | None = None) -> UpstreamReply:
         """POST the caller's body unchanged; raise :class:`UpstreamFailure` if no answer came.
 
         The answer is read in pieces, never past :attr:`max_response_bytes` (a declared
         Content-Length over it is refused before reading). A 200 larger than
         :data:`BUFFERED_ANSWER_BYTES` comes back not ``whole``, its beginning in ``body``, to be
         read on and closed by the caller. Other statuses keep only their first MiB: an error
-        envelope is small.
+        envelope is small. ``deadline`` (the loop's clock): the call's, when it began before this
+        request (a call that tried another channel first); else now plus the timeout.
         """
         started = time.perf_counter()
-        deadline = asyncio.get_running_loop().time() + self.timeout_s
+        deadline = self._deadline(deadline)
         answer: Answer | None = None
         try:
             async with asyncio.timeout_at(deadline):
@@ -112,17 +118,9 @@ class UpstreamClient:
         except UpstreamFailure as failure:  # its body could not be read whole: it did answer
             failure.status = answer.status if answer is not None else None
             raise
-        except (TimeoutError, ConnectTimeout):
-            # A 200 whose body then stopped may be billed by the upstream: keep its status, reconcile.
+        except (TransportError, OSError, TimeoutError) as exc:
             status = answer.status if answer is not None else None
-            error = timeout_error(self.timeout_s)
-            raise UpstreamFailure("timeout", error, _since(started), status == 200, status) from None
-        except UnreadableAnswer:  # it answered, in a way that cannot be read: it may bill
-            status = answer.status if answer is not None else None
-            error = bad_response_error()
-            raise UpstreamFailure("bad_response", error, _since(started), True, status) from None
-        except (TransportError, OSError):
-            raise UpstreamFailure("connect", unavailable_error(), _since(started)) from None
+            raise _failure(exc, self.timeout_s, started, status) from None
 
     async def _read(self, answer: Answer, started: float, deadline: float) -> UpstreamReply:
         declared = _declared_length(answer)
@@ -149,24 +147,27 @@ class UpstreamClient:
 
     # -- "stream": true (the relay is gateway/call/stream.py) ------------------------------------
 
-    async def open_stream(self, body: bytes, headers_timeout_s: float) -> UpstreamReply:
+    async def open_stream(
+        self, body: bytes, headers_timeout_s: float, deadline: float | None = None
+    ) -> UpstreamReply:
         """POST the caller's body and return once the upstream's status and headers are in:
         a 200's body still unread (the caller reads it within the call's deadline and closes
         it), another status's error body read; :class:`UpstreamFailure` if none came."""
         started = time.perf_counter()
-        deadline = asyncio.get_running_loop().time() + self.timeout_s
+        deadline = self._deadline(deadline)
         try:
             async with asyncio.timeout(headers_timeout_s):
                 answer = await self._send(self._stream_target, body)
-        except (TimeoutError, ConnectTimeout):
-            raise UpstreamFailure("timeout", timeout_error(headers_timeout_s), _since(started)) from None
-        except (TransportError, OSError):
-            raise UpstreamFailure("connect", unavailable_error(), _since(started)) from None
+        except (TransportError, OSError, TimeoutError) as exc:
+            raise _failure(exc, headers_timeout_s, started) from None
         reply = UpstreamReply(answer, _since(started), self.max_response_bytes, deadline, decode=False)
         if reply.status != 200:
             reply.body = await _error_body(reply, headers_timeout_s)
             reply.whole, reply.latency_s = True, _since(started)
         return reply
+
+    def _deadline(self, deadline: float | None) -> float:
+        return asyncio.get_running_loop().time() + self.timeout_s if deadline is None else deadline
 
     async def _send(self, target: Target, body: bytes) -> Answer:
         """Send; with no file descriptor left to connect with, wait for one (nothing was sent,
@@ -181,13 +182,13 @@ class UpstreamClient:
             await backoff.wait()
 
     def redact(self, text: str) -> str:
-        """Remove the master key from text that came from the upstream (decoded, if it was JSON),
-        just in case it echoes."""
-        return text.replace(self._api_key, "***") if self._api_key else text
+        """Remove every channel's key from text that came from the upstream (decoded, if it was
+        JSON), just in case it echoes."""
+        return self.mask.redact(text)
 
     def redact_bytes(self, body: bytes) -> bytes:
         """The same for a body relayed as it came, in every spelling a JSON parser would decode
-        back to the key (gateway/core/secret_mask.py); a copy only if the key is in it."""
+        back to a key (gateway/core/secret_mask.py); a copy only if a key is in it."""
         return self.mask.mask(body)
 
 
@@ -205,6 +206,26 @@ async def _error_body(reply: UpstreamReply, timeout_s: float) -> bytes:
     finally:
         await reply.aclose()
     return b"".join(chunks)[:BUFFERED_ANSWER_BYTES]
+
+
+def _failure(
+    exc: BaseException, timeout_s: float, started: float, status: int | None = None
+) -> UpstreamFailure:
+    """What a call that got no answer means: failures before the request was written are not
+    ``sent`` (another channel may be tried); after it, the upstream may have made and billed the
+    images, so the call is reconciled and never sent again."""
+    if isinstance(exc, ConnectTimeout):
+        return UpstreamFailure("timeout", timeout_error(timeout_s), _since(started), sent=False)
+    if isinstance(exc, ConnectFailed | PoolClosed):
+        return UpstreamFailure("connect", unavailable_error(), _since(started), sent=False)
+    # Sent: the upstream may have made and billed the images. A status that arrived before the
+    # body stopped or broke is kept (a stalled 200 especially).
+    if isinstance(exc, TimeoutError):  # waiting for the answer, or its body
+        return UpstreamFailure("timeout", timeout_error(timeout_s), _since(started), True, status)
+    if isinstance(exc, UnreadableAnswer):  # it answered, in a way that cannot be read: it may bill
+        return UpstreamFailure("bad_response", bad_response_error(), _since(started), True, status)
+    # Dropped after sending.
+    return UpstreamFailure("connect", unavailable_error(), _since(started), True, status)
 
 
 def _declared_length(answer: Answer) -> int:

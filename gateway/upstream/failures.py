@@ -32,7 +32,11 @@ CONTENT_SAFETY_CODES = frozenset(
 
 class UpstreamFailure(Exception):
     """No answer that can be used: timeout, connection failure, or a body that could not be read
-    whole. ``reason`` is the metric label; ``status`` the upstream's status if one arrived."""
+    whole. ``reason`` is the metric label; ``status`` the upstream's status if one arrived.
+
+    ``sent``: the request may have reached the upstream (False only when the connection failed
+    before it was written: refused, unreachable, TLS refused, connect timeout): another channel
+    may then be tried (gateway/upstream/routing.py), the upstream cannot have made an image."""
 
     def __init__(
         self,
@@ -41,6 +45,7 @@ class UpstreamFailure(Exception):
         latency_s: float,
         reconcile: bool = False,
         status: int | None = None,
+        sent: bool = True,
     ) -> None:
         super().__init__(error.message)
         self.reason = reason
@@ -48,6 +53,7 @@ class UpstreamFailure(Exception):
         self.latency_s = latency_s
         self.reconcile = reconcile  # the upstream got the call and may have billed it
         self.status = status
+        self.sent = sent
 
 
 def unavailable_error() -> GatewayError:

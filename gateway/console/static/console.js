@@ -63,16 +63,31 @@ function usageBar(ratio, exhausted) {
 
 // Amounts arrive as the ledger's exact decimal strings ("0.486000"): shown to the cent ($0.49),
 // the exact value on hover and in data-exact. Integer micro-dollars: no float rounding on the way.
+// A margin may be negative ("-0.040000": a channel that costs more than the price): -$0.04.
 function cents(exact) {
-  const [whole, frac = ""] = String(exact).split(".");
+  const text = String(exact);
+  const negative = text.startsWith("-");
+  const [whole, frac = ""] = text.replace(/^-/, "").split(".");
   const micros = Number(whole) * 1e6 + Number((frac + "000000").slice(0, 6));
-  const rounded = Math.round(micros / 1e4); // cents, half up
-  return "$" + (rounded / 100).toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+  const rounded = Math.round(micros / 1e4); // cents, half up (of the amount without its sign)
+  const shown = (rounded / 100).toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+  return (negative && rounded ? "-$" : "$") + shown;
 }
 
 function money(attrs, exact) {
   if (exact === null || exact === undefined) return el("td", { ...attrs, text: "—" });
   return el("td", { ...attrs, text: cents(exact), title: `$${exact} exactly`, "data-exact": exact });
+}
+
+// A report row's amounts, as every spend table shows them: calls, images, spend, cost, margin.
+function amountCells(row) {
+  return [
+    el("td", { class: "num", "data-field": "calls", text: String(row.calls) }),
+    el("td", { class: "num", "data-field": "images", text: String(row.images) }),
+    money({ class: "num", "data-field": "spend_usd" }, row.spend_usd),
+    money({ class: "num", "data-field": "cost_usd" }, row.cost_usd),
+    money({ class: "num" + (row.margin_micros < 0 ? " negative" : ""), "data-field": "margin_usd" }, row.margin_usd),
+  ];
 }
 
 // -- the range of days (From, To) that Overview and a team's page show --------------------------------
@@ -101,8 +116,10 @@ function teamColor(team) {
 async function loadOverview() {
   const query = rangeQuery();
   document.getElementById("download-csv").href = "/console/api/spend.csv?" + query;
+  document.getElementById("download-channels-csv").href = "/console/api/spend.csv?by=channel&" + query;
   const data = await api("/console/api/overview?" + query);
   renderSpendTable(data);
+  renderChannelTable(data);
   renderChart(data);
 }
 
@@ -113,17 +130,20 @@ function teamLink(team) {
 function renderSpendTable(data) {
   const body = document.querySelector("#spend-table tbody");
   body.replaceChildren(...data.teams.map((row) => el("tr", { "data-team": row.team },
-    el("td", {}, teamLink(row.team)),
-    el("td", { class: "num", "data-field": "calls", text: String(row.calls) }),
-    el("td", { class: "num", "data-field": "images", text: String(row.images) }),
-    money({ class: "num", "data-field": "spend_usd" }, row.spend_usd))));
-  if (!data.teams.length) body.append(el("tr", {}, el("td", { colspan: "4", class: "muted", text: "No teams yet." })));
-  const t = data.totals;
+    el("td", {}, teamLink(row.team)), ...amountCells(row))));
+  if (!data.teams.length) body.append(el("tr", {}, el("td", { colspan: "6", class: "muted", text: "No teams yet." })));
   document.querySelector("#spend-table tfoot").replaceChildren(el("tr", { "data-team": "TOTAL" },
-    el("td", { text: "Total" }),
-    el("td", { class: "num", "data-field": "calls", text: String(t.calls) }),
-    el("td", { class: "num", "data-field": "images", text: String(t.images) }),
-    money({ class: "num", "data-field": "spend_usd" }, t.spend_usd)));
+    el("td", { text: "Total" }), ...amountCells(data.totals)));
+}
+
+// What each upstream channel cost the company for the days chosen ("" is the calls that reached none).
+function renderChannelTable(data) {
+  const body = document.querySelector("#channel-table tbody");
+  body.replaceChildren(...data.channels.map((row) => el("tr", { "data-channel": row.channel },
+    row.channel ? el("td", { text: row.channel }) : el("td", { class: "muted", text: "(none)" }), ...amountCells(row))));
+  if (!data.channels.length) body.append(el("tr", {}, el("td", { colspan: "6", class: "muted", text: "No calls in these days." })));
+  document.querySelector("#channel-table tfoot").replaceChildren(el("tr", { "data-channel": "TOTAL" },
+    el("td", { text: "Total" }), ...amountCells(data.totals)));
 }
 
 function svg(tag, attrs = {}) {

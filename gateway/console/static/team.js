@@ -1,12 +1,14 @@
-// A team's page (#team/<name>): its budget now, and its keys, models and end users with calls,
-// images and spend for the range of days, each table downloadable as the ledger's CSV.
-// Loaded before console.js, whose helpers (api, el, money, usageBar, rangeQuery) it calls.
+// A team's page (#team/<name>): its budget now, and its keys, models, end users and upstream channels
+// with calls, images, spend, cost and margin for the range of days, each table downloadable as the
+// ledger's CSV.
+// Loaded before console.js, whose helpers (api, el, money, amountCells, usageBar, rangeQuery) it calls.
 "use strict";
 
 const TEAM_TABLES = {
   keys: (row) => [el("td", {}, el("code", { text: row.key_id })), el("td", { text: row.key_name })],
   models: (row) => [el("td", { text: row.model })],
   users: (row) => [row.user ? el("td", { text: row.user }) : el("td", { class: "muted", text: "(none)" })],
+  channels: (row) => [row.channel ? el("td", { text: row.channel }) : el("td", { class: "muted", text: "(none)" })],
 };
 
 async function loadTeam(team) {
@@ -39,16 +41,9 @@ function renderTeamBudget(b) {
 
 function renderTeamReportTable(table, rows, cells, totals) {
   const body = document.querySelector(`#team-${table} tbody`);
-  body.replaceChildren(...rows.map((row) => el("tr", {},
-    ...cells(row),
-    el("td", { class: "num", "data-field": "calls", text: String(row.calls) }),
-    el("td", { class: "num", "data-field": "images", text: String(row.images) }),
-    money({ class: "num", "data-field": "spend_usd" }, row.spend_usd))));
-  const width = cells(rows[0] || { key_id: "", key_name: "", model: "", user: "" }).length;
-  if (!rows.length) body.append(el("tr", {}, el("td", { colspan: String(width + 3), class: "muted", text: "No calls in these days." })));
+  body.replaceChildren(...rows.map((row) => el("tr", {}, ...cells(row), ...amountCells(row))));
+  const width = cells(rows[0] || { key_id: "", key_name: "", model: "", user: "", channel: "" }).length;
+  if (!rows.length) body.append(el("tr", {}, el("td", { colspan: String(width + 5), class: "muted", text: "No calls in these days." })));
   document.querySelector(`#team-${table} tfoot`).replaceChildren(el("tr", { "data-team": "TOTAL" },
-    el("td", { colspan: String(width), text: "Total" }),
-    el("td", { class: "num", "data-field": "calls", text: String(totals.calls) }),
-    el("td", { class: "num", "data-field": "images", text: String(totals.images) }),
-    money({ class: "num", "data-field": "spend_usd" }, totals.spend_usd)));
+    el("td", { colspan: String(width), text: "Total" }), ...amountCells(totals)));
 }

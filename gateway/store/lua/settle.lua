@@ -20,7 +20,19 @@ local user = ARGV[10]  -- '' when the call named no end user
 local period_ids = {ARGV[11], ARGV[12], 'total'}  -- 'd2026-11-30', 'm2026-11': the alert periods
 local period_starts = {ARGV[13], ARGV[14], ''}  -- their first days
 local over_delivered = tonumber(ARGV[15])  -- images delivered beyond the reservation, as ordered
-local RECORD_FROM = 16  -- ARGV[16..]: the usage record, name, value, name, value...
+-- '' or a JSON list of the records of the attempts the call moved on from (each a name, value
+-- list): another channel was tried after them, they made no image and charge nothing.
+local attempts = ARGV[16]
+local RECORD_FROM = 17  -- ARGV[17..]: the usage record, name, value, name, value...
+
+-- The call's channel and cost, read from its record by name. A channel's rollup fields carry its
+-- name after the model ('<model>\30<channel>'); the default channel's are the fields of before
+-- channels, so rollups written before them read as the default channel's.
+local channel, cost = 'default', charge
+for i = RECORD_FROM, #ARGV - 1, 2 do
+  if ARGV[i] == 'channel' then channel = ARGV[i + 1] elseif ARGV[i] == 'cost_micros' then cost = tonumber(ARGV[i + 1]) end
+end
+local model_field = channel == 'default' and model or (model .. '\30' .. channel)
 
 if redis.call('ZSCORE', settled_key, request_id) then return {'kind', 'duplicate'} end
 local now = now_ms()
@@ -36,9 +48,12 @@ if held then held_micros, held_images = release(k, team, request_id, held) end
 local record, record_from = ARGV, RECORD_FROM
 if held and (images > held_images or charge > held_micros) then
   over_delivered = over_delivered + math.max(0, images - held_images)
-  images, charge = math.min(images, held_images), math.min(charge, held_micros)
+  local capped = math.min(images, held_images)
+  -- The cost was the channel's unit cost times the images: the same unit times those charged.
+  if images > 0 then cost = math.floor(cost / images) * capped end
+  images, charge = capped, math.min(charge, held_micros)
   record, record_from = {unpack(ARGV, RECORD_FROM)}, 1
-  local rewritten = {images = int(images), charge_micros = int(charge),
+  local rewritten = {images = int(images), charge_micros = int(charge), cost_micros = int(cost),
     over_delivered = int(over_delivered), reconcile = '1'}
   for i = 1, #record - 1, 2 do
     if rewritten[record[i]] then record[i + 1] = rewritten[record[i]] end
@@ -65,17 +80,21 @@ add_spend(team_spent_keys, team_images_day)
 
 -- Rollups for reports, per UTC day: the team's per model ('<model>|<what>', what a report by team,
 -- model or day reads), per key ('<key_id>|<what>|<model>') and per end user
--- ('<key_id>|<what>|<model>\31<user>'; neither a model name nor a user holds a control char).
+-- ('<key_id>|<what>|<model>\31<user>'; neither a model name, a channel nor a user holds a control
+-- char), <model> followed by its channel's name but for the default channel's.
 local function roll(key, prefix, suffix)
   redis.call('HINCRBY', key, prefix .. 'calls' .. suffix, 1)
   redis.call('HINCRBY', key, prefix .. 'images' .. suffix, images)
   redis.call('HINCRBY', key, prefix .. 'spend' .. suffix, int(charge))
   -- A failed call delivered no image (and was charged nothing): reports show calls - failed as succeeded.
   if images == 0 then redis.call('HINCRBY', key, prefix .. 'failed' .. suffix, 1) end
+  -- The margin (charge - cost), not the cost: a rollup written before costs existed, or by a call
+  -- whose channel has no cost, has none, and its cost reads as its spend.
+  if charge ~= cost then redis.call('HINCRBY', key, prefix .. 'margin' .. suffix, int(charge - cost)) end
 end
-roll(rollup_key, model .. '|', '')
-roll(key_rollup_key, k.id .. '|', '|' .. model)
-if user ~= '' then roll(users_key, k.id .. '|', '|' .. model .. '\31' .. user) end
+roll(rollup_key, model_field .. '|', '')
+roll(key_rollup_key, k.id .. '|', '|' .. model_field)
+if user ~= '' then roll(users_key, k.id .. '|', '|' .. model_field .. '\31' .. user) end
 redis.call('ZADD', settled_key, now, request_id)
 redis.call('ZREMRANGEBYSCORE', settled_key, '-inf', now - settled_memory_ms)
 
@@ -114,6 +133,13 @@ queue_alerts('key', k.id, budget, period, spent, key.alert_thresholds or '')
 queue_alerts('team', '', team_budget, team_period, team_spent, team_cfg.alert_thresholds or '')
 
 -- The record fields only this script knows: whether a reservation was found, and the overspend.
+-- The attempts the call moved on from first, in their order; then the call's own record.
+if attempts ~= '' then
+  for _, fields in ipairs(cjson.decode(attempts)) do
+    redis.call('XADD', k.ledger, 'MINID', '~', oldest_kept_ms, '*', 'reserved', held and '1' or '0',
+      'over_budget', '0', unpack(fields))
+  end
+end
 redis.call('XADD', k.ledger, 'MINID', '~', oldest_kept_ms, '*', 'reserved', held and '1' or '0',
   'over_budget', over_budget and '1' or '0', unpack(record, record_from))
 
