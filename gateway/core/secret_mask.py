@@ -7,9 +7,11 @@ case), ``/`` also as ``\\/``, and the caller's parser turns ``sk\\u002d...`` bac
 with ``***``; a :class:`Masker` does it across the pieces of a stream, holding back only an end
 that may begin such a spelling.
 
-Most bytes relayed are base64, which has no backslash: the escaped forms are looked for only in
-a piece that holds a ``\\u`` (or a ``\\/`` where the secret has a ``/``), so a piece without one
-costs two memchr-speed scans, as before.
+Most bytes relayed are base64, which holds no backslash and none of a key's bytes outside its
+alphabet (the ``-`` of ``sk-...``): the escaped forms are looked for only in a piece that holds a
+backslash, the raw key only in one that holds such a byte, and each is ruled out by a memchr, so a
+piece of base64 costs two memchr scans. A search for a two-byte mark such as ``\\u`` is not one:
+over base64 it ran at a tenth of the speed, the relay's largest cost.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Iterable
 
 MASK = b"***"
 _SHORT_ESCAPES = {"/": b"\\/", "\\": b"\\\\", '"': b'\\"'}
+_BASE64 = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
 
 
 def _hex_class(digit: str) -> bytes:
@@ -64,6 +67,9 @@ class SecretPattern:
         # Each spelling of a character is at most 6 bytes (\\uXXXX) or its UTF-8 bytes.
         self.longest = sum(max(6, len(char.encode("utf-8"))) for char in secret)
         self._escape_marks = [b"\\u"] + [b"\\" + c.encode() for c in secret if c in _SHORT_ESCAPES]
+        # A byte of the secret that base64 never holds ('-' of "sk-..."), if it has one: a single
+        # byte is looked for with memchr, many times faster than the whole secret in base64.
+        self._probe = next((bytes((b,)) for b in self.secret if b not in _BASE64), b"")
 
     def mask(self, data: bytes) -> bytes:
         """``data`` with every spelling of the secret replaced by ``***``; ``data`` itself if none.
@@ -73,8 +79,11 @@ class SecretPattern:
         """
         if not self.secret:
             return data
-        if self._any is not None and any(mark in data for mark in self._escape_marks):
+        # Every escape begins with a backslash, which base64 never holds: one memchr rules them out.
+        if b"\\" in data and self._any is not None and any(mark in data for mark in self._escape_marks):
             return self._any.sub(MASK, data)
+        if self._probe and self._probe not in data:
+            return data
         return data.replace(self.secret, MASK) if self.secret in data else data
 
     def held_suffix(self, data: bytes) -> int:
