@@ -143,6 +143,7 @@ class Router:
         rng: random.Random | None = None,
     ) -> None:
         self.channels, self.board, self.timeout_s = tuple(channels), board, timeout_s
+        self._names = frozenset(channel.name for channel in self.channels)
         self._rng = rng or random.Random()
 
     @property
@@ -165,6 +166,8 @@ class Router:
         return self._by_priority(first), self._by_priority([c for c in serving if c not in first])
 
     def _by_priority(self, channels: list[Channel]) -> list[Channel]:
+        if len(channels) < 2:  # one channel, the gateway without a channels file: nothing to draw
+            return channels
         ordered: list[Channel] = []
         for _, group in groupby(
             sorted(channels, key=lambda c: c.spec.priority), key=lambda c: c.spec.priority
@@ -192,7 +195,7 @@ class Router:
 
     def ended(self, name: str, outcome: str | None) -> None:
         """A call whose channel answered 200 has ended as ``outcome``: its health."""
-        if name in self.names and outcome is not None:
+        if outcome is not None and name in self._names:
             if outcome in FAILED_BODIES:
                 self.board.failed(name, outcome)
             else:
