@@ -171,11 +171,15 @@ def channel_states(gw: Gateway) -> dict[str, dict[str, Any]]:
     return dict(httpx.get(f"{gw.url}/readyz", verify=TLS, timeout=5).json()["channels"])
 
 
-def wait_for_state(gw: Gateway, name: str, state: str, timeout_s: float = 15) -> dict[str, Any]:
-    return dict(
-        wait_until(
-            lambda: channel_states(gw)[name] if channel_states(gw)[name]["state"] == state else None,
-            timeout_s=timeout_s,
-            what=f"channel {name} {state} at {gw.url}",
-        )
-    )
+def wait_for_state(
+    gw: Gateway, name: str, state: str | tuple[str, ...], timeout_s: float = 15
+) -> dict[str, Any]:
+    """The channel's state once it is ``state`` (or one of them) at ``gw``."""
+    wanted = (state,) if isinstance(state, str) else state
+
+    def reached() -> dict[str, Any] | None:
+        found = channel_states(gw)[name]
+        return found if found["state"] in wanted else None
+
+    what = f"channel {name} {' or '.join(wanted)} at {gw.url}"
+    return dict(wait_until(reached, timeout_s=timeout_s, what=what))

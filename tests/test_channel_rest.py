@@ -73,8 +73,10 @@ def fresh(replicas: list[Gateway], store: RedisServer, first: StandIn, spare: St
     spare.reset(images(1, "spare"))
     for gw in replicas:
         for name, upstream in (("first", first), ("spare", spare)):
-            if channel_states(gw)[name]["state"] != "ready":
-                wait_for_state(gw, name, "probation", timeout_s=COOLDOWN_S + 10)
+            # A rest another replica lifted in Redis ends here at the next refresh, straight to
+            # ready: only a rest that ends on probation needs its live call.
+            settled = wait_for_state(gw, name, ("probation", "ready"), timeout_s=COOLDOWN_S + 10)
+            if settled["state"] == "probation":
                 # Its live call succeeds and it rejoins; spare is reached only when first refuses.
                 first.answer = envelope(503) if upstream is spare else images(1, "first")
                 generate(gw, _key(gw), model=MODEL)
