@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
 
 from gateway import __version__
 from gateway.core.secret_mask import Secrets
@@ -63,16 +62,16 @@ class UpstreamClient:
         max_connections: int = 2000,
         max_response_bytes: int = 1536 * 1024 * 1024,
         transport: Transport | None = None,
-        masked: Sequence[str] = (),
+        mask: Secrets | None = None,
     ) -> None:
         self.url = url
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.max_response_bytes = max_response_bytes
         self._api_key = api_key
-        # Masked in whatever the upstream answers, however JSON spells them: its key, and the
-        # other channels' (``masked``).
-        self.mask = Secrets((api_key, *masked))
+        # Masked in whatever the upstream answers, however JSON spells them: its key, or every
+        # channel's (``mask``, built once for all of them: gateway/upstream/routing.py).
+        self.mask = Secrets((api_key,)) if mask is None else mask
         if transport is None:
             transport = H1Transport(max_connections, KEEPALIVE_S, read_buffer_bytes=READ_CHUNK_BYTES)
         self.transport = transport

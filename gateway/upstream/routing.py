@@ -236,7 +236,7 @@ def build_router(settings: Settings, redis: Redis) -> Router:
     transport = H1Transport(
         settings.upstream_max_connections, KEEPALIVE_S, read_buffer_bytes=READ_CHUNK_BYTES
     )
-    keys = [spec.api_key for spec in specs]
+    mask = Secrets(spec.api_key for spec in specs)  # each channel's key, in every channel's answers
 
     def client(spec: ChannelSpec) -> UpstreamClient:
         return UpstreamClient(
@@ -246,7 +246,7 @@ def build_router(settings: Settings, redis: Redis) -> Router:
             settings.upstream_connect_timeout_s,
             max_response_bytes=settings.max_upstream_response_bytes,
             transport=transport,
-            masked=keys,
+            mask=mask,
         )
 
     channels = [Channel(spec, client(spec)) for spec in specs]
